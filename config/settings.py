@@ -1,0 +1,203 @@
+"""The one Settings object of the platform.
+
+Built once at each entry point (``cachectl``, celeryconfig.py, the API's app factory, a test
+fixture) with :func:`load_settings`, frozen, and passed explicitly. Values come from the
+environment and from a ``.env`` file in the working directory; the environment wins.
+
+Every default is documented where it is defined, with the reason.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # --- Redis: the variables of the design, with its defaults -------------------------------
+    redis_host: str = "localhost"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_password: SecretStr = SecretStr("")
+    redis_db: NonNegativeInt = 0
+    redis_key_prefix: str = Field("membership:", min_length=1, max_length=64)
+    redis_default_ttl: PositiveInt = 1800
+
+    # --- Cache behaviour: the design's TTLs per data type (seconds) ---------------------------
+    cache_enabled: bool = True
+    cache_analytics_ttl: PositiveInt = 3600  # dashboards tolerate an hour of lag
+    cache_statistics_ttl: PositiveInt = 1800  # demographics move slowly
+    cache_member_ttl: PositiveInt = 900  # write-through keeps members fresh; TTL bounds drift
+    cache_lookup_ttl: PositiveInt = 86400  # tiers, statuses, countries change rarely
+
+    # --- Redis beyond the design's variables ---------------------------------------------------
+    # A full URL overrides host/port/db/password; rediss:// turns TLS on.
+    redis_url: str | None = None
+    redis_username: str | None = None  # ACL user; None means the default user
+    # Sentinel: "host:port,host:port"; when set, the master is discovered through them.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: SecretStr = SecretStr("")
+    redis_read_from_replica: bool = False  # reads may lag the master by replication delay
+    # Cluster: "host:port,host:port" startup nodes; when set, the cache runs on Redis Cluster.
+    redis_cluster_nodes: str = ""
+    redis_tls: bool = False
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
+    # Short timeouts: a cache that waits longer than the database it shields is useless.
+    redis_socket_timeout: PositiveFloat = 0.25
+    redis_connect_timeout: PositiveFloat = 0.25
+    redis_max_connections: PositiveInt = 64
+
+    # --- Cache core tuning ---------------------------------------------------------------------
+    cache_compress_threshold: NonNegativeInt = 4096  # below this zstd saves too little to pay
+    cache_ttl_jitter: float = Field(0.10, ge=0, lt=1)  # +-10% so co-warmed keys spread out
+    cache_stale_ratio: float = Field(0.5, ge=0)  # hard TTL = soft TTL * (1 + ratio): stale window
+    cache_negative_ttl: PositiveInt = 30  # "not found" is cached briefly
+    cache_lease_ms: PositiveInt = 5000  # one loader per key; others wait up to this long
+    cache_xfetch_beta: float = Field(1.0, ge=0)  # 0 turns early refresh off
+    cache_breaker_failures: PositiveInt = 3  # consecutive failures that open the breaker
+    cache_breaker_reset_seconds: PositiveFloat = 2.0  # open this long before one trial call
+
+    # --- Database and broker --------------------------------------------------------------------
+    # Empty means: the local PostgreSQL when it answers, else a SQLite file (embedded default).
+    database_url: str = ""
+    celery_broker_url: str | None = None  # default: the cache's Redis, database 1
+    celery_result_backend: str | None = None  # default: the cache's Redis, database 2
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if any(ch in value for ch in "*?[]{} \t\r\n"):
+            raise ValueError("must not contain glob characters, braces or whitespace")
+        return value
+
+    @field_validator("redis_sentinels", "redis_cluster_nodes")
+    @classmethod
+    def _host_list(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {item!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    # --- Derived values -------------------------------------------------------------------------
+    @staticmethod
+    def _parse_hosts(value: str) -> list[tuple[str, int]]:
+        hosts = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            host, _, port = item.rpartition(":")
+            hosts.append((host, int(port)))
+        return hosts
+
+    @cached_property
+    def sentinel_hosts(self) -> list[tuple[str, int]]:
+        return self._parse_hosts(self.redis_sentinels)
+
+    @cached_property
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        return self._parse_hosts(self.redis_cluster_nodes)
+
+    @property
+    def redis_mode(self) -> Literal["standalone", "sentinel", "cluster"]:
+        if self.cluster_nodes:
+            return "cluster"
+        if self.sentinel_hosts:
+            return "sentinel"
+        return "standalone"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.redis_tls or (self.redis_url or "").startswith("rediss://")
+
+    def redis_url_for(self, db: int | None = None) -> str:
+        """The Redis URL of the standalone server, with the password, for one database."""
+        if self.redis_url and db is None:
+            return self.redis_url
+        scheme = "rediss" if self.uses_tls else "redis"
+        auth = ""
+        password = self.redis_password.get_secret_value()
+        if password or self.redis_username:
+            auth = f"{quote(self.redis_username or '', safe='')}:{quote(password, safe='')}@"
+        host, port = self.redis_host, self.redis_port
+        if self.redis_url:
+            parts = urlsplit(self.redis_url)
+            host, port = parts.hostname or host, parts.port or port
+        return f"{scheme}://{auth}{host}:{port}/{self.redis_db if db is None else db}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url_for(db=1)
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery_result_backend or self.redis_url_for(db=2)
+
+    def masked(self) -> dict[str, object]:
+        """The effective configuration with every secret masked, for display."""
+        shown: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                shown[name] = "********" if value.get_secret_value() else ""
+            elif isinstance(value, str) and "://" in value:
+                shown[name] = mask_url(value)
+            else:
+                shown[name] = value
+        shown["redis_mode"] = self.redis_mode
+        return shown
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL: redis://user:secret@host -> redis://user:****@host."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    if "password" in field:
+        shown = ""
+    return f"invalid setting {field.upper()}: {first['msg']}{shown}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the Settings, or raise ConfigError with one line naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
