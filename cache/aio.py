@@ -1,0 +1,297 @@
+"""The async front of the cache (the API): the same operations as service.CacheService.
+
+It runs the same flows (flow.CacheCore) with redis.asyncio; only the awaiting differs. Loaders
+may be coroutine functions or plain callables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from cache import scripts
+from cache.client import AsyncClients
+from cache.flow import (
+    UNAVAILABLE,
+    CacheCore,
+    Fill,
+    Flow,
+    Load,
+    Read,
+    ReleaseLease,
+    Sleep,
+    TakeLease,
+    VersionOf,
+)
+from cache.types import MISS, DataType
+
+log = logging.getLogger("cache")
+T = TypeVar("T")
+
+
+class AsyncCacheService:
+    def __init__(self, core: CacheCore, clients: AsyncClients) -> None:
+        self.core = core
+        self.clients = clients
+        self.keys = core.keys
+        self.metrics = core.metrics
+        self.breaker = core.breaker
+        self._writer = clients.writer
+        self._reader = clients.reader
+        self._fill = clients.writer.register_script(scripts.FILL)
+        self._write_guarded = clients.writer.register_script(scripts.WRITE_GUARDED)
+        self._release = clients.writer.register_script(scripts.RELEASE)
+        self._replaying = False
+
+    async def close(self) -> None:
+        await self.clients.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T | Any:
+        if not self.breaker.allow():
+            self.metrics.breaker_skips += 1
+            return UNAVAILABLE
+        try:
+            if len(self.core.outbox) and not self._replaying:
+                await self._replay_outbox()
+            result = await fn(*args, **kwargs)
+        except RedisError as exc:
+            self.breaker.failure()
+            log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+            return UNAVAILABLE
+        self.breaker.success()
+        return result
+
+    async def _replay_outbox(self) -> None:
+        """Apply invalidations that failed while Redis was away, before serving anything."""
+        self._replaying = True
+        try:
+            while keys := self.core.outbox.drain():
+                try:
+                    await self._unlink(keys)
+                except RedisError:
+                    self.core.outbox.restore(keys)
+                    raise
+                self.metrics.outbox_replayed += len(keys)
+        finally:
+            self._replaying = False
+
+    async def _unlink(self, keys: Sequence[str]) -> int:
+        leases = [self.keys.lease(key) for key in keys]
+        if self.clients.mode == "cluster":
+            # Cross-slot UNLINK is not allowed; redis-py splits the keys per slot node.
+            return int(await self._writer.delete(*keys, *leases))
+        return int(await self._writer.unlink(*keys, *leases))
+
+    async def _run(self, flow: Flow, loader: Callable[[], Any], data_type: DataType) -> Any:
+        result: Any = None
+        while True:
+            try:
+                op = flow.send(result)
+            except StopIteration as done:
+                return done.value
+            if isinstance(op, Read):
+                result = await self._call(self._reader.get, op.key)
+            elif isinstance(op, TakeLease):
+                taken = await self._call(self._writer.set, op.lease_key, op.token, nx=True, px=op.ms)
+                result = UNAVAILABLE if taken is UNAVAILABLE else bool(taken)
+            elif isinstance(op, Load):
+                try:
+                    result = await self._timed_load(loader, data_type)
+                except BaseException as exc:
+                    await self._abort(flow, exc)
+                    raise
+            elif isinstance(op, Fill):
+                stored = await self._call(
+                    self._fill,
+                    keys=[op.key, op.lease_key],
+                    args=[op.token, op.payload, op.px, op.version],
+                )
+                result = UNAVAILABLE if stored is UNAVAILABLE else stored == 1
+            elif isinstance(op, Sleep):
+                await asyncio.sleep(op.seconds)
+                result = None
+            elif isinstance(op, ReleaseLease):
+                result = await self._call(self._release, keys=[op.lease_key], args=[op.token])
+
+    async def _abort(self, flow: Flow, exc: BaseException) -> None:
+        """The loader failed: let the flow release its lease, then end it."""
+        try:
+            op = flow.throw(exc)
+        except BaseException:
+            return
+        if isinstance(op, ReleaseLease):
+            await self._call(self._release, keys=[op.lease_key], args=[op.token])
+        flow.close()
+
+    async def _timed_load(self, loader: Callable[[], Any], data_type: DataType) -> tuple[Any, float]:
+        counters = self.metrics.of(data_type)
+        started = time.perf_counter()
+        try:
+            value = loader()
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException:
+            counters.load_errors += 1
+            raise
+        seconds = time.perf_counter() - started
+        counters.loads += 1
+        counters.load_seconds.observe(seconds)
+        return value, seconds
+
+    # --- reads ----------------------------------------------------------------------------------
+    async def get(self, key: str, data_type: DataType = DataType.DEFAULT) -> Any:
+        """The cached value (stale ones included), NOT_FOUND for a cached absence, else MISS."""
+        counters = self.metrics.by_type[data_type]
+        if not self.core.enabled:
+            counters.misses += 1
+            return MISS
+        raw = await self._call(self._reader.get, key)
+        if raw is None or raw is UNAVAILABLE:
+            counters.misses += 1
+            return MISS
+        entry = self.core.decode(raw, counters, key)
+        if entry is None:
+            counters.misses += 1
+            return MISS
+        self.core.count_served(entry, counters, self.core.clock())
+        return self.core.present(entry)
+
+    async def get_many(self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT) -> list[Any]:
+        """Values in the order of ``keys`` (MISS where absent), in one round trip."""
+        counters = self.metrics.by_type[data_type]
+        if not keys:
+            return []
+        if not self.core.enabled:
+            counters.misses += len(keys)
+            return [MISS] * len(keys)
+        if self.clients.mode == "cluster":
+            raws = await self._call(self._reader.mget_nonatomic, list(keys))
+        else:
+            raws = await self._call(self._reader.mget, list(keys))
+        if raws is UNAVAILABLE:
+            counters.misses += len(keys)
+            return [MISS] * len(keys)
+        now = self.core.clock()
+        out: list[Any] = []
+        for key, raw in zip(keys, raws, strict=True):
+            entry = None if raw is None else self.core.decode(raw, counters, key)
+            if entry is None:
+                counters.misses += 1
+                out.append(MISS)
+            else:
+                self.core.count_served(entry, counters, now)
+                out.append(self.core.present(entry))
+        return out
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        data_type: DataType = DataType.DEFAULT,
+        *,
+        ttl: float | None = None,
+        version_of: VersionOf | None = None,
+    ) -> Any:
+        """Cache-aside. ``loader`` returns the value, or NOT_FOUND to cache an absence briefly."""
+        if not self.core.enabled:
+            self.metrics.by_type[data_type].misses += 1
+            return (await self._timed_load(loader, data_type))[0]
+        return await self._run(self.core.get_or_load(key, data_type, ttl, version_of), loader, data_type)
+
+    # --- writes ---------------------------------------------------------------------------------
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        data_type: DataType = DataType.DEFAULT,
+        *,
+        ttl: float | None = None,
+        version: int = 0,
+    ) -> bool:
+        counters = self.metrics.by_type[data_type]
+        if not self.core.enabled:
+            counters.skipped_writes += 1
+            return False
+        payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
+        if await self._call(self._writer.set, key, payload, px=px) is UNAVAILABLE:
+            counters.skipped_writes += 1
+            return False
+        counters.writes += 1
+        return True
+
+    async def set_many(
+        self,
+        items: Mapping[str, Any],
+        data_type: DataType = DataType.DEFAULT,
+        *,
+        ttl: float | None = None,
+    ) -> bool:
+        """Store many values in one pipelined round trip, each with its own jittered TTL."""
+        counters = self.metrics.by_type[data_type]
+        if not self.core.enabled or not items:
+            counters.skipped_writes += len(items) if not self.core.enabled else 0
+            return not items
+        pipe = self._writer.pipeline(transaction=False)
+        for key, value in items.items():
+            payload, px = self.core.envelope(value, data_type, ttl=ttl)
+            pipe.set(key, payload, px=px)
+        if await self._call(pipe.execute) is UNAVAILABLE:
+            counters.skipped_writes += len(items)
+            return False
+        counters.writes += len(items)
+        return True
+
+    async def write_through(
+        self,
+        key: str,
+        value: Any,
+        version: int,
+        data_type: DataType = DataType.DEFAULT,
+        *,
+        ttl: float | None = None,
+    ) -> bool:
+        """Store a value just committed to the source, unless a newer version is cached.
+
+        Returns True when stored. When Redis is unavailable the key is queued for
+        invalidation instead, so an old cached value cannot outlive the outage.
+        """
+        counters = self.metrics.by_type[data_type]
+        if not self.core.enabled:
+            counters.skipped_writes += 1
+            return False
+        payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
+        stored = await self._call(
+            self._write_guarded, keys=[key, self.keys.lease(key)], args=[payload, px, version]
+        )
+        if stored is UNAVAILABLE:
+            counters.skipped_writes += 1
+            self.core.outbox.add([key])
+            return False
+        if stored == 1:
+            counters.writes += 1
+            return True
+        counters.writes_rejected += 1
+        return False
+
+    async def delete(self, *keys: str) -> int:
+        """Remove keys (and kill their in-flight fills); queued for replay if Redis is down."""
+        if not keys or not self.core.enabled:
+            return 0
+        removed = await self._call(self._unlink, list(keys))
+        if removed is UNAVAILABLE:
+            self.core.outbox.add(keys)
+            return 0
+        return int(removed)
+
+    async def invalidate(self, keys: Iterable[str]) -> int:
+        return await self.delete(*keys)
+
+    async def ping(self) -> bool:
+        return await self._call(self._writer.ping) is True

@@ -1,0 +1,151 @@
+"""Redis connections from Settings: standalone, Sentinel or Cluster; pooled; TLS; timeouts.
+
+Each mode gives a writer (the master) and a reader (a replica when reads from replicas are
+allowed, else the writer). redis-py does the work: Sentinel's connection pool rediscovers the
+master after a failover, RedisCluster follows slot moves. Retries are limited to one
+immediate retry (a pooled connection can die with a restart); anything slower is the
+circuit breaker's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from config import Settings
+
+Mode = Literal["standalone", "sentinel", "cluster"]
+SyncRedis = redis.Redis | RedisCluster
+AsyncRedis = aioredis.Redis | AsyncRedisCluster
+
+
+@dataclass
+class SyncClients:
+    mode: Mode
+    writer: SyncRedis
+    reader: SyncRedis
+    sentinel: Sentinel | None = None
+
+    def close(self) -> None:
+        for client in {id(self.writer): self.writer, id(self.reader): self.reader}.values():
+            client.close()
+        if self.sentinel is not None:
+            for sentinel in self.sentinel.sentinels:
+                sentinel.close()
+
+
+@dataclass
+class AsyncClients:
+    mode: Mode
+    writer: AsyncRedis
+    reader: AsyncRedis
+    sentinel: AsyncSentinel | None = None
+
+    async def close(self) -> None:
+        for client in {id(self.writer): self.writer, id(self.reader): self.reader}.values():
+            await client.aclose()
+        if self.sentinel is not None:
+            for sentinel in self.sentinel.sentinels:
+                await sentinel.aclose()
+
+
+def _tls_kwargs(settings: Settings) -> dict[str, Any]:
+    if not settings.uses_tls:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": settings.redis_tls_ca_file,
+        "ssl_certfile": settings.redis_tls_cert_file,
+        "ssl_keyfile": settings.redis_tls_key_file,
+    }
+
+
+def _common(settings: Settings, *, asyncio: bool) -> dict[str, Any]:
+    password = settings.redis_password.get_secret_value() or None
+    return {
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "retry": (AsyncRetry if asyncio else Retry)(NoBackoff(), 1),
+        "username": settings.redis_username,
+        "password": password,
+        "client_name": "membership-cache",
+        "decode_responses": False,
+    }
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"socket_timeout": settings.redis_socket_timeout}
+    if settings.redis_sentinel_password.get_secret_value():
+        kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    return kwargs
+
+
+def connect(settings: Settings) -> SyncClients:
+    """Sync clients (Celery workers, cachectl, tests)."""
+    common = _common(settings, asyncio=False) | _tls_kwargs(settings)
+    if settings.redis_mode == "cluster":
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.cluster_nodes],
+            read_from_replicas=settings.redis_read_from_replica,
+            max_connections=settings.redis_max_connections,
+            **common,
+        )
+        return SyncClients("cluster", cluster, cluster)
+    if settings.redis_mode == "sentinel":
+        sentinel = Sentinel(
+            settings.sentinel_hosts, sentinel_kwargs=_sentinel_kwargs(settings),
+            db=settings.redis_db, **common,
+        )  # fmt: skip
+        name = settings.redis_sentinel_master
+        master = sentinel.master_for(name, max_connections=settings.redis_max_connections)
+        reader = (
+            sentinel.slave_for(name, max_connections=settings.redis_max_connections)
+            if settings.redis_read_from_replica
+            else master
+        )
+        return SyncClients("sentinel", master, reader, sentinel)
+    client = redis.Redis.from_url(
+        settings.redis_url_for(), max_connections=settings.redis_max_connections, **common
+    )
+    return SyncClients("standalone", client, client)
+
+
+def connect_async(settings: Settings) -> AsyncClients:
+    """asyncio clients (the API)."""
+    common = _common(settings, asyncio=True) | _tls_kwargs(settings)
+    if settings.redis_mode == "cluster":
+        cluster = AsyncRedisCluster(
+            startup_nodes=[AsyncClusterNode(host, port) for host, port in settings.cluster_nodes],
+            read_from_replicas=settings.redis_read_from_replica,
+            max_connections=settings.redis_max_connections,
+            **common,
+        )
+        return AsyncClients("cluster", cluster, cluster)
+    if settings.redis_mode == "sentinel":
+        sentinel = AsyncSentinel(
+            settings.sentinel_hosts, sentinel_kwargs=_sentinel_kwargs(settings),
+            db=settings.redis_db, **common,
+        )  # fmt: skip
+        name = settings.redis_sentinel_master
+        master = sentinel.master_for(name, max_connections=settings.redis_max_connections)
+        reader = (
+            sentinel.slave_for(name, max_connections=settings.redis_max_connections)
+            if settings.redis_read_from_replica
+            else master
+        )
+        return AsyncClients("sentinel", master, reader, sentinel)
+    client = aioredis.Redis.from_url(
+        settings.redis_url_for(), max_connections=settings.redis_max_connections, **common
+    )
+    return AsyncClients("standalone", client, client)

@@ -1,0 +1,33 @@
+"""Exceptions of the cache core.
+
+    CacheError
+    ├── CacheUnavailable      Redis could not be reached or answered with an error
+    │   └── BreakerOpen       the circuit breaker is open: Redis was not even tried
+    ├── CorruptEntry          stored bytes are not an envelope this code can read
+    └── InvalidKey            a key part would break the keyspace (glob characters, braces)
+
+Callers of the service rarely see them: reads fail open to the loader and writes are skipped.
+redis-py errors are translated here, at the boundary, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class CacheError(Exception):
+    """Root of every error raised by the cache core."""
+
+
+class CacheUnavailable(CacheError):
+    """Redis did not answer, answered too slowly, or refused the command."""
+
+
+class BreakerOpen(CacheUnavailable):
+    """The circuit breaker is open; Redis was skipped without a network call."""
+
+
+class CorruptEntry(CacheError):
+    """Stored bytes are not a readable envelope (foreign, truncated or a newer schema)."""
+
+
+class InvalidKey(CacheError, ValueError):
+    """A key part contains characters that would let it escape its place in the keyspace."""

@@ -1,0 +1,87 @@
+"""Every Redis key the platform writes is built here, under the configured prefix.
+
+Layout (prefix ``membership:`` by default)::
+
+    membership:member:{id}                 one member record
+    membership:analytics:{name}[:{params}] analytics aggregates
+    membership:statistics:{name}           demographics and other statistics
+    membership:lookup:{name}               tiers, statuses, countries
+    membership:http:{sha}                  cached HTTP responses (the API middleware)
+    membership:gen:{tag}                   generation counter of a tag (O(1) invalidation)
+    membership:lease:{key}                 single-flight lease of one cache key
+    membership:sys:*                       platform state (metrics, outbox, write-behind)
+
+Lease keys carry the cache key in a hash tag so that, on Redis Cluster, a key and its lease
+share a slot and one Lua script can touch both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from cache.errors import InvalidKey
+from cache.types import DataType
+
+# Parts may hold letters, digits and a few separators; nothing a glob or a hash tag reads.
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_.@+=,\-/]{1,200}$")
+_LEASE = "lease:"
+
+
+def _part(value: object) -> str:
+    text = str(value)
+    if not _SAFE_PART.match(text):
+        raise InvalidKey(f"invalid key part {text!r}")
+    return text
+
+
+class Keys:
+    """Key builder bound to one prefix; the only place keys are formatted."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def entry(self, data_type: DataType | str, *parts: object) -> str:
+        """membership:<data_type>:<part>:<part>..."""
+        return ":".join((self.prefix + _part(DataType(data_type).value), *map(_part, parts)))
+
+    def member(self, member_id: int | str) -> str:
+        return f"{self.prefix}member:{_part(member_id)}"
+
+    def members(self, member_ids: Iterable[int | str]) -> list[str]:
+        prefix = f"{self.prefix}member:"
+        return [prefix + _part(member_id) for member_id in member_ids]
+
+    def analytics(self, name: str, *params: object) -> str:
+        return self.entry(DataType.ANALYTICS, name, *params)
+
+    def statistics(self, name: str, *params: object) -> str:
+        return self.entry(DataType.STATISTICS, name, *params)
+
+    def lookup(self, name: str) -> str:
+        return self.entry(DataType.LOOKUP, name)
+
+    def http(self, digest: str) -> str:
+        return f"{self.prefix}http:{_part(digest)}"
+
+    def generation(self, tag: str) -> str:
+        return f"{self.prefix}gen:{_part(tag)}"
+
+    def lease(self, key: str) -> str:
+        # "{key}" makes the lease hash to the key's own slot on Cluster, unless the key
+        # carries its own hash tag, which keys built here never do.
+        return f"{self.prefix}{_LEASE}{{{key}}}"
+
+    def system(self, *parts: object) -> str:
+        return ":".join((self.prefix + "sys", *map(_part, parts)))
+
+    def pattern(self, glob: str) -> str:
+        """A SCAN pattern confined to the prefix; rejects patterns that could escape it."""
+        if not glob or any(ch in glob for ch in "[]{}\\ \t\r\n") or len(glob) > 200:
+            raise InvalidKey(f"invalid key pattern {glob!r}")
+        return self.prefix + glob
+
+    def owns(self, key: str) -> bool:
+        return key.startswith(self.prefix)

@@ -1,0 +1,57 @@
+"""Lua scripts that make a check-and-set atomic on the server.
+
+Both compare the version stored in the envelope header (codec.VERSION_OFFSET_LUA) with the
+version of the value being written, so a slow fill that read an old row can never overwrite a
+newer value. KEYS[1] is the cache key, KEYS[2] its lease (same hash slot, see keys.lease).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cache.codec import HEADER_SIZE, MAGIC, VERSION_OFFSET_LUA
+
+_STORED_VERSION = f"""
+local function stored_version(key)
+  local cur = redis.call('GET', key)
+  if cur and string.len(cur) >= {HEADER_SIZE} and string.byte(cur, 1) == {MAGIC} then
+    return struct.unpack('>i8', cur, {VERSION_OFFSET_LUA})
+  end
+  return nil
+end
+"""
+
+# Fill after a load (cache-aside): only the holder of the lease may fill, and never over a
+# newer version. An invalidation deletes the lease, so a fill of data read before it fails.
+# ARGV: token, payload, px, version. Returns 1 when stored, 0 when refused.
+FILL: Final = (
+    _STORED_VERSION
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+local v = stored_version(KEYS[1])
+if v and v > tonumber(ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+)
+
+# Write-through after a database commit: store unless a newer version is already cached, and
+# drop the lease so in-flight fills that read the old row are refused.
+# ARGV: payload, px, version. Returns 1 when stored, 0 when a newer version was kept.
+WRITE_GUARDED: Final = (
+    _STORED_VERSION
+    + """
+redis.call('DEL', KEYS[2])
+local v = stored_version(KEYS[1])
+if v and v > tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+# Release a lease only if it is still ours (the load failed).
+RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

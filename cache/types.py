@@ -1,0 +1,37 @@
+"""Small shared vocabulary of the cache core: data types and sentinels."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class DataType(enum.StrEnum):
+    """What a cached value is; it selects the TTL policy and labels the metrics."""
+
+    ANALYTICS = "analytics"
+    STATISTICS = "statistics"
+    MEMBER = "member"
+    LOOKUP = "lookup"
+    DEFAULT = "default"
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __bool__(self) -> bool:
+        return False
+
+
+# Nothing is cached for the key. Not None: None is a value that can be cached.
+MISS: Final = _Sentinel("MISS")
+# The source says the thing does not exist; cached briefly ("negative caching").
+NOT_FOUND: Final = _Sentinel("NOT_FOUND")
+
+Sentinel = _Sentinel
