@@ -84,6 +84,12 @@ def _common(settings: Settings, *, asyncio: bool) -> dict[str, Any]:
     }
 
 
+def _pool_wait(settings: Settings) -> float:
+    # Callers beyond max_connections queue for a connection instead of failing: a burst of
+    # callers is not a Redis outage. Past this wait it is treated as one.
+    return max(1.0, settings.redis_socket_timeout * 4)
+
+
 def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"socket_timeout": settings.redis_socket_timeout}
     if settings.redis_sentinel_password.get_secret_value():
@@ -108,16 +114,16 @@ def connect(settings: Settings) -> SyncClients:
             db=settings.redis_db, **common,
         )  # fmt: skip
         name = settings.redis_sentinel_master
-        master = sentinel.master_for(name, max_connections=settings.redis_max_connections)
-        reader = (
-            sentinel.slave_for(name, max_connections=settings.redis_max_connections)
-            if settings.redis_read_from_replica
-            else master
-        )
+        # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
+        # with MaxConnectionsError, so Sentinel pools grow with demand.
+        master = sentinel.master_for(name)
+        reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
         return SyncClients("sentinel", master, reader, sentinel)
-    client = redis.Redis.from_url(
-        settings.redis_url_for(), max_connections=settings.redis_max_connections, **common
-    )
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url_for(), max_connections=settings.redis_max_connections,
+        timeout=_pool_wait(settings), **common,
+    )  # fmt: skip
+    client = redis.Redis.from_pool(pool)  # owns the pool: close() disconnects it
     return SyncClients("standalone", client, client)
 
 
@@ -138,14 +144,14 @@ def connect_async(settings: Settings) -> AsyncClients:
             db=settings.redis_db, **common,
         )  # fmt: skip
         name = settings.redis_sentinel_master
-        master = sentinel.master_for(name, max_connections=settings.redis_max_connections)
-        reader = (
-            sentinel.slave_for(name, max_connections=settings.redis_max_connections)
-            if settings.redis_read_from_replica
-            else master
-        )
+        # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
+        # with MaxConnectionsError, so Sentinel pools grow with demand.
+        master = sentinel.master_for(name)
+        reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
         return AsyncClients("sentinel", master, reader, sentinel)
-    client = aioredis.Redis.from_url(
-        settings.redis_url_for(), max_connections=settings.redis_max_connections, **common
-    )
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url_for(), max_connections=settings.redis_max_connections,
+        timeout=_pool_wait(settings), **common,
+    )  # fmt: skip
+    client = aioredis.Redis.from_pool(pool)
     return AsyncClients("standalone", client, client)

@@ -193,6 +193,9 @@ class CacheCore:
             if (yield TakeLease(lease_key, token, self.lease_ms)) is not True:
                 self.count_served(entry, counters, now)
                 return self.present(entry)
+            if (newer := (yield from self._filled_meanwhile(key, lease_key, token, counters,
+                                                            entry.created_at))) is not None:
+                return self.present(newer)  # fmt: skip
             if fresh:
                 counters.early_refreshes += 1
             else:
@@ -203,6 +206,9 @@ class CacheCore:
         counters.misses += 1
         taken = yield TakeLease(lease_key, token, self.lease_ms)
         if taken is True:
+            if (newer := (yield from self._filled_meanwhile(key, lease_key, token, counters,
+                                                            0.0))) is not None:
+                return self.present(newer)  # fmt: skip
             return (yield from self._load_and_fill(key, lease_key, token, data_type, ttl,
                                                    version_of, counters))  # fmt: skip
         if taken is UNAVAILABLE:
@@ -226,6 +232,21 @@ class CacheCore:
             return (yield from self._load_and_fill(key, lease_key, token, data_type, ttl,
                                                    version_of, counters))  # fmt: skip
         return (yield Load())[0]
+
+    def _filled_meanwhile(
+        self, key: str, lease_key: str, token: str, counters: TypeCounters, seen_created: float
+    ) -> Flow:
+        """After taking the lease, read again: another caller may have filled the key between
+        our read and our lease (its fill frees the lease). Then its value is served."""
+        raw = yield Read(key)
+        if raw is None or raw is UNAVAILABLE:
+            return None
+        entry = self.decode(raw, counters, key)
+        if entry is None or entry.created_at <= seen_created or entry.is_stale(self.clock()):
+            return None
+        yield ReleaseLease(lease_key, token)
+        self.count_served(entry, counters, self.clock())
+        return entry
 
     def _load_and_fill(
         self,

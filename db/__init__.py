@@ -1,0 +1,58 @@
+"""The data layer: engines, schema, migrations, demo data and the queries the cache fronts."""
+
+from db.engine import (
+    make_async_engine,
+    make_engine,
+    resolve_database_url,
+    session_factory,
+)
+from db.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    DataError,
+    InvalidData,
+    NotFound,
+    UnknownLookup,
+)
+from db.migrate import upgrade
+from db.queries import (
+    analytics_dashboard,
+    create_member,
+    delete_member,
+    demographics,
+    get_member,
+    hottest_member_ids,
+    import_members,
+    list_members,
+    lookup,
+    members_by_ids,
+    update_member,
+)
+from db.seed import SeedReport, seed
+
+__all__ = [
+    "Conflict",
+    "DataError",
+    "DatabaseUnavailable",
+    "InvalidData",
+    "NotFound",
+    "SeedReport",
+    "UnknownLookup",
+    "analytics_dashboard",
+    "create_member",
+    "delete_member",
+    "demographics",
+    "get_member",
+    "hottest_member_ids",
+    "import_members",
+    "list_members",
+    "lookup",
+    "make_async_engine",
+    "make_engine",
+    "members_by_ids",
+    "resolve_database_url",
+    "seed",
+    "session_factory",
+    "update_member",
+    "upgrade",
+]

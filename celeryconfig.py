@@ -1,0 +1,177 @@
+"""Celery settings, derived from the one Settings object.
+
+``from_settings(settings)`` returns a plain dict that ``workers.app.create_app`` hands to
+``app.conf.update``. Nothing here reads the environment: the entry point builds Settings once
+and passes it (see workers/app.py). Each setting says why it has its value and links the
+Celery reference, ``DOCS#std-setting-<name>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import quote
+
+from kombu import Exchange, Queue
+
+from config import Settings
+from workers import beat, routing
+
+DOCS: Final = "https://docs.celeryq.dev/en/stable/userguide/configuration.html"
+REDIS_DOCS: Final = (
+    "https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html"
+)
+
+BROKER_DB: Final = 1  # the design's defaults: cache on 0, broker on 1, results on 2
+RESULTS_DB: Final = 2
+
+# A message reserved by a worker and not acknowledged within this many seconds is handed to
+# another worker (REDIS_DOCS#visibility-timeout). It must outlive the longest task (its hard
+# time limit) and the longest retry countdown, or a task still running, or still waiting for
+# its retry ETA, is delivered a second time. It is also how long a SIGKILLed worker's tasks
+# wait before redelivery (a warm shutdown hands them back at once).
+VISIBILITY_TIMEOUT: Final = 2 * max(routing.longest_hard_limit(), routing.RETRY_BACKOFF_MAX)
+
+# Broker sockets: without a timeout a publish to a master that vanished without closing TCP
+# (a Sentinel failover, a NAT drop) waits forever; kombu's health checks then never run.
+BROKER_SOCKET_TIMEOUT: Final = 10.0
+BROKER_CONNECT_TIMEOUT: Final = 5.0
+
+
+def _sentinel_urls(settings: Settings, db: int) -> str:
+    """``sentinel://[user:password@]host:port/db;...``: one chunk per Sentinel."""
+    password = settings.redis_password.get_secret_value()
+    auth = ""
+    if password or settings.redis_username:
+        auth = f"{quote(settings.redis_username or '', safe='')}:{quote(password, safe='')}@"
+    return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in settings.sentinel_hosts)
+
+
+def broker_url(settings: Settings) -> str:
+    """CELERY_BROKER_URL wins; else through the Sentinels when configured; else the cache's
+    Redis, database 1."""
+    if settings.celery_broker_url:
+        return settings.celery_broker_url
+    if settings.redis_mode == "sentinel":
+        return _sentinel_urls(settings, BROKER_DB)
+    return settings.broker_url
+
+
+def result_backend(settings: Settings) -> str:
+    if settings.celery_result_backend:
+        return settings.celery_result_backend
+    if settings.redis_mode == "sentinel":
+        return _sentinel_urls(settings, RESULTS_DB)
+    return settings.result_backend
+
+
+def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if url.startswith("sentinel://"):
+        # The Sentinels name the master; after a failover they name the new one
+        # (REDIS_DOCS#configuration). Their own password, when set, is separate.
+        options["master_name"] = settings.redis_sentinel_master
+        sentinel_password = settings.redis_sentinel_password.get_secret_value()
+        if sentinel_password:
+            options["sentinel_kwargs"] = {"password": sentinel_password}
+    return options
+
+
+def task_queues() -> tuple[Queue, ...]:
+    """One direct exchange per queue, routing key = queue name: nothing implicit."""
+    return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                 for name in routing.QUEUES)  # fmt: skip
+
+
+def from_settings(settings: Settings) -> dict[str, Any]:
+    broker = broker_url(settings)
+    results = result_backend(settings)
+    broker_options = _transport_options(settings, broker) | {
+        "socket_timeout": BROKER_SOCKET_TIMEOUT,
+        "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+    }
+    return {
+        # --- where ------------------------------------------------------------------------
+        # DOCS#std-setting-broker_url: sentinel:// URLs (one per Sentinel) when
+        # REDIS_SENTINELS is set, so the broker follows a failover.
+        "broker_url": broker,
+        # DOCS#std-setting-result_backend: results on their own database, never the cache's,
+        # so a cache flush or eviction policy cannot lose a task's state.
+        "result_backend": results,
+        # DOCS#std-setting-broker_transport_options: visibility_timeout above; master_name
+        # for Sentinel; socket timeouts so a dead master is noticed.
+        "broker_transport_options": broker_options,
+        # DOCS#std-setting-result_backend_transport_options: the same visibility_timeout and
+        # master_name as the broker; Celery reads some broker-side options from here too and
+        # a mismatch silently falls back to the one-hour default
+        # (https://github.com/celery/celery/issues/7651).
+        "result_backend_transport_options": _transport_options(settings, results),
+        # DOCS#std-setting-broker_connection_retry_on_startup: a worker started before Redis
+        # (compose, a reboot) keeps retrying instead of exiting; also silences the 5.x warning.
+        "broker_connection_retry_on_startup": True,
+        # --- what crosses the wire: JSON only -------------------------------------------------
+        # DOCS#std-setting-accept_content: anything else, pickle above all, is refused before
+        # it is deserialized; unpickling a message is running code the sender chose.
+        "accept_content": ["json"],
+        # DOCS#std-setting-result_accept_content: the same for results read back.
+        "result_accept_content": ["json"],
+        # DOCS#std-setting-task_serializer, #std-setting-result_serializer,
+        # #std-setting-event_serializer: tasks take ids and plain JSON; so do their results.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        # --- queues and routes ----------------------------------------------------------------
+        # DOCS#std-setting-task_queues: the five queues of workers/routing.py, declared.
+        "task_queues": task_queues(),
+        # DOCS#std-setting-task_create_missing_queues: off, so a route or a send_task naming
+        # an undeclared queue raises QueueNotFound instead of creating a queue nobody consumes.
+        "task_create_missing_queues": False,
+        # DOCS#std-setting-task_default_queue (and _exchange, _routing_key): a declared queue;
+        # only a task name without a route can land there.
+        "task_default_queue": routing.DEFAULT_QUEUE,
+        "task_default_exchange": routing.DEFAULT_QUEUE,
+        "task_default_routing_key": routing.DEFAULT_QUEUE,
+        # DOCS#std-setting-task_routes: by exact task name, so a client that only knows the
+        # name (workers/client.py, send_task) is routed exactly like the task itself.
+        "task_routes": routing.routes(),
+        # --- delivery guarantees --------------------------------------------------------------
+        # DOCS#std-setting-task_acks_late: acknowledge after the task ran, so a worker lost
+        # mid-task means the message is delivered again. Every task in tasks/ is idempotent
+        # (warm-ups overwrite, deletes repeat, maintenance is guarded per period); a task that
+        # is not must say acks_late=False on its decorator.
+        "task_acks_late": True,
+        # DOCS#std-setting-task_reject_on_worker_lost: a pool process killed (OOM, SIGKILL)
+        # requeues its message instead of marking it failed.
+        "task_reject_on_worker_lost": True,
+        # DOCS#std-setting-worker_cancel_long_running_tasks_on_connection_loss: with late acks
+        # the broker redelivers after a lost connection, so the running copy is cancelled
+        # rather than racing its own redelivery.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # DOCS#std-setting-worker_prefetch_multiplier: one message per process. Warm-ups run
+        # for minutes; prefetching more would park short invalidations behind them. A worker
+        # dedicated to cache.invalidate may raise it on its command line.
+        "worker_prefetch_multiplier": 1,
+        # DOCS#std-setting-task_soft_time_limit / #std-setting-task_time_limit: a safety net
+        # for tasks that do not set their own (every task in workers/routing.py does).
+        "task_soft_time_limit": 300,
+        "task_time_limit": 330,
+        # --- results and visibility -------------------------------------------------------
+        # DOCS#std-setting-task_track_started: STARTED between PENDING and PROGRESS, so a
+        # client can tell "queued" from "running".
+        "task_track_started": True,
+        # DOCS#std-setting-result_extended: name, args and worker stored with the result,
+        # readable by the API and Flower after the events are gone.
+        "result_extended": True,
+        # DOCS#std-setting-result_expires: a day of history; the backend is not an archive.
+        "result_expires": 86_400,
+        # DOCS#std-setting-worker_send_task_events and #std-setting-task_send_sent_event:
+        # Flower builds its task list from events, "sent" included (queued tasks show up).
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # --- time and beat ----------------------------------------------------------------
+        # DOCS#std-setting-timezone / #std-setting-enable_utc: the cadence's periods are UTC
+        # days, weeks, months and quarters, the same in every process whatever its TZ.
+        "timezone": "UTC",
+        "enable_utc": True,
+        # DOCS#std-setting-beat_schedule: workers/beat.py.
+        "beat_schedule": beat.schedule(),
+    }

@@ -1,0 +1,289 @@
+"""Member reads and writes, and lookups, as plain functions over a Session.
+
+Every function returns JSON-ready values (see db.serialize) and raises only DataError
+subclasses. Writes run in the caller's transaction and do not commit: use
+``with factory.begin() as session:`` so a write and whatever the caller does with its result
+(a cache write-through, say) commit or roll back together. After a DataError from a write the
+transaction is unusable on PostgreSQL and must be rolled back.
+
+The aggregates (dashboard, demographics, hottest members) live in db.analytics and are
+re-exported here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from db import serialize
+from db.analytics import analytics_dashboard, demographics, hottest_member_ids
+from db.errors import Conflict, InvalidData, UnknownLookup, translating
+from db.models import Country, Member, Status, Tier
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "analytics_dashboard",
+    "create_member",
+    "delete_member",
+    "demographics",
+    "get_member",
+    "hottest_member_ids",
+    "import_members",
+    "list_members",
+    "lookup",
+    "members_by_ids",
+    "update_member",
+]
+
+MAX_PAGE_SIZE: Final = 500
+IDS_PER_QUERY: Final = 5_000  # stays under SQLite's bound-parameter limit
+
+MEMBER_COLUMNS: Final = (
+    Member.id,
+    Member.email,
+    Member.first_name,
+    Member.last_name,
+    Member.status,
+    Member.tier,
+    Member.country,
+    Member.birth_date,
+    Member.joined_at,
+    Member.updated_at,
+    Member.last_seen_at,
+    Member.version,
+)
+# id, version and updated_at belong to the database; last_seen_at to the write-behind flusher.
+UPDATABLE: Final = frozenset(
+    {"email", "first_name", "last_name", "status", "tier", "country", "birth_date"}
+)
+CREATABLE: Final = UPDATABLE | {"joined_at"}
+REQUIRED: Final = ("email", "first_name", "last_name", "country")
+DEFAULTS: Final[Mapping[str, object]] = {"status": "active", "tier": "bronze", "birth_date": None}
+
+
+# --- Reads ----------------------------------------------------------------------------------
+
+
+def get_member(session: Session, member_id: int) -> dict[str, Any] | None:
+    """One member with its version, or None."""
+    with translating():
+        row = session.execute(select(*MEMBER_COLUMNS).where(Member.id == member_id))
+        found = row.mappings().one_or_none()
+    return None if found is None else serialize.member(found)
+
+
+def members_by_ids(session: Session, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The members among ``ids`` that exist, keyed by id (missing ids are simply absent)."""
+    wanted = sorted(set(ids))
+    found: dict[int, dict[str, Any]] = {}
+    with translating():
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            chunk = wanted[start : start + IDS_PER_QUERY]
+            rows = session.execute(select(*MEMBER_COLUMNS).where(Member.id.in_(chunk)))
+            for row in rows.mappings():
+                found[row["id"]] = serialize.member(row)
+    return found
+
+
+def list_members(
+    session: Session,
+    *,
+    status: str | None = None,
+    tier: str | None = None,
+    country: str | None = None,
+    q: str | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> dict[str, Any]:
+    """One page of members ordered by id, with the total matching the filters.
+
+    ``q`` is a case-insensitive prefix of the email, the first name or the last name; "jane
+    smi" also matches first name "Jane" with a last name starting "Smi".
+    """
+    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidData(f"page must be >= 1 and page_size within 1..{MAX_PAGE_SIZE}")
+    filters: list[ColumnElement[bool]] = []
+    if status is not None:
+        filters.append(Member.status == status)
+    if tier is not None:
+        filters.append(Member.tier == tier)
+    if country is not None:
+        filters.append(Member.country == country.upper())
+    if q is not None and q.strip():
+        filters.append(_prefix_filter(q))
+    with translating():
+        total = session.execute(select(func.count()).select_from(Member).where(*filters))
+        rows = session.execute(
+            select(*MEMBER_COLUMNS)
+            .where(*filters)
+            .order_by(Member.id)
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+        )
+        items = [serialize.member(row) for row in rows.mappings()]
+        return {"items": items, "total": total.scalar_one(), "page": page, "page_size": page_size}
+
+
+def _prefix_filter(q: str) -> ColumnElement[bool]:
+    text = " ".join(q.lower().split())
+    # Escape LIKE's wildcards: a user's "_" or "%" is a character, not a pattern.
+    pattern = _escape_like(text) + "%"
+    options: list[ColumnElement[bool]] = [
+        Member.email.like(pattern, escape="\\"),
+        func.lower(Member.first_name).like(pattern, escape="\\"),
+        func.lower(Member.last_name).like(pattern, escape="\\"),
+    ]
+    first, _, last = text.partition(" ")
+    if last:
+        options.append(
+            and_(
+                func.lower(Member.first_name) == first,
+                func.lower(Member.last_name).like(_escape_like(last) + "%", escape="\\"),
+            )
+        )
+    return or_(*options)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+LOOKUPS: Final = ("tiers", "statuses", "countries")
+
+
+def lookup(session: Session, name: str) -> list[dict[str, Any]]:
+    """The rows of one lookup table: "tiers" (by rank), "statuses" or "countries" (by name)."""
+    with translating():
+        if name == "tiers":
+            tiers = session.execute(
+                select(Tier.code, Tier.name, Tier.monthly_fee, Tier.rank).order_by(Tier.rank)
+            )
+            return [
+                {"code": code, "name": label, "monthly_fee": serialize.money(fee), "rank": rank}
+                for code, label, fee, rank in tiers
+            ]
+        if name == "statuses":
+            statuses = session.execute(select(Status.code, Status.name).order_by(Status.code))
+            return [{"code": code, "name": label} for code, label in statuses]
+        if name == "countries":
+            countries = session.execute(select(Country.code, Country.name).order_by(Country.name))
+            return [{"code": code, "name": label} for code, label in countries]
+    raise UnknownLookup(f"unknown lookup {name!r}; expected one of {', '.join(LOOKUPS)}")
+
+
+# --- Writes ---------------------------------------------------------------------------------
+
+
+def create_member(session: Session, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Insert one member (version 1) and return it; a taken email raises Conflict."""
+    values = _new_member(data, dt.datetime.now(dt.UTC))
+    with translating():
+        row = session.execute(insert(Member).values(values).returning(*MEMBER_COLUMNS))
+        return serialize.member(row.mappings().one())
+
+
+def update_member(
+    session: Session,
+    member_id: int,
+    data: Mapping[str, Any],
+    *,
+    expected_version: int | None = None,
+) -> dict[str, Any] | None:
+    """Change the given fields, bump version and updated_at, and return the new row.
+
+    None when the member does not exist. With ``expected_version``, a member at another
+    version raises Conflict (optimistic locking). An empty ``data`` changes nothing and
+    returns the current row.
+    """
+    values = _clean(data, UPDATABLE)
+    with translating():
+        if not values:
+            current = get_member(session, member_id)
+            _check_version(current, expected_version)
+            return current
+        stmt = update(Member).where(Member.id == member_id)
+        if expected_version is not None:
+            stmt = stmt.where(Member.version == expected_version)
+        stmt = stmt.values(
+            **values, version=Member.version + 1, updated_at=dt.datetime.now(dt.UTC)
+        ).returning(*MEMBER_COLUMNS)
+        row = (
+            session.execute(stmt, execution_options={"synchronize_session": False})
+            .mappings()
+            .one_or_none()
+        )
+        if row is not None:
+            return serialize.member(row)
+        current = get_member(session, member_id)
+        _check_version(current, expected_version)
+        return None
+
+
+def _check_version(current: Mapping[str, Any] | None, expected: int | None) -> None:
+    if current is not None and expected is not None and current["version"] != expected:
+        raise Conflict(
+            f"member {current['id']} is at version {current['version']}, not {expected}"
+        )
+
+
+def delete_member(session: Session, member_id: int) -> dict[str, Any] | None:
+    """Delete a member (payments and activity go with it); its id and last version, or None."""
+    with translating():
+        row = session.execute(
+            delete(Member).where(Member.id == member_id).returning(Member.id, Member.version),
+            execution_options={"synchronize_session": False},
+        ).one_or_none()
+    return None if row is None else {"id": row.id, "version": row.version}
+
+
+def import_members(session: Session, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert many members in one executemany statement; returns how many were inserted.
+
+    All or nothing: one taken email raises Conflict and nothing of the batch remains.
+    """
+    now = dt.datetime.now(dt.UTC)
+    values = [_new_member(row, now) for row in rows]
+    if not values:
+        return 0
+    with translating():
+        session.execute(insert(Member), values)
+    return len(values)
+
+
+def _new_member(data: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    values = {**DEFAULTS, **_clean(data, CREATABLE)}
+    missing = [name for name in REQUIRED if not values.get(name)]
+    if missing:
+        raise InvalidData(f"missing required field(s): {', '.join(missing)}")
+    values.setdefault("joined_at", now)
+    values["updated_at"] = now
+    values["version"] = 1
+    return values
+
+
+def _clean(data: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidData(f"field(s) not writable: {', '.join(unknown)}")
+    values = dict(data)
+    try:
+        if "email" in values:
+            email = str(values["email"]).strip().lower()
+            if "@" not in email.strip("@"):
+                raise ValueError(f"email: not an address: {values['email']!r}")
+            values["email"] = email
+        if "country" in values and isinstance(values["country"], str):
+            values["country"] = values["country"].upper()
+        if "birth_date" in values:
+            values["birth_date"] = serialize.parse_date(values["birth_date"], "birth_date")
+        if "joined_at" in values:
+            values["joined_at"] = serialize.parse_datetime(values["joined_at"], "joined_at")
+            if values["joined_at"] is None:
+                del values["joined_at"]
+    except ValueError as exc:
+        raise InvalidData(str(exc)) from exc
+    return values

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from cache.errors import InvalidKey
+from cache.keys import Keys
+from cache.types import DataType
+
+
+def test_keys_live_under_the_prefix() -> None:
+    keys = Keys("membership:")
+    built = [
+        keys.member(42), keys.analytics("dashboard"), keys.statistics("demographics"),
+        keys.lookup("tiers"), keys.http("ab12"), keys.generation("members"),
+        keys.system("metrics", "w1"), keys.entry(DataType.MEMBER, 7, "profile"),
+    ]  # fmt: skip
+    assert built == [
+        "membership:member:42", "membership:analytics:dashboard",
+        "membership:statistics:demographics", "membership:lookup:tiers", "membership:http:ab12",
+        "membership:gen:members", "membership:sys:metrics:w1", "membership:member:7:profile",
+    ]  # fmt: skip
+    assert all(keys.owns(key) for key in built)
+    assert keys.members([1, 2]) == ["membership:member:1", "membership:member:2"]
+
+
+def test_lease_shares_the_keys_cluster_slot() -> None:
+    from redis.crc import key_slot
+
+    keys = Keys("membership:")
+    for key in (keys.member(1), keys.analytics("dashboard", "2024")):
+        lease = keys.lease(key)
+        assert lease.startswith("membership:lease:")
+        assert key_slot(lease.encode()) == key_slot(key.encode())
+
+
+@pytest.mark.parametrize("part", ["a*b", "x y", "{tag}", "a?", "[ab]", "", "a\nb", "é"])
+def test_unsafe_parts_are_refused(part: str) -> None:
+    with pytest.raises(InvalidKey):
+        Keys("membership:").member(part)
+
+
+def test_patterns_are_confined_to_the_prefix() -> None:
+    keys = Keys("membership:")
+    assert keys.pattern("member:*") == "membership:member:*"
+    for bad in ["", "[a-z]*", "a\\*", "x" * 201, "{member}*"]:
+        with pytest.raises(InvalidKey):
+            keys.pattern(bad)

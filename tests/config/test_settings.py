@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cache import MISS, DataType, build_cache
+from config import ConfigError, load_settings
+
+DESIGN_DEFAULTS = {
+    "redis_host": "localhost",
+    "redis_port": 6379,
+    "redis_db": 0,
+    "redis_key_prefix": "membership:",
+    "redis_default_ttl": 1800,
+    "cache_enabled": True,
+    "cache_analytics_ttl": 3600,
+    "cache_statistics_ttl": 1800,
+    "cache_member_ttl": 900,
+    "cache_lookup_ttl": 86400,
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [*DESIGN_DEFAULTS, "redis_password", "redis_url", "redis_sentinels"]:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_are_the_designs() -> None:
+    settings = load_settings()
+    for name, value in DESIGN_DEFAULTS.items():
+        assert getattr(settings, name) == value, name
+    assert settings.redis_password.get_secret_value() == ""
+    assert settings.redis_mode == "standalone"
+
+
+def test_env_file_is_read_and_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("REDIS_PORT=6400\nCACHE_MEMBER_TTL=60\n")
+    monkeypatch.setenv("CACHE_MEMBER_TTL", "120")
+    settings = load_settings()
+    assert settings.redis_port == 6400
+    assert settings.cache_member_ttl == 120
+
+
+def test_example_env_lists_every_design_variable() -> None:
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
+    for name in [*DESIGN_DEFAULTS, "redis_password"]:
+        assert f"\n{name.upper()}=" in "\n" + example, name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("REDIS_PORT", "abc"), ("CACHE_MEMBER_TTL", "-5"), ("REDIS_DEFAULT_TTL", "0"),
+     ("REDIS_PORT", "70000"), ("CACHE_ENABLED", "maybe"), ("REDIS_SENTINELS", "host-no-port"),
+     ("REDIS_KEY_PREFIX", "bad*prefix")],
+)  # fmt: skip
+def test_invalid_value_is_one_line_naming_the_variable(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert variable in message
+
+
+def test_cli_stops_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cachectl.main", "config"],
+        env={"REDIS_PORT": "abc", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REDIS_PORT" in lines[0], result.stderr
+
+
+def test_cli_config_masks_secrets(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cachectl.main", "config", "--json"],
+        env={"REDIS_PASSWORD": "s3cret-pw", "CELERY_BROKER_URL": "redis://u:brokerpw@h:1/0",
+             "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-pw" not in result.stdout and "brokerpw" not in result.stdout
+    shown = json.loads(result.stdout)
+    assert shown["redis_password"] == "********"
+    assert shown["celery_broker_url"] == "redis://u:****@h:1/0"
+
+
+def test_urls_derive_from_parts() -> None:
+    settings = load_settings(redis_password="p@ss word", redis_db=3, redis_tls=True)
+    assert settings.redis_url_for() == "rediss://:p%40ss%20word@localhost:6379/3"
+    assert settings.broker_url.endswith("/1")
+    assert settings.result_backend.endswith("/2")
+
+
+def test_cache_disabled_reads_go_to_the_source_and_writes_skip() -> None:
+    # A port nothing listens on: with the cache disabled it must never be tried.
+    settings = load_settings(cache_enabled=False, redis_host="127.0.0.1", redis_port=1)
+    cache = build_cache(settings)
+    calls = []
+    started = time.perf_counter()
+    for member_id in range(100):
+        key = cache.keys.member(member_id)
+        assert cache.get(key, DataType.MEMBER) is MISS
+        assert cache.get_or_load(key, lambda: calls.append(1) or "v", DataType.MEMBER) == "v"
+        assert cache.set(key, "x", DataType.MEMBER) is False
+        assert cache.write_through(key, "x", 1, DataType.MEMBER) is False
+        assert cache.delete(key) == 0
+    assert cache.get_many(["a", "b"]) == [MISS, MISS]
+    elapsed = time.perf_counter() - started
+    assert len(calls) == 100
+    assert cache.metrics.breaker_skips == 0 and cache.breaker.state == "closed"
+    assert elapsed < 0.5
+    cache.close()

@@ -1,0 +1,1 @@
+"""Test-support helpers (real redis-server processes for fault tests)."""

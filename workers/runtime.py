@@ -1,0 +1,103 @@
+"""What a task needs at run time, built once per worker process from the app's Settings.
+
+The Celery app carries the Settings it was built from (``CacheCelery.settings``); tasks reach
+their process's :class:`Runtime` through :func:`runtime_of`. The runtime is built lazily in the
+process that runs tasks, never before a fork, so a prefork child never shares a parent's
+Redis or database sockets: the process id is checked on every access.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+
+from cache import CacheService, build_cache
+from workers import routing
+from workers.periods import PeriodGuard
+
+if TYPE_CHECKING:
+    from celery import Task
+
+    from config import Settings
+    from tasks.sources import Source
+
+SourceFactory = Callable[["Settings"], "Source"]
+
+
+def default_source_factory(settings: Settings) -> Source:
+    from tasks.sources import SqlSource  # the data layer is loaded only where it is used
+
+    return SqlSource.from_settings(settings)
+
+
+class Runtime:
+    """One process's cache service, period guard and (lazily) database source."""
+
+    def __init__(self, settings: Settings, source_factory: SourceFactory) -> None:
+        self.settings = settings
+        self.cache: CacheService = build_cache(settings)
+        # The lease outlives any task's hard limit, so a claim cannot expire under a live run.
+        self.guard = PeriodGuard(
+            self.cache.clients.writer, self.cache.keys, lease_seconds=routing.longest_hard_limit()
+        )
+        self._source_factory = source_factory
+        self._source: Source | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def source(self) -> Source:
+        with self._lock:
+            if self._source is None:
+                self._source = self._source_factory(self.settings)
+            return self._source
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+        self.cache.close()
+
+
+class CacheCelery(Celery):
+    """A Celery app that knows its Settings and hands each process one Runtime."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *args: Any,
+        source_factory: SourceFactory = default_source_factory,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        self._source_factory = source_factory
+        self._runtime: Runtime | None = None
+        self._runtime_pid = 0
+        self._runtime_lock = threading.Lock()
+
+    def runtime(self) -> Runtime:
+        pid = os.getpid()
+        with self._runtime_lock:
+            if self._runtime is None or self._runtime_pid != pid:
+                # After a fork the parent's runtime is dropped, not closed: its sockets belong
+                # to the parent.
+                self._runtime = Runtime(self.settings, self._source_factory)
+                self._runtime_pid = pid
+            return self._runtime
+
+    def close_runtime(self) -> None:
+        with self._runtime_lock:
+            if self._runtime is not None and self._runtime_pid == os.getpid():
+                self._runtime.close()
+            self._runtime = None
+
+
+def runtime_of(task: Task[Any, Any]) -> Runtime:
+    """The Runtime of the app running ``task`` (built by workers.app.create_app)."""
+    app = task.app
+    if not isinstance(app, CacheCelery):
+        raise TypeError(f"task {task.name} runs on {app!r}, not an app from create_app()")
+    return app.runtime()
