@@ -43,7 +43,9 @@ def _sentinel_urls(settings: Settings, db: int) -> str:
     auth = ""
     if password or settings.redis_username:
         auth = f"{quote(settings.redis_username or '', safe='')}:{quote(password, safe='')}@"
-    return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in settings.sentinel_hosts)
+    return ";".join(
+        f"sentinel://{auth}{host}:{port}/{db}" for host, port in settings.sentinel_hosts
+    )
 
 
 def broker_url(settings: Settings) -> str:

@@ -99,7 +99,9 @@ class AsyncCacheService:
             if isinstance(op, Read):
                 result = await self._call(self._reader.get, op.key)
             elif isinstance(op, TakeLease):
-                taken = await self._call(self._writer.set, op.lease_key, op.token, nx=True, px=op.ms)
+                taken = await self._call(
+                    self._writer.set, op.lease_key, op.token, nx=True, px=op.ms
+                )
                 result = UNAVAILABLE if taken is UNAVAILABLE else bool(taken)
             elif isinstance(op, Load):
                 try:
@@ -130,7 +132,9 @@ class AsyncCacheService:
             await self._call(self._release, keys=[op.lease_key], args=[op.token])
         flow.close()
 
-    async def _timed_load(self, loader: Callable[[], Any], data_type: DataType) -> tuple[Any, float]:
+    async def _timed_load(
+        self, loader: Callable[[], Any], data_type: DataType
+    ) -> tuple[Any, float]:
         counters = self.metrics.of(data_type)
         started = time.perf_counter()
         try:
@@ -153,17 +157,11 @@ class AsyncCacheService:
             counters.misses += 1
             return MISS
         raw = await self._call(self._reader.get, key)
-        if raw is None or raw is UNAVAILABLE:
-            counters.misses += 1
-            return MISS
-        entry = self.core.decode(raw, counters, key)
-        if entry is None:
-            counters.misses += 1
-            return MISS
-        self.core.count_served(entry, counters, self.core.clock())
-        return self.core.present(entry)
+        return self.core.read_one(raw, counters, key)
 
-    async def get_many(self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT) -> list[Any]:
+    async def get_many(
+        self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT
+    ) -> list[Any]:
         """Values in the order of ``keys`` (MISS where absent), in one round trip."""
         counters = self.metrics.by_type[data_type]
         if not keys:
@@ -171,24 +169,10 @@ class AsyncCacheService:
         if not self.core.enabled:
             counters.misses += len(keys)
             return [MISS] * len(keys)
-        if self.clients.mode == "cluster":
-            raws = await self._call(self._reader.mget_nonatomic, list(keys))
-        else:
-            raws = await self._call(self._reader.mget, list(keys))
-        if raws is UNAVAILABLE:
-            counters.misses += len(keys)
-            return [MISS] * len(keys)
-        now = self.core.clock()
-        out: list[Any] = []
-        for key, raw in zip(keys, raws, strict=True):
-            entry = None if raw is None else self.core.decode(raw, counters, key)
-            if entry is None:
-                counters.misses += 1
-                out.append(MISS)
-            else:
-                self.core.count_served(entry, counters, now)
-                out.append(self.core.present(entry))
-        return out
+        # Cluster: MGET per slot node, still one round trip per node.
+        mget = getattr(self._reader, "mget_nonatomic", self._reader.mget)
+        raws = await self._call(mget, list(keys))
+        return self.core.read_many(keys, raws, counters)
 
     async def get_or_load(
         self,
@@ -203,7 +187,9 @@ class AsyncCacheService:
         if not self.core.enabled:
             self.metrics.by_type[data_type].misses += 1
             return (await self._timed_load(loader, data_type))[0]
-        return await self._run(self.core.get_or_load(key, data_type, ttl, version_of), loader, data_type)
+        return await self._run(
+            self.core.get_or_load(key, data_type, ttl, version_of), loader, data_type
+        )
 
     # --- writes ---------------------------------------------------------------------------------
     async def set(
@@ -220,11 +206,8 @@ class AsyncCacheService:
             counters.skipped_writes += 1
             return False
         payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
-        if await self._call(self._writer.set, key, payload, px=px) is UNAVAILABLE:
-            counters.skipped_writes += 1
-            return False
-        counters.writes += 1
-        return True
+        stored = await self._call(self._writer.set, key, payload, px=px)
+        return self.core.written(stored, counters)
 
     async def set_many(
         self,
@@ -242,11 +225,8 @@ class AsyncCacheService:
         for key, value in items.items():
             payload, px = self.core.envelope(value, data_type, ttl=ttl)
             pipe.set(key, payload, px=px)
-        if await self._call(pipe.execute) is UNAVAILABLE:
-            counters.skipped_writes += len(items)
-            return False
-        counters.writes += len(items)
-        return True
+        stored = await self._call(pipe.execute)
+        return self.core.written(stored, counters, len(items))
 
     async def write_through(
         self,
@@ -271,14 +251,8 @@ class AsyncCacheService:
             self._write_guarded, keys=[key, self.keys.lease(key)], args=[payload, px, version]
         )
         if stored is UNAVAILABLE:
-            counters.skipped_writes += 1
             self.core.outbox.add([key])
-            return False
-        if stored == 1:
-            counters.writes += 1
-            return True
-        counters.writes_rejected += 1
-        return False
+        return self.core.written(stored, counters)
 
     async def delete(self, *keys: str) -> int:
         """Remove keys (and kill their in-flight fills); queued for replay if Redis is down."""

@@ -110,9 +110,11 @@ def connect(settings: Settings) -> SyncClients:
         return SyncClients("cluster", cluster, cluster)
     if settings.redis_mode == "sentinel":
         sentinel = Sentinel(
-            settings.sentinel_hosts, sentinel_kwargs=_sentinel_kwargs(settings),
-            db=settings.redis_db, **common,
-        )  # fmt: skip
+            settings.sentinel_hosts,
+            sentinel_kwargs=_sentinel_kwargs(settings),
+            db=settings.redis_db,
+            **common,
+        )
         name = settings.redis_sentinel_master
         # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
         # with MaxConnectionsError, so Sentinel pools grow with demand.
@@ -120,9 +122,11 @@ def connect(settings: Settings) -> SyncClients:
         reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
         return SyncClients("sentinel", master, reader, sentinel)
     pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url_for(), max_connections=settings.redis_max_connections,
-        timeout=_pool_wait(settings), **common,
-    )  # fmt: skip
+        settings.redis_url_for(),
+        max_connections=settings.redis_max_connections,
+        timeout=_pool_wait(settings),
+        **common,
+    )
     client = redis.Redis.from_pool(pool)  # owns the pool: close() disconnects it
     return SyncClients("standalone", client, client)
 
@@ -140,9 +144,11 @@ def connect_async(settings: Settings) -> AsyncClients:
         return AsyncClients("cluster", cluster, cluster)
     if settings.redis_mode == "sentinel":
         sentinel = AsyncSentinel(
-            settings.sentinel_hosts, sentinel_kwargs=_sentinel_kwargs(settings),
-            db=settings.redis_db, **common,
-        )  # fmt: skip
+            settings.sentinel_hosts,
+            sentinel_kwargs=_sentinel_kwargs(settings),
+            db=settings.redis_db,
+            **common,
+        )
         name = settings.redis_sentinel_master
         # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
         # with MaxConnectionsError, so Sentinel pools grow with demand.
@@ -150,8 +156,10 @@ def connect_async(settings: Settings) -> AsyncClients:
         reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
         return AsyncClients("sentinel", master, reader, sentinel)
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url_for(), max_connections=settings.redis_max_connections,
-        timeout=_pool_wait(settings), **common,
-    )  # fmt: skip
+        settings.redis_url_for(),
+        max_connections=settings.redis_max_connections,
+        timeout=_pool_wait(settings),
+        **common,
+    )
     client = aioredis.Redis.from_pool(pool)
     return AsyncClients("standalone", client, client)

@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -146,6 +146,35 @@ class CacheCore:
         )
         return payload, expiry.hard_ms
 
+    def read_one(self, raw: Any, counters: TypeCounters, key: str) -> Any:
+        """What get() returns for the bytes Redis answered (None, UNAVAILABLE or an envelope)."""
+        if raw is None or raw is UNAVAILABLE:
+            counters.misses += 1
+            return MISS
+        entry = self.decode(raw, counters, key)
+        if entry is None:
+            counters.misses += 1
+            return MISS
+        self.count_served(entry, counters, self.clock())
+        return self.present(entry)
+
+    def read_many(self, keys: Sequence[str], raws: Any, counters: TypeCounters) -> list[Any]:
+        if raws is UNAVAILABLE:
+            counters.misses += len(keys)
+            return [MISS] * len(keys)
+        return [self.read_one(raw, counters, key) for key, raw in zip(keys, raws, strict=True)]
+
+    def written(self, stored: Any, counters: TypeCounters, count: int = 1) -> bool:
+        """Count the outcome of a write: True stored, False refused, UNAVAILABLE skipped."""
+        if stored is UNAVAILABLE:
+            counters.skipped_writes += count
+            return False
+        if stored is False or stored == 0:
+            counters.writes_rejected += count
+            return False
+        counters.writes += count
+        return True
+
     @staticmethod
     def present(entry: codec.Entry) -> Any:
         return NOT_FOUND if entry.not_found else entry.value
@@ -193,24 +222,36 @@ class CacheCore:
             if (yield TakeLease(lease_key, token, self.lease_ms)) is not True:
                 self.count_served(entry, counters, now)
                 return self.present(entry)
-            if (newer := (yield from self._filled_meanwhile(key, lease_key, token, counters,
-                                                            entry.created_at))) is not None:
-                return self.present(newer)  # fmt: skip
+            if (
+                newer := (
+                    yield from self._filled_meanwhile(
+                        key, lease_key, token, counters, entry.created_at
+                    )
+                )
+            ) is not None:
+                return self.present(newer)
             if fresh:
                 counters.early_refreshes += 1
             else:
                 counters.misses += 1
-            return (yield from self._load_and_fill(key, lease_key, token, data_type, ttl,
-                                                   version_of, counters))  # fmt: skip
+            return (
+                yield from self._load_and_fill(
+                    key, lease_key, token, data_type, ttl, version_of, counters
+                )
+            )
 
         counters.misses += 1
         taken = yield TakeLease(lease_key, token, self.lease_ms)
         if taken is True:
-            if (newer := (yield from self._filled_meanwhile(key, lease_key, token, counters,
-                                                            0.0))) is not None:
-                return self.present(newer)  # fmt: skip
-            return (yield from self._load_and_fill(key, lease_key, token, data_type, ttl,
-                                                   version_of, counters))  # fmt: skip
+            if (
+                newer := (yield from self._filled_meanwhile(key, lease_key, token, counters, 0.0))
+            ) is not None:
+                return self.present(newer)
+            return (
+                yield from self._load_and_fill(
+                    key, lease_key, token, data_type, ttl, version_of, counters
+                )
+            )
         if taken is UNAVAILABLE:
             return (yield Load())[0]
 
@@ -229,8 +270,11 @@ class CacheCore:
 
         # The lease holder is late or gone: load ourselves; fill only if the lease is ours now.
         if (yield TakeLease(lease_key, token, self.lease_ms)) is True:
-            return (yield from self._load_and_fill(key, lease_key, token, data_type, ttl,
-                                                   version_of, counters))  # fmt: skip
+            return (
+                yield from self._load_and_fill(
+                    key, lease_key, token, data_type, ttl, version_of, counters
+                )
+            )
         return (yield Load())[0]
 
     def _filled_meanwhile(

@@ -16,8 +16,21 @@ from cache.types import DataType
 
 # Load durations in seconds; upper bounds of the histogram buckets (the last is +Inf).
 LOAD_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Histogram:
@@ -113,9 +126,19 @@ class CacheMetrics:
         per_type = {dt.value: counters.snapshot() for dt, counters in self.by_type.items()}
         totals = {
             name: sum(t[name] for t in per_type.values())
-            for name in ("hits", "stale", "negative_hits", "misses", "loads", "errors",
-                         "writes", "skipped_writes", "writes_rejected", "early_refreshes")
-        }  # fmt: skip
+            for name in (
+                "hits",
+                "stale",
+                "negative_hits",
+                "misses",
+                "loads",
+                "errors",
+                "writes",
+                "skipped_writes",
+                "writes_rejected",
+                "early_refreshes",
+            )
+        }
         served = totals["hits"] + totals["stale"] + totals["negative_hits"]
         lookups = served + totals["misses"]
         totals["hit_rate"] = round(served / lookups, 6) if lookups else None

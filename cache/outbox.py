@@ -44,7 +44,7 @@ class MemoryOutbox:
 
     def drain(self, limit: int = 10_000) -> list[str]:
         with self._lock:
-            taken = []
+            taken: list[str] = []
             while self._keys and len(taken) < limit:
                 taken.append(self._keys.popitem(last=False)[0])
             return taken

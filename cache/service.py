@@ -150,15 +150,7 @@ class CacheService:
             counters.misses += 1
             return MISS
         raw = self._call(self._reader.get, key)
-        if raw is None or raw is UNAVAILABLE:
-            counters.misses += 1
-            return MISS
-        entry = self.core.decode(raw, counters, key)
-        if entry is None:
-            counters.misses += 1
-            return MISS
-        self.core.count_served(entry, counters, self.core.clock())
-        return self.core.present(entry)
+        return self.core.read_one(raw, counters, key)
 
     def get_many(self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT) -> list[Any]:
         """Values in the order of ``keys`` (MISS where absent), in one round trip."""
@@ -168,24 +160,10 @@ class CacheService:
         if not self.core.enabled:
             counters.misses += len(keys)
             return [MISS] * len(keys)
-        if self.clients.mode == "cluster":
-            raws = self._call(self._reader.mget_nonatomic, list(keys))
-        else:
-            raws = self._call(self._reader.mget, list(keys))
-        if raws is UNAVAILABLE:
-            counters.misses += len(keys)
-            return [MISS] * len(keys)
-        now = self.core.clock()
-        out: list[Any] = []
-        for key, raw in zip(keys, raws, strict=True):
-            entry = None if raw is None else self.core.decode(raw, counters, key)
-            if entry is None:
-                counters.misses += 1
-                out.append(MISS)
-            else:
-                self.core.count_served(entry, counters, now)
-                out.append(self.core.present(entry))
-        return out
+        # Cluster: MGET per slot node, still one round trip per node.
+        mget = getattr(self._reader, "mget_nonatomic", self._reader.mget)
+        raws = self._call(mget, list(keys))
+        return self.core.read_many(keys, raws, counters)
 
     def get_or_load(
         self,
@@ -217,11 +195,8 @@ class CacheService:
             counters.skipped_writes += 1
             return False
         payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
-        if self._call(self._writer.set, key, payload, px=px) is UNAVAILABLE:
-            counters.skipped_writes += 1
-            return False
-        counters.writes += 1
-        return True
+        stored = self._call(self._writer.set, key, payload, px=px)
+        return self.core.written(stored, counters)
 
     def set_many(
         self,
@@ -239,11 +214,8 @@ class CacheService:
         for key, value in items.items():
             payload, px = self.core.envelope(value, data_type, ttl=ttl)
             pipe.set(key, payload, px=px)
-        if self._call(pipe.execute) is UNAVAILABLE:
-            counters.skipped_writes += len(items)
-            return False
-        counters.writes += len(items)
-        return True
+        stored = self._call(pipe.execute)
+        return self.core.written(stored, counters, len(items))
 
     def write_through(
         self,
@@ -268,14 +240,8 @@ class CacheService:
             self._write_guarded, keys=[key, self.keys.lease(key)], args=[payload, px, version]
         )
         if stored is UNAVAILABLE:
-            counters.skipped_writes += 1
             self.core.outbox.add([key])
-            return False
-        if stored == 1:
-            counters.writes += 1
-            return True
-        counters.writes_rejected += 1
-        return False
+        return self.core.written(stored, counters)
 
     def delete(self, *keys: str) -> int:
         """Remove keys (and kill their in-flight fills); queued for replay if Redis is down."""

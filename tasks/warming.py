@@ -148,9 +148,7 @@ def warm_critical(
         warm_aggregates(cache, source, data_type, report)
         progress(report.done, report.total)
     report.total -= len(ids)  # warm_members adds them back
-    return warm_members(
-        cache, source, ids, batch_size=batch_size, progress=progress, report=report
-    )
+    return warm_members(cache, source, ids, batch_size=batch_size, progress=progress, report=report)
 
 
 def warm_data_type(

@@ -40,9 +40,12 @@ def prefix() -> Iterator[str]:
 @pytest.fixture
 def settings(prefix: str) -> Settings:
     return load_settings(
-        redis_host="127.0.0.1", redis_port=6379, redis_db=TEST_REDIS_DB, redis_key_prefix=prefix,
+        redis_host="127.0.0.1",
+        redis_port=6379,
+        redis_db=TEST_REDIS_DB,
+        redis_key_prefix=prefix,
         _env_file=None,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture

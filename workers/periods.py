@@ -6,8 +6,8 @@ twice for the same day. Each run first claims ``<prefix>sys:period:<job>:<period
 mid-run, so a redelivery can finish the job); on success it becomes the period's record (kept
 two periods long), on failure it is released so a retry can run.
 
-Period ids are UTC and sort as text: ``2025-11-25T1031`` (minute; no colon, which a key part may not hold), ``2025-11-25`` (daily),
-``2025-W48`` (ISO week), ``2025-11`` (monthly), ``2025-Q4`` (quarterly).
+Period ids are UTC and sort as text: ``2025-11-25T1031`` (minute; a key part holds no colon),
+``2025-11-25`` (daily), ``2025-W48`` (ISO week), ``2025-11`` (monthly), ``2025-Q4`` (quarterly).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,22 @@ def period_of(cadence: Cadence, when: dt.datetime) -> str:
     raise ValueError(f"unknown cadence {cadence!r}")
 
 
+_PERIOD_FORMS: Final[dict[Cadence, re.Pattern[str]]] = {
+    "minute": re.compile(r"^\d{4}-\d{2}-\d{2}T\d{4}$"),
+    "daily": re.compile(r"^\d{4}-\d{2}-\d{2}$"),
+    "weekly": re.compile(r"^\d{4}-W\d{2}$"),
+    "monthly": re.compile(r"^\d{4}-\d{2}$"),
+    "quarterly": re.compile(r"^\d{4}-Q[1-4]$"),
+}
+
+
+def check_period(cadence: Cadence, period: str) -> str:
+    """``period`` if it is a well-formed id for the cadence, else ValueError."""
+    if not _PERIOD_FORMS[cadence].match(period):
+        raise ValueError(f"{period!r} is not a {cadence} period id")
+    return period
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     ran: bool
@@ -104,15 +121,23 @@ class PeriodGuard:
         self,
         job: str,
         cadence: Cadence,
-        period: str,
+        period: str | None,
         token: str,
         body: Callable[[], Any],
     ) -> Outcome:
         """Run ``body`` unless this job already ran (or is running) for ``period``.
 
+        ``period`` None means the current one (UTC now); an explicit one re-runs or backfills.
+        The body's result must be JSON-serializable: it is stored as the period's record.
+
         Raises CacheUnavailable when Redis cannot be asked: without the guard a run could be a
         duplicate, so the caller retries rather than running blind.
         """
+        period = (
+            period_of(cadence, dt.datetime.now(dt.UTC))
+            if period is None
+            else check_period(cadence, period)
+        )
         key = self.key(job, period)
         claim = {"state": "running", "token": token, "started_at": time.time()}
         try:

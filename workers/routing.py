@@ -17,7 +17,7 @@ Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 Q_WARMUP: Final = "cache.warmup"
 Q_INVALIDATE: Final = "cache.invalidate"
@@ -85,3 +85,24 @@ def routes() -> dict[str, dict[str, str]]:
 
 def longest_hard_limit() -> int:
     return max(spec.time_limit for spec in TASKS)
+
+
+def task_options(
+    spec: TaskSpec, *, retry_on: tuple[type[BaseException], ...] = ()
+) -> dict[str, Any]:
+    """Decorator options of a task: its name and limits, and retries with backoff and jitter
+    on the given (connection) errors. Other errors fail the task at once."""
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "soft_time_limit": spec.soft_time_limit,
+        "time_limit": spec.time_limit,
+    }
+    if retry_on:
+        options |= {
+            "autoretry_for": retry_on,
+            "retry_backoff": True,
+            "retry_backoff_max": RETRY_BACKOFF_MAX,
+            "retry_jitter": True,
+            "max_retries": MAX_RETRIES,
+        }
+    return options

@@ -10,15 +10,25 @@ from cache.types import DataType
 def test_keys_live_under_the_prefix() -> None:
     keys = Keys("membership:")
     built = [
-        keys.member(42), keys.analytics("dashboard"), keys.statistics("demographics"),
-        keys.lookup("tiers"), keys.http("ab12"), keys.generation("members"),
-        keys.system("metrics", "w1"), keys.entry(DataType.MEMBER, 7, "profile"),
-    ]  # fmt: skip
+        keys.member(42),
+        keys.analytics("dashboard"),
+        keys.statistics("demographics"),
+        keys.lookup("tiers"),
+        keys.http("ab12"),
+        keys.generation("members"),
+        keys.system("metrics", "w1"),
+        keys.entry(DataType.MEMBER, 7, "profile"),
+    ]
     assert built == [
-        "membership:member:42", "membership:analytics:dashboard",
-        "membership:statistics:demographics", "membership:lookup:tiers", "membership:http:ab12",
-        "membership:gen:members", "membership:sys:metrics:w1", "membership:member:7:profile",
-    ]  # fmt: skip
+        "membership:member:42",
+        "membership:analytics:dashboard",
+        "membership:statistics:demographics",
+        "membership:lookup:tiers",
+        "membership:http:ab12",
+        "membership:gen:members",
+        "membership:sys:metrics:w1",
+        "membership:member:7:profile",
+    ]
     assert all(keys.owns(key) for key in built)
     assert keys.members([1, 2]) == ["membership:member:1", "membership:member:2"]
 

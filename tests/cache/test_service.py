@@ -30,8 +30,12 @@ def test_none_is_a_value_not_a_miss(cache: CacheService) -> None:
 
 
 def test_hard_ttl_outlives_soft_ttl_per_type(cache: CacheService) -> None:
-    for data_type, base in [(DataType.MEMBER, 900), (DataType.LOOKUP, 86400),
-                            (DataType.ANALYTICS, 3600), (DataType.STATISTICS, 1800)]:  # fmt: skip
+    for data_type, base in [
+        (DataType.MEMBER, 900),
+        (DataType.LOOKUP, 86400),
+        (DataType.ANALYTICS, 3600),
+        (DataType.STATISTICS, 1800),
+    ]:
         key = cache.keys.entry(data_type, "ttl")
         cache.set(key, 1, data_type)
         pttl = cache.clients.writer.pttl(key)
@@ -98,8 +102,9 @@ def test_slow_fill_of_an_old_row_never_overwrites_a_newer_write(cache: CacheServ
 
     reader = threading.Thread(
         target=lambda: result.append(
-            cache.get_or_load(key, slow_old_row, DataType.MEMBER,
-                              version_of=lambda row: row["version"])  # fmt: skip
+            cache.get_or_load(
+                key, slow_old_row, DataType.MEMBER, version_of=lambda row: row["version"]
+            )
         )
     )
     reader.start()
@@ -178,13 +183,15 @@ async def test_async_front_matches_the_sync_one(
     async def loader() -> dict[str, int]:
         return {"version": 2}
 
-    assert await acache.get_or_load(key, loader, DataType.MEMBER,
-                                    version_of=lambda row: row["version"]) == {"version": 2}  # fmt: skip
+    assert await acache.get_or_load(
+        key, loader, DataType.MEMBER, version_of=lambda row: row["version"]
+    ) == {"version": 2}
     assert cache.get(key, DataType.MEMBER) == {"version": 2}  # same bytes for both fronts
     assert not await acache.write_through(key, {"version": 1}, 1, DataType.MEMBER)
     assert await acache.set_many({acache.keys.member(11): 11}, DataType.MEMBER)
     assert await acache.get_many([key, acache.keys.member(11)], DataType.MEMBER) == [
-        {"version": 2}, 11,
-    ]  # fmt: skip
+        {"version": 2},
+        11,
+    ]
     assert await acache.get_or_load(acache.keys.member(12), lambda: NOT_FOUND) is NOT_FOUND
     assert await acache.delete(key, acache.keys.member(11)) == 2

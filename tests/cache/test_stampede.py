@@ -28,8 +28,9 @@ def _counting_loader(counter_key: str) -> Any:
     return loader
 
 
-def _stampede(cache: CacheService, key: str, counter_key: str, callers: int,
-              start_at: float) -> list[Any]:  # fmt: skip
+def _stampede(
+    cache: CacheService, key: str, counter_key: str, callers: int, start_at: float
+) -> list[Any]:
     loader = _counting_loader(counter_key)
     gate = threading.Barrier(callers)
 
@@ -61,8 +62,9 @@ def test_threads_on_a_stale_key_load_once_and_serve_stale(cache: CacheService) -
     assert set(map(str, results)) <= {str({"dashboard": "old"}), str({"dashboard": "computed"})}
 
 
-def _process_main(settings_dict: dict[str, Any], key: str, counter: str, start_at: float,
-                  callers: int, out: Any) -> None:  # fmt: skip
+def _process_main(
+    settings_dict: dict[str, Any], key: str, counter: str, start_at: float, callers: int, out: Any
+) -> None:
     cache = build_cache(load_settings(**settings_dict))
     try:
         results = _stampede(cache, key, counter, callers, start_at)
@@ -75,15 +77,20 @@ def test_processes_on_a_missing_key_load_once(cache: CacheService, settings: Set
     key, counter = cache.keys.analytics("dashboard"), cache.keys.system("loads")
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    settings_dict = {"redis_host": "127.0.0.1", "redis_db": TEST_REDIS_DB,
-                     "redis_key_prefix": settings.redis_key_prefix, "_env_file": None}  # fmt: skip
+    settings_dict = {
+        "redis_host": "127.0.0.1",
+        "redis_db": TEST_REDIS_DB,
+        "redis_key_prefix": settings.redis_key_prefix,
+        "_env_file": None,
+    }
     processes, per_process = 4, CALLERS // 4
     start_at = time.time() + 4.0  # after every interpreter has started
     workers = [
-        context.Process(target=_process_main,
-                        args=(settings_dict, key, counter, start_at, per_process, out))
+        context.Process(
+            target=_process_main, args=(settings_dict, key, counter, start_at, per_process, out)
+        )
         for _ in range(processes)
-    ]  # fmt: skip
+    ]
     for worker in workers:
         worker.start()
     served = [out.get(timeout=60) for _ in workers]

@@ -37,9 +37,12 @@ def test_jitter_spreads_keys_warmed_together() -> None:
 def test_policy_per_data_type() -> None:
     policy = TtlPolicy.from_settings(load_settings(_env_file=None))
     assert {dt: policy.ttl(dt) for dt in DataType} == {
-        DataType.ANALYTICS: 3600, DataType.STATISTICS: 1800, DataType.MEMBER: 900,
-        DataType.LOOKUP: 86400, DataType.DEFAULT: 1800,
-    }  # fmt: skip
+        DataType.ANALYTICS: 3600,
+        DataType.STATISTICS: 1800,
+        DataType.MEMBER: 900,
+        DataType.LOOKUP: 86400,
+        DataType.DEFAULT: 1800,
+    }
     assert policy.negative().soft_seconds == 30
     assert policy.stale_window(DataType.MEMBER) == 450
 

@@ -58,10 +58,16 @@ def test_example_env_lists_every_design_variable() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("REDIS_PORT", "abc"), ("CACHE_MEMBER_TTL", "-5"), ("REDIS_DEFAULT_TTL", "0"),
-     ("REDIS_PORT", "70000"), ("CACHE_ENABLED", "maybe"), ("REDIS_SENTINELS", "host-no-port"),
-     ("REDIS_KEY_PREFIX", "bad*prefix")],
-)  # fmt: skip
+    [
+        ("REDIS_PORT", "abc"),
+        ("CACHE_MEMBER_TTL", "-5"),
+        ("REDIS_DEFAULT_TTL", "0"),
+        ("REDIS_PORT", "70000"),
+        ("CACHE_ENABLED", "maybe"),
+        ("REDIS_SENTINELS", "host-no-port"),
+        ("REDIS_KEY_PREFIX", "bad*prefix"),
+    ],
+)
 def test_invalid_value_is_one_line_naming_the_variable(
     variable: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,9 +82,12 @@ def test_invalid_value_is_one_line_naming_the_variable(
 def test_cli_stops_with_one_line_and_exit_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "cachectl.main", "config"],
-        env={"REDIS_PORT": "abc", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-        cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+        env={"REDIS_PORT": "abc", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "REDIS_PORT" in lines[0], result.stderr
@@ -87,10 +96,16 @@ def test_cli_stops_with_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_cli_config_masks_secrets(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "cachectl.main", "config", "--json"],
-        env={"REDIS_PASSWORD": "s3cret-pw", "CELERY_BROKER_URL": "redis://u:brokerpw@h:1/0",
-             "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+        env={
+            "REDIS_PASSWORD": "s3cret-pw",
+            "CELERY_BROKER_URL": "redis://u:brokerpw@h:1/0",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "s3cret-pw" not in result.stdout and "brokerpw" not in result.stdout
     shown = json.loads(result.stdout)

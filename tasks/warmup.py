@@ -1,0 +1,72 @@
+"""Warm-up tasks (queue cache.warmup). Progress: state PROGRESS, meta {"done", "total"}.
+
+Retried on connection errors (Redis or the database) with exponential backoff and jitter;
+a warm-up repeated from the start writes the same values again, so late acks are safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from celery import Task, shared_task
+
+from cache.errors import CacheUnavailable
+from db.errors import DatabaseUnavailable
+from tasks import warming
+from workers import routing
+from workers.runtime import runtime_of
+
+MAX_IDS: Final = 100_000  # a message is not a bulk channel: use warmup_all beyond this
+
+# Connection errors only: Redis or the database away. Anything else is a bug or bad input.
+RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)
+
+
+def progress_of(task: Task[Any, Any]) -> warming.Progress:
+    """Relay (done, total) to the result backend, where the client and Flower read it."""
+
+    def report(done: int, total: int) -> None:
+        task.update_state(state="PROGRESS", meta={"done": done, "total": total})
+
+    return report
+
+
+@shared_task(bind=True, **routing.task_options(routing.WARMUP_CRITICAL, retry_on=RETRY_ON))
+def warmup_critical(self: Task[Any, Any], hottest: int = warming.HOTTEST) -> dict[str, Any]:
+    """Lookups, analytics, statistics and the ``hottest`` most active members."""
+    runtime = runtime_of(self)
+    report = warming.warm_critical(
+        runtime.cache, runtime.source, hottest=int(hottest), progress=progress_of(self)
+    )
+    return report.as_dict()
+
+
+@shared_task(bind=True, **routing.task_options(routing.WARMUP_ALL, retry_on=RETRY_ON))
+def warmup_all(self: Task[Any, Any]) -> dict[str, Any]:
+    """Aggregates, then every member in batches of warming.BATCH_SIZE."""
+    runtime = runtime_of(self)
+    progress = progress_of(self)
+    report = warming.warm_all_members(runtime.cache, runtime.source, progress=progress)
+    for data_type in warming.AGGREGATES:
+        report.total += len(warming.AGGREGATES[data_type])
+        warming.warm_aggregates(runtime.cache, runtime.source, data_type, report)
+    progress(report.done, report.total)
+    return report.as_dict()
+
+
+@shared_task(bind=True, **routing.task_options(routing.WARMUP_MEMBERS, retry_on=RETRY_ON))
+def warmup_members(self: Task[Any, Any], ids: list[int]) -> dict[str, Any]:
+    """The given member ids (at most MAX_IDS); unknown ids are counted as missing."""
+    if len(ids) > MAX_IDS:
+        raise ValueError(f"{len(ids)} ids in one message; at most {MAX_IDS}")
+    runtime = runtime_of(self)
+    report = warming.warm_members(runtime.cache, runtime.source, ids, progress=progress_of(self))
+    return report.as_dict()
+
+
+@shared_task(bind=True, **routing.task_options(routing.WARMUP_DATA_TYPE, retry_on=RETRY_ON))
+def warmup_data_type(self: Task[Any, Any], name: str) -> dict[str, Any]:
+    """One data type: "lookup", "analytics", "statistics" or "member"."""
+    runtime = runtime_of(self)
+    report = warming.warm_data_type(runtime.cache, runtime.source, name, progress=progress_of(self))
+    return report.as_dict()

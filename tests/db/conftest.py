@@ -1,0 +1,79 @@
+"""Fixtures: a throwaway PostgreSQL database per test session, migrated and seeded once.
+
+Each test gets a session inside a transaction that is rolled back afterwards, so tests can
+write freely without seeing each other's rows. Nothing outside the throwaway database is
+touched; it is dropped even when the tests fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from db.engine import make_engine, port_answers
+from db.migrate import upgrade
+from db.seed import SeedReport, seed
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+ADMIN_DSN = f"postgresql://root@{PG_HOST}:{PG_PORT}/postgres"
+SEED_MEMBERS = 2_000
+SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
+
+
+def create_database() -> str:
+    name = f"mc_test_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    if not port_answers(PG_HOST, PG_PORT):
+        pytest.skip(f"PostgreSQL is not answering on {PG_HOST}:{PG_PORT}")
+    name = create_database()
+    try:
+        url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"
+        upgrade(url)
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def seeded(pg_engine: Engine) -> SeedReport:
+    return seed(pg_engine, SEED_MEMBERS, progress=False, now=SEED_NOW)
+
+
+@pytest.fixture
+def session(pg_engine: Engine, seeded: SeedReport) -> Iterator[Session]:
+    """A session whose every write, commits included, is rolled back after the test."""
+    with pg_engine.connect() as connection:
+        outer = connection.begin()
+        db_session = Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        try:
+            yield db_session
+        finally:
+            db_session.close()
+            outer.rollback()

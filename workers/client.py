@@ -1,0 +1,137 @@
+"""Enqueue cache work by task name, and read its progress, without importing any task code.
+
+For the API, cachectl and scripts. Build one client per process from its Settings and reuse
+it (it holds a pooled broker connection)::
+
+    from workers.client import TaskClient
+
+    tasks = TaskClient(settings)
+    task_id = tasks.enqueue_warmup("critical")
+    tasks.enqueue_member_change("update", 42)
+    tasks.enqueue_bulk_operation("import", 10_000)
+    tasks.progress(task_id)   # Progress(state="PROGRESS", done=1200, total=5003, ...)
+
+Every call is a single LPUSH on the broker and returns the task id at once; nothing here
+waits for a result. Messages are JSON, sent with the task's name on the task's queue (the
+table in workers/routing.py), so a worker routes and runs them exactly as if the task had
+been called directly. ``enqueue_*`` raise ValueError for arguments the task would refuse,
+before anything is sent, and kombu's OperationalError when the broker cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from celery.result import AsyncResult
+
+from config import Settings
+from workers import routing
+from workers.factory import create_app
+from workers.runtime import CacheCelery
+
+WARMUP_KINDS: Final = ("critical", "all", "members", "lookup", "analytics", "statistics")
+MEMBER_ACTIONS: Final = ("create", "update", "delete")
+BULK_KINDS: Final = ("import", "update", "delete")
+MAX_WARMUP_IDS: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a client can know about a task without waiting for it.
+
+    state: PENDING (unknown or queued), STARTED, PROGRESS, RETRY, SUCCESS or FAILURE.
+    done/total: from PROGRESS meta, or from the final result of a warm-up.
+    """
+
+    task_id: str
+    state: str
+    done: int | None = None
+    total: int | None = None
+    result: Any = None  # the task's return value once SUCCESS
+    error: str | None = None  # "ExceptionType: message" once FAILURE (or the RETRY cause)
+
+    @property
+    def ready(self) -> bool:
+        return self.state in ("SUCCESS", "FAILURE", "REVOKED")
+
+    @property
+    def fraction(self) -> float | None:
+        if self.done is None or not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+
+class TaskClient:
+    def __init__(self, settings: Settings, app: CacheCelery | None = None) -> None:
+        # A producer: the app is never started as a worker here, so no task module is
+        # imported and the runtime (cache, database) is never built in this process.
+        self.app = app if app is not None else create_app(settings)
+
+    def close(self) -> None:
+        self.app.close()
+
+    def send(self, spec: routing.TaskSpec, *args: Any) -> str:
+        """Send one task by name on its own queue; the task id."""
+        result = self.app.send_task(spec.name, args=list(args), queue=spec.queue)
+        return str(result.id)
+
+    def enqueue_warmup(self, kind: str, ids: Iterable[int] | None = None) -> str:
+        """kind: critical | all | members (with ids) | lookup | analytics | statistics."""
+        if kind not in WARMUP_KINDS:
+            raise ValueError(f"unknown warm-up {kind!r}; expected one of {WARMUP_KINDS}")
+        if (kind == "members") != (ids is not None):
+            raise ValueError('ids go with kind "members", and only with it')
+        if kind == "critical":
+            return self.send(routing.WARMUP_CRITICAL)
+        if kind == "all":
+            return self.send(routing.WARMUP_ALL)
+        if kind == "members":
+            wanted = [_positive_int(member_id, "member id") for member_id in ids or ()]
+            if not wanted or len(wanted) > MAX_WARMUP_IDS:
+                raise ValueError(f"between 1 and {MAX_WARMUP_IDS} ids, got {len(wanted)}")
+            return self.send(routing.WARMUP_MEMBERS, wanted)
+        return self.send(routing.WARMUP_DATA_TYPE, kind)
+
+    def enqueue_member_change(self, action: str, member_id: int) -> str:
+        """After a member's create, update or delete has committed."""
+        if action not in MEMBER_ACTIONS:
+            raise ValueError(f"unknown member action {action!r}; expected one of {MEMBER_ACTIONS}")
+        return self.send(routing.ON_MEMBER_CHANGE, action, _positive_int(member_id, "member id"))
+
+    def enqueue_bulk_operation(self, kind: str, affected_count: int) -> str:
+        """After a bulk import, update or delete of ``affected_count`` members has committed."""
+        if kind not in BULK_KINDS:
+            raise ValueError(f"unknown bulk operation {kind!r}; expected one of {BULK_KINDS}")
+        count = int(affected_count)
+        if count < 0:
+            raise ValueError("affected_count must be >= 0")
+        return self.send(routing.ON_BULK_OPERATION, kind, count)
+
+    def progress(self, task_id: str) -> Progress:
+        """The task's state from the result backend: one GET, never a wait."""
+        result: AsyncResult[Any] = AsyncResult(task_id, app=self.app)
+        state = str(result.state)
+        info = result.info
+        if state == "PROGRESS" and isinstance(info, dict):
+            return Progress(task_id, state, _int_or_none(info.get("done")),
+                            _int_or_none(info.get("total")))  # fmt: skip
+        if state == "SUCCESS":
+            done = total = None
+            if isinstance(info, dict):
+                done, total = _int_or_none(info.get("done")), _int_or_none(info.get("total"))
+            return Progress(task_id, state, done, total, result=info)
+        if isinstance(info, BaseException):
+            return Progress(task_id, state, error=f"{type(info).__name__}: {info}")
+        return Progress(task_id, state)
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
