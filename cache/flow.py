@@ -108,6 +108,16 @@ class CacheCore:
             xfetch_beta=settings.cache_xfetch_beta,
         )
 
+    def snapshot(self) -> dict[str, Any]:
+        """Metrics plus breaker and outbox state, for health and metrics endpoints."""
+        return self.metrics.snapshot() | {
+            "breaker": {
+                "state": self.breaker.state.value,
+                "times_opened": self.breaker.times_opened,
+            },
+            "outbox_pending": len(self.outbox),
+        }
+
     # --- envelopes ---------------------------------------------------------------------------
     def decode(self, raw: bytes, counters: TypeCounters, key: str) -> codec.Entry | None:
         """An entry, or None for bytes that are not ours (logged and counted, never raised)."""

@@ -231,7 +231,7 @@ def test_create_member_rejects_bad_input(session: Session) -> None:
     with pytest.raises(InvalidData, match="birth_date"):
         create_member(session, {"email": "x@example.com", "first_name": "X", "last_name": "X",
                                 "country": "US", "birth_date": "yesterday"})  # fmt: skip
-    with session.begin_nested(), pytest.raises(InvalidData):  # foreign key
+    with pytest.raises(InvalidData), session.begin_nested():  # foreign key
         create_member(session, {"email": "x@example.com", "first_name": "X", "last_name": "X",
                                 "country": "US", "tier": "diamond"})  # fmt: skip
 

@@ -58,7 +58,7 @@ def test_values_fall_in_their_ranges(session: Session) -> None:
     joined = session.execute(select(func.min(Member.joined_at), func.max(Member.joined_at))).one()
     assert joined[0] >= SEED_NOW - dt.timedelta(days=6 * 365) and joined[1] <= SEED_NOW
     assert session.scalar(select(func.count()).where(Member.updated_at < Member.joined_at)) == 0
-    early = select(func.count()).join(Member, Member.id == Payment.member_id)
+    early = select(func.count()).select_from(Payment).join(Member, Member.id == Payment.member_id)
     assert session.scalar(early.where(Payment.paid_at < Member.joined_at)) == 0
     kinds = set(session.scalars(select(Payment.kind).distinct()))
     assert kinds == {"dues", "event"}
@@ -84,7 +84,8 @@ def test_identity_continues_after_the_seeded_ids(session: Session) -> None:
     member = create_member(
         session, {"email": "new@example.com", "first_name": "N", "last_name": "W", "country": "US"}
     )
-    assert member["id"] == SEED_MEMBERS + 1
+    # Sequences are not transactional, so other tests may have drawn ids since the seed.
+    assert member["id"] > SEED_MEMBERS
 
 
 def test_reseeding_is_repeatable(pg_engine: Engine, seeded: SeedReport) -> None:
