@@ -81,7 +81,12 @@ def member_record(member_id: int) -> dict[str, Any]:
             {"club": "riverside", "since": "2019-06-21", "role": "guest"},
         ],
         "payment_methods": [
-            {"type": "card", "brand": "visa", "last4": f"{member_id % 10000:04d}", "exp": "2027-09"},
+            {
+                "type": "card",
+                "brand": "visa",
+                "last4": f"{member_id % 10000:04d}",
+                "exp": "2027-09",
+            },
             {"type": "sepa", "bank": "Example Bank", "last4": "0042", "default": False},
         ],
         "recent_orders": [

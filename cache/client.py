@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -84,6 +84,10 @@ def _common(settings: Settings, *, asyncio: bool) -> dict[str, Any]:
     }
 
 
+def _cluster_reads(settings: Settings) -> LoadBalancingStrategy | None:
+    return LoadBalancingStrategy.ROUND_ROBIN if settings.redis_read_from_replica else None
+
+
 def _pool_wait(settings: Settings) -> float:
     # Callers beyond max_connections queue for a connection instead of failing: a burst of
     # callers is not a Redis outage. Past this wait it is treated as one.
@@ -103,7 +107,7 @@ def connect(settings: Settings) -> SyncClients:
     if settings.redis_mode == "cluster":
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in settings.cluster_nodes],
-            read_from_replicas=settings.redis_read_from_replica,
+            load_balancing_strategy=_cluster_reads(settings),
             max_connections=settings.redis_max_connections,
             **common,
         )
@@ -121,6 +125,8 @@ def connect(settings: Settings) -> SyncClients:
         master = sentinel.master_for(name)
         reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
         return SyncClients("sentinel", master, reader, sentinel)
+    # rediss:// in the URL selects the TLS connection class; the flag itself is not wanted.
+    common.pop("ssl", None)
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url_for(),
         max_connections=settings.redis_max_connections,
@@ -137,7 +143,7 @@ def connect_async(settings: Settings) -> AsyncClients:
     if settings.redis_mode == "cluster":
         cluster = AsyncRedisCluster(
             startup_nodes=[AsyncClusterNode(host, port) for host, port in settings.cluster_nodes],
-            read_from_replicas=settings.redis_read_from_replica,
+            load_balancing_strategy=_cluster_reads(settings),
             max_connections=settings.redis_max_connections,
             **common,
         )
@@ -155,6 +161,7 @@ def connect_async(settings: Settings) -> AsyncClients:
         master = sentinel.master_for(name)
         reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
         return AsyncClients("sentinel", master, reader, sentinel)
+    common.pop("ssl", None)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url_for(),
         max_connections=settings.redis_max_connections,

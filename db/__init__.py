@@ -1,5 +1,6 @@
 """The data layer: engines, schema, migrations, demo data and the queries the cache fronts."""
 
+from db import serialize
 from db.engine import (
     make_async_engine,
     make_engine,
@@ -17,6 +18,7 @@ from db.errors import (
 from db.migrate import upgrade
 from db.queries import (
     analytics_dashboard,
+    count_members,
     create_member,
     delete_member,
     demographics,
@@ -25,6 +27,7 @@ from db.queries import (
     import_members,
     list_members,
     lookup,
+    members_after,
     members_by_ids,
     update_member,
 )
@@ -39,6 +42,7 @@ __all__ = [
     "SeedReport",
     "UnknownLookup",
     "analytics_dashboard",
+    "count_members",
     "create_member",
     "delete_member",
     "demographics",
@@ -49,9 +53,11 @@ __all__ = [
     "lookup",
     "make_async_engine",
     "make_engine",
+    "members_after",
     "members_by_ids",
     "resolve_database_url",
     "seed",
+    "serialize",
     "session_factory",
     "update_member",
     "upgrade",

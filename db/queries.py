@@ -27,6 +27,7 @@ from db.models import Country, Member, Status, Tier
 __all__ = [
     "MAX_PAGE_SIZE",
     "analytics_dashboard",
+    "count_members",
     "create_member",
     "delete_member",
     "demographics",
@@ -35,6 +36,7 @@ __all__ = [
     "import_members",
     "list_members",
     "lookup",
+    "members_after",
     "members_by_ids",
     "update_member",
 ]
@@ -87,6 +89,24 @@ def members_by_ids(session: Session, ids: Iterable[int]) -> dict[int, dict[str, 
             for row in rows.mappings():
                 found[row["id"]] = serialize.member(row)
     return found
+
+
+def members_after(session: Session, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` members with ids above ``after_id``, in id order (keyset paging).
+
+    Each page is one primary-key range scan however deep it is, unlike OFFSET.
+    """
+    with translating():
+        rows = session.execute(
+            select(*MEMBER_COLUMNS).where(Member.id > after_id).order_by(Member.id).limit(limit)
+        )
+        return [serialize.member(row) for row in rows.mappings()]
+
+
+def count_members(session: Session) -> int:
+    """How many members there are (a full count; PostgreSQL may use an index-only scan)."""
+    with translating():
+        return int(session.execute(select(func.count()).select_from(Member)).scalar_one())
 
 
 def list_members(
@@ -225,9 +245,7 @@ def update_member(
 
 def _check_version(current: Mapping[str, Any] | None, expected: int | None) -> None:
     if current is not None and expected is not None and current["version"] != expected:
-        raise Conflict(
-            f"member {current['id']} is at version {current['version']}, not {expected}"
-        )
+        raise Conflict(f"member {current['id']} is at version {current['version']}, not {expected}")
 
 
 def delete_member(session: Session, member_id: int) -> dict[str, Any] | None:

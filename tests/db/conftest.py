@@ -36,7 +36,8 @@ def create_database() -> str:
 
 def drop_database(name: str) -> None:
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        conn.execute(drop)
 
 
 @pytest.fixture(scope="session")

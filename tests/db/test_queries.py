@@ -16,6 +16,7 @@ from db import (
     InvalidData,
     UnknownLookup,
     analytics_dashboard,
+    count_members,
     create_member,
     delete_member,
     demographics,
@@ -24,6 +25,7 @@ from db import (
     import_members,
     list_members,
     lookup,
+    members_after,
     members_by_ids,
     update_member,
 )
@@ -71,9 +73,7 @@ def known(session: Session) -> dict[str, int]:
         )  # fmt: skip
         ids[key] = row["id"]
         session.execute(
-            update(Member)
-            .where(Member.id == row["id"])
-            .values(updated_at=at(changed or joined))
+            update(Member).where(Member.id == row["id"]).values(updated_at=at(changed or joined))
         )
     session.execute(
         insert(Payment),
@@ -105,6 +105,14 @@ def test_get_member_shape(known: dict[str, int], session: Session) -> None:
     assert get_member(session, 10**12) is None
 
 
+def test_members_after_pages_by_id(known: dict[str, int], session: Session) -> None:
+    ids = sorted(known.values())
+    assert [m["id"] for m in members_after(session, 0, 3)] == ids[:3]
+    assert [m["id"] for m in members_after(session, ids[2], 3)] == ids[3:]
+    assert members_after(session, ids[-1], 3) == []
+    assert count_members(session) == 4
+
+
 def test_members_by_ids_skips_missing(known: dict[str, int], session: Session) -> None:
     found = members_by_ids(session, [known["bob"], known["carol"], 10**12, known["bob"]])
     assert sorted(found) == sorted([known["bob"], known["carol"]])
@@ -120,7 +128,8 @@ def test_list_members_filters_and_pages(known: dict[str, int], session: Session)
     everyone = list_members(session)
     assert (everyone["total"], everyone["page"], everyone["page_size"]) == (4, 1, 50)
     assert emails(everyone) == [p[0] for p in PEOPLE.values()]  # ordered by id
-    assert emails(list_members(session, country="us")) == ["alice@example.com", "dave_x@example.com"]
+    in_us = list_members(session, country="us")
+    assert emails(in_us) == ["alice@example.com", "dave_x@example.com"]
     assert emails(list_members(session, status="lapsed")) == ["bob@example.com"]
     assert emails(list_members(session, tier="gold", country="DE")) == []
     second = list_members(session, page=2, page_size=1)
@@ -176,7 +185,9 @@ def test_analytics_dashboard(known: dict[str, int], session: Session) -> None:
         "month": "2025-06", "dues": "39.99", "event": "145.00", "total": "184.99"
     }  # fmt: skip
     assert revenue["2024-02"]["total"] == "9.99"
-    assert revenue["2023-07"] == {"month": "2023-07", "dues": "0.00", "event": "0.00", "total": "0.00"}
+    assert revenue["2023-07"] == {
+        "month": "2023-07", "dues": "0.00", "event": "0.00", "total": "0.00"
+    }  # fmt: skip
     assert board["revenue_by_tier"] == [
         {"tier": "bronze", "total": "9.99", "payments": 1},
         {"tier": "silver", "total": "0.00", "payments": 0},

@@ -53,8 +53,11 @@ def test_every_reference_resolves(session: Session) -> None:
 
 
 def test_values_fall_in_their_ranges(session: Session) -> None:
-    born = session.execute(select(func.min(Member.birth_date), func.max(Member.birth_date))).one()
-    assert born[0] >= dt.date(1940, 1, 1) and born[1] <= dt.date(2008, 12, 31)
+    oldest, youngest = session.execute(
+        select(func.min(Member.birth_date), func.max(Member.birth_date))
+    ).one()
+    assert oldest is not None and youngest is not None
+    assert oldest >= dt.date(1940, 1, 1) and youngest <= dt.date(2008, 12, 31)
     joined = session.execute(select(func.min(Member.joined_at), func.max(Member.joined_at))).one()
     assert joined[0] >= SEED_NOW - dt.timedelta(days=6 * 365) and joined[1] <= SEED_NOW
     assert session.scalar(select(func.count()).where(Member.updated_at < Member.joined_at)) == 0

@@ -1,0 +1,116 @@
+"""celeryconfig.from_settings: what each derived setting must be, without a broker."""
+
+from __future__ import annotations
+
+import pytest
+
+import celeryconfig
+from config import load_settings
+from workers import routing
+from workers.beat import JOBS
+
+
+def make(**overrides: object) -> dict[str, object]:
+    return celeryconfig.from_settings(load_settings(_env_file=None, **overrides))
+
+
+def test_json_only_in_and_out() -> None:
+    conf = make()
+    assert conf["accept_content"] == ["json"]
+    assert conf["result_accept_content"] == ["json"]
+    assert conf["task_serializer"] == conf["result_serializer"] == "json"
+    assert conf["event_serializer"] == "json"
+
+
+def test_explicit_queues_and_routes() -> None:
+    conf = make()
+    declared = [queue.name for queue in conf["task_queues"]]  # type: ignore[attr-defined]
+    assert declared == list(routing.QUEUES)
+    assert conf["task_create_missing_queues"] is False
+    assert conf["task_default_queue"] in declared
+    routes = conf["task_routes"]
+    assert isinstance(routes, dict)
+    assert {route["queue"] for route in routes.values()} <= set(declared)
+    assert set(routes) == set(routing.BY_NAME)
+    # Every beat entry names a routed task on that task's own queue.
+    for job in JOBS:
+        assert routes[job.spec.name]["queue"] == job.spec.queue
+
+
+def test_delivery_guarantees_and_events() -> None:
+    conf = make()
+    assert conf["task_acks_late"] is True
+    assert conf["task_reject_on_worker_lost"] is True
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_send_task_events"] is True
+    assert conf["task_send_sent_event"] is True
+    assert conf["broker_connection_retry_on_startup"] is True
+
+
+def test_visibility_timeout_outlives_every_task_and_matches_results() -> None:
+    conf = make()
+    broker = conf["broker_transport_options"]
+    results = conf["result_backend_transport_options"]
+    assert isinstance(broker, dict) and isinstance(results, dict)
+    assert broker["visibility_timeout"] == results["visibility_timeout"]
+    assert broker["visibility_timeout"] > routing.longest_hard_limit()
+    assert broker["visibility_timeout"] > routing.RETRY_BACKOFF_MAX
+    assert all(spec.soft_time_limit < spec.time_limit for spec in routing.TASKS)
+
+
+def test_standalone_defaults_follow_settings() -> None:
+    conf = make(redis_host="redis.internal", redis_password="s3cret")
+    assert conf["broker_url"] == "redis://:s3cret@redis.internal:6379/1"
+    assert conf["result_backend"] == "redis://:s3cret@redis.internal:6379/2"
+    assert "master_name" not in conf["broker_transport_options"]  # type: ignore[operator]
+
+
+def test_explicit_celery_urls_win() -> None:
+    conf = make(celery_broker_url="redis://b:1/5", celery_result_backend="redis://r:2/6",
+                redis_sentinels="s1:26379")  # fmt: skip
+    assert conf["broker_url"] == "redis://b:1/5"
+    assert conf["result_backend"] == "redis://r:2/6"
+
+
+def test_sentinel_broker_and_results() -> None:
+    conf = make(
+        redis_sentinels="s1:26379,s2:26380",
+        redis_sentinel_master="cachemaster",
+        redis_sentinel_password="sentinel-pw",
+        redis_password="p@ss",
+    )
+    assert conf["broker_url"] == "sentinel://:p%40ss@s1:26379/1;sentinel://:p%40ss@s2:26380/1"
+    assert conf["result_backend"] == "sentinel://:p%40ss@s1:26379/2;sentinel://:p%40ss@s2:26380/2"
+    for name in ("broker_transport_options", "result_backend_transport_options"):
+        options = conf[name]
+        assert isinstance(options, dict)
+        assert options["master_name"] == "cachemaster"
+        assert options["sentinel_kwargs"] == {"password": "sentinel-pw"}
+
+
+def test_sentinel_urls_are_understood_by_kombu_and_celery() -> None:
+    from workers.factory import create_app
+
+    app = create_app(load_settings(_env_file=None, redis_sentinels="s1:26379,s2:26380"))
+    try:
+        assert app.connection_for_write().transport_cls == "sentinel"
+        backend = type(app.backend)
+        assert backend.__name__ == "SentinelBackend"
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("spec", routing.TASKS, ids=lambda spec: spec.name)
+def test_every_task_is_registered_under_its_routed_name(spec: routing.TaskSpec) -> None:
+    from workers.factory import TASK_MODULES, create_app
+
+    app = create_app(load_settings(_env_file=None))
+    try:
+        app.loader.import_default_modules()
+        for module in TASK_MODULES:
+            __import__(module)
+        task = app.tasks[spec.name]
+        assert task.time_limit == spec.time_limit
+        assert task.soft_time_limit == spec.soft_time_limit
+    finally:
+        app.close()
