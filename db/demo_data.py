@@ -1,10 +1,19 @@
-"""Vocabulary of the demo data: lookup rows, names, and how often each value occurs."""
+"""The demo data: lookup rows, names, how often each value occurs, and the row generator."""
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 import unicodedata
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
+
+BATCH: Final = 20_000  # members per batch: big enough to amortise, small enough to stream
+YEARS_OF_HISTORY: Final = 6
+DAY: Final = 86_400
 
 # (code, name, monthly fee, rank, share of members)
 TIERS: Final = (
@@ -106,3 +115,118 @@ def email_slug(name: str) -> str:
     """The ASCII, lower-case form of a name for an email local part: "Lefèvre" -> "lefevre"."""
     ascii_form = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return "".join(ch for ch in ascii_form.lower() if ch.isalnum())
+
+
+@dataclass
+class MemberBatch:
+    ids: range
+    emails: list[str]
+    first: list[str]
+    last: list[str]
+    status: list[str]
+    tier: list[str]
+    country: list[str]
+    birth: list[int]  # proleptic ordinals
+    joined: list[int]  # epoch seconds
+    updated: list[int]
+    version: list[int]
+
+
+@dataclass
+class PaymentBatch:
+    ids: list[int]
+    member_id: list[int]
+    amount: list[str]
+    paid: list[int]
+    kind: list[str]
+
+
+class DemoRows:
+    """Deterministic rows for one seed, in batches: first members, then their payments.
+
+    Values stay raw (ordinals, epoch seconds) so each loader renders them its own way.
+    """
+
+    def __init__(self, members: int, seed: int, now: dt.datetime) -> None:
+        self.count = members
+        self.rng = random.Random(seed)
+        self.now = int(now.timestamp())
+        self.start = self.now - YEARS_OF_HISTORY * 365 * DAY
+        # Per member, kept compactly for the payments pass.
+        self._joined = array("q")
+        self._end = array("q")
+        self._tier = array("b")
+        self._slugs = {n: email_slug(n) for n in FIRST_NAMES + LAST_NAMES}
+
+    def members(self) -> Iterator[MemberBatch]:
+        rng, now, start, span = self.rng, self.now, self.start, self.now - self.start
+        tiers, tier_weights = [t[0] for t in TIERS], [t[4] for t in TIERS]
+        statuses, status_weights = [s[0] for s in STATUSES], [s[2] for s in STATUSES]
+        countries = [c[0] for c in COUNTRIES]
+        country_weights = [c[2] for c in COUNTRIES]
+        tier_index = {code: i for i, code in enumerate(tiers)}
+        churned = CHURNED_STATUSES
+        birth_lo = dt.date(1940, 1, 1).toordinal()
+        birth_hi = dt.date(2008, 12, 31).toordinal()
+        birth_mode = dt.date(1978, 1, 1).toordinal()
+        triangular, slug = rng.triangular, self._slugs
+        for first_id in range(1, self.count + 1, BATCH):
+            ids = range(first_id, min(first_id + BATCH, self.count + 1))
+            n = len(ids)
+            first = rng.choices(FIRST_NAMES, k=n)
+            last = rng.choices(LAST_NAMES, k=n)
+            domains = rng.choices(EMAIL_DOMAINS, k=n)
+            status = rng.choices(statuses, status_weights, k=n)
+            tier = rng.choices(tiers, tier_weights, k=n)
+            country = rng.choices(countries, country_weights, k=n)
+            emails, birth, joined, updated, version = [], [], [], [], []
+            for i in range(n):
+                f, la, member_id = slug[first[i]], slug[last[i]], ids[i]
+                # The id suffix makes every address unique; the patterns only vary the look.
+                style = member_id % 3
+                local = f"{f}.{la}" if style == 0 else f"{f[0]}{la}" if style == 1 else f"{f}_{la}"
+                emails.append(f"{local}{member_id}@{domains[i]}")
+                birth.append(int(triangular(birth_lo, birth_hi, birth_mode)))
+                # sqrt skews joins towards now: the club has been growing.
+                joined_at = start + int(span * rng.random() ** 0.5)
+                if status[i] in churned or rng.random() < 0.3:
+                    # For churned members the last update is when they left (the churn month).
+                    updated_at = joined_at + int((now - joined_at) * rng.random())
+                    version.append(rng.randint(2, 5))
+                else:
+                    updated_at = joined_at
+                    version.append(1)
+                joined.append(joined_at)
+                updated.append(updated_at)
+                self._joined.append(joined_at)
+                # A churned member's payments stop when they left.
+                self._end.append(updated_at if status[i] in churned else now)
+                self._tier.append(tier_index[tier[i]])
+            yield MemberBatch(
+                ids, emails, first, last, status, tier, country, birth, joined, updated, version
+            )
+
+    def payments(self) -> Iterator[PaymentBatch]:
+        rng = self.rng
+        fees = [str(t[2]) for t in TIERS]
+        events, event_share = EVENT_PRICES, EVENT_SHARE
+        next_id = 1
+        for first in range(0, self.count, BATCH):
+            last = min(first + BATCH, self.count)
+            counts = rng.choices(PAYMENT_COUNTS, PAYMENT_COUNT_WEIGHTS, k=last - first)
+            batch = PaymentBatch([], [], [], [], [])
+            for offset, k in enumerate(counts):
+                index = first + offset
+                begin, window = self._joined[index], self._end[index] - self._joined[index]
+                for _ in range(k):
+                    batch.ids.append(next_id)
+                    next_id += 1
+                    batch.member_id.append(index + 1)
+                    batch.paid.append(begin + int(window * rng.random()))
+                    if rng.random() < event_share:
+                        batch.kind.append("event")
+                        batch.amount.append(rng.choice(events))
+                    else:
+                        batch.kind.append("dues")
+                        batch.amount.append(fees[self._tier[index]])
+            yield batch

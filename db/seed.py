@@ -12,10 +12,8 @@ a small machine both work.
 from __future__ import annotations
 
 import datetime as dt
-import random
 import time
-from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,12 +30,10 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db import demo_data as demo
+from db.demo_data import DAY, DemoRows, MemberBatch, PaymentBatch
 from db.errors import translating
 from db.models import Base, Member, MemberActivityDaily, Payment
 
-BATCH = 20_000  # members per generated batch: big enough to amortise, small enough to stream
-YEARS_OF_HISTORY = 6
-DAY = 86_400
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 MEMBER_COLUMNS = (
     "id, email, first_name, last_name, status, tier, country, birth_date,"
@@ -58,118 +54,6 @@ class SeedReport:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for tuning
 
 
-@dataclass
-class _Members:
-    ids: range
-    emails: list[str]
-    first: list[str]
-    last: list[str]
-    status: list[str]
-    tier: list[str]
-    country: list[str]
-    birth: list[int]  # proleptic ordinals; dates and times are rendered per sink
-    joined: list[int]  # epoch seconds
-    updated: list[int]
-    version: list[int]
-
-
-@dataclass
-class _Payments:
-    ids: list[int]
-    member_id: list[int]
-    amount: list[str]
-    paid: list[int]
-    kind: list[str]
-
-
-class _Generator:
-    """Deterministic rows for one seed; remembers what payments need to know of each member."""
-
-    def __init__(self, members: int, seed: int, now: dt.datetime) -> None:
-        self.count = members
-        self.rng = random.Random(seed)
-        self.now = int(now.timestamp())
-        self.start = self.now - YEARS_OF_HISTORY * 365 * DAY
-        # Per member, kept compactly for the payments pass.
-        self._joined = array("q")
-        self._end = array("q")
-        self._tier = array("b")
-        self._slugs = {n: demo.email_slug(n) for n in demo.FIRST_NAMES + demo.LAST_NAMES}
-
-    def members(self) -> Iterator[_Members]:
-        rng, now, start, span = self.rng, self.now, self.start, self.now - self.start
-        tiers, tier_weights = [t[0] for t in demo.TIERS], [t[4] for t in demo.TIERS]
-        statuses, status_weights = [s[0] for s in demo.STATUSES], [s[2] for s in demo.STATUSES]
-        countries = [c[0] for c in demo.COUNTRIES]
-        country_weights = [c[2] for c in demo.COUNTRIES]
-        tier_index = {code: i for i, code in enumerate(tiers)}
-        churned = demo.CHURNED_STATUSES
-        birth_lo = dt.date(1940, 1, 1).toordinal()
-        birth_hi = dt.date(2008, 12, 31).toordinal()
-        birth_mode = dt.date(1978, 1, 1).toordinal()
-        triangular, slug = rng.triangular, self._slugs
-        for first_id in range(1, self.count + 1, BATCH):
-            ids = range(first_id, min(first_id + BATCH, self.count + 1))
-            n = len(ids)
-            first = rng.choices(demo.FIRST_NAMES, k=n)
-            last = rng.choices(demo.LAST_NAMES, k=n)
-            domains = rng.choices(demo.EMAIL_DOMAINS, k=n)
-            status = rng.choices(statuses, status_weights, k=n)
-            tier = rng.choices(tiers, tier_weights, k=n)
-            country = rng.choices(countries, country_weights, k=n)
-            emails, birth, joined, updated, version = [], [], [], [], []
-            for i in range(n):
-                f, la, member_id = slug[first[i]], slug[last[i]], ids[i]
-                # The id suffix makes every address unique; the patterns only vary the look.
-                style = member_id % 3
-                local = f"{f}.{la}" if style == 0 else f"{f[0]}{la}" if style == 1 else f"{f}_{la}"
-                emails.append(f"{local}{member_id}@{domains[i]}")
-                birth.append(int(triangular(birth_lo, birth_hi, birth_mode)))
-                # sqrt skews joins towards now: the club has been growing.
-                joined_at = start + int(span * rng.random() ** 0.5)
-                if status[i] in churned or rng.random() < 0.3:
-                    # For churned members the last update is when they left (the churn month).
-                    changed = joined_at + int((now - joined_at) * rng.random())
-                    updated.append(changed)
-                    version.append(rng.randint(2, 5))
-                else:
-                    changed = now
-                    updated.append(joined_at)
-                    version.append(1)
-                joined.append(joined_at)
-                self._joined.append(joined_at)
-                self._end.append(changed if status[i] in churned else now)
-                self._tier.append(tier_index[tier[i]])
-            yield _Members(
-                ids, emails, first, last, status, tier, country, birth, joined, updated, version
-            )
-
-    def payments(self) -> Iterator[_Payments]:
-        rng = self.rng
-        fees = [str(t[2]) for t in demo.TIERS]
-        events, event_share = demo.EVENT_PRICES, demo.EVENT_SHARE
-        next_id = 1
-        for first in range(0, self.count, BATCH):
-            last = min(first + BATCH, self.count)
-            counts = rng.choices(demo.PAYMENT_COUNTS, demo.PAYMENT_COUNT_WEIGHTS, k=last - first)
-            batch = _Payments([], [], [], [], [])
-            for offset, k in enumerate(counts):
-                index = first + offset
-                begin, window = self._joined[index], self._end[index] - self._joined[index]
-                for _ in range(k):
-                    batch.ids.append(next_id)
-                    next_id += 1
-                    batch.member_id.append(index + 1)
-                    batch.paid.append(begin + int(window * rng.random()))
-                    if rng.random() < event_share:
-                        batch.kind.append("event")
-                        batch.amount.append(rng.choice(events))
-                    else:
-                        batch.kind.append("dues")
-                        batch.amount.append(fees[self._tier[index]])
-            yield batch
-
-
 def seed(
     engine: Engine,
     members: int,
@@ -188,7 +72,7 @@ def seed(
     if members < 0:
         raise ValueError("members must be >= 0")
     began = time.perf_counter()
-    gen = _Generator(members, seed, now or dt.datetime.now(dt.UTC))
+    gen = DemoRows(members, seed, now or dt.datetime.now(dt.UTC))
     phases: dict[str, float] = {}
     dialect = engine.dialect.name
     with _progress(progress) as bar, translating():
@@ -278,7 +162,7 @@ RESET_SEQUENCES = (
 
 def _load_postgresql(
     engine: Engine,
-    gen: _Generator,
+    gen: DemoRows,
     bar: Progress,
     member_task: TaskID,
     payment_task: TaskID,
@@ -338,7 +222,7 @@ class _TextRenderer:
     """COPY text lines. Dates and times come from lookup tables: formatting a datetime per
     value would cost more than everything else in the load together."""
 
-    def __init__(self, gen: _Generator) -> None:
+    def __init__(self, gen: DemoRows) -> None:
         self.days = {
             day: dt.date.fromordinal(day + EPOCH_ORDINAL).isoformat()
             for day in range(gen.start // DAY - 1, gen.now // DAY + 2)
@@ -347,7 +231,7 @@ class _TextRenderer:
         lo, hi = dt.date(1940, 1, 1).toordinal(), dt.date(2008, 12, 31).toordinal()
         self.dates = {o: dt.date.fromordinal(o).isoformat() for o in range(lo, hi + 1)}
 
-    def members(self, b: _Members) -> str:
+    def members(self, b: MemberBatch) -> str:
         days, times, dates = self.days, self.times, self.dates
         return "".join(
             [
@@ -359,7 +243,7 @@ class _TextRenderer:
             ]
         )
 
-    def payments(self, p: _Payments) -> str:
+    def payments(self, p: PaymentBatch) -> str:
         days, times = self.days, self.times
         return "".join(
             [
@@ -375,7 +259,7 @@ class _TextRenderer:
 
 def _load_sqlite(
     engine: Engine,
-    gen: _Generator,
+    gen: DemoRows,
     bar: Progress,
     member_task: TaskID,
     payment_task: TaskID,

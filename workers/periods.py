@@ -75,18 +75,32 @@ def period_of(cadence: Cadence, when: dt.datetime) -> str:
     raise ValueError(f"unknown cadence {cadence!r}")
 
 
-_PERIOD_FORMS: Final[dict[Cadence, re.Pattern[str]]] = {
-    "minute": re.compile(r"^\d{4}-\d{2}-\d{2}T\d{4}$"),
-    "daily": re.compile(r"^\d{4}-\d{2}-\d{2}$"),
-    "weekly": re.compile(r"^\d{4}-W\d{2}$"),
-    "monthly": re.compile(r"^\d{4}-\d{2}$"),
-    "quarterly": re.compile(r"^\d{4}-Q[1-4]$"),
+_STRPTIME: Final[dict[Cadence, str]] = {
+    "minute": "%Y-%m-%dT%H%M",
+    "daily": "%Y-%m-%d",
+    "monthly": "%Y-%m",
 }
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_QUARTER = re.compile(r"^\d{4}-Q[1-4]$")
 
 
 def check_period(cadence: Cadence, period: str) -> str:
-    """``period`` if it is a well-formed id for the cadence, else ValueError."""
-    if not _PERIOD_FORMS[cadence].match(period):
+    """``period`` if it is a well-formed id for the cadence (as period_of writes it), else
+    ValueError."""
+    try:
+        if cadence in _STRPTIME:
+            fmt = _STRPTIME[cadence]
+            valid = dt.datetime.strptime(period, fmt).strftime(fmt) == period
+        elif cadence == "weekly":
+            match = _WEEK.match(period)
+            if match:
+                dt.date.fromisocalendar(int(match[1]), int(match[2]), 1)  # week 54 raises
+            valid = match is not None
+        else:
+            valid = bool(_QUARTER.match(period))
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError(f"{period!r} is not a {cadence} period id")
     return period
 
