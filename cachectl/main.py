@@ -19,7 +19,7 @@ from rich.table import Table
 
 from cache import DataType, build_cache
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, Settings, load_settings, mask_url
 
 app = typer.Typer(help="Operate the membership cache.", no_args_is_help=True)
 console = Console()
@@ -94,15 +94,64 @@ def check(as_json: JsonOption = False) -> None:
     print(json.dumps(result)) if as_json else console.print(f"cache ok: {result}")
 
 
+def _prepare_database(settings: Settings, members: int) -> str:
+    """Migrate the database and seed it when it has no members yet; returns its URL."""
+    # Imported here so that `cachectl config` works without touching the data layer.
+    from db.engine import make_engine, resolve_database_url, session_factory
+    from db.migrate import upgrade
+    from db.queries import count_members
+    from db.seed import seed as seed_members
+
+    url = resolve_database_url(settings)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            existing = count_members(session)
+        if existing == 0 and members > 0:
+            report = seed_members(engine, members, progress=True)
+            console.print(f"seeded {report.members:,} members in {report.seconds:.1f} s")
+    finally:
+        engine.dispose()
+    return url
+
+
+@app.command()
+def seed(
+    members: Annotated[int, typer.Option("--members", min=0, help="How many members.")] = 10_000,
+    seed_value: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+) -> None:
+    """Generate realistic demo data (replaces existing members), migrating first."""
+    from db.engine import make_engine, resolve_database_url
+    from db.migrate import upgrade
+    from db.seed import seed as seed_members
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        report = seed_members(engine, members, progress=True, seed=seed_value)
+    finally:
+        engine.dispose()
+    console.print(
+        f"seeded {report.members:,} members and {report.payments:,} payments "
+        f"into {report.dialect} in {report.seconds:.1f} s"
+    )
+
+
 @app.command()
 def up(
     workdir: Annotated[Path, typer.Option(help="Runtime files (embedded Redis, SQLite).")] = Path(
         "var"
     ),
     once: Annotated[bool, typer.Option(help="Check and exit instead of serving.")] = False,
+    members: Annotated[int, typer.Option(help="Demo members seeded into an empty DB.")] = 2_000,
 ) -> None:
-    """Run the platform locally: configuration check, Redis (embedded if none), cache check."""
+    """Run the platform locally: configuration, Redis (embedded if none), database, cache."""
     settings = _settings()
+    database = _prepare_database(settings, members)
+    console.print(f"database ready: {mask_url(database)}")
     with _redis_for(settings, workdir) as effective:
         try:
             seconds = _round_trip(effective)
