@@ -42,6 +42,7 @@ from rich.table import Table
 
 from bench._common import Contender, measure_interleaved, member_record, paired_ratio, spread
 from cache import CacheService, DataType, build_cache
+from cache.codec import HEADER_SIZE
 from config import Settings, load_settings
 from config.settings import ConfigError
 
@@ -62,6 +63,7 @@ LABELS = {
     "cashews_get": "cashews cache.get (async, pickle)",
     "project_get_pinned": "CacheService.get, pinned connection (diag)",
     "redis_mget": f"redis-py MGET {MANY} keys, per key",
+    "redis_mget_json": f"redis-py MGET {MANY} + orjson.loads, per key (ref)",
     "project_get_many": f"CacheService.get_many {MANY}, per key",
 }
 
@@ -184,6 +186,19 @@ def _mget_loop(client: redis.Redis, keys: list[str]) -> Callable[[int], float]:
         started = time.perf_counter()
         for _ in range(n):
             mget(keys)
+        return time.perf_counter() - started
+
+    return batch
+
+
+def _mget_json_loop(client: redis.Redis, keys: list[str]) -> Callable[[int], float]:
+    """MGET plus orjson.loads of each body: the floor of any cache that stores JSON."""
+    mget, loads, header = client.mget, orjson.loads, HEADER_SIZE
+
+    def batch(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            [loads(raw[header:]) for raw in mget(keys)]
         return time.perf_counter() - started
 
     return batch
@@ -336,6 +351,12 @@ def run(options: Options) -> dict[str, Any]:
             ),
             Contender("redis_mget", LABELS["redis_mget"], _mget_loop(floor, many_keys), MANY),
             Contender(
+                "redis_mget_json",
+                LABELS["redis_mget_json"],
+                _mget_json_loop(floor, many_keys),
+                MANY,
+            ),
+            Contender(
                 "project_get_many",
                 LABELS["project_get_many"],
                 _service_many_loop(service, many_keys),
@@ -463,6 +484,7 @@ def _report(
     vs_dogpile = paired_ratio(by["project_get"], by["dogpile_get"])
     vs_cashews = paired_ratio(by["project_get"], by["cashews_get"])
     slower = 1 / paired_ratio(by["project_get_many"], by[MGET])
+    slower_json = 1 / paired_ratio(by["project_get_many"], by["redis_mget_json"])
     verdict = {
         "hit_vs_redis": round(hit, 4),
         "hit_target": HIT_TARGET,
@@ -474,6 +496,7 @@ def _report(
         "get_many_slowdown_vs_mget": round(slower, 4),
         "get_many_target": MANY_TARGET,
         "get_many_ok": slower <= MANY_TARGET,
+        "get_many_slowdown_vs_mget_json": round(slower_json, 4),
     }
     return {
         "benchmark": "bench.hotpath",
@@ -534,6 +557,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"ahead of cashews: {yes[verdict['ahead_of_cashews']]} ({verdict['vs_cashews']:.2f}x)",
         f"get_many per key vs MGET per key: {verdict['get_many_slowdown_vs_mget']:.2f}x slower "
         f"(target within {MANY_TARGET:g}x)" + ("" if verdict["get_many_ok"] else "  MISSED"),
+        "get_many per key vs MGET + orjson.loads per key: "
+        f"{verdict['get_many_slowdown_vs_mget_json']:.2f}x slower (ref: JSON decoding included)",
     ]
     counters, conns = report["project_counters"], report["connections"]
     lines.append(

@@ -21,6 +21,7 @@ CONTENDERS = {
     "dogpile_get",
     "cashews_get",
     "redis_mget",
+    "redis_mget_json",
     "project_get_many",
 }
 VERDICT = {
@@ -34,6 +35,7 @@ VERDICT = {
     "get_many_slowdown_vs_mget",
     "get_many_target",
     "get_many_ok",
+    "get_many_slowdown_vs_mget_json",
 }
 
 
