@@ -80,8 +80,9 @@ def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
 
 def task_queues() -> tuple[Queue, ...]:
     """One direct exchange per queue, routing key = queue name: nothing implicit."""
-    return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
-                 for name in routing.QUEUES)  # fmt: skip
+    return tuple(
+        Queue(name, Exchange(name, type="direct"), routing_key=name) for name in routing.QUEUES
+    )
 
 
 def from_settings(settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import os
 import pickle
 import platform
 import sys
@@ -76,7 +77,7 @@ class BenchError(RuntimeError):
 class Options:
     rounds: int = 5
     seconds: float = 1.5
-    slices: int = 5
+    slices: int = 15
     host: str | None = None
     port: int | None = None
     prefix: str = DEFAULT_PREFIX
@@ -92,7 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--seconds", type=float, default=1.5, help="seconds per contender per round"
     )
-    parser.add_argument("--slices", type=int, default=5, help="interleaved slices per round")
+    parser.add_argument("--slices", type=int, default=15, help="interleaved slices per round")
     parser.add_argument("--host", help="Redis host (default: REDIS_HOST / settings)")
     parser.add_argument("--port", type=int, help="Redis port (default: REDIS_PORT / settings)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix, under bench:hotpath:")
@@ -193,7 +194,8 @@ def _mget_loop(client: redis.Redis, keys: list[str]) -> Callable[[int], float]:
 
 def _mget_json_loop(client: redis.Redis, keys: list[str]) -> Callable[[int], float]:
     """MGET plus orjson.loads of each body: the floor of any cache that stores JSON."""
-    mget, loads, header = client.mget, orjson.loads, HEADER_SIZE
+    mget: Callable[[list[str]], Any] = client.mget
+    loads, header = orjson.loads, HEADER_SIZE
 
     def batch(n: int) -> float:
         started = time.perf_counter()
@@ -249,6 +251,7 @@ def run(options: Options) -> dict[str, Any]:
     connections: dict[str, int] = {}
     diagnostics: dict[str, Any] = {}
 
+    load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         # --- the floor: one connection, hiredis -----------------------------------------------
         floor = redis.Redis(
@@ -411,7 +414,12 @@ def run(options: Options) -> dict[str, Any]:
             "cashews_stored_bytes": len(cashews_raw) if isinstance(cashews_raw, bytes) else 0,
         }
 
-    return _report(options, settings, contenders, connections, served, sizes, diagnostics)
+    machine = {
+        "cpus": os.cpu_count() or 0,
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+    return _report(options, settings, contenders, connections, served, sizes, diagnostics, machine)
 
 
 def _pinned_service(settings: Settings, stack: ExitStack) -> CacheService:
@@ -465,6 +473,7 @@ def _report(
     served: dict[str, int],
     sizes: dict[str, int],
     diagnostics: dict[str, Any],
+    machine: dict[str, Any],
 ) -> dict[str, Any]:
     by = {c.key: c for c in contenders}
     results: dict[str, Any] = {}
@@ -512,6 +521,7 @@ def _report(
         },
         "record": sizes,
         "versions": _versions(),
+        "machine": machine,
         "connections": connections,
         "project_counters": served,
         "results": results,
@@ -522,6 +532,10 @@ def _report(
 
 def _fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
+
+
+def _slower(factor: float) -> str:
+    return f"{factor:.2f}x slower" if factor >= 1 else f"{1 / factor:.2f}x faster"
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -555,16 +569,20 @@ def render(report: dict[str, Any], console: Console) -> None:
         + ("" if verdict["hit_ok"] else "  MISSED"),
         f"ahead of dogpile: {yes[verdict['ahead_of_dogpile']]} ({verdict['vs_dogpile']:.2f}x)",
         f"ahead of cashews: {yes[verdict['ahead_of_cashews']]} ({verdict['vs_cashews']:.2f}x)",
-        f"get_many per key vs MGET per key: {verdict['get_many_slowdown_vs_mget']:.2f}x slower "
+        f"get_many per key vs MGET per key: {_slower(verdict['get_many_slowdown_vs_mget'])} "
         f"(target within {MANY_TARGET:g}x)" + ("" if verdict["get_many_ok"] else "  MISSED"),
         "get_many per key vs MGET + orjson.loads per key: "
-        f"{verdict['get_many_slowdown_vs_mget_json']:.2f}x slower (ref: JSON decoding included)",
+        f"{_slower(verdict['get_many_slowdown_vs_mget_json'])} (ref: JSON decoding included)",
     ]
-    counters, conns = report["project_counters"], report["connections"]
+    counters, conns, machine = report["project_counters"], report["connections"], report["machine"]
     lines.append(
         f"project counters during the run: hits {counters['hits']:,}, misses {counters['misses']}, "
         f"stale {counters['stale']}; connections opened: "
         + ", ".join(f"{name} {count}" for name, count in conns.items())
+    )
+    lines.append(
+        f"machine: {machine['cpus']} cpus, 1-min load {machine['loadavg_1m_before']} before, "
+        f"{machine['loadavg_1m_after']} after"
     )
     if report["diagnostics"]:
         lines.append(

@@ -215,18 +215,34 @@ class AsyncCacheService:
         data_type: DataType = DataType.DEFAULT,
         *,
         ttl: float | None = None,
+        versions: Mapping[str, int] | None = None,
     ) -> bool:
-        """Store many values in one pipelined round trip, each with its own jittered TTL."""
+        """Store many values in one pipelined round trip, each with its own jittered TTL.
+
+        With ``versions`` (key -> source version) each write is version-guarded like
+        write_through, so a warm-up that read a row before a newer write cannot undo it.
+        """
         counters = self.metrics.by_type[data_type]
         if not self.core.enabled or not items:
             counters.skipped_writes += len(items) if not self.core.enabled else 0
             return not items
         pipe = self._writer.pipeline(transaction=False)
         for key, value in items.items():
-            payload, px = self.core.envelope(value, data_type, ttl=ttl)
-            pipe.set(key, payload, px=px)
+            version = versions.get(key, 0) if versions is not None else 0
+            payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
+            if versions is None:
+                pipe.set(key, payload, px=px)
+            else:
+                # Queued on the pipeline (redis-py accepts pipelines here; its stubs do not say so).
+                await self._write_guarded(
+                    keys=[key, self.keys.lease(key)],
+                    args=[payload, px, version],
+                    client=pipe,  # type: ignore[arg-type]
+                )
         stored = await self._call(pipe.execute)
-        return self.core.written(stored, counters, len(items))
+        if stored is UNAVAILABLE or versions is None:
+            return self.core.written(stored, counters, len(items))
+        return self.core.written_each(stored, counters)
 
     async def write_through(
         self,
@@ -269,3 +285,8 @@ class AsyncCacheService:
 
     async def ping(self) -> bool:
         return await self._call(self._writer.ping) is True
+
+    async def info(self, section: str | None = None) -> dict[str, Any] | None:
+        """Redis INFO of the writer (the master), or None when Redis is unavailable."""
+        answer = await self._call(self._writer.info, section)
+        return None if answer is UNAVAILABLE else dict(answer)

@@ -185,6 +185,13 @@ class CacheCore:
         counters.writes += count
         return True
 
+    def written_each(self, results: Sequence[Any], counters: TypeCounters) -> bool:
+        """Count per-key outcomes of a guarded batch; True when every key was stored."""
+        stored = sum(1 for result in results if result == 1)
+        counters.writes += stored
+        counters.writes_rejected += len(results) - stored
+        return stored == len(results)
+
     @staticmethod
     def present(entry: codec.Entry) -> Any:
         return NOT_FOUND if entry.not_found else entry.value

@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     database_url: str = ""
     celery_broker_url: str | None = None  # default: the cache's Redis, database 1
     celery_result_backend: str | None = None  # default: the cache's Redis, database 2
+    # Seconds before the Redis broker redelivers a task whose worker died without acking.
+    # None: derived from the longest task time limit (celeryconfig.py). Tests shorten it.
+    celery_visibility_timeout: PositiveInt | None = None
+
+    # --- Processes --------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(5000, ge=1, le=65535)  # the design's port
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr("")  # empty: generated at start-up and printed once
 
     environment: Literal["development", "test", "production"] = "development"
 

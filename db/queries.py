@@ -34,10 +34,12 @@ __all__ = [
     "get_member",
     "hottest_member_ids",
     "import_members",
+    "insert_members",
     "list_members",
     "lookup",
     "members_after",
     "members_by_ids",
+    "taken_emails",
     "update_member",
 ]
 
@@ -270,6 +272,31 @@ def import_members(session: Session, rows: Iterable[Mapping[str, Any]]) -> int:
     with translating():
         session.execute(insert(Member), values)
     return len(values)
+
+
+def insert_members(session: Session, rows: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Like import_members, but returns the new ids in the order of ``rows``.
+
+    The cache needs them: it may hold a "not found" entry for an id that now exists.
+    """
+    now = dt.datetime.now(dt.UTC)
+    values = [_new_member(row, now) for row in rows]
+    if not values:
+        return []
+    stmt = insert(Member).returning(Member.id, sort_by_parameter_order=True)
+    with translating():
+        return list(session.scalars(stmt, values))
+
+
+def taken_emails(session: Session, emails: Iterable[str]) -> set[str]:
+    """The addresses among ``emails`` (compared lower-cased) that members already use."""
+    wanted = sorted({email.strip().lower() for email in emails})
+    taken: set[str] = set()
+    with translating():
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            chunk = wanted[start : start + IDS_PER_QUERY]
+            taken.update(session.scalars(select(Member.email).where(Member.email.in_(chunk))))
+    return taken
 
 
 def _new_member(data: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:

@@ -16,24 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
-from db import (
-    analytics_dashboard,
-    demographics,
-    hottest_member_ids,
-    lookup,
-    make_engine,
-    members_by_ids,
-    resolve_database_url,
-    serialize,
-    session_factory,
-)
-from db.errors import translating
-from db.models import Member as MemberRow
-from db.queries import MEMBER_COLUMNS
+from db import make_engine, queries, resolve_database_url, session_factory
 
 LOOKUP_NAMES: Final = ("tiers", "statuses", "countries")
 ANALYTICS_NAMES: Final = ("dashboard",)
@@ -79,46 +66,37 @@ class SqlSource:
 
     def lookup(self, name: str) -> Any:
         with self._sessions() as session:
-            return lookup(session, name)
+            return queries.lookup(session, name)
 
     def analytics(self, name: str) -> Any:
         if name != "dashboard":
             raise ValueError(f"unknown analytics {name!r}")
         with self._sessions() as session:
-            return analytics_dashboard(session)
+            return queries.analytics_dashboard(session)
 
     def statistics(self, name: str) -> Any:
         if name != "demographics":
             raise ValueError(f"unknown statistics {name!r}")
         with self._sessions() as session:
-            return demographics(session)
+            return queries.demographics(session)
 
     def hottest_member_ids(self, limit: int) -> list[int]:
         with self._sessions() as session:
-            return hottest_member_ids(session, limit)
+            return queries.hottest_member_ids(session, limit)
 
     def count_members(self) -> int:
-        with self._sessions() as session, translating():
-            return int(session.execute(select(func.count()).select_from(MemberRow)).scalar_one())
+        with self._sessions() as session:
+            return queries.count_members(session)
 
     def members(self, ids: Iterable[int]) -> dict[int, Member]:
         with self._sessions() as session:
-            return members_by_ids(session, ids)
+            return queries.members_by_ids(session, ids)
 
     def member_pages(self, size: int) -> Iterator[list[Member]]:
-        # Keyset pagination (id > last seen), never OFFSET: each page is an index range scan,
-        # however deep into the table. The columns and the serializer are db.queries' own.
-        # (To move into db.queries as members_after(session, after_id, limit).)
         after = 0
         while True:
-            with self._sessions() as session, translating():
-                rows = session.execute(
-                    select(*MEMBER_COLUMNS)
-                    .where(MemberRow.id > after)
-                    .order_by(MemberRow.id)
-                    .limit(size)
-                )
-                page = [serialize.member(row) for row in rows.mappings()]
+            with self._sessions() as session:  # one short transaction per page
+                page = queries.members_after(session, after, size)
             if not page:
                 return
             yield page

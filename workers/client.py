@@ -115,8 +115,9 @@ class TaskClient:
         state = str(result.state)
         info = result.info
         if state == "PROGRESS" and isinstance(info, dict):
-            return Progress(task_id, state, _int_or_none(info.get("done")),
-                            _int_or_none(info.get("total")))  # fmt: skip
+            return Progress(
+                task_id, state, _int_or_none(info.get("done")), _int_or_none(info.get("total"))
+            )
         if state == "SUCCESS":
             done = total = None
             if isinstance(info, dict):

@@ -114,8 +114,13 @@ class Outcome:
     record: dict[str, Any] | None = None  # the existing claim or record when it did not
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ran": self.ran, "job": self.job, "period": self.period,
-                "result": self.result, "record": self.record}  # fmt: skip
+        return {
+            "ran": self.ran,
+            "job": self.job,
+            "period": self.period,
+            "result": self.result,
+            "record": self.record,
+        }
 
 
 class PeriodGuard:
@@ -141,7 +146,8 @@ class PeriodGuard:
     ) -> Outcome:
         """Run ``body`` unless this job already ran (or is running) for ``period``.
 
-        ``period`` None means the current one (UTC now); an explicit one re-runs or backfills.
+        ``period`` None means the current one (UTC now); an explicit one backfills a missed
+        period (a period already done stays done).
         The body's result must be JSON-serializable: it is stored as the period's record.
 
         Raises CacheUnavailable when Redis cannot be asked: without the guard a run could be a

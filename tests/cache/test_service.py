@@ -195,3 +195,31 @@ async def test_async_front_matches_the_sync_one(
     ]
     assert await acache.get_or_load(acache.keys.member(12), lambda: NOT_FOUND) is NOT_FOUND
     assert await acache.delete(key, acache.keys.member(11)) == 2
+
+
+def test_guarded_batch_never_undoes_a_newer_write(cache: CacheService) -> None:
+    keys = cache.keys.members([20, 21])
+    assert cache.write_through(keys[0], {"v": 5}, 5, DataType.MEMBER)
+    # A warm-up that read version 4 of member 20 and version 1 of member 21.
+    stored = cache.set_many(
+        {keys[0]: {"v": 4}, keys[1]: {"v": 1}}, DataType.MEMBER, versions={keys[0]: 4, keys[1]: 1}
+    )
+    assert stored is False  # not every key was written...
+    assert cache.get_many(keys, DataType.MEMBER) == [{"v": 5}, {"v": 1}]  # ...the newer one won
+    assert cache.metrics.of(DataType.MEMBER).writes_rejected == 1
+
+
+def test_info_reports_the_server(cache: CacheService) -> None:
+    info = cache.info("memory")
+    assert info is not None and info["used_memory"] > 0
+
+
+@pytest.mark.anyio
+async def test_async_guarded_batch(acache: AsyncCacheService) -> None:
+    keys = acache.keys.members([30, 31])
+    assert await acache.write_through(keys[0], {"v": 9}, 9, DataType.MEMBER)
+    await acache.set_many(
+        {keys[0]: {"v": 8}, keys[1]: {"v": 1}}, DataType.MEMBER, versions={keys[0]: 8, keys[1]: 1}
+    )
+    assert await acache.get_many(keys, DataType.MEMBER) == [{"v": 9}, {"v": 1}]
+    assert (await acache.info("server") or {})["redis_version"]

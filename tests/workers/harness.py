@@ -118,20 +118,39 @@ class WorkerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-            "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", "prefork",
-            "-n", self.name, "-l", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            ",".join(self.queues),
+            "-c",
+            str(self.concurrency),
+            "-P",
+            "prefork",
+            "-n",
+            self.name,
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
         with self.log_path.open("wb") as log:
             # cwd outside the repo: no .env is read, nothing is written into the tree.
             self.proc = subprocess.Popen(
-                self.command(), cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                self.command(),
+                cwd=self.cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         return self
 
     def wait_ready(self, client: TaskClient, timeout: float = 30.0) -> None:
@@ -179,8 +198,9 @@ class Stack:
 
     def wait(self, task_id: str, timeout: float = 20.0) -> Progress:
         """Poll the result backend until the task is SUCCESS or FAILURE."""
-        return wait_for(lambda: (p := self.client.progress(task_id)).ready and p, timeout,
-                        f"task {task_id}")  # fmt: skip
+        return wait_for(
+            lambda: (p := self.client.progress(task_id)).ready and p, timeout, f"task {task_id}"
+        )
 
     def cache_keys(self) -> set[str]:
         return {key.decode() for key in self.broker.scan_iter(match=self.prefix + "*", count=1000)}
@@ -233,8 +253,9 @@ def start_stack(directory: Path) -> Stack:
     unlink_matching(broker, BROKER_PATTERNS)
     client = TaskClient(settings)
     worker = WorkerProcess(env, directory).start()
-    stack = Stack(directory, prefix, env, settings, client, build_cache(settings), broker,
-                  results, worker)  # fmt: skip
+    stack = Stack(
+        directory, prefix, env, settings, client, build_cache(settings), broker, results, worker
+    )
     try:
         worker.wait_ready(client)
     except BaseException:

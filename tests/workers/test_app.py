@@ -45,11 +45,16 @@ def test_pickle_message_is_refused_and_never_executed(clean_stack: harness.Stack
     before = stack.worker.log().count("ContentDisallowed")
     # A well-formed task message (a real task name, on its own queue) with a pickled body.
     sent = stack.client.app.send_task(
-        routing.WARMUP_MEMBERS.name, args=[[1, 2, 3], Payload(marker)],
-        queue=routing.Q_WARMUP, serializer="pickle",
-    )  # fmt: skip
-    harness.wait_for(lambda: stack.worker.log().count("ContentDisallowed") > before, 20,
-                     "the worker to refuse the message")  # fmt: skip
+        routing.WARMUP_MEMBERS.name,
+        args=[[1, 2, 3], Payload(marker)],
+        queue=routing.Q_WARMUP,
+        serializer="pickle",
+    )
+    harness.wait_for(
+        lambda: stack.worker.log().count("ContentDisallowed") > before,
+        20,
+        "the worker to refuse the message",
+    )
     log = stack.worker.log()
     assert "Refusing to deserialize untrusted content of type pickle" in log
     assert not marker.exists()  # the body was never unpickled
@@ -101,8 +106,18 @@ def test_app_module_builds_the_singleton_from_the_environment() -> None:
         "assert app.conf.broker_url == 'redis://127.0.0.1:6379/11', app.conf.broker_url;"
         "assert app.settings.redis_key_prefix == 'probe:'"
     )
-    env = {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/11", "REDIS_KEY_PREFIX": "probe:",
-           "PYTHONPATH": str(harness.REPO), "PATH": "/usr/bin:/bin"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=harness.REPO.parent,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    env = {
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/11",
+        "REDIS_KEY_PREFIX": "probe:",
+        "PYTHONPATH": str(harness.REPO),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=harness.REPO.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr

@@ -11,14 +11,18 @@ from workers import routing
 from workers.beat import JOBS, Job, schedule
 from workers.periods import period_of
 
+
 def test_schedule_entries() -> None:
     entries = schedule()
     assert set(entries) == {job.entry for job in JOBS}
     assert {entry["task"] for entry in entries.values()} == {
-        routing.METRICS_SNAPSHOT.name, routing.DAILY_REPORT.name, routing.DAILY_BACKUP.name,
-        routing.WEEKLY_TTL_REVIEW.name, routing.MONTHLY_CAPACITY.name,
+        routing.METRICS_SNAPSHOT.name,
+        routing.DAILY_REPORT.name,
+        routing.DAILY_BACKUP.name,
+        routing.WEEKLY_TTL_REVIEW.name,
+        routing.MONTHLY_CAPACITY.name,
         routing.QUARTERLY_AUDIT.name,
-    }  # fmt: skip
+    }
     for entry in entries.values():
         spec = routing.BY_NAME[entry["task"]]
         assert entry["options"]["queue"] == spec.queue
@@ -31,10 +35,16 @@ def fire_times(sched: crontab, start: dt.datetime, days: int) -> list[dt.datetim
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
         weekday = day.isoweekday() % 7  # crontab counts Sunday as 0
-        if (day.day in sched.day_of_month and day.month in sched.month_of_year
-                and weekday in sched.day_of_week):  # fmt: skip
-            times += [day.replace(hour=h, minute=m) for h in sorted(sched.hour)
-                      for m in sorted(sched.minute)]  # fmt: skip
+        if (
+            day.day in sched.day_of_month
+            and day.month in sched.month_of_year
+            and weekday in sched.day_of_week
+        ):
+            times += [
+                day.replace(hour=h, minute=m)
+                for h in sorted(sched.hour)
+                for m in sorted(sched.minute)
+            ]
     return times
 
 

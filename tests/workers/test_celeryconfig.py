@@ -66,8 +66,11 @@ def test_standalone_defaults_follow_settings() -> None:
 
 
 def test_explicit_celery_urls_win() -> None:
-    conf = make(celery_broker_url="redis://b:1/5", celery_result_backend="redis://r:2/6",
-                redis_sentinels="s1:26379")  # fmt: skip
+    conf = make(
+        celery_broker_url="redis://b:1/5",
+        celery_result_backend="redis://r:2/6",
+        redis_sentinels="s1:26379",
+    )
     assert conf["broker_url"] == "redis://b:1/5"
     assert conf["result_backend"] == "redis://r:2/6"
 

@@ -131,3 +131,33 @@ def test_warmed_values_are_what_the_read_path_would_store(clean_stack: harness.S
         engine.dispose()
     assert stack.cache.get(stack.cache.keys.member(7), DataType.MEMBER) == expected
     assert stack.cache.get(stack.cache.keys.member(8), DataType.MEMBER) is MISS
+
+
+@pytest.mark.slow
+def test_client_imports_no_task_or_data_code(stack: harness.Stack) -> None:
+    """An app (the API, cachectl) enqueues by name: no tasks/, db/ or SQLAlchemy import."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from config import load_settings\n"
+        "from workers.client import TaskClient\n"
+        "client = TaskClient(load_settings(_env_file=None))\n"
+        "print(client.enqueue_bulk_operation('update', 0))\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('tasks', 'db', 'sqlalchemy')]\n"
+        "assert not loaded, loaded\n"
+        "assert 'workers.app' not in sys.modules\n"
+    )
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(harness.REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=stack.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert stack.wait(done.stdout.strip()).state == "SUCCESS"

@@ -72,8 +72,9 @@ def test_concurrent_duplicates_run_once(guard: PeriodGuard) -> None:
 
     def tick(n: int) -> None:
         barrier.wait()
-        guard.run_once("job", "weekly", "2099-W01", f"t{n}",
-                       lambda: runs.append(n) or time.sleep(0.05))  # fmt: skip
+        guard.run_once(
+            "job", "weekly", "2099-W01", f"t{n}", lambda: runs.append(n) or time.sleep(0.05)
+        )
 
     threads = [threading.Thread(target=tick, args=(n,)) for n in range(8)]
     for thread in threads:

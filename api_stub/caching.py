@@ -1,0 +1,382 @@
+"""The caching middleware: cached GET routes answered from Redis without running the route.
+
+A route opts in with :func:`cached`, naming its data type; :data:`CONFIG` holds what differs
+per data type, and the TTLs come from the cache's TtlPolicy (settings). Two kinds of entries:
+
+- a *record* (``cached(MEMBER, record=...)``): the entry is the JSON document itself, under a
+  key of the core (``Keys.member(id)``) shared with write-through and warm-up, versioned by
+  its ``version`` field. A write refreshes it in place; a 404 is cached as NOT_FOUND, briefly.
+- a *response*: the entry is the response body, under ``Keys.http(digest)``, the digest of
+  method, path, sorted query, the values of the Vary headers and the generations of the data
+  type's tags (cache.invalidation). Bumping a tag retires every response derived from it.
+
+A hit costs one Redis round trip for a record, two for a response (generations, then the
+entry), and runs no routing, dependency or validation code. A miss runs the route through the
+core's get_or_load, so one request per key loads while the others wait or are served the stale
+value. Only 200 responses are stored (and a record route's 404). Every answer of a cached route
+carries ``X-Cache: HIT | MISS | STALE``, a strong ETag (blake2b of the body: the same in every
+process) honoured by If-None-Match with a 304, and Cache-Control with max-age and
+stale-while-revalidate. When Redis is unavailable the route runs as if uncached.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from starlette.convertors import Convertor
+from starlette.routing import BaseRoute, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cache import NOT_FOUND, AsyncCacheService, DataType, Keys
+from cache.codec import Entry
+from cache.errors import InvalidKey
+from cache.invalidation import TAG_ANALYTICS, TAG_MEMBERS, TAG_STATISTICS, generations
+
+E = TypeVar("E", bound=Callable[..., Any])
+RecordKey = Callable[[Keys, Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeConfig:
+    tags: tuple[str, ...] = ()  # generations folded into response keys
+    private: bool = False  # Cache-Control private: a browser may keep it, a shared proxy not
+
+
+CONFIG: Final[Mapping[DataType, TypeConfig]] = {
+    DataType.ANALYTICS: TypeConfig(tags=(TAG_ANALYTICS,)),
+    DataType.STATISTICS: TypeConfig(tags=(TAG_STATISTICS,)),
+    # Member data is personal: never in a shared cache.
+    DataType.MEMBER: TypeConfig(tags=(TAG_MEMBERS,), private=True),
+    DataType.LOOKUP: TypeConfig(),  # lookup tables are not written through the API
+}
+
+RULE_ATTR: Final = "__cache_rule__"
+NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPException(404)
+JSON: Final = b"application/json"
+HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRule:
+    data_type: DataType
+    tags: tuple[str, ...]
+    vary: tuple[bytes, ...]  # lower-case request header names
+    private: bool
+    record: RecordKey | None = None
+
+
+def cached(
+    data_type: DataType, *, vary: Sequence[str] = (), record: RecordKey | None = None
+) -> Callable[[E], E]:
+    """Mark a GET endpoint as cached (apply it below the route decorator).
+
+    ``record`` makes the entry a record under the key it returns for the route's path
+    parameters; its routes answer 404 with FastAPI's default body, which is cached briefly.
+    """
+    config = CONFIG[data_type]
+    rule = CacheRule(
+        data_type=data_type,
+        tags=() if record is not None else config.tags,
+        vary=tuple(name.lower().encode("latin-1") for name in vary),
+        private=config.private,
+        record=record,
+    )
+
+    def mark(endpoint: E) -> E:
+        setattr(endpoint, RULE_ATTR, rule)
+        return endpoint
+
+    return mark
+
+
+def rule_of(route: BaseRoute) -> CacheRule | None:
+    rule = getattr(getattr(route, "endpoint", None), RULE_ATTR, None)
+    return rule if isinstance(rule, CacheRule) else None
+
+
+class _Uncacheable(Exception):
+    """The route answered something that must not be stored; it is sent as it is."""
+
+    def __init__(self, response: _Captured) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+@dataclass(slots=True)
+class _Captured:
+    status: int = 500
+    headers: list[tuple[bytes, bytes]] | None = None
+    body: bytes = b""
+
+
+class CacheMiddleware:
+    """Pure ASGI: a hit is answered before FastAPI's routing, dependencies and validation.
+
+    ``routes`` are the app's routes (those marked with :func:`cached` are served); a cached
+    path must not be shadowed by an earlier GET route of another endpoint.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cache: Callable[[], AsyncCacheService | None],
+        routes: Iterable[BaseRoute],
+    ) -> None:
+        self.app = app
+        self._cache = cache  # late-bound: the lifespan builds the cache after the stack
+        self._routes: list[tuple[re.Pattern[str], dict[str, Convertor[Any]], CacheRule]] = []
+        for route in routes:
+            rule = rule_of(route)
+            path = getattr(route, "path", None)
+            if rule is not None and path and "GET" in (getattr(route, "methods", None) or ()):
+                regex, _format, convertors = compile_path(path)
+                self._routes.append((regex, convertors, rule))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        cache = self._cache()
+        found = self._match(scope) if cache is not None and cache.core.enabled else None
+        if cache is None or found is None:
+            await self.app(scope, receive, send)
+            return
+        rule, params = found
+        headers = _request_headers(scope, rule)
+        try:
+            key = await self._key(cache, scope, rule, params, headers)
+        except InvalidKey:
+            key = None
+        if key is None:  # Redis unavailable, or a path parameter no key can hold
+            await self._uncached(scope, receive, send, rule, headers)
+            return
+        await self._serve(cache, key, scope, receive, send, rule, headers)
+
+    # --- routing -------------------------------------------------------------------------------
+    def _match(self, scope: Scope) -> tuple[CacheRule, Mapping[str, Any]] | None:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        for regex, convertors, rule in self._routes:
+            found = regex.match(path)
+            if found is not None:
+                params = {
+                    name: convertors[name].convert(value)
+                    for name, value in found.groupdict().items()
+                }
+                return rule, params
+        return None
+
+    async def _key(
+        self,
+        cache: AsyncCacheService,
+        scope: Scope,
+        rule: CacheRule,
+        params: Mapping[str, Any],
+        headers: Mapping[bytes, bytes],
+    ) -> str | None:
+        if rule.record is not None:
+            return rule.record(cache.keys, params)
+        gens = await generations(cache, rule.tags)
+        if gens is None:
+            return None
+        return cache.keys.http(response_digest(scope, rule, headers, gens))
+
+    # --- serving -------------------------------------------------------------------------------
+    async def _serve(
+        self,
+        cache: AsyncCacheService,
+        key: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rule: CacheRule,
+        headers: Mapping[bytes, bytes],
+    ) -> None:
+        counters = cache.metrics.of(rule.data_type)
+        # The core's get() hands back only the value; the envelope's expiry tells HIT from
+        # STALE. _call keeps the breaker and replays the outbox before the read.
+        raw = await cache._call(cache.clients.reader.get, key)
+        seen: Entry | None = None
+        if isinstance(raw, bytes):  # not None (absent) nor UNAVAILABLE
+            seen = cache.core.decode(raw, counters, key)
+        now = cache.core.clock()
+        if (
+            seen is not None
+            and now < seen.soft_expires_at
+            and not cache.core.refresh_early(seen, now)
+        ):
+            cache.core.count_served(seen, counters, now)
+            value = cache.core.present(seen)
+            await self._answer(send, cache, rule, headers, value, seen, HIT, now)
+            return
+
+        loaded = False
+
+        async def load() -> Any:
+            nonlocal loaded
+            loaded = True
+            response = await _capture(self.app, scope, receive)
+            if response.status == 200:
+                return response.body if rule.record is None else orjson.loads(response.body)
+            if response.status == 404 and rule.record is not None:
+                return NOT_FOUND
+            raise _Uncacheable(response)
+
+        try:
+            value = await cache.get_or_load(
+                key, load, rule.data_type, version_of=_version if rule.record else None
+            )
+        except _Uncacheable as passed:
+            await _replay(send, passed.response)
+            return
+        if loaded:
+            await self._answer(send, cache, rule, headers, value, None, MISS, now)
+        elif seen is not None:
+            # Served while another request refreshes: the entry we saw, stale or (when an
+            # early refresh was drawn) still fresh.
+            outcome = STALE if now >= seen.soft_expires_at else HIT
+            await self._answer(send, cache, rule, headers, value, seen, outcome, now)
+        else:  # filled by the request that held the lease while this one waited
+            await self._answer(send, cache, rule, headers, value, None, HIT, now)
+
+    async def _uncached(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rule: CacheRule,
+        headers: Mapping[bytes, bytes],
+    ) -> None:
+        response = await _capture(self.app, scope, receive)
+        if response.status != 200:
+            await _replay(send, response)
+            return
+        etag = _etag(response.body)
+        extra = [(b"etag", etag), (b"cache-control", b"no-cache"), (b"x-cache", MISS)]
+        extra += _vary(rule)
+        if _not_modified(headers, etag):
+            await _send(send, 304, extra, b"")
+        else:
+            await _send(send, 200, _json_headers(response.body) + extra, response.body)
+
+    async def _answer(
+        self,
+        send: Send,
+        cache: AsyncCacheService,
+        rule: CacheRule,
+        headers: Mapping[bytes, bytes],
+        value: Any,
+        entry: Entry | None,
+        outcome: bytes,
+        now: float,
+    ) -> None:
+        if value is NOT_FOUND:
+            # Never kept by clients: the member may be created the next moment.
+            extra = [(b"cache-control", b"no-cache"), (b"x-cache", outcome)]
+            await _send(send, 404, _json_headers(NOT_FOUND_BODY) + extra, NOT_FOUND_BODY)
+            return
+        body = value if isinstance(value, bytes) else orjson.dumps(value)
+        policy = cache.core.policy
+        if outcome is STALE:
+            max_age = 0
+        elif entry is not None:
+            max_age = max(int(entry.soft_expires_at - now), 0)
+        else:
+            max_age = policy.ttl(rule.data_type)
+        visibility = "private" if rule.private else "public"
+        window = policy.stale_window(rule.data_type)
+        control = f"{visibility}, max-age={max_age}, stale-while-revalidate={window}"
+        etag = _etag(body)
+        extra = [(b"etag", etag), (b"cache-control", control.encode()), (b"x-cache", outcome)]
+        extra += _vary(rule)
+        if _not_modified(headers, etag):
+            await _send(send, 304, extra, b"")
+        else:
+            await _send(send, 200, _json_headers(body) + extra, body)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def response_digest(
+    scope: Scope, rule: CacheRule, headers: Mapping[bytes, bytes], gens: Sequence[int]
+) -> str:
+    """What identifies a response: method, path, sorted query, Vary values, generations."""
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    # Sort by name only: repeated parameters keep their order, which may carry meaning.
+    query = urlencode(sorted(pairs, key=lambda pair: pair[0]))
+    vary = [headers.get(name, b"").decode("latin-1") for name in rule.vary]
+    material = orjson.dumps([scope["method"], scope["path"], query, vary, list(gens)])
+    return blake2b(material, digest_size=16).hexdigest()
+
+
+def _request_headers(scope: Scope, rule: CacheRule) -> dict[bytes, bytes]:
+    """The request headers the cache reads: If-None-Match and the Vary names."""
+    wanted = (b"if-none-match", *rule.vary)
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in wanted:
+            found[name] = found[name] + b"," + value if name in found else value
+    return found
+
+
+def _etag(body: bytes) -> bytes:
+    return b'"' + blake2b(body, digest_size=16).hexdigest().encode() + b'"'
+
+
+def _not_modified(headers: Mapping[bytes, bytes], etag: bytes) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    condition = headers.get(b"if-none-match")
+    if condition is None:
+        return False
+    if condition.strip() == b"*":
+        return True
+    return any(tag.strip().removeprefix(b"W/") == etag for tag in condition.split(b","))
+
+
+def _version(value: Any) -> int:
+    return int(value.get("version", 0)) if isinstance(value, dict) else 0
+
+
+def _vary(rule: CacheRule) -> list[tuple[bytes, bytes]]:
+    return [(b"vary", b", ".join(rule.vary))] if rule.vary else []
+
+
+def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _capture(app: ASGIApp, scope: Scope, receive: Receive) -> _Captured:
+    """Run the route and keep its response instead of sending it."""
+    captured = _Captured()
+    chunks: list[bytes] = []
+
+    async def keep(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            captured.status = message["status"]
+            captured.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, keep)
+    captured.body = b"".join(chunks)
+    return captured
+
+
+async def _replay(send: Send, response: _Captured) -> None:
+    headers = [
+        (name, value) for name, value in response.headers or [] if name.lower() != b"x-cache"
+    ]
+    await _send(send, response.status, [*headers, (b"x-cache", MISS)], response.body)

@@ -1,0 +1,167 @@
+"""The routes under /api/v1: members, the bulk import, analytics, statistics and lookups.
+
+GET routes are cached by api_stub.caching (see the ``cached`` marks); their bodies here run
+only on a miss. Writes commit first, then tell the cache (cache.invalidation), so a reader
+never caches what a rolled-back write did. Bodies are rendered with orjson, the encoding of
+cached bodies, so a miss and a later hit answer the same bytes and the same ETag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from api_stub import imports
+from api_stub.caching import cached
+from api_stub.runtime import Running, running
+from api_stub.schemas import MemberCreate, MemberPatch, MemberReplace
+from cache import DataType, Keys, invalidation
+from db import queries
+
+PREFIX = "/api/v1"
+router = APIRouter(prefix=PREFIX)
+Run = Annotated[Running, Depends(running)]
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+def member_key(keys: Keys, params: Mapping[str, Any]) -> str:
+    return keys.member(params["member_id"])
+
+
+# --- members -----------------------------------------------------------------------------------
+@router.get("/members/{member_id:int}")
+@cached(DataType.MEMBER, record=member_key)
+async def get_member(member_id: int, run: Run) -> Response:
+    member = await run.db.read(lambda session: queries.get_member(session, member_id))
+    if member is None:
+        raise HTTPException(status_code=404)  # cached briefly (negative caching)
+    return json_response(member)
+
+
+@router.get("/members")
+@cached(DataType.MEMBER)
+async def list_members(
+    run: Run,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    tier: Annotated[str | None, Query(max_length=16)] = None,
+    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
+) -> Response:
+    found = await run.db.read(
+        lambda session: queries.list_members(
+            session,
+            status=status,
+            tier=tier,
+            country=country,
+            q=q,
+            page=page,
+            page_size=page_size,
+        )
+    )
+    return json_response(found)
+
+
+@router.post("/members", status_code=201)
+async def create_member(body: MemberCreate, run: Run) -> Response:
+    member = await run.db.write(lambda session: queries.create_member(session, body.values()))
+    await invalidation.member_saved(run.cache, member)
+    location = f"{PREFIX}/members/{member['id']}"
+    return json_response(member, 201, {"location": location})
+
+
+@router.put("/members/{member_id:int}")
+async def replace_member(member_id: int, body: MemberReplace, run: Run) -> Response:
+    return await _update(run, member_id, body.values(), body.version)
+
+
+@router.patch("/members/{member_id:int}")
+async def patch_member(member_id: int, body: MemberPatch, run: Run) -> Response:
+    return await _update(run, member_id, body.values(), body.version)
+
+
+async def _update(
+    run: Running, member_id: int, values: dict[str, Any], version: int | None
+) -> Response:
+    member = await run.db.write(
+        lambda session: queries.update_member(session, member_id, values, expected_version=version)
+    )
+    if member is None:
+        raise HTTPException(status_code=404)
+    if values:  # an empty PATCH changes nothing: nothing to invalidate
+        await invalidation.member_saved(run.cache, member)
+    return json_response(member)
+
+
+@router.delete("/members/{member_id:int}", status_code=204)
+async def delete_member(member_id: int, run: Run) -> Response:
+    gone = await run.db.write(lambda session: queries.delete_member(session, member_id))
+    if gone is None:
+        raise HTTPException(status_code=404)
+    await invalidation.member_deleted(run.cache, gone["id"], gone["version"])
+    return Response(status_code=204)
+
+
+@router.post("/members/import", status_code=201)
+async def import_members(
+    request: Request,
+    run: Run,
+    partial: Annotated[bool, Query(description="import the good rows, skip the bad")] = False,
+) -> Response:
+    """JSON lines or CSV. Bad rows are reported by line; none is imported unless ``partial``."""
+    parsed = imports.parse(await request.body(), request.headers.get("content-type", ""))
+
+    def work(session: Session) -> tuple[list[int], list[imports.BadRow]]:
+        bad = sorted([*parsed.bad, *imports.check(session, parsed.rows)], key=_line)
+        if bad and not partial:
+            return [], bad
+        lines = {row.line for row in bad}
+        good = [row.values for row in parsed.rows if row.line not in lines]
+        return queries.insert_members(session, good), bad
+
+    ids, bad = await run.db.write(work)
+    if ids:
+        # One round trip for the whole import, however many rows.
+        await invalidation.members_imported(run.cache, ids)
+    answer: dict[str, Any] = {
+        "imported": len(ids),
+        "bad_rows": len(bad),
+        "errors": [row.as_dict() for row in bad[: imports.MAX_REPORTED]],
+    }
+    if bad and not partial:
+        answer["detail"] = f"{len(bad)} bad row(s); nothing was imported"
+        return json_response(answer, 422)
+    return json_response(answer, 201 if ids else 200)
+
+
+def _line(row: imports.BadRow) -> int:
+    return row.line
+
+
+# --- aggregates and lookups ----------------------------------------------------------------
+@router.get("/analytics/dashboard")
+@cached(DataType.ANALYTICS)
+async def analytics_dashboard(run: Run) -> Response:
+    return json_response(await run.db.read(queries.analytics_dashboard))
+
+
+@router.get("/statistics/demographics")
+@cached(DataType.STATISTICS)
+async def demographics(run: Run) -> Response:
+    return json_response(await run.db.read(queries.demographics))
+
+
+@router.get("/lookups/{name}")
+@cached(DataType.LOOKUP)
+async def lookup(name: str, run: Run) -> Response:
+    return json_response(await run.db.read(lambda session: queries.lookup(session, name)))

@@ -1,0 +1,100 @@
+"""What a client may send: member bodies, checked before anything reaches the database.
+
+A bad field is a 422 naming it (FastAPI's validation error). Whether a status, tier or
+country exists is the database's answer (foreign keys); the routes and the import translate it
+back to the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s]+$"
+OLDEST_BIRTH_YEAR: Final = 1900
+
+Email = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=254, pattern=EMAIL_PATTERN)
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
+CountryCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z]{2}$")]
+Version = Annotated[int, Field(ge=1)]
+
+
+def _birth_date(value: dt.date | None) -> dt.date | None:
+    if value is not None and not dt.date(OLDEST_BIRTH_YEAR, 1, 1) <= value <= dt.date.today():
+        raise ValueError(f"must be between {OLDEST_BIRTH_YEAR}-01-01 and today")
+    return value
+
+
+class MemberCreate(BaseModel):
+    """POST /members and each row of an import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    first_name: Name
+    last_name: Name
+    country: CountryCode
+    status: Code = "active"
+    tier: Code = "bronze"
+    birth_date: dt.date | None = None
+    joined_at: dt.datetime | None = None  # imports carry history; default: now
+
+    _check_birth = field_validator("birth_date")(_birth_date)
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class MemberReplace(BaseModel):
+    """PUT /members/{id}: the whole member; omitted optional fields take their defaults.
+
+    ``version``, when given, must be the member's current one (optimistic locking: 409).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    first_name: Name
+    last_name: Name
+    country: CountryCode
+    status: Code = "active"
+    tier: Code = "bronze"
+    birth_date: dt.date | None = None
+    version: Version | None = None
+
+    _check_birth = field_validator("birth_date")(_birth_date)
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"version"})
+
+
+class MemberPatch(BaseModel):
+    """PATCH /members/{id}: only the fields given change; only birth_date may be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    country: CountryCode | None = None
+    status: Code | None = None
+    tier: Code | None = None
+    birth_date: dt.date | None = None
+    version: Version | None = None
+
+    _check_birth = field_validator("birth_date")(_birth_date)
+
+    @field_validator("email", "first_name", "last_name", "country", "status", "tier")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True, exclude={"version"})

@@ -1,0 +1,143 @@
+"""Invalidation after a write: member write-through and tag generations, in O(1) round trips.
+
+What a member change touches::
+
+    member created or updated  -> write-through of the member (version-guarded) + bump MEMBER_TAGS
+    member deleted             -> a NOT_FOUND entry at the deleted version + 1 + bump MEMBER_TAGS
+    N members imported         -> bump MEMBER_TAGS + drop the N member keys, one round trip
+
+Entries computed from many members (aggregates, list pages) fold the generation of their tags
+into their key (see :func:`generations`). Bumping a tag with INCR moves every reader to new
+keys at once, whatever the number of entries; the orphans expire on their own TTL.
+
+A generation key that is missing (never set, evicted, or deleted) starts again at a random
+62-bit value, never at one an earlier generation used. Deleting a generation key is therefore
+a bump as well, which is what lets the outbox, whose replay deletes keys, keep the bumps that
+failed while Redis was down.
+
+Call these after the database commit: a reader that fills between the commit and the bump
+stores under the old generation, which nobody reads after the bump.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from cache.aio import AsyncCacheService
+from cache.flow import UNAVAILABLE
+from cache.types import NOT_FOUND, DataType
+
+TAG_ANALYTICS: Final = "analytics"  # the analytics dashboard
+TAG_STATISTICS: Final = "statistics"  # demographics
+TAG_MEMBERS: Final = "members"  # member list pages
+# Everything computed from the members table; a member change bumps all of them.
+MEMBER_TAGS: Final = (TAG_ANALYTICS, TAG_STATISTICS, TAG_MEMBERS)
+
+GENERATION_BITS: Final = 62  # leaves 2**62 INCRs before the signed 64-bit counter overflows
+
+
+def fresh_generation() -> int:
+    """The first value of a generation key: random, so a restart never repeats a generation."""
+    return secrets.randbits(GENERATION_BITS)
+
+
+async def generations(cache: AsyncCacheService, tags: Sequence[str]) -> tuple[int, ...] | None:
+    """The current generation of each tag: one round trip, two when a key must be started.
+
+    None when Redis is unavailable: then nothing derived from the tags may be read or stored.
+    Generations are read from the master: a replica behind a bump would serve old entries.
+    """
+    if not tags:
+        return ()
+    keys = [cache.keys.generation(tag) for tag in tags]
+    writer = cache.clients.writer
+    if len(keys) == 1:
+        raws: Any = [await cache._call(writer.get, keys[0])]
+        if raws[0] is UNAVAILABLE:
+            return None
+    else:
+        mget = getattr(writer, "mget_nonatomic", writer.mget)  # Cluster: one MGET per node
+        raws = await cache._call(mget, keys)
+        if raws is UNAVAILABLE:
+            return None
+    missing = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
+    if missing:
+        pipe = writer.pipeline(transaction=False)
+        for key in missing:
+            pipe.set(key, fresh_generation(), nx=True)
+        for key in keys:
+            pipe.get(key)
+        replies = await cache._call(pipe.execute)
+        if replies is UNAVAILABLE:
+            return None
+        raws = replies[len(missing) :]
+    return tuple(int(raw) for raw in raws)
+
+
+async def bump(
+    cache: AsyncCacheService, tags: Iterable[str], *, drop: Collection[str] = ()
+) -> bool:
+    """Start a new generation of each tag and delete ``drop`` (with their leases), in one
+    round trip. True when Redis took it; else it is queued in the outbox for replay."""
+    if not cache.core.enabled:
+        return False
+    gen_keys = [cache.keys.generation(tag) for tag in tags]
+    if not gen_keys and not drop:
+        return True
+    pipe = cache.clients.writer.pipeline(transaction=False)
+    for key in gen_keys:
+        # SET NX first: a missing key must start at a random value, not at INCR's 1.
+        pipe.set(key, fresh_generation(), nx=True)
+        pipe.incr(key)
+    if drop:
+        # Deleting the leases too makes in-flight fills of these keys fail (see scripts.FILL).
+        doomed = [*drop, *(cache.keys.lease(key) for key in drop)]
+        if cache.clients.mode == "cluster":
+            for key in doomed:  # no cross-slot UNLINK on Cluster; still one round trip per node
+                pipe.unlink(key)
+        else:
+            pipe.unlink(*doomed)
+    if await cache._call(pipe.execute) is UNAVAILABLE:
+        cache.core.outbox.add([*gen_keys, *drop])
+        return False
+    return True
+
+
+async def member_saved(
+    cache: AsyncCacheService, member: Mapping[str, Any], *, tags: Iterable[str] = MEMBER_TAGS
+) -> None:
+    """A member was created or updated (committed): store it, then bump what derives from it.
+
+    Two round trips. What Redis does not take waits in the outbox.
+    """
+    key = cache.keys.member(int(member["id"]))
+    await cache.write_through(key, dict(member), int(member["version"]), DataType.MEMBER)
+    await bump(cache, tags)
+
+
+async def member_deleted(
+    cache: AsyncCacheService,
+    member_id: int,
+    version: int,
+    *,
+    tags: Iterable[str] = MEMBER_TAGS,
+) -> None:
+    """A member was deleted (committed) at ``version``: cache its absence at ``version + 1``,
+    so a fill that read the row before the delete is refused, then bump what derives from it.
+    """
+    key = cache.keys.member(int(member_id))
+    await cache.write_through(key, NOT_FOUND, int(version) + 1, DataType.MEMBER)
+    await bump(cache, tags)
+
+
+async def members_imported(
+    cache: AsyncCacheService, member_ids: Iterable[int], *, tags: Iterable[str] = MEMBER_TAGS
+) -> bool:
+    """Members were inserted in bulk (committed): one round trip however many.
+
+    Their keys are dropped rather than written: a "not found" cached for an id before it
+    existed must not outlive the import, and the members are loaded when first read.
+    """
+    return await bump(cache, tags, drop=cache.keys.members(member_ids))

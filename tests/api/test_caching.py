@@ -1,0 +1,170 @@
+"""The caching middleware against real Redis and PostgreSQL: headers, ETags, keys, staleness."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+import redis
+from fastapi import APIRouter, FastAPI, Request, Response
+
+from api_stub.caching import CacheMiddleware, cached
+from cache import AsyncCacheService, DataType
+from tests.api.conftest import Api, api_settings_for, serve
+from tests.conftest import TEST_REDIS_DB
+
+pytestmark = pytest.mark.anyio
+
+CACHED_ROUTES = [
+    ("/api/v1/members/7", "private", 900, 450),
+    ("/api/v1/members?status=active&page_size=5", "private", 900, 450),
+    ("/api/v1/analytics/dashboard", "public", 3600, 1800),
+    ("/api/v1/statistics/demographics", "public", 1800, 900),
+    ("/api/v1/lookups/countries", "public", 86400, 43200),
+]
+
+
+@pytest.mark.parametrize(("path", "visibility", "ttl", "window"), CACHED_ROUTES)
+async def test_miss_then_hit_serves_the_same_bytes_without_the_database(
+    api: Api, path: str, visibility: str, ttl: int, window: int
+) -> None:
+    first = await api.client.get(path)
+    assert first.status_code == 200
+    assert first.headers["x-cache"] == "MISS"
+    assert first.headers["cache-control"] == (
+        f"{visibility}, max-age={ttl}, stale-while-revalidate={window}"
+    )
+    ran = len(api.statements)
+    assert ran > 0
+
+    second = await api.client.get(path)
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.headers["content-type"] == "application/json"
+    assert len(api.statements) == ran, "a hit must not run the route"
+    max_age = int(second.headers["cache-control"].split("max-age=")[1].split(",")[0])
+    assert ttl - 2 <= max_age <= ttl
+
+
+async def test_if_none_match_answers_304_on_hit_and_on_miss(api: Api) -> None:
+    path = "/api/v1/lookups/tiers"
+    first = await api.client.get(path)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+
+    hit = await api.client.get(path, headers={"if-none-match": etag})
+    assert (hit.status_code, hit.headers["x-cache"], hit.content) == (304, "HIT", b"")
+    assert hit.headers["etag"] == etag
+    listed = await api.client.get(path, headers={"if-none-match": f'"other", W/{etag}'})
+    assert listed.status_code == 304
+    other = await api.client.get(path, headers={"if-none-match": '"other"'})
+    assert other.status_code == 200 and other.content == first.content
+
+    # Evicted entry, same content: the reloaded body has the same ETag, so still 304.
+    await api.cache.delete(*_http_keys(api))
+    again = await api.client.get(path, headers={"if-none-match": etag})
+    assert (again.status_code, again.headers["x-cache"]) == (304, "MISS")
+
+
+async def test_etag_is_the_same_in_another_process(prefix: str, database_url: str) -> None:
+    """Two apps with separate keyspaces compute the body and its ETag independently (the
+    second prefix lies under the first, so the fixture removes its keys too)."""
+    async with (
+        serve(api_settings_for(prefix, database_url)) as one,
+        serve(api_settings_for(prefix + "b:", database_url)) as two,
+    ):
+        for path in ("/api/v1/lookups/statuses", "/api/v1/members/3"):
+            a, b = await one.client.get(path), await two.client.get(path)
+            assert a.headers["x-cache"] == b.headers["x-cache"] == "MISS"
+            assert a.headers["etag"] == b.headers["etag"]
+
+
+async def test_query_order_is_one_entry_and_values_are_separate_entries(api: Api) -> None:
+    first = await api.client.get("/api/v1/members?page=2&page_size=10")
+    assert first.headers["x-cache"] == "MISS"
+    swapped = await api.client.get("/api/v1/members?page_size=10&page=2")
+    assert swapped.headers["x-cache"] == "HIT"
+    assert swapped.content == first.content
+    other = await api.client.get("/api/v1/members?page_size=10&page=3")
+    assert other.headers["x-cache"] == "MISS"
+    assert other.json()["items"][0]["id"] != first.json()["items"][0]["id"]
+
+
+async def test_non_200_answers_are_never_stored(api: Api) -> None:
+    for path, status in (
+        ("/api/v1/lookups/no-such-table", 404),
+        ("/api/v1/members?page=0", 422),
+        ("/api/v1/members?page_size=100000", 422),
+    ):
+        for _ in range(2):
+            answer = await api.client.get(path)
+            assert (answer.status_code, answer.headers["x-cache"]) == (status, "MISS")
+            assert "etag" not in answer.headers
+    assert _http_keys(api) == []
+
+
+async def test_stale_entry_is_served_while_another_request_refreshes(
+    prefix: str, database_url: str, redis_client: redis.Redis
+) -> None:
+    settings = api_settings_for(prefix, database_url, cache_member_ttl=1, cache_stale_ratio=30)
+    async with serve(settings) as api:
+        path = "/api/v1/members/11"
+        first = await api.client.get(path)
+        assert first.headers["x-cache"] == "MISS"
+        await anyio.sleep(1.1)
+
+        # Another request holds the lease (it is refreshing): this one gets the stale value.
+        lease = api.cache.keys.lease(api.cache.keys.member(11))
+        redis_client.set(lease, "someone-else", px=5000)
+        stale = await api.client.get(path)
+        assert stale.headers["x-cache"] == "STALE"
+        assert stale.content == first.content
+        assert stale.headers["cache-control"] == ("private, max-age=0, stale-while-revalidate=30")
+
+        redis_client.delete(lease)  # the refresher died: the next request refreshes
+        refreshed = await api.client.get(path)
+        assert refreshed.headers["x-cache"] == "MISS"
+        assert (await api.client.get(path)).headers["x-cache"] == "HIT"
+
+
+# --- Vary, on an app of its own: the API's routes vary on nothing -----------------------------
+@pytest.fixture
+async def vary_client(acache: AsyncCacheService) -> AsyncIterator[httpx.AsyncClient]:
+    router = APIRouter()
+
+    @router.get("/greeting")
+    @cached(DataType.LOOKUP, vary=("Accept-Language",))
+    async def greeting(request: Request) -> Response:
+        language = request.headers.get("accept-language", "en")
+        return Response(f'{{"hello":"{language}"}}', media_type="application/json")
+
+    app = FastAPI()
+    app.include_router(router)
+    app.add_middleware(CacheMiddleware, cache=lambda: acache, routes=router.routes)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vary") as client:
+        yield client
+
+
+async def test_vary_header_values_are_separate_entries(vary_client: httpx.AsyncClient) -> None:
+    english = await vary_client.get("/greeting", headers={"accept-language": "en"})
+    french = await vary_client.get("/greeting", headers={"accept-language": "fr"})
+    assert english.headers["x-cache"] == french.headers["x-cache"] == "MISS"
+    assert english.json() == {"hello": "en"} and french.json() == {"hello": "fr"}
+    assert english.headers["vary"] == "accept-language"
+    assert english.headers["etag"] != french.headers["etag"]
+
+    again = await vary_client.get("/greeting", headers={"accept-language": "fr"})
+    assert (again.headers["x-cache"], again.json()) == ("HIT", {"hello": "fr"})
+
+
+def _http_keys(api: Api) -> list[str]:
+    client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+    try:
+        pattern = api.cache.keys.pattern("http:*")
+        return [key.decode() for key in client.scan_iter(match=pattern, count=1000)]
+    finally:
+        client.close()

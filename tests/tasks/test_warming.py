@@ -1,0 +1,136 @@
+"""tasks/warming.py against the real Redis, with an in-memory Source that counts its queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from cache import CacheService, DataType
+from cache.errors import CacheUnavailable
+from config import Settings
+from tasks import warming
+from tasks.sources import Member
+
+
+class FakeSource:
+    def __init__(self, count: int) -> None:
+        self.rows = {
+            i: {"id": i, "email": f"m{i}@example.org", "version": 1} for i in range(1, count + 1)
+        }
+        self.queries: list[str] = []
+
+    def lookup(self, name: str) -> Any:
+        self.queries.append(f"lookup:{name}")
+        return [{"code": name[:2]}]
+
+    def analytics(self, name: str) -> Any:
+        self.queries.append(f"analytics:{name}")
+        return {"total": len(self.rows)}
+
+    def statistics(self, name: str) -> Any:
+        self.queries.append(f"statistics:{name}")
+        return {"count": len(self.rows)}
+
+    def hottest_member_ids(self, limit: int) -> list[int]:
+        self.queries.append("hottest")
+        return sorted(self.rows, reverse=True)[:limit]
+
+    def count_members(self) -> int:
+        self.queries.append("count")
+        return len(self.rows)
+
+    def members(self, ids: Iterable[int]) -> dict[int, Member]:
+        self.queries.append("members")
+        return {i: self.rows[i] for i in ids if i in self.rows}
+
+    def member_pages(self, size: int) -> Iterator[list[Member]]:
+        ordered = sorted(self.rows)
+        for start in range(0, len(ordered), size):
+            self.queries.append("page")
+            yield [self.rows[i] for i in ordered[start : start + size]]
+        self.queries.append("page")  # the empty page that ends the scan
+
+    def close(self) -> None:
+        pass
+
+
+class CountingCache:
+    """Counts set_many calls (each one pipelined round trip) on a real CacheService."""
+
+    def __init__(self, cache: CacheService) -> None:
+        self.calls: list[int] = []
+        original = cache.set_many
+
+        def set_many(items: Any, data_type: DataType = DataType.DEFAULT, **kw: Any) -> bool:
+            self.calls.append(len(items))
+            return original(items, data_type, **kw)
+
+        cache.set_many = set_many  # type: ignore[method-assign]
+
+
+def test_warm_all_members_one_query_and_one_pipeline_per_batch(unit_cache: CacheService) -> None:
+    source, counter = FakeSource(12_345), CountingCache(unit_cache)
+    seen: list[tuple[int, int]] = []
+    report = warming.warm_all_members(unit_cache, source, progress=lambda d, t: seen.append((d, t)))
+    assert (report.done, report.total, report.written) == (12_345, 12_345, 12_345)
+    assert counter.calls == [5_000, 5_000, 2_345]
+    assert source.queries == ["count", "page", "page", "page", "page"]
+    assert seen == [(0, 12_345), (5_000, 12_345), (10_000, 12_345), (12_345, 12_345)]
+    keys = unit_cache.keys.members([1, 5_000, 5_001, 12_345])
+    assert unit_cache.get_many(keys, DataType.MEMBER) == [
+        source.rows[i] for i in (1, 5_000, 5_001, 12_345)
+    ]
+
+
+def test_warm_members_batches_and_counts_missing(unit_cache: CacheService) -> None:
+    source, counter = FakeSource(50), CountingCache(unit_cache)
+    report = warming.warm_members(unit_cache, source, [3, 1, 2, 3, 99, 4, 5], batch_size=2)
+    assert (report.total, report.done, report.written, report.missing) == (6, 6, 5, 1)
+    assert counter.calls == [2, 1, 2]  # ids 3,1 | 2,99 | 4,5 ; 99 is missing
+    assert source.queries == ["members"] * 3
+
+
+def test_warm_critical_covers_aggregates_then_hottest(unit_cache: CacheService) -> None:
+    source = FakeSource(20)
+    seen: list[tuple[int, int]] = []
+    report = warming.warm_critical(
+        unit_cache, source, hottest=4, progress=lambda d, t: seen.append((d, t))
+    )
+    assert report.total == report.done == 3 + 1 + 1 + 4
+    assert seen[-1] == (9, 9) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    keys = unit_cache.keys
+    for key in [
+        keys.lookup("tiers"),
+        keys.lookup("countries"),
+        keys.analytics("dashboard"),
+        keys.statistics("demographics"),
+        *keys.members([20, 17]),
+    ]:
+        assert unit_cache.clients.writer.exists(key), key
+    assert not unit_cache.clients.writer.exists(keys.member(16))
+
+
+@pytest.mark.parametrize("name", ["lookup", "analytics", "statistics", "member"])
+def test_warm_data_type(unit_cache: CacheService, name: str) -> None:
+    report = warming.warm_data_type(unit_cache, FakeSource(7), name)
+    assert (
+        report.done
+        == report.total
+        == {"lookup": 3, "analytics": 1, "statistics": 1, "member": 7}[name]
+    )
+    with pytest.raises(ValueError):
+        warming.warm_data_type(unit_cache, FakeSource(1), "default")
+
+
+def test_redis_down_raises_for_a_retry(unit_settings: Settings) -> None:
+    from cache import build_cache
+
+    # A port nothing listens on: the service fails open, the warm-up must not pretend.
+    down = build_cache(unit_settings.model_copy(update={"redis_port": 1}))
+    try:
+        with pytest.raises(CacheUnavailable):
+            warming.warm_members(down, FakeSource(3), [1, 2, 3])
+    finally:
+        down.close()
