@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response
+from fastapi.telemetry import TelemetryConfig
 from starlette.concurrency import run_in_threadpool
 
 from api_stub import routes
@@ -54,7 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
             await cache.close()
             db.close()
 
-    app = FastAPI(title="membership API (stub)", version="1", lifespan=lifespan)
+    # No per-request OpenTelemetry probe: the platform publishes its own metrics
+    # (cache.metrics), and the probe costs more than a cache hit's own work.
+    telemetry = TelemetryConfig(tracing=False, metrics=False, logs=False)
+    app = FastAPI(
+        title="membership API (stub)", version="1", lifespan=lifespan, telemetry=telemetry
+    )
     app.state.services = services
     app.state.settings = settings
     app.include_router(routes.router)

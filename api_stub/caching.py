@@ -132,6 +132,7 @@ class CacheMiddleware:
         self.app = app
         self._cache = cache  # late-bound: the lifespan builds the cache after the stack
         self._routes: list[tuple[re.Pattern[str], dict[str, Convertor[Any]], CacheRule]] = []
+        self._controls: dict[CacheRule, _Control] = {}
         for route in routes:
             rule = rule_of(route)
             path = getattr(route, "path", None)
@@ -151,10 +152,13 @@ class CacheMiddleware:
         rule, params = found
         headers = _request_headers(scope, rule)
         try:
-            key = await self._key(cache, scope, rule, params, headers)
-        except InvalidKey:
+            if rule.record is not None:
+                key: str | None = rule.record(cache.keys, params)
+            else:
+                key = await self._response_key(cache, scope, rule, headers)
+        except InvalidKey:  # a path parameter no key can hold
             key = None
-        if key is None:  # Redis unavailable, or a path parameter no key can hold
+        if key is None:
             await self._uncached(scope, receive, send, rule, headers)
             return
         await self._serve(cache, key, scope, receive, send, rule, headers)
@@ -175,16 +179,14 @@ class CacheMiddleware:
                 return rule, params
         return None
 
-    async def _key(
+    async def _response_key(
         self,
         cache: AsyncCacheService,
         scope: Scope,
         rule: CacheRule,
-        params: Mapping[str, Any],
         headers: Mapping[bytes, bytes],
     ) -> str | None:
-        if rule.record is not None:
-            return rule.record(cache.keys, params)
+        """The key of a response entry; None when Redis cannot tell the generations."""
         gens = await generations(cache, rule.tags)
         if gens is None:
             return None
@@ -216,7 +218,7 @@ class CacheMiddleware:
         ):
             cache.core.count_served(seen, counters, now)
             value = cache.core.present(seen)
-            await self._answer(send, cache, rule, headers, value, seen, HIT, now)
+            await _send(send, *self._render(cache, rule, headers, value, seen, HIT, now))
             return
 
         loaded = False
@@ -239,14 +241,15 @@ class CacheMiddleware:
             await _replay(send, passed.response)
             return
         if loaded:
-            await self._answer(send, cache, rule, headers, value, None, MISS, now)
+            rendered = self._render(cache, rule, headers, value, None, MISS, now)
         elif seen is not None:
             # Served while another request refreshes: the entry we saw, stale or (when an
             # early refresh was drawn) still fresh.
             outcome = STALE if now >= seen.soft_expires_at else HIT
-            await self._answer(send, cache, rule, headers, value, seen, outcome, now)
+            rendered = self._render(cache, rule, headers, value, seen, outcome, now)
         else:  # filled by the request that held the lease while this one waited
-            await self._answer(send, cache, rule, headers, value, None, HIT, now)
+            rendered = self._render(cache, rule, headers, value, None, HIT, now)
+        await _send(send, *rendered)
 
     async def _uncached(
         self,
@@ -268,9 +271,8 @@ class CacheMiddleware:
         else:
             await _send(send, 200, _json_headers(response.body) + extra, response.body)
 
-    async def _answer(
+    def _render(
         self,
-        send: Send,
         cache: AsyncCacheService,
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
@@ -278,30 +280,54 @@ class CacheMiddleware:
         entry: Entry | None,
         outcome: bytes,
         now: float,
-    ) -> None:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body of the answer for a value the cache gave."""
         if value is NOT_FOUND:
             # Never kept by clients: the member may be created the next moment.
             extra = [(b"cache-control", b"no-cache"), (b"x-cache", outcome)]
-            await _send(send, 404, _json_headers(NOT_FOUND_BODY) + extra, NOT_FOUND_BODY)
-            return
+            return 404, _json_headers(NOT_FOUND_BODY) + extra, NOT_FOUND_BODY
         body = value if isinstance(value, bytes) else orjson.dumps(value)
-        policy = cache.core.policy
+        control = self._controls.get(rule)
+        if control is None:
+            control = self._controls[rule] = _control(cache, rule)
         if outcome is STALE:
             max_age = 0
         elif entry is not None:
             max_age = max(int(entry.soft_expires_at - now), 0)
         else:
-            max_age = policy.ttl(rule.data_type)
-        visibility = "private" if rule.private else "public"
-        window = policy.stale_window(rule.data_type)
-        control = f"{visibility}, max-age={max_age}, stale-while-revalidate={window}"
+            max_age = control.ttl
         etag = _etag(body)
-        extra = [(b"etag", etag), (b"cache-control", control.encode()), (b"x-cache", outcome)]
-        extra += _vary(rule)
+        extra = [
+            (b"etag", etag),
+            (b"cache-control", b"%s%d%s" % (control.head, max_age, control.tail)),
+            (b"x-cache", outcome),
+            *control.vary,
+        ]
         if _not_modified(headers, etag):
-            await _send(send, 304, extra, b"")
-        else:
-            await _send(send, 200, _json_headers(body) + extra, body)
+            return 304, extra, b""
+        return 200, _json_headers(body) + extra, body
+
+
+@dataclass(frozen=True, slots=True)
+class _Control:
+    """The constant parts of a rule's Cache-Control (and Vary) header."""
+
+    head: bytes  # b"public, max-age="
+    tail: bytes  # b", stale-while-revalidate=<window>"
+    ttl: int
+    vary: tuple[tuple[bytes, bytes], ...]
+
+
+def _control(cache: AsyncCacheService, rule: CacheRule) -> _Control:
+    policy = cache.core.policy
+    visibility = b"private" if rule.private else b"public"
+    window = policy.stale_window(rule.data_type)
+    return _Control(
+        head=visibility + b", max-age=",
+        tail=b", stale-while-revalidate=%d" % window,
+        ttl=policy.ttl(rule.data_type),
+        vary=tuple(_vary(rule)),
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return decompressor
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~0.7 us on every hit
 class Entry:
     """A decoded envelope."""
 

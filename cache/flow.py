@@ -172,7 +172,16 @@ class CacheCore:
         if raws is UNAVAILABLE:
             counters.misses += len(keys)
             return [MISS] * len(keys)
-        return [self.read_one(raw, counters, key) for key, raw in zip(keys, raws, strict=True)]
+        now, out = self.clock(), []
+        for key, raw in zip(keys, raws, strict=True):
+            entry = None if raw is None else self.decode(raw, counters, key)
+            if entry is None:
+                counters.misses += 1
+                out.append(MISS)
+            else:
+                self.count_served(entry, counters, now)
+                out.append(NOT_FOUND if entry.not_found else entry.value)
+        return out
 
     def written(self, stored: Any, counters: TypeCounters, count: int = 1) -> bool:
         """Count the outcome of a write: True stored, False refused, UNAVAILABLE skipped."""

@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import redis
 from redis.exceptions import RedisError
 
 from cache import scripts
 from cache.client import SyncClients
+from cache.direct import DirectReader
 from cache.flow import (
     UNAVAILABLE,
     CacheCore,
@@ -43,12 +45,20 @@ class CacheService:
         self.breaker = core.breaker
         self._writer = clients.writer
         self._reader = clients.reader
+        # Standalone reads take the direct path (cache/direct.py); other modes need the client's
+        # routing (Sentinel discovery, Cluster slots).
+        self._direct: DirectReader | None = None
+        if clients.mode == "standalone" and isinstance(clients.reader, redis.Redis):
+            self._direct = DirectReader(clients.reader.connection_pool)
+        self._get: Callable[[str], Any] = self._direct.get if self._direct else clients.reader.get
         self._fill = clients.writer.register_script(scripts.FILL)
         self._write_guarded = clients.writer.register_script(scripts.WRITE_GUARDED)
         self._release = clients.writer.register_script(scripts.RELEASE)
         self._replaying = False
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.clients.close()
 
     # --- plumbing -------------------------------------------------------------------------------
@@ -96,7 +106,7 @@ class CacheService:
             except StopIteration as done:
                 return done.value
             if isinstance(op, Read):
-                result = self._call(self._reader.get, op.key)
+                result = self._call(self._get, op.key)
             elif isinstance(op, TakeLease):
                 taken = self._call(self._writer.set, op.lease_key, op.token, nx=True, px=op.ms)
                 result = UNAVAILABLE if taken is UNAVAILABLE else bool(taken)
@@ -149,7 +159,7 @@ class CacheService:
         if not self.core.enabled:
             counters.misses += 1
             return MISS
-        raw = self._call(self._reader.get, key)
+        raw = self._call(self._get, key)
         return self.core.read_one(raw, counters, key)
 
     def get_many(self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT) -> list[Any]:
@@ -161,7 +171,11 @@ class CacheService:
             counters.misses += len(keys)
             return [MISS] * len(keys)
         # Cluster: MGET per slot node, still one round trip per node.
-        mget = getattr(self._reader, "mget_nonatomic", self._reader.mget)
+        mget = (
+            self._direct.mget
+            if self._direct
+            else getattr(self._reader, "mget_nonatomic", self._reader.mget)
+        )
         raws = self._call(mget, list(keys))
         return self.core.read_many(keys, raws, counters)
 

@@ -1,0 +1,196 @@
+"""Write-behind batches into the database, exactly once per stream position.
+
+:func:`apply_batch` upserts a batch of coalesced activity rows (summed deltas per member and
+day, newest sighting) and records the batch's last stream id in ``writebehind_offsets``, in
+one transaction. The offset row is locked first, so two flushers of one stream are serialized
+and each sees the other's committed offset:
+
+    offset >= batch last id            applied before: nothing changes, returns False
+    batch first id <= offset < last    a different cut of the same entries was applied:
+                                       BatchOverlap(applied_through), nothing changes
+    otherwise                          rows upserted, offset moved, returns True
+
+Stream ids compare as (ms, seq) pairs, never as text. Rows of members that do not exist
+raise UnknownMembers before anything is written; the caller dead-letters them.
+PostgreSQL upserts the batch in one statement over ``unnest`` arrays; SQLite, the embedded
+fallback, uses executemany.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, cast
+
+from sqlalchemy import Connection, Engine, Table, bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from db.errors import Conflict, InvalidData, translating
+from db.models import Member, MemberActivityDaily, WritebehindOffset
+
+# (member_id, day, logins, checkins, page_views, last_seen_at); cache.writebehind.ActivityRow.
+Row = tuple[int, dt.date, int, int, int, dt.datetime]
+
+# Inside a flush transaction; far below the flusher's claim_idle_ms, so a stalled holder's
+# transaction is gone before another consumer may take its entries over.
+TX_TIMEOUT: Final = "30s"
+
+_ACTIVITY = cast(Table, MemberActivityDaily.__table__)
+_MEMBERS = cast(Table, Member.__table__)
+_OFFSETS = cast(Table, WritebehindOffset.__table__)
+
+_PG_UPSERT: Final = text("""
+WITH r AS (
+  SELECT * FROM unnest(CAST(:m AS bigint[]), CAST(:d AS date[]), CAST(:l AS int[]),
+                       CAST(:c AS int[]), CAST(:p AS int[]), CAST(:s AS timestamptz[]))
+    AS r(member_id, day, logins, checkins, page_views, seen)
+), up AS (
+  INSERT INTO member_activity_daily AS a (member_id, day, logins, checkins, page_views)
+  SELECT member_id, day, logins, checkins, page_views FROM r
+  ON CONFLICT (member_id, day) DO UPDATE SET
+    logins = a.logins + EXCLUDED.logins,
+    checkins = a.checkins + EXCLUDED.checkins,
+    page_views = a.page_views + EXCLUDED.page_views
+  RETURNING 1
+), seen AS (
+  UPDATE members AS m SET last_seen_at = GREATEST(m.last_seen_at, s.seen)
+  FROM (SELECT member_id, max(seen) AS seen FROM r GROUP BY member_id) AS s
+  WHERE m.id = s.member_id AND (m.last_seen_at IS NULL OR m.last_seen_at < s.seen)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM seen)
+""")
+_PG_MISSING: Final = text("""
+SELECT x FROM unnest(CAST(:ids AS bigint[])) AS x
+WHERE NOT EXISTS (SELECT 1 FROM members WHERE members.id = x)
+""")
+
+
+class UnknownMembers(InvalidData):
+    """Rows name members that do not exist; they can never be written."""
+
+    def __init__(self, member_ids: Iterable[int]) -> None:
+        self.member_ids = frozenset(member_ids)
+        shown = ", ".join(map(str, sorted(self.member_ids)[:10]))
+        super().__init__(f"unknown member ids: {shown}{'...' if len(self.member_ids) > 10 else ''}")
+
+
+class BatchOverlap(Conflict):
+    """The stream's offset falls inside the batch: part of it was applied by another cut."""
+
+    def __init__(self, applied_through: str) -> None:
+        self.applied_through = applied_through
+        super().__init__(f"batch overlaps entries applied through {applied_through}")
+
+
+def parse_stream_id(value: str) -> tuple[int, int]:
+    """``"1700000000000-3"`` -> (1700000000000, 3); a bare ms means sequence 0."""
+    ms, _, seq = value.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        raise InvalidData(f"not a stream id: {value!r}") from None
+
+
+def read_offset(engine: Engine, stream: str) -> str | None:
+    """The last stream id applied for ``stream``, or None before the first batch."""
+    with translating(), engine.connect() as conn:
+        query = select(_OFFSETS.c.last_id).where(_OFFSETS.c.stream == stream)
+        value = conn.execute(query).scalar_one_or_none()
+    return value
+
+
+def apply_batch(
+    engine: Engine,
+    stream: str,
+    batch_last_id: str,
+    rows: Sequence[Row],
+    *,
+    batch_first_id: str | None = None,
+) -> bool:
+    """Apply the batch once (see the module docstring); False when it was applied before."""
+    last = parse_stream_id(batch_last_id)
+    first = parse_stream_id(batch_first_id) if batch_first_id is not None else None
+    is_pg = engine.dialect.name == "postgresql"
+    with translating(), engine.begin() as conn:
+        if is_pg:
+            conn.execute(
+                text("SELECT set_config('statement_timeout', :t, true),"
+                     " set_config('idle_in_transaction_session_timeout', :t, true)"),
+                {"t": TX_TIMEOUT},
+            )  # fmt: skip
+        offset_text = _lock_offset(conn, stream, is_pg)
+        offset = parse_stream_id(offset_text)
+        if offset >= last:
+            return False
+        if first is not None and offset >= first:
+            raise BatchOverlap(offset_text)
+        if rows:
+            member_ids = sorted({row[0] for row in rows})
+            missing = _missing_pg(conn, member_ids) if is_pg else _missing(conn, member_ids)
+            if missing:
+                raise UnknownMembers(missing)
+            (_upsert_pg if is_pg else _upsert_sqlite)(conn, rows)
+        conn.execute(
+            update(_OFFSETS).where(_OFFSETS.c.stream == stream).values(last_id=batch_last_id)
+        )
+    return True
+
+
+def _lock_offset(conn: Connection, stream: str, is_pg: bool) -> str:
+    """Create the offset row if missing and lock it; its current value.
+
+    ON CONFLICT DO UPDATE takes the row lock and, under READ COMMITTED, returns the latest
+    committed value: a second flusher waits here for the first one's commit.
+    """
+    dialect: Any = postgresql if is_pg else sqlite
+    stmt = dialect.insert(_OFFSETS).values(stream=stream, last_id="0-0")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_OFFSETS.c.stream], set_={"last_id": _OFFSETS.c.last_id}
+    ).returning(_OFFSETS.c.last_id)
+    return str(conn.execute(stmt).scalar_one())
+
+
+def _missing_pg(conn: Connection, member_ids: list[int]) -> set[int]:
+    return set(conn.execute(_PG_MISSING, {"ids": member_ids}).scalars())
+
+
+def _missing(conn: Connection, member_ids: list[int]) -> set[int]:
+    found: set[int] = set()
+    for start in range(0, len(member_ids), 500):
+        chunk = member_ids[start : start + 500]
+        found.update(conn.execute(select(_MEMBERS.c.id).where(_MEMBERS.c.id.in_(chunk))).scalars())
+    return set(member_ids) - found
+
+
+def _upsert_pg(conn: Connection, rows: Sequence[Row]) -> None:
+    m, d, lo, c, p, s = (list(column) for column in zip(*rows, strict=True))
+    conn.execute(_PG_UPSERT, {"m": m, "d": d, "l": lo, "c": c, "p": p, "s": s})
+
+
+def _upsert_sqlite(conn: Connection, rows: Sequence[Row]) -> None:
+    stmt = sqlite.insert(_ACTIVITY)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_ACTIVITY.c.member_id, _ACTIVITY.c.day],
+        set_={
+            name: _ACTIVITY.c[name] + stmt.excluded[name]
+            for name in ("logins", "checkins", "page_views")
+        },
+    )
+    params = [
+        {"member_id": r[0], "day": r[1], "logins": r[2], "checkins": r[3], "page_views": r[4]}
+        for r in rows
+    ]
+    conn.execute(stmt, params)
+    newest: dict[int, dt.datetime] = {}
+    for row in rows:
+        if row[0] not in newest or row[5] > newest[row[0]]:
+            newest[row[0]] = row[5]
+    seen = bindparam("seen", type_=_MEMBERS.c.last_seen_at.type)
+    bump = (
+        update(_MEMBERS)
+        .where(_MEMBERS.c.id == bindparam("mid"))
+        .where(or_(_MEMBERS.c.last_seen_at.is_(None), _MEMBERS.c.last_seen_at < seen))
+        .values(last_seen_at=seen)
+    )
+    conn.execute(bump, [{"mid": mid, "seen": at} for mid, at in newest.items()])

@@ -1,0 +1,112 @@
+"""The write-behind flush task (queue cache.writebehind): drain the activity stream for a while.
+
+Beat sends it every ``DRAIN_SECONDS``; each run drains for up to that long, so one run
+follows another and the lag stays near the linger time. Runs on several workers coordinate
+through the stream's pending list (cache/writebehind.py): one applies, the others wait.
+A database or Redis outage fails the run with a retry (backoff, jitter); the entries stay
+pending in Redis and are applied first by the next run, exactly once.
+
+The consumer name is stable per worker process (worker name + pool index), so a worker
+restarted under the same name resumes its own pending entries at once instead of waiting
+``claim_idle_ms`` for another consumer to claim them.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any, Final
+
+from billiard.process import current_process
+from celery import Task, shared_task
+from sqlalchemy import Engine
+
+from cache.errors import CacheUnavailable
+from cache.writebehind import (
+    ActivityRow,
+    Apply,
+    BatchOverlap,
+    Flusher,
+    Unwritable,
+    WriteBehind,
+    WriteBehindConfig,
+)
+from db import make_engine, resolve_database_url
+from db import writebehind as db_writebehind
+from db.errors import DatabaseUnavailable, InvalidData
+from workers import routing
+from workers.runtime import Runtime, runtime_of
+
+FLUSH_WRITEBEHIND: Final = routing.TaskSpec(
+    "tasks.writebehind.flush_writebehind", routing.Q_WRITEBEHIND, 30, 45
+)
+DRAIN_SECONDS: Final = 10.0  # one run's share; the soft limit leaves room for the last batch
+RETRY_ON: Final = (DatabaseUnavailable, CacheUnavailable)
+
+_flushers: weakref.WeakKeyDictionary[Runtime, tuple[Engine, dict[str, Flusher]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sql_apply(engine: Engine) -> Apply:
+    """``apply`` for the flusher: db.writebehind.apply_batch, its errors in the cache's terms."""
+
+    def apply(stream: str, first_id: str, last_id: str, rows: Any) -> bool:
+        batch: list[ActivityRow] = rows
+        try:
+            return db_writebehind.apply_batch(
+                engine, stream, last_id, batch, batch_first_id=first_id
+            )
+        except db_writebehind.UnknownMembers as exc:
+            raise Unwritable(exc.member_ids, str(exc)) from exc
+        except db_writebehind.BatchOverlap as exc:
+            raise BatchOverlap(exc.applied_through) from exc
+        except InvalidData as exc:
+            raise Unwritable((), str(exc)) from exc
+
+    return apply
+
+
+def consumer_name(task: Task[Any, Any]) -> str:
+    index = getattr(current_process(), "index", None)
+    return f"{task.request.hostname or 'worker'}/{os.getpid() if index is None else index}"
+
+
+def flusher_of(runtime: Runtime, consumer: str) -> Flusher:
+    """This process's flusher (one engine per runtime, built on first use)."""
+    engine, flushers = _flushers.get(runtime) or (None, {})
+    if engine is None:
+        engine = make_engine(resolve_database_url(runtime.settings))
+        _flushers[runtime] = (engine, flushers)
+    if consumer not in flushers:
+        cache = runtime.cache
+        config = WriteBehindConfig.from_settings(runtime.settings)
+        wb = WriteBehind(cache.clients.writer, cache.keys, config)
+        flushers[consumer] = Flusher(wb, sql_apply(engine), consumer)
+    return flushers[consumer]
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,  # a worker lost mid-run: the message is delivered again
+    queue=FLUSH_WRITEBEHIND.queue,
+    **routing.task_options(FLUSH_WRITEBEHIND, retry_on=RETRY_ON),
+)
+def flush_writebehind(self: Task[Any, Any], seconds: float = DRAIN_SECONDS) -> dict[str, Any]:
+    """Drain for up to ``seconds`` (capped below the soft time limit); counts of this run."""
+    flusher = flusher_of(runtime_of(self), consumer_name(self))
+    stats = flusher.stats
+    before = (stats.batches, stats.events, stats.rows, stats.dead_lettered)
+    flusher.drain(min(float(seconds), FLUSH_WRITEBEHIND.soft_time_limit - 5.0))
+    health = flusher.wb.health()
+    after = (stats.batches, stats.events, stats.rows, stats.dead_lettered)
+    batches, events, rows, dead = (a - b for a, b in zip(after, before, strict=True))
+    return {
+        "consumer": flusher.consumer,
+        "batches": batches,
+        "events": events,
+        "rows": rows,
+        "dead_lettered": dead,
+        "backlog": health.backlog,
+        "lag_seconds": round(health.lag_seconds, 3),
+    }

@@ -1,0 +1,192 @@
+"""Member writes through the API: read-after-write, negative caching, aggregates, bad input."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from db.models import Member
+from tests.api.conftest import Api, api_settings_for, serve
+
+pytestmark = pytest.mark.anyio
+
+
+def new_member(**fields: Any) -> dict[str, Any]:
+    tag = secrets.token_hex(4)
+    return {
+        "email": f"new.{tag}@example.org",
+        "first_name": "Ada",
+        "last_name": f"Tester{tag}",
+        "country": "GB",
+        "tier": "gold",
+        "birth_date": "1990-04-01",
+        **fields,
+    }
+
+
+def member_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Member)).scalar_one())
+
+
+def next_member_id(engine: Engine) -> int:
+    """The id the next insert gets (tests of one session run one at a time)."""
+    with engine.connect() as conn:
+        last, called = conn.execute(text("SELECT last_value, is_called FROM members_id_seq")).one()
+    return int(last) + 1 if called else int(last)
+
+
+async def test_put_then_get_returns_the_new_value_in_every_app(
+    prefix: str, database_url: str
+) -> None:
+    settings = api_settings_for(prefix, database_url)
+    async with serve(settings) as one, serve(settings) as two:
+        path = "/api/v1/members/21"
+        before = (await one.client.get(path)).json()
+        assert (await two.client.get(path)).headers["x-cache"] == "HIT"  # shared entry
+
+        body = {k: before[k] for k in ("email", "first_name", "last_name", "country", "tier")}
+        put = await one.client.put(path, json=body | {"first_name": "Renamed"})
+        assert put.status_code == 200
+        assert put.json()["version"] == before["version"] + 1
+
+        for api in (one, two):
+            after = await api.client.get(path)
+            assert after.headers["x-cache"] == "HIT"  # written through, not just deleted
+            assert after.json() == put.json()
+
+        patched = await two.client.patch(path, json={"last_name": "Patched"})
+        assert patched.json()["version"] == before["version"] + 2
+        assert (await one.client.get(path)).json()["last_name"] == "Patched"
+
+
+async def test_stale_version_is_a_conflict_and_changes_nothing(api: Api) -> None:
+    path = "/api/v1/members/22"
+    current = (await api.client.get(path)).json()
+    stale = await api.client.patch(path, json={"tier": "platinum", "version": 1_000})
+    assert stale.status_code == 409
+    assert (await api.client.get(path)).json() == current
+
+
+async def test_unknown_id_is_negative_cached_until_created(api: Api, engine: Engine) -> None:
+    member_id = next_member_id(engine)
+    path = f"/api/v1/members/{member_id}"
+    missing = await api.client.get(path)
+    assert (missing.status_code, missing.headers["x-cache"]) == (404, "MISS")
+    ran = len(api.statements)
+    again = await api.client.get(path)
+    assert (again.status_code, again.headers["x-cache"]) == (404, "HIT")
+    assert again.json() == missing.json() == {"detail": "Not Found"}
+    assert len(api.statements) == ran
+
+    created = await api.client.post("/api/v1/members", json=new_member())
+    assert created.status_code == 201
+    assert created.json()["id"] == member_id
+    assert created.headers["location"] == path
+    visible = await api.client.get(path)
+    assert (visible.status_code, visible.headers["x-cache"]) == (200, "HIT")
+    assert visible.json() == created.json()
+
+
+async def test_delete_is_seen_at_once_and_an_old_fill_cannot_revive_it(
+    api: Api, engine: Engine
+) -> None:
+    created = (await api.client.post("/api/v1/members", json=new_member())).json()
+    path = f"/api/v1/members/{created['id']}"
+    assert (await api.client.get(path)).status_code == 200
+    assert (await api.client.delete(path)).status_code == 204
+
+    gone = await api.client.get(path)
+    assert (gone.status_code, gone.headers["x-cache"]) == (404, "HIT")
+    assert (await api.client.delete(path)).status_code == 404
+    # A fill that read the row before the delete carries its version: the guard refuses it.
+    key = api.cache.keys.member(created["id"])
+    assert not await api.cache.write_through(key, created, created["version"])
+    assert (await api.client.get(path)).status_code == 404
+
+
+async def test_member_writes_invalidate_lists_and_aggregates(api: Api) -> None:
+    paths = [
+        "/api/v1/analytics/dashboard",
+        "/api/v1/statistics/demographics",
+        "/api/v1/members?country=NZ&page_size=500",
+    ]
+    before = {path: (await api.client.get(path)).json() for path in paths}
+    for path in paths:
+        assert (await api.client.get(path)).headers["x-cache"] == "HIT"
+
+    created = await api.client.post("/api/v1/members", json=new_member(country="NZ"))
+    after = {}
+    for path in paths:
+        answer = await api.client.get(path)
+        assert answer.headers["x-cache"] == "MISS", path
+        after[path] = answer.json()
+    assert after[paths[0]]["members"]["total"] == before[paths[0]]["members"]["total"] + 1
+    assert after[paths[1]]["total"] == before[paths[1]]["total"] + 1
+    listed = after[paths[2]]
+    assert listed["total"] == before[paths[2]]["total"] + 1
+    assert created.json() in listed["items"]
+
+    # Lookups do not derive from members: untouched.
+    await api.client.get("/api/v1/lookups/tiers")
+    await api.client.delete(f"/api/v1/members/{created.json()['id']}")
+    assert (await api.client.get("/api/v1/lookups/tiers")).headers["x-cache"] == "HIT"
+    total = (await api.client.get(paths[0])).json()["members"]["total"]
+    assert total == before[paths[0]]["members"]["total"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (new_member(email="not-an-email"), {"email"}),
+        (new_member(first_name="", country="GBR"), {"first_name", "country"}),
+        (new_member(birth_date="2999-01-01"), {"birth_date"}),
+        (new_member(version=3), {"version"}),  # not writable on create
+        ({"email": "only@example.org"}, {"first_name", "last_name", "country"}),
+    ],
+)
+async def test_bad_create_is_422_naming_the_fields_and_writes_nothing(
+    api: Api, engine: Engine, body: dict[str, Any], fields: set[str]
+) -> None:
+    count = member_count(engine)
+    answer = await api.client.post("/api/v1/members", json=body)
+    assert answer.status_code == 422
+    assert {error["loc"][-1] for error in answer.json()["detail"]} == fields
+    assert member_count(engine) == count
+
+
+@pytest.mark.parametrize("field", ["status", "tier", "country"])
+async def test_unknown_lookup_code_is_422_naming_the_field(
+    api: Api, engine: Engine, field: str
+) -> None:
+    count = member_count(engine)
+    value = "ZZ" if field == "country" else "bogus"
+    answer = await api.client.post("/api/v1/members", json=new_member(**{field: value}))
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", field]
+    assert member_count(engine) == count
+
+    path = "/api/v1/members/23"
+    before = await api.client.get(path)
+    bad = await api.client.patch(path, json={field: value})
+    assert bad.status_code == 422
+    after = await api.client.get(path)
+    assert after.headers["x-cache"] == "HIT" and after.content == before.content
+
+
+async def test_taken_email_is_a_conflict(api: Api, engine: Engine) -> None:
+    taken = (await api.client.get("/api/v1/members/24")).json()["email"]
+    count = member_count(engine)
+    answer = await api.client.post("/api/v1/members", json=new_member(email=taken.upper()))
+    assert answer.status_code == 409
+    assert member_count(engine) == count
+
+
+async def test_writes_to_unknown_ids_are_404(api: Api) -> None:
+    path = "/api/v1/members/987654321"
+    assert (await api.client.put(path, json=new_member())).status_code == 404
+    assert (await api.client.patch(path, json={"tier": "gold"})).status_code == 404
+    assert (await api.client.delete(path)).status_code == 404

@@ -1,0 +1,142 @@
+"""cache/invalidation.py against the real Redis: generations, write-through, the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis
+
+from cache import NOT_FOUND, AsyncCacheService, DataType, build_async_cache
+from cache.aio import AsyncCacheService as Front
+from cache.client import connect_async
+from cache.invalidation import (
+    GENERATION_BITS,
+    MEMBER_TAGS,
+    bump,
+    generations,
+    member_deleted,
+    member_saved,
+    members_imported,
+)
+from config import Settings
+from tests.conftest import TEST_REDIS_DB
+from tests.support.redis_procs import free_port
+
+pytestmark = pytest.mark.anyio
+
+TAGS = ("analytics", "members")
+
+
+@pytest.fixture
+def raw() -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+
+
+@pytest.fixture
+async def down(settings: Settings) -> AsyncIterator[AsyncCacheService]:
+    """A cache whose Redis is not there (a free port nobody listens on)."""
+    dead = {"redis_port": free_port(), "cache_breaker_reset_seconds": 0.05}
+    service = build_async_cache(settings.model_copy(update=dead))
+    yield service
+    await service.close()
+
+
+async def test_generations_start_random_and_stay_until_bumped(acache: AsyncCacheService) -> None:
+    first = await generations(acache, TAGS)
+    assert first is not None and len(first) == 2
+    assert all(1 < gen < 2**GENERATION_BITS for gen in first)  # never INCR's 1
+    assert await generations(acache, TAGS) == first
+    assert await generations(acache, TAGS[:1]) == first[:1]
+
+    assert await bump(acache, TAGS[:1])
+    assert await generations(acache, TAGS) == (first[0] + 1, first[1])
+    assert await generations(acache, ()) == ()
+
+
+async def test_a_deleted_generation_restarts_elsewhere(
+    acache: AsyncCacheService, raw: redis.Redis
+) -> None:
+    """Deleting a generation key (an eviction, an outbox replay) is a bump, never a rewind."""
+    seen = set()
+    for _ in range(5):
+        current = await generations(acache, TAGS[:1])
+        assert current is not None and current[0] not in seen
+        seen.add(current[0])
+        raw.delete(acache.keys.generation(TAGS[0]))
+    # A bump of a missing key starts it too: not at 1, where an old generation may have been.
+    assert await bump(acache, TAGS[:1])
+    assert raw.get(acache.keys.generation(TAGS[0])) not in (b"1", None)
+
+
+async def test_bump_drops_keys_and_their_leases_in_one_round_trip(
+    acache: AsyncCacheService, raw: redis.Redis
+) -> None:
+    keys = acache.keys.members(range(1, 501))
+    for key in keys[:3]:
+        raw.set(key, b"x")
+        raw.set(acache.keys.lease(key), b"loader")
+    before = await generations(acache, MEMBER_TAGS)
+    assert before is not None
+    assert await members_imported(acache, range(1, 501))
+    assert raw.exists(*keys[:3], *(acache.keys.lease(key) for key in keys[:3])) == 0
+    assert await generations(acache, MEMBER_TAGS) == tuple(gen + 1 for gen in before)
+
+
+async def test_member_saved_writes_through_with_the_version_guard(
+    acache: AsyncCacheService,
+) -> None:
+    key = acache.keys.member(7)
+    gens = await generations(acache, MEMBER_TAGS)
+    assert gens is not None
+    await member_saved(acache, {"id": 7, "name": "new", "version": 5})
+    assert await acache.get(key, DataType.MEMBER) == {"id": 7, "name": "new", "version": 5}
+    assert await generations(acache, MEMBER_TAGS) == tuple(gen + 1 for gen in gens)
+
+    await member_saved(acache, {"id": 7, "name": "older", "version": 4})  # a late writer
+    assert (await acache.get(key, DataType.MEMBER))["name"] == "new"
+
+
+async def test_member_deleted_caches_the_absence_above_the_last_version(
+    acache: AsyncCacheService,
+) -> None:
+    key = acache.keys.member(8)
+    await member_saved(acache, {"id": 8, "version": 2})
+    await member_deleted(acache, 8, version=2)
+    assert await acache.get(key, DataType.MEMBER) is NOT_FOUND
+    # A fill or write-through of the row as it was before the delete is refused.
+    assert not await acache.write_through(key, {"id": 8, "version": 2}, 2, DataType.MEMBER)
+    assert await acache.get(key, DataType.MEMBER) is NOT_FOUND
+
+
+async def test_while_redis_is_down_everything_waits_in_the_outbox(
+    down: AsyncCacheService, settings: Settings, acache: AsyncCacheService, raw: redis.Redis
+) -> None:
+    assert await generations(down, TAGS) is None  # readers bypass the cache
+    await member_saved(down, {"id": 9, "version": 3})
+    assert not await members_imported(down, [10, 11])
+    pending = set(down.core.outbox.drain())
+    keys = down.keys
+    assert pending == {
+        keys.member(9),
+        keys.member(10),
+        keys.member(11),
+        *(keys.generation(tag) for tag in MEMBER_TAGS),
+    }
+
+    # Redis is back: the next command replays first, and the replay bumps the generations.
+    before = await generations(acache, MEMBER_TAGS)
+    raw.set(keys.member(9), b"old entry")
+    down.core.outbox.add(pending)
+    back = Front(down.core, connect_async(settings))
+    await anyio.sleep(0.1)  # the breaker, open after the failures, lets a trial call through
+    try:
+        assert await back.ping()
+        assert len(down.core.outbox) == 0
+        assert raw.exists(keys.member(9)) == 0
+        after = await generations(back, MEMBER_TAGS)
+        assert before is not None and after is not None
+        assert all(new != old for new, old in zip(after, before, strict=True))
+    finally:
+        await back.close()

@@ -1,0 +1,93 @@
+"""SIGKILL the flush worker (a real ``celery worker``) at random points during 100,000 events.
+
+The broker is a private redis-server; the stream lives on the shared Redis under the test's
+prefix; the data goes to the throwaway PostgreSQL database. After every kill the test notes
+whether the worker died between a commit and its acknowledgement (entries still pending whose
+ids the database offset already covers): the case that would count twice without the offset.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from cache.writebehind import GROUP, WriteBehind, stream_id
+from config import Settings
+from db.writebehind import read_offset
+from tests.support.redis_procs import RedisProcess, start_redis
+from tests.writebehind.support import (
+    FlushWorker,
+    Producer,
+    db_last_seen,
+    db_totals,
+    send_flush,
+    wait_for,
+    worker_env,
+)
+from workers.factory import create_app
+
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
+
+EVENTS = 100_000
+KILLS = 4
+
+
+@pytest.fixture
+def broker() -> Iterator[RedisProcess]:
+    with start_redis() as proc:
+        yield proc
+
+
+def test_sigkilled_flush_workers_lose_nothing_and_count_nothing_twice(
+    wb: WriteBehind,
+    engine: Engine,
+    pg_url: str,
+    settings: Settings,
+    broker: RedisProcess,
+    tmp_path: Path,
+) -> None:
+    env = worker_env(settings.redis_key_prefix, pg_url, f"redis://127.0.0.1:{broker.port}/0")
+    app = create_app(settings.model_copy(update={"celery_broker_url": env["CELERY_BROKER_URL"]}))
+    rng = random.Random(11)
+    producer = Producer(wb, EVENTS, rate=6_000)
+    producer.start()
+    worker = FlushWorker(env, tmp_path)
+    between_commit_and_ack = 0
+    try:
+        for kill in range(1, KILLS + 1):
+            offset = read_offset(engine, wb.stream)
+            worker.start()
+            send_flush(app, 25)
+            wait_for(lambda: read_offset(engine, wb.stream) != offset, 30, "a flush to commit")
+            time.sleep(rng.uniform(0.05, 1.2))
+            worker.kill()
+            committed = stream_id(read_offset(engine, wb.stream) or "0-0")
+            pending = wb.client.xpending_range(wb.stream, GROUP, "-", "+", 10_000)
+            done = sum(stream_id(p["message_id"].decode()) <= committed for p in pending)
+            between_commit_and_ack += bool(done)
+            print(
+                f"kill {kill}: {producer.accepted} accepted, {len(pending)} pending,"
+                f" {done} of them already committed"
+            )
+        producer.join(60)
+        assert producer.error is None and producer.accepted == EVENTS
+        worker.start()
+        send_flush(app, 25)
+        wait_for(lambda: wb.health().backlog == 0, 60, "the backlog to drain")
+    except BaseException:
+        print(worker.log_tail())
+        raise
+    finally:
+        worker.stop()
+        app.close()
+    print(f"kills between a commit and its ack: {between_commit_and_ack} of {KILLS}")
+    assert db_totals(engine) == producer.totals()
+    assert db_last_seen(engine) == producer.newest
+    health = wb.health()
+    assert (health.backlog, health.pending, health.dead_letters) == (0, 0, 0)
+    assert read_offset(engine, wb.stream) == producer.ids[-1]
