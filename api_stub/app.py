@@ -12,6 +12,8 @@ data layer become HTTP answers here, in one place::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -27,6 +29,7 @@ from api_stub.caching import CacheMiddleware
 from api_stub.imports import ImportRejected
 from api_stub.runtime import Database, Services
 from cache import build_async_cache
+from cache.invalidation import replay_outbox
 from config import Settings
 from db.engine import make_engine, resolve_database_url
 from db.errors import Conflict, DatabaseUnavailable, InvalidData, NotFound, UnknownLookup
@@ -48,9 +51,13 @@ def create_app(settings: Settings) -> FastAPI:
         if not await cache.ping():
             log.warning("Redis is not answering: serving from the database until it does")
         services.cache, services.db = cache, db
+        replaying = asyncio.create_task(replay_outbox(cache), name="outbox-replay")
         try:
             yield
         finally:
+            replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replaying
             services.cache = services.db = None
             await cache.close()
             db.close()

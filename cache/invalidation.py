@@ -21,6 +21,7 @@ stores under the old generation, which nobody reads after the bump.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -35,6 +36,7 @@ TAG_MEMBERS: Final = "members"  # member list pages
 # Everything computed from the members table; a member change bumps all of them.
 MEMBER_TAGS: Final = (TAG_ANALYTICS, TAG_STATISTICS, TAG_MEMBERS)
 
+REPLAY_SECONDS: Final = 0.5  # how long an idle process may leave its outbox pending
 GENERATION_BITS: Final = 62  # leaves 2**62 INCRs before the signed 64-bit counter overflows
 
 
@@ -141,3 +143,15 @@ async def members_imported(
     existed must not outlive the import, and the members are loaded when first read.
     """
     return await bump(cache, tags, drop=cache.keys.members(member_ids))
+
+
+async def replay_outbox(cache: AsyncCacheService, every: float = REPLAY_SECONDS) -> None:
+    """Run until cancelled: replay pending invalidations soon after Redis is back.
+
+    Any command replays the outbox first, but other processes read the shared Redis too: a
+    process that queued invalidations and then sits idle must not leave them pending.
+    """
+    while True:
+        await asyncio.sleep(every)
+        if len(cache.core.outbox):
+            await cache.ping()  # the front replays the outbox before the command

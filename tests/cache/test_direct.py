@@ -19,15 +19,24 @@ def test_one_connection_per_thread_and_orphans_closed(cache: CacheService) -> No
     cache.set(key, {"id": 1}, DataType.MEMBER)
     before = _connected(cache)
 
+    all_read, finish = threading.Barrier(9), threading.Event()
+
+    def read_and_stay() -> None:
+        assert cache.get(key, DataType.MEMBER) == {"id": 1}
+        all_read.wait(5)
+        finish.wait(5)
+
     def read() -> None:
         assert cache.get(key, DataType.MEMBER) == {"id": 1}
 
-    threads = [threading.Thread(target=read) for _ in range(8)]
+    threads = [threading.Thread(target=read_and_stay) for _ in range(8)]
     for thread in threads:
         thread.start()
+    all_read.wait(5)
+    assert _connected(cache) == before + 8  # one each, while they live
+    finish.set()
     for thread in threads:
         thread.join()
-    assert _connected(cache) == before + 8
     # A new thread's first read closes the connections of the threads that ended.
     late = threading.Thread(target=read)
     late.start()
