@@ -29,6 +29,7 @@ RESULTS_DB: Final = 2
 # time limit) and the longest retry countdown, or a task still running, or still waiting for
 # its retry ETA, is delivered a second time. It is also how long a SIGKILLed worker's tasks
 # wait before redelivery (a warm shutdown hands them back at once).
+# CELERY_VISIBILITY_TIMEOUT overrides it (tests shorten it to watch a redelivery happen).
 VISIBILITY_TIMEOUT: Final = 2 * max(routing.longest_hard_limit(), routing.RETRY_BACKOFF_MAX)
 
 # Broker sockets: without a timeout a publish to a master that vanished without closing TCP
@@ -66,8 +67,13 @@ def result_backend(settings: Settings) -> str:
     return settings.result_backend
 
 
+def visibility_timeout(settings: Settings) -> int:
+    """The setting when given, else the derived default; one value for broker and results."""
+    return settings.celery_visibility_timeout or VISIBILITY_TIMEOUT
+
+
 def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
-    options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    options: dict[str, Any] = {"visibility_timeout": visibility_timeout(settings)}
     if url.startswith("sentinel://"):
         # The Sentinels name the master; after a failover they name the new one
         # (REDIS_DOCS#configuration). Their own password, when set, is separate.

@@ -17,6 +17,9 @@ value. Only 200 responses are stored (and a record route's 404). Every answer of
 carries ``X-Cache: HIT | MISS | STALE``, a strong ETag (blake2b of the body: the same in every
 process) honoured by If-None-Match with a 304, and Cache-Control with max-age and
 stale-while-revalidate. When Redis is unavailable the route runs as if uncached.
+
+Cached routes answer JSON: a stored body is sent back as application/json, without the
+route's other headers.
 """
 
 from __future__ import annotations
@@ -205,8 +208,8 @@ class CacheMiddleware:
     ) -> None:
         counters = cache.metrics.of(rule.data_type)
         # The core's get() hands back only the value; the envelope's expiry tells HIT from
-        # STALE. _call keeps the breaker and replays the outbox before the read.
-        raw = await cache._call(cache.clients.reader.get, key)
+        # STALE. run() keeps the breaker and replays the outbox before the read.
+        raw = await cache.run(cache.clients.reader.get, key)
         seen: Entry | None = None
         if isinstance(raw, bytes):  # not None (absent) nor UNAVAILABLE
             seen = cache.core.decode(raw, counters, key)

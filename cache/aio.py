@@ -68,6 +68,13 @@ class AsyncCacheService:
         self.breaker.success()
         return result
 
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T | Any:
+        """Run one Redis call through the breaker and the outbox replay; UNAVAILABLE on failure.
+
+        For modules that build their own commands (pipelines, generations) on this front.
+        """
+        return await self._call(fn, *args, **kwargs)
+
     async def _replay_outbox(self) -> None:
         """Apply invalidations that failed while Redis was away, before serving anything."""
         self._replaying = True

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from cache.aio import AsyncCacheService
 from cache.flow import UNAVAILABLE
+from cache.service import CacheService
 from cache.types import NOT_FOUND, DataType
 
 TAG_ANALYTICS: Final = "analytics"  # the analytics dashboard
@@ -56,12 +57,12 @@ async def generations(cache: AsyncCacheService, tags: Sequence[str]) -> tuple[in
     keys = [cache.keys.generation(tag) for tag in tags]
     writer = cache.clients.writer
     if len(keys) == 1:
-        raws: Any = [await cache._call(writer.get, keys[0])]
+        raws: Any = [await cache.run(writer.get, keys[0])]
         if raws[0] is UNAVAILABLE:
             return None
     else:
         mget = getattr(writer, "mget_nonatomic", writer.mget)  # Cluster: one MGET per node
-        raws = await cache._call(mget, keys)
+        raws = await cache.run(mget, keys)
         if raws is UNAVAILABLE:
             return None
     missing = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
@@ -71,23 +72,18 @@ async def generations(cache: AsyncCacheService, tags: Sequence[str]) -> tuple[in
             pipe.set(key, fresh_generation(), nx=True)
         for key in keys:
             pipe.get(key)
-        replies = await cache._call(pipe.execute)
+        replies = await cache.run(pipe.execute)
         if replies is UNAVAILABLE:
             return None
         raws = replies[len(missing) :]
     return tuple(int(raw) for raw in raws)
 
 
-async def bump(
-    cache: AsyncCacheService, tags: Iterable[str], *, drop: Collection[str] = ()
-) -> bool:
-    """Start a new generation of each tag and delete ``drop`` (with their leases), in one
-    round trip. True when Redis took it; else it is queued in the outbox for replay."""
-    if not cache.core.enabled:
-        return False
+def _bump_pipeline(
+    cache: AsyncCacheService | CacheService, tags: Iterable[str], drop: Collection[str]
+) -> tuple[Any, list[str]]:
+    """The one pipelined step of a bump, for either front: (pipeline, generation keys)."""
     gen_keys = [cache.keys.generation(tag) for tag in tags]
-    if not gen_keys and not drop:
-        return True
     pipe = cache.clients.writer.pipeline(transaction=False)
     for key in gen_keys:
         # SET NX first: a missing key must start at a random value, not at INCR's 1.
@@ -101,10 +97,42 @@ async def bump(
                 pipe.unlink(key)
         else:
             pipe.unlink(*doomed)
-    if await cache._call(pipe.execute) is UNAVAILABLE:
+    return pipe, gen_keys
+
+
+def _bumped(
+    cache: AsyncCacheService | CacheService,
+    result: Any,
+    gen_keys: list[str],
+    drop: Collection[str],
+) -> bool:
+    if result is UNAVAILABLE:
         cache.core.outbox.add([*gen_keys, *drop])
         return False
     return True
+
+
+async def bump(
+    cache: AsyncCacheService, tags: Iterable[str], *, drop: Collection[str] = ()
+) -> bool:
+    """Start a new generation of each tag and delete ``drop`` (with their leases), in one
+    round trip. True when Redis took it; else it is queued in the outbox for replay."""
+    if not cache.core.enabled:
+        return False
+    pipe, gen_keys = _bump_pipeline(cache, tags, drop)
+    if not gen_keys and not drop:
+        return True
+    return _bumped(cache, await cache.run(pipe.execute), gen_keys, drop)
+
+
+def bump_sync(cache: CacheService, tags: Iterable[str], *, drop: Collection[str] = ()) -> bool:
+    """:func:`bump` for the sync front (Celery workers)."""
+    if not cache.core.enabled:
+        return False
+    pipe, gen_keys = _bump_pipeline(cache, tags, drop)
+    if not gen_keys and not drop:
+        return True
+    return _bumped(cache, cache.run(pipe.execute), gen_keys, drop)
 
 
 async def member_saved(

@@ -77,6 +77,13 @@ class CacheService:
         self.breaker.success()
         return result
 
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | Any:
+        """Run one Redis call through the breaker and the outbox replay; UNAVAILABLE on failure.
+
+        For modules that build their own commands (pipelines, generations) on this front.
+        """
+        return self._call(fn, *args, **kwargs)
+
     def _replay_outbox(self) -> None:
         """Apply invalidations that failed while Redis was away, before serving anything."""
         self._replaying = True

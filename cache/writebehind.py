@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from cache.client import SyncRedis
 from cache.errors import CacheError, CacheUnavailable
@@ -299,9 +299,9 @@ class WriteBehind:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except OutOfMemoryError as exc:
+            raise Backpressure(f"redis is out of memory: {exc}") from exc
         except ResponseError as exc:
-            if str(exc).startswith("OOM"):
-                raise Backpressure(f"redis is out of memory: {exc}") from exc
             raise CacheUnavailable(f"write-behind: {exc}") from exc
         except RedisError as exc:
             raise CacheUnavailable(f"write-behind: {type(exc).__name__}: {exc}") from exc

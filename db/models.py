@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    JSON,
     MetaData,
     Numeric,
     SmallInteger,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     Text,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations (and SQLite batch mode) can refer to them.
@@ -149,3 +152,39 @@ class WritebehindOffset(Base):
 
     stream: Mapped[str] = mapped_column(Text, primary_key=True)
     last_id: Mapped[str] = mapped_column(Text)
+
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+class MetricsSnapshot(Base):
+    """One metrics snapshot a minute: merged process counters, Redis INFO, key distribution."""
+
+    __tablename__ = "metrics_snapshots"
+
+    id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
+    # Range reads (reports, the dashboard) and pruning both go by time.
+    taken_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class MaintenanceReport(Base):
+    """What a maintenance job found for one period; at most one row per (job, period)."""
+
+    __tablename__ = "maintenance_reports"
+
+    id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
+    job: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(16))  # workers.periods ids: 2025-11-25, 2025-W48
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    status: Mapped[str] = mapped_column(String(16))  # ok | alert | no_data | failed
+    alert: Mapped[str | None] = mapped_column(Text)  # why, when status is not ok
+    payload: Mapped[dict[str, Any]] = mapped_column(Document)
+
+    __table_args__ = (
+        # The per-period idempotence of the jobs, enforced by the database as well; it also
+        # serves "the reports of one job, newest period first".
+        Index("ux_maintenance_reports_job_period", "job", "period", unique=True),
+        CheckConstraint("status IN ('ok', 'alert', 'no_data', 'failed')", name="status"),
+    )

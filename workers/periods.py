@@ -105,6 +105,35 @@ def check_period(cadence: Cadence, period: str) -> str:
     return period
 
 
+def bounds(cadence: Cadence, period: str) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a period, in UTC."""
+    check_period(cadence, period)
+    if cadence in _STRPTIME:
+        start = dt.datetime.strptime(period, _STRPTIME[cadence]).replace(tzinfo=dt.UTC)
+    elif cadence == "weekly":
+        year, week = period.split("-W")
+        day = dt.date.fromisocalendar(int(year), int(week), 1)
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    else:
+        year, quarter = period.split("-Q")
+        start = dt.datetime(int(year), 3 * int(quarter) - 2, 1, tzinfo=dt.UTC)
+    if cadence == "minute":
+        return start, start + dt.timedelta(minutes=1)
+    if cadence == "daily":
+        return start, start + dt.timedelta(days=1)
+    if cadence == "weekly":
+        return start, start + dt.timedelta(weeks=1)
+    months = 1 if cadence == "monthly" else 3
+    month = start.month - 1 + months
+    return start, start.replace(year=start.year + month // 12, month=month % 12 + 1)
+
+
+def previous(cadence: Cadence, period: str) -> str:
+    """The period just before ``period``: what a report run in ``period`` looks back on."""
+    start, _ = bounds(cadence, period)
+    return period_of(cadence, start - dt.timedelta(seconds=1))
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     ran: bool

@@ -168,3 +168,22 @@ def _http_keys(api: Api) -> list[str]:
         return [key.decode() for key in client.scan_iter(match=pattern, count=1000)]
     finally:
         client.close()
+
+
+async def test_concurrent_misses_run_the_route_once(api: Api) -> None:
+    path = "/api/v1/statistics/demographics"
+    answers = []
+
+    async def get() -> None:
+        answers.append(await api.client.get(path))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(20):
+            tasks.start_soon(get)
+    outcomes = sorted(answer.headers["x-cache"] for answer in answers)
+    assert outcomes == ["HIT"] * 19 + ["MISS"]
+    assert len({answer.content for answer in answers}) == 1
+    one_load = len(api.statements)
+    await api.cache.delete(*_http_keys(api))
+    await api.client.get(path)
+    assert len(api.statements) == 2 * one_load  # the 20 requests cost one load

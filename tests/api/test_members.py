@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import Engine, func, select, text
 
@@ -190,3 +192,44 @@ async def test_writes_to_unknown_ids_are_404(api: Api) -> None:
     assert (await api.client.put(path, json=new_member())).status_code == 404
     assert (await api.client.patch(path, json={"tier": "gold"})).status_code == 404
     assert (await api.client.delete(path)).status_code == 404
+
+
+async def test_no_read_started_after_an_acknowledged_write_is_stale(
+    prefix: str, database_url: str
+) -> None:
+    """Random writers and readers over two apps (two caches, one Redis): a GET that starts
+    after a write was acknowledged never returns an older version."""
+    rng = random.Random(3)
+    ids = [61, 62, 63]
+    settings = api_settings_for(prefix, database_url)
+    async with serve(settings) as one, serve(settings) as two:
+        apps = [one, two]
+        acked = {i: (await one.client.get(f"/api/v1/members/{i}")).json()["version"] for i in ids}
+        stale: list[tuple[int, int, int]] = []
+
+        async def writer(name: str) -> None:
+            for step in range(12):
+                member_id, app = rng.choice(ids), rng.choice(apps)
+                answer = await app.client.patch(
+                    f"/api/v1/members/{member_id}", json={"first_name": f"{name}{step}"}
+                )
+                acked[member_id] = max(acked[member_id], answer.json()["version"])
+
+        async def reader() -> None:
+            for _ in range(40):
+                member_id, app = rng.choice(ids), rng.choice(apps)
+                floor = acked[member_id]
+                seen = (await app.client.get(f"/api/v1/members/{member_id}")).json()["version"]
+                if seen < floor:
+                    stale.append((member_id, seen, floor))
+
+        async with anyio.create_task_group() as tasks:
+            for name in ("a", "b"):
+                tasks.start_soon(writer, name)
+            for _ in range(4):
+                tasks.start_soon(reader)
+        assert stale == []
+        for member_id in ids:
+            for app in apps:
+                final = (await app.client.get(f"/api/v1/members/{member_id}")).json()
+                assert final["version"] == acked[member_id]

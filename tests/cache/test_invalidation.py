@@ -8,7 +8,7 @@ import anyio
 import pytest
 import redis
 
-from cache import NOT_FOUND, AsyncCacheService, DataType, build_async_cache
+from cache import MISS, NOT_FOUND, AsyncCacheService, CacheService, DataType, build_async_cache
 from cache.aio import AsyncCacheService as Front
 from cache.client import connect_async
 from cache.invalidation import (
@@ -19,6 +19,7 @@ from cache.invalidation import (
     member_deleted,
     member_saved,
     members_imported,
+    replay_outbox,
 )
 from config import Settings
 from tests.conftest import TEST_REDIS_DB
@@ -125,18 +126,35 @@ async def test_while_redis_is_down_everything_waits_in_the_outbox(
         *(keys.generation(tag) for tag in MEMBER_TAGS),
     }
 
-    # Redis is back: the next command replays first, and the replay bumps the generations.
+    # Redis is back: the replay loop deletes the pending keys, which bumps the generations.
     before = await generations(acache, MEMBER_TAGS)
     raw.set(keys.member(9), b"old entry")
     down.core.outbox.add(pending)
     back = Front(down.core, connect_async(settings))
-    await anyio.sleep(0.1)  # the breaker, open after the failures, lets a trial call through
     try:
-        assert await back.ping()
-        assert len(down.core.outbox) == 0
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(replay_outbox, back, 0.02)
+                while len(down.core.outbox):
+                    await anyio.sleep(0.02)
+                tasks.cancel_scope.cancel()
         assert raw.exists(keys.member(9)) == 0
         after = await generations(back, MEMBER_TAGS)
         assert before is not None and after is not None
         assert all(new != old for new, old in zip(after, before, strict=True))
     finally:
         await back.close()
+
+
+def test_sync_bump_moves_generations_and_drops_keys(cache: CacheService) -> None:
+    from cache.invalidation import MEMBER_TAGS, bump_sync
+
+    gen_keys = [cache.keys.generation(tag) for tag in MEMBER_TAGS]
+    member = cache.keys.member(77)
+    cache.set(member, {"id": 77}, DataType.MEMBER)
+    assert bump_sync(cache, MEMBER_TAGS)
+    first = cache.clients.writer.mget(gen_keys)
+    assert bump_sync(cache, MEMBER_TAGS, drop=[member])
+    second = cache.clients.writer.mget(gen_keys)
+    assert [int(b) - int(a) for a, b in zip(first, second, strict=True)] == [1, 1, 1]
+    assert cache.get(member, DataType.MEMBER) is MISS

@@ -27,7 +27,7 @@ Totals = dict[int, tuple[int, int, int]]
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -35,7 +35,7 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def db_totals(engine: Engine) -> Totals:

@@ -63,8 +63,16 @@ def test_sigkilled_flush_workers_lose_nothing_and_count_nothing_twice(
             offset = read_offset(engine, wb.stream)
             worker.start()
             send_flush(app, 25)
-            wait_for(lambda: read_offset(engine, wb.stream) != offset, 30, "a flush to commit")
-            time.sleep(rng.uniform(0.05, 1.2))
+            offset = wait_for(
+                lambda: (now := read_offset(engine, wb.stream)) != offset and now,
+                30,
+                "a flush to commit",
+            )
+            if kill % 2:
+                time.sleep(rng.uniform(0.05, 1.2))  # anywhere in the loop
+            else:  # at once after a commit: aims at the window before the acknowledgement
+                poll = 0.0 if kill == 2 else 0.005
+                wait_for(lambda: read_offset(engine, wb.stream) != offset, 10, "a commit", poll)
             worker.kill()
             committed = stream_id(read_offset(engine, wb.stream) or "0-0")
             pending = wb.client.xpending_range(wb.stream, GROUP, "-", "+", 10_000)

@@ -1,0 +1,175 @@
+"""docker-compose.yml passes ``docker-compose config`` and has the shape of the design.
+
+Needs Debian's docker-compose (or the ``docker compose`` plugin); .ci/run installs it. There
+is no Docker engine here: ``config`` validates and interpolates the file without one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import celeryconfig
+from config import Settings, load_settings
+from tests.deploy.conftest import SECRET_NAMES, generate_secrets
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+REDIS_SERVICES = ("redis-master", "redis-replica", *(f"redis-sentinel-{n}" for n in (1, 2, 3)))
+APP_SERVICES = ("api", "worker", "beat", "flower")
+SERVICES = {*REDIS_SERVICES, "redis-commander", "postgres", "migrate", *APP_SERVICES}
+
+
+def compose_command() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    pytest.fail("docker-compose is not installed (apt-get install docker-compose)")
+
+
+def run_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    # Compose lets the environment override --env-file: give it none of the stack's names.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SECRET_NAMES and not key.startswith(("REDIS_", "DEPLOY_", "COMPOSE_"))
+    }
+    return subprocess.run(
+        [*compose_command(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def secrets_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return generate_secrets()
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, secrets_env: dict[str, str]) -> Any:
+    env_file = tmp_path_factory.mktemp("compose") / ".env.production"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in secrets_env.items()))
+    result = run_config(env_file)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_config_passes_with_every_service(config: Any) -> None:
+    assert set(config["services"]) == SERVICES
+
+
+def test_every_long_running_service_has_a_health_check(config: Any) -> None:
+    for name, service in config["services"].items():
+        if name == "migrate":
+            assert service["restart"] == "no"
+            continue
+        assert service["healthcheck"]["test"], name
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_services_wait_for_what_they_need_to_be_healthy(config: Any) -> None:
+    services = config["services"]
+    for name in ("api", "worker", "beat"):
+        depends = services[name]["depends_on"]
+        for sentinel in REDIS_SERVICES[2:]:
+            assert depends[sentinel]["condition"] == "service_healthy", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    assert services["flower"]["depends_on"]["worker"]["condition"] == "service_healthy"
+    assert services["redis-replica"]["depends_on"]["redis-master"]["condition"] == (
+        "service_healthy"
+    )
+    for sentinel in REDIS_SERVICES[2:]:
+        assert set(services[sentinel]["depends_on"]) == {"redis-master", "redis-replica"}
+
+
+def test_only_the_api_and_loopback_uis_are_published(config: Any) -> None:
+    services = config["services"]
+    for name in (*REDIS_SERVICES, "postgres", "worker", "beat", "migrate"):
+        assert "ports" not in services[name], name
+    commander = services["redis-commander"]
+    assert [(p["published"], p["target"], p.get("host_ip")) for p in commander["ports"]] == [
+        (8081, 8081, "127.0.0.1")
+    ]
+    assert commander["environment"]["HTTP_USER"]
+    assert commander["environment"]["HTTP_PASSWORD"]
+    assert services["flower"]["ports"][0]["host_ip"] == "127.0.0.1"
+    # Scalable: nothing that two worker containers could not share.
+    assert "container_name" not in services["worker"]
+
+
+def test_data_lives_in_named_volumes(config: Any) -> None:
+    services = config["services"]
+    for name, path in (
+        ("redis-master", "/data"),
+        ("redis-replica", "/data"),
+        ("redis-sentinel-1", "/data"),
+        ("postgres", "/var/lib/postgresql/data"),
+        ("beat", "/var/lib/beat"),
+    ):
+        mounts = {m["target"]: m for m in services[name]["volumes"]}
+        assert mounts[path]["type"] == "volume", name
+        assert mounts[path]["source"] in config["volumes"], name
+
+
+def test_the_app_settings_come_out_in_sentinel_mode(
+    config: Any, secrets_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment compose hands the API and the worker is valid for config.Settings."""
+    for name, user, password in (
+        ("api", "app", "REDIS_APP_PASSWORD"),
+        ("worker", "worker", "REDIS_WORKER_PASSWORD"),
+    ):
+        environment = config["services"][name]["environment"]
+        unknown = {key for key in environment if key.lower() not in Settings.model_fields}
+        assert unknown == set(), name
+        with monkeypatch.context() as patch:
+            for key, value in environment.items():
+                patch.setenv(key, str(value))
+            settings = load_settings(_env_file=None)
+        assert settings.environment == "production"
+        assert settings.redis_mode == "sentinel"
+        assert len(settings.sentinel_hosts) == 3
+        assert settings.redis_username == user
+        assert settings.redis_password.get_secret_value() == secrets_env[password]
+        assert settings.redis_sentinel_password.get_secret_value() == (
+            secrets_env["REDIS_SENTINEL_PASSWORD"]
+        )
+        broker = celeryconfig.from_settings(settings)
+        # Celery follows the master through the Sentinels, as the ACL user "worker".
+        assert broker["broker_url"].count("sentinel://worker:") == 3
+        assert broker["broker_transport_options"]["master_name"] == "mymaster"
+        assert broker["result_backend"].count("sentinel://worker:") == 3
+
+
+def test_a_missing_secret_stops_compose(tmp_path: Path, secrets_env: dict[str, str]) -> None:
+    env_file = tmp_path / ".env.production"
+    kept = {k: v for k, v in secrets_env.items() if k != "REDIS_APP_PASSWORD"}
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in kept.items()))
+    result = run_config(env_file)
+    assert result.returncode != 0
+    assert "REDIS_APP_PASSWORD" in result.stderr
+    assert "deploy-redis-production.sh" in result.stderr
+
+
+def test_the_compose_file_holds_no_secret() -> None:
+    text = COMPOSE_FILE.read_text()
+    for name in SECRET_NAMES:
+        # Every secret is a variable, never a literal value.
+        assert f"{name}=" not in text, name
