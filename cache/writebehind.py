@@ -252,6 +252,56 @@ end
 return {'empty', '0-0'}
 """
 
+# Acknowledge, dead-lettering those with an error (fields copied as they are), then drop the
+# settled prefix of the stream with one XTRIM MINID (XDEL per id costs ~5 us an entry): up to
+# the newest id settled here, never past an entry still pending or not yet delivered.
+# A script, not MULTI: Redis refuses MULTI when out of memory, and this is what frees memory.
+# KEYS: stream, dead-letter stream. ARGV: group, then (id, error) pairs; '' means flushed.
+_SETTLE: Final = """#!lua flags=allow-oom
+local function split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local am, as = split(a)
+  local bm, bs = split(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function after(id)
+  local ms, seq = split(id)
+  return string.format('%.0f-%.0f', ms, seq + 1)
+end
+local stream, group, top, ids = KEYS[1], ARGV[1], '0-0', {}
+for i = 2, #ARGV, 2 do
+  local id, err = ARGV[i], ARGV[i + 1]
+  if err ~= '' then
+    local e = redis.call('XRANGE', stream, id, id)[1]
+    local f = {'id', id, 'error', err}
+    if e then for j = 1, #e[2] do f[#f + 1] = e[2][j] end end
+    redis.call('XADD', KEYS[2], '*', unpack(f))
+    redis.call('XDEL', stream, id)
+  end
+  if before(top, id) then top = id end
+  ids[#ids + 1] = id
+  if #ids == 500 or i + 1 >= #ARGV then
+    redis.call('XACK', stream, group, unpack(ids))
+    ids = {}
+  end
+end
+local cut = after(top)
+local first = redis.call('XPENDING', stream, group, '-', '+', 1)[1]
+if first and before(first[1], cut) then cut = first[1] end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local name, last
+  for j = 1, #g, 2 do
+    if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end
+  end
+  if name == group and before(after(last), cut) then cut = after(last) end
+end
+redis.call('XTRIM', stream, 'MINID', cut)
+return 1
+"""
+
 # KEYS: dead-letter stream, stream. ARGV: dead-letter ids. Re-queues each entry's event;
 # entries that never parsed stay where they are.
 _REPLAY: Final = """#!lua
@@ -283,6 +333,7 @@ class WriteBehind:
         self._record = client.register_script(_RECORD)
         self._fetch = client.register_script(_FETCH)
         self._replay = client.register_script(_REPLAY)
+        self._settle_script = client.register_script(_SETTLE)
         self._days: dict[int, str] = {}
 
     def _day(self, day_no: int) -> str:
@@ -391,33 +442,17 @@ class WriteBehind:
         return Batch("pending", *parse_entries(payload))
 
     def ack(self, ids: Sequence[str]) -> None:
-        """Acknowledge and delete flushed entries, in one transaction."""
-        if ids:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xack(self.stream, GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
-            self._call(pipe.execute)
+        """Acknowledge flushed entries and drop them from the stream (also when out of memory)."""
+        self._settle(ids, "")
 
-    def dead_letter(self, entries: Sequence[StreamEvent], error: str) -> None:
+    def dead_letter(self, ids: Sequence[str], error: str) -> None:
         """Move entries to the dead-letter stream with the error, acknowledging them."""
-        pipe = self.client.pipeline(transaction=True)
-        for e in entries:
-            fields: dict[Any, Any] = {"id": e.id, "m": e.member_id, "k": e.code, "t": e.at_ms}
-            pipe.xadd(self.dead, fields | {"n": e.times, "error": error[:500]})
-        self._dead_ack(pipe, [e.id for e in entries])
+        self._settle(ids, error[:500] or "unwritable")
 
-    def dead_letter_raw(self, rejects: Sequence[tuple[str, str]]) -> None:
-        """Dead-letter entries that do not parse, keeping their id and the reason."""
-        pipe = self.client.pipeline(transaction=True)
-        for entry_id, error in rejects:
-            pipe.xadd(self.dead, {"id": entry_id, "error": error[:500]})
-        self._dead_ack(pipe, [entry_id for entry_id, _ in rejects])
-
-    def _dead_ack(self, pipe: Any, ids: list[str]) -> None:
+    def _settle(self, ids: Sequence[str], error: str) -> None:
         if ids:
-            pipe.xack(self.stream, GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
-            self._call(pipe.execute)
+            args = [GROUP, *(part for entry_id in ids for part in (entry_id, error))]
+            self._call(self._settle_script, keys=[self.stream, self.dead], args=args)
 
     def dead_letters(self, count: int = 100, after: str = "-") -> list[dict[str, str]]:
         """Dead-lettered entries, oldest first: their dead-letter id and fields."""
@@ -487,9 +522,9 @@ class Flusher:
         """Read one batch (pending first), apply it, then acknowledge it."""
         wait = self.config.block_ms if block_ms is None else block_ms
         batch = self.wb.read_batch(self.consumer, self.config.batch_size, wait)
-        if batch.rejects:
-            self.wb.dead_letter_raw(batch.rejects)
-            self.stats.dead_lettered += len(batch.rejects)
+        for entry_id, reason in batch.rejects:
+            self.wb.dead_letter([entry_id], reason)
+            self.stats.dead_lettered += 1
         if batch.events:
             try:
                 self._apply(batch.events)
@@ -519,7 +554,7 @@ class Flusher:
                 self._apply(events[half:])
                 return
             bad = bad or events
-            self.wb.dead_letter(bad, str(exc))  # acknowledged with it: never applied
+            self.wb.dead_letter([e.id for e in bad], str(exc))  # acknowledged: never applied
             self.stats.dead_lettered += len(bad)
             rest = [e for e in events if e not in bad]
             if rest:

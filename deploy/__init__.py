@@ -1,0 +1,1 @@
+"""Deployment files: Redis, Sentinel and ACL templates and their renderer (render.py)."""

@@ -79,6 +79,19 @@ if [ ! -e "$env_file" ]; then
         "scripts/deploy-redis-production.sh" >"$env_file"
     printf '# Keep this file private (mode 600); remove a line to have it generated again.\n' \
         >>"$env_file"
+    # The knobs docker-compose.yml and the templates read, with their defaults.
+    printf '%s\n' \
+        '# Optional settings, shown with their defaults:' \
+        '# REDIS_MAXMEMORY=1gb' \
+        '# REDIS_MEMORY_LIMIT=2g' \
+        '# REDIS_KEY_PREFIX=membership:' \
+        '# REDIS_SENTINEL_MASTER=mymaster' \
+        '# WORKER_CONCURRENCY=4' \
+        '# APP_VERSION=latest' \
+        '# API_BIND=0.0.0.0' \
+        '# FLOWER_BIND=127.0.0.1' \
+        '# REDIS_COMMANDER_BIND=127.0.0.1' \
+        >>"$env_file"
 fi
 # Also tightens a file someone loosened.
 chmod 600 "$env_file"
@@ -99,6 +112,7 @@ echo "secrets: ${added} generated, $((${#secrets[@]} - added)) kept in ${env_fil
 
 # --- configs ----------------------------------------------------------------------------------
 "$python" "$root/deploy/render.py" --env-file "$env_file" --out "$rendered"
+echo "rendered configs seed new Redis volumes; running servers keep the copy they own"
 
 if [ -n "$render_only" ]; then
     exit 0

@@ -6,8 +6,13 @@ What depends on what is decided here, by pure functions over Keys::
     a bulk operation (import, update, delete) of N members -> every member-derived aggregate
 
 The member-derived aggregates are the analytics and statistics names of tasks/sources.py
-(dashboard, demographics): totals, joins, churn and distributions all move with members.
-Lookups do not depend on members and are left alone.
+(dashboard, demographics), and the generations of cache.invalidation.MEMBER_TAGS, which the
+API folds into its cached responses (list pages, the dashboard): deleting a generation key is
+a bump (it restarts at a random value), so one UNLINK retires every response derived from
+members, whatever their number. Lookups do not depend on members and are left alone.
+
+Before deleting, the task reads the header of each entry (one pipelined GETRANGE) to record
+its age at invalidation for the weekly TTL review (tasks/lifetimes.py).
 
 A delete that cannot reach Redis is queued by the cache service and the task raises
 CacheUnavailable, so Celery retries it with backoff and jitter: the broker holds the message
@@ -22,6 +27,8 @@ from celery import Task, shared_task
 
 from cache import CacheService, Keys
 from cache.errors import CacheUnavailable
+from cache.invalidation import MEMBER_TAGS
+from tasks.lifetimes import Lifetimes, read_ages, record_invalidations
 from tasks.sources import ANALYTICS_NAMES, STATISTICS_NAMES
 from workers import routing
 from workers.runtime import runtime_of
@@ -33,10 +40,12 @@ RETRY_ON: Final = (CacheUnavailable,)
 
 
 def member_aggregate_keys(keys: Keys) -> list[str]:
-    """Every cached aggregate computed from the members table."""
+    """Every cached aggregate computed from the members table, and the generations of what
+    the API caches from it."""
     return [
         *(keys.analytics(name) for name in ANALYTICS_NAMES),
         *(keys.statistics(name) for name in STATISTICS_NAMES),
+        *(keys.generation(tag) for tag in MEMBER_TAGS),
     ]
 
 
@@ -54,12 +63,19 @@ def bulk_operation_keys(keys: Keys, kind: str, affected_count: int) -> list[str]
     return member_aggregate_keys(keys) if int(affected_count) else []
 
 
-def invalidate(cache: CacheService, keys: list[str]) -> int:
-    """Delete ``keys`` (one UNLINK); raise CacheUnavailable when Redis did not take it."""
+def invalidate(cache: CacheService, keys: list[str], lifetimes: Lifetimes | None = None) -> int:
+    """Delete ``keys`` (one UNLINK); raise CacheUnavailable when Redis did not take it.
+
+    With ``lifetimes``, the age of each entry is read first and recorded once the delete
+    went through.
+    """
+    ages = read_ages(cache, keys) if lifetimes is not None else []
     removed = cache.delete(*keys)
     pending = len(cache.core.outbox)
     if pending:
         raise CacheUnavailable(f"redis unavailable; {pending} invalidations pending replay")
+    if lifetimes is not None:
+        record_invalidations(lifetimes, cache.keys, keys, ages)
     return removed
 
 
@@ -67,11 +83,12 @@ def invalidate(cache: CacheService, keys: list[str]) -> int:
 def on_member_change(self: Task[Any, Any], action: str, member_id: int) -> dict[str, Any]:
     runtime = runtime_of(self)
     keys = member_change_keys(runtime.cache.keys, action, member_id)
-    return {"keys": keys, "removed": invalidate(runtime.cache, keys)}
+    return {"keys": keys, "removed": invalidate(runtime.cache, keys, runtime.lifetimes)}
 
 
 @shared_task(bind=True, **routing.task_options(routing.ON_BULK_OPERATION, retry_on=RETRY_ON))
 def on_bulk_operation(self: Task[Any, Any], kind: str, affected_count: int) -> dict[str, Any]:
     runtime = runtime_of(self)
     keys = bulk_operation_keys(runtime.cache.keys, kind, affected_count)
-    return {"keys": keys, "removed": invalidate(runtime.cache, keys) if keys else 0}
+    removed = invalidate(runtime.cache, keys, runtime.lifetimes) if keys else 0
+    return {"keys": keys, "removed": removed}

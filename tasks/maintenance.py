@@ -2,76 +2,84 @@
 
 Beat sends these on the schedule of workers/beat.py. Every run goes through the period guard
 (workers/periods.py): a second run for the same job and period, from a second beat or a
-redelivery, returns ``ran: false`` and changes nothing.
+redelivery, returns ``ran: false`` and changes nothing. The body (tasks/jobs/) returns a
+Report, stored as the (job, period) row of ``maintenance_reports``, where the API reads it;
+the guard's record keeps the report's status and id.
 
-The bodies are placeholders for now: each records its run (in the guard's record) and
-returns what it would report. The real ones (issue 4) read metrics snapshots and Redis and
-store a report row in PostgreSQL; they must keep the same shape: one body, no side effect
-outside the guard's protection.
+A task takes an optional period id to backfill a missed period; without one it runs for the
+current period (UTC now), which is what beat sends.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, Final
 
 from celery import Task, shared_task
 
 from cache.errors import CacheUnavailable
+from db.errors import DatabaseUnavailable
+from tasks.jobs import audit, backup, capacity, daily, ttl_review
+from tasks.jobs.base import JobContext, Report
 from workers import routing
 from workers.beat import CADENCE_OF
-from workers.runtime import Runtime, runtime_of
+from workers.periods import check_period, period_of
+from workers.runtime import runtime_of
 
-RETRY_ON: Final = (CacheUnavailable,)
+RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)
 
-Body = Callable[[Runtime], dict[str, Any]]
+Body = Callable[[JobContext], Report]
 
 
 def run_job(
     task: Task[Any, Any], spec: routing.TaskSpec, period: str | None, body: Body
 ) -> dict[str, Any]:
-    """Run ``body`` once for (job, period) across every worker and beat."""
+    """Run ``body`` once for (job, period) across every worker and beat; store its report."""
     runtime = runtime_of(task)
     job = spec.name.rsplit(".", 1)[-1]
-    token = task.request.id or "direct"
-    outcome = runtime.guard.run_once(
-        job, CADENCE_OF[spec.name], period, token, lambda: body(runtime)
+    cadence = CADENCE_OF[spec.name]
+    period = (
+        period_of(cadence, dt.datetime.now(dt.UTC))
+        if period is None
+        else check_period(cadence, period)
     )
-    return outcome.as_dict()
+    context = JobContext(runtime.cache, runtime.records, runtime.settings, cadence, period)
 
+    def once() -> dict[str, Any]:
+        report = body(context)
+        stored = runtime.records.save_report(job, period, report.status, report.payload, report.alert)
+        return {"report_id": stored["id"], "status": report.status, "alert": report.alert}
 
-def _placeholder(what: str) -> Body:
-    def body(runtime: Runtime) -> dict[str, Any]:
-        return {"job": what, "implemented": False}
-
-    return body
+    token = task.request.id or "direct"
+    return runtime.guard.run_once(job, cadence, period, token, once).as_dict()
 
 
 @shared_task(bind=True, **routing.task_options(routing.DAILY_REPORT, retry_on=RETRY_ON))
 def daily_report(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
-    """Hit rate and error rate of the day, with an alert state below threshold."""
-    return run_job(self, routing.DAILY_REPORT, period, _placeholder("daily hit/error report"))
+    """Hit rate and error rate of the previous day, with an alert state below threshold."""
+    return run_job(self, routing.DAILY_REPORT, period, daily.run)
 
 
 @shared_task(bind=True, **routing.task_options(routing.DAILY_BACKUP, retry_on=RETRY_ON))
 def daily_backup(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
     """BGSAVE, wait for LASTSAVE to move, copy the RDB with retention."""
-    return run_job(self, routing.DAILY_BACKUP, period, _placeholder("daily RDB backup"))
+    return run_job(self, routing.DAILY_BACKUP, period, backup.run)
 
 
 @shared_task(bind=True, **routing.task_options(routing.WEEKLY_TTL_REVIEW, retry_on=RETRY_ON))
 def weekly_ttl_review(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
     """TTL recommendations per data type from hit and invalidation rates."""
-    return run_job(self, routing.WEEKLY_TTL_REVIEW, period, _placeholder("weekly TTL review"))
+    return run_job(self, routing.WEEKLY_TTL_REVIEW, period, ttl_review.run)
 
 
 @shared_task(bind=True, **routing.task_options(routing.MONTHLY_CAPACITY, retry_on=RETRY_ON))
 def monthly_capacity(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
     """Memory trend and projected days until maxmemory."""
-    return run_job(self, routing.MONTHLY_CAPACITY, period, _placeholder("monthly capacity"))
+    return run_job(self, routing.MONTHLY_CAPACITY, period, capacity.run)
 
 
 @shared_task(bind=True, **routing.task_options(routing.QUARTERLY_AUDIT, retry_on=RETRY_ON))
 def quarterly_audit(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
     """Redis version and security configuration audit."""
-    return run_job(self, routing.QUARTERLY_AUDIT, period, _placeholder("quarterly audit"))
+    return run_job(self, routing.QUARTERLY_AUDIT, period, audit.run)

@@ -1,77 +1,140 @@
 """The metrics snapshot task (queue metrics), sent by beat every minute.
 
-A snapshot is this worker process's cache counters (CacheService.metrics.snapshot()) plus a
-few Redis INFO fields. It is taken at most once per minute (the period guard), so two beats
-do not double it. Storing it is a seam, :func:`store_snapshot`, which does nothing yet: the
-PostgreSQL table, the per-process counters flushed to Redis and the pruning of old rows
-come with the metrics work of issue 4.
+A snapshot is one row of ``metrics_snapshots`` (db/reports.py)::
+
+    processes  every live process's cache counters, as published to Redis
+               (workers/publisher.py), compacted (tasks/counters.py)
+    total      their sum, per data type and overall, with hit and error rates
+    redis      INFO fields: memory, hit/miss counts, evictions, replication, persistence
+    keyspace   the key distribution by pattern (tasks/keyspace.py: sampled SCAN + MEMORY USAGE)
+
+It is taken at most once per minute (the period guard), so two beats do not double it, and
+rows older than RETENTION are pruned in the same run: the monthly capacity analysis reads a
+month of them back.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
+import datetime as dt
 from typing import Any, Final
 
 from celery import Task, shared_task
-from redis.exceptions import RedisError
 
 from cache import CacheService
 from cache.errors import CacheUnavailable
+from db.errors import DatabaseUnavailable
+from tasks import counters, keyspace
 from workers import routing
-from workers.runtime import Runtime, runtime_of
+from workers.publisher import MetricsPublisher, read_published
+from workers.runtime import runtime_of
+
+# Kept long enough for the monthly capacity analysis to see a whole month and its neighbours.
+RETENTION: Final = dt.timedelta(days=35)
 
 # INFO fields kept, by section (https://redis.io/docs/latest/commands/info/).
 INFO_FIELDS: Final = (
+    # server
     "redis_version",
+    "run_id",
     "uptime_in_seconds",
+    # memory
     "used_memory",
+    "used_memory_rss",
     "used_memory_peak",
     "maxmemory",
     "maxmemory_policy",
     "mem_fragmentation_ratio",
+    # stats
     "keyspace_hits",
     "keyspace_misses",
     "evicted_keys",
     "expired_keys",
+    "total_commands_processed",
+    "instantaneous_ops_per_sec",
+    "rejected_connections",
+    # clients
     "connected_clients",
+    "blocked_clients",
+    # persistence
+    "rdb_last_save_time",
+    "rdb_last_bgsave_status",
+    "aof_enabled",
+    # replication
     "role",
     "connected_slaves",
+    "master_link_status",
+    "master_repl_offset",
 )
+
+RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)
 
 
 def redis_info(cache: CacheService) -> dict[str, Any]:
-    """The INFO_FIELDS of the master, one round trip; CacheUnavailable when it fails."""
-    try:
-        info = cache.clients.writer.info()
-    except RedisError as exc:
-        raise CacheUnavailable(f"INFO failed: {exc}") from exc
-    return {name: info[name] for name in INFO_FIELDS if name in info}
+    """INFO_FIELDS of the master, its replicas' lag, and the keyspace: one round trip."""
+    info = cache.info()
+    if info is None:
+        raise CacheUnavailable("INFO failed: Redis unavailable")
+    kept: dict[str, Any] = {name: info[name] for name in INFO_FIELDS if name in info}
+    offset = int(info.get("master_repl_offset", 0))
+    replicas = []
+    for name, value in sorted(info.items()):
+        if name.startswith("slave") and name[5:].isdigit() and isinstance(value, dict):
+            replicas.append(
+                {
+                    "address": f"{value.get('ip')}:{value.get('port')}",
+                    "state": value.get("state"),
+                    "lag_bytes": max(0, offset - int(value.get("offset", 0))),
+                    "lag_seconds": value.get("lag"),
+                }
+            )
+    kept["replicas"] = replicas
+    kept["keyspace"] = {
+        name: value
+        for name, value in info.items()
+        if name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
+    }
+    return kept
 
 
-def take_snapshot(cache: CacheService) -> dict[str, Any]:
+def take_snapshot(
+    cache: CacheService, publisher: MetricsPublisher | None = None, *, sample: int = keyspace.SAMPLE
+) -> dict[str, Any]:
+    """The snapshot payload. ``publisher`` (this process's) publishes first, so the counters
+    of the process taking the snapshot are as fresh as the snapshot itself."""
+    if publisher is not None:
+        publisher.publish()
+    processes = {
+        name: counters.compact(document) for name, document in read_published(cache).items()
+    }
     return {
-        "taken_at": time.time(),
-        "process": {"host": socket.gethostname(), "pid": os.getpid()},
-        "cache": cache.metrics.snapshot(),
+        "taken_at": dt.datetime.now(dt.UTC).isoformat(),
+        "processes": processes,
+        "total": counters.merge(processes),
         "redis": redis_info(cache),
+        "keyspace": keyspace.distribution(cache, sample=sample),
     }
 
 
-def store_snapshot(runtime: Runtime, snapshot: dict[str, Any]) -> bool:
-    """Persist one snapshot. The seam for the PostgreSQL row; returns whether it was stored."""
-    return False
-
-
-@shared_task(bind=True, **routing.task_options(routing.METRICS_SNAPSHOT))
+@shared_task(bind=True, **routing.task_options(routing.METRICS_SNAPSHOT, retry_on=RETRY_ON))
 def snapshot(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
-    """Take (and, later, store) this minute's snapshot; a second call this minute is a no-op."""
+    """Take and store this minute's snapshot, prune old ones; a second call this minute is a
+    no-op."""
     runtime = runtime_of(self)
 
     def body() -> dict[str, Any]:
-        taken = take_snapshot(runtime.cache)
-        return {"snapshot": taken, "stored": store_snapshot(runtime, taken)}
+        payload = take_snapshot(runtime.cache, runtime.publisher)
+        taken_at = dt.datetime.fromisoformat(payload["taken_at"])
+        # Prune first: if storing fails the retry finds nothing pruned twice, nothing stored.
+        pruned = runtime.records.prune_snapshots(taken_at - RETENTION)
+        row = runtime.records.add_snapshot(taken_at, payload)
+        total = payload["total"]["total"]
+        return {
+            "id": row,
+            "processes": payload["total"]["processes"],
+            "hit_rate": total["hit_rate"],
+            "used_memory": payload["redis"].get("used_memory"),
+            "pruned": pruned,
+        }
 
     token = self.request.id or "direct"
     return runtime.guard.run_once("metrics_snapshot", "minute", period, token, body).as_dict()

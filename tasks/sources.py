@@ -9,6 +9,13 @@ The names cached per data type are fixed here, one place for warm-up and invalid
     analytics   dashboard                         -> Keys.analytics(name)
     statistics  demographics                      -> Keys.statistics(name)
     member      every member, by id               -> Keys.member(id)
+
+Warming every member reads them as JSON rendered by PostgreSQL (``row_to_json``): a million
+members are a million small dicts otherwise, and building and serializing those in Python
+costs more than everything else in a warm-up together. The SQL renders exactly what
+db.serialize.member gives (ISO dates, UTC timestamps with "+00:00", microseconds only when
+there are any); tests/tasks/test_sources.py holds the two to equality. On SQLite the rows are
+serialized in Python.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Engine
+import orjson
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -27,6 +35,27 @@ ANALYTICS_NAMES: Final = ("dashboard",)
 STATISTICS_NAMES: Final = ("demographics",)
 
 Member = dict[str, Any]
+# (id, version, the member as JSON bytes, as db.serialize.member renders it)
+MemberRow = tuple[int, int, bytes]
+
+
+def _utc_json(column: str) -> str:
+    # to_json(timestamptz) is ISO with the session's offset (set to UTC below) and trims
+    # trailing zeros of fractional seconds; Python's isoformat prints six digits, so those
+    # rows are rendered with to_char instead.
+    return (
+        f"CASE WHEN date_trunc('second', {column}) = {column} THEN to_json({column}) "
+        f"ELSE to_json(to_char({column} AT TIME ZONE 'UTC', "
+        f"'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')) END AS {column}"
+    )
+
+
+MEMBER_JSON_SQL: Final = text(
+    "SELECT m.id, m.version, row_to_json(m)::text FROM ("
+    "SELECT id, email, first_name, last_name, status, tier, country, birth_date, "
+    f"{_utc_json('joined_at')}, {_utc_json('updated_at')}, {_utc_json('last_seen_at')}, "
+    "version FROM members WHERE id > :after ORDER BY id LIMIT :size) AS m"
+)
 
 
 class Source(Protocol):
@@ -46,8 +75,9 @@ class Source(Protocol):
         """The members among ``ids`` that exist, by id (one query per 5,000 ids)."""
         ...
 
-    def member_pages(self, size: int) -> Iterator[list[Member]]:
-        """Every member in id order, ``size`` at a time, one keyset query per page."""
+    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
+        """Every member in id order as JSON rows, ``size`` at a time, one keyset query per
+        page."""
         ...
 
     def close(self) -> None: ...
@@ -92,15 +122,23 @@ class SqlSource:
         with self._sessions() as session:
             return queries.members_by_ids(session, ids)
 
-    def member_pages(self, size: int) -> Iterator[list[Member]]:
+    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
         after = 0
         while True:
             with self._sessions() as session:  # one short transaction per page
-                page = queries.members_after(session, after, size)
+                page = self._json_page(session, after, size)
             if not page:
                 return
             yield page
-            after = page[-1]["id"]
+            after = page[-1][0]
+
+    def _json_page(self, session: Session, after: int, size: int) -> list[MemberRow]:
+        if self.engine.dialect.name != "postgresql":
+            members = queries.members_after(session, after, size)
+            return [(m["id"], m["version"], orjson.dumps(m)) for m in members]
+        session.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+        rows = session.execute(MEMBER_JSON_SQL, {"after": after, "size": size})
+        return [(int(i), int(v), doc.encode()) for i, v, doc in rows.tuples()]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -2,26 +2,45 @@
 
 Plain functions over a CacheService and a Source, with no Celery in sight: the tasks in
 tasks/warmup.py only call them and relay progress. Every batch is one read (one query) and
-one write (``CacheService.set_many``: one pipelined round trip), so a warm-up costs
-``2 * members / batch_size`` round trips, not one per key.
+one write (one pipelined round trip), so a warm-up costs ``2 * members / batch_size`` round
+trips, not one per key. Warming every member reads the next page while the current one is
+written (a reader thread), so the database and Redis work at the same time.
+
+Members are filled only where missing (tasks/bulkwrite.py: SET NX); ``written`` counts the
+keys stored, ``present`` those already cached. Aggregates are recomputed and replaced.
 
 A batch that Redis refuses raises CacheUnavailable (the task retries); re-running a warm-up
-is harmless, it writes the same values again.
+is harmless, it fills what is still missing.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+import orjson
 
 from cache import CacheService, DataType
 from cache.errors import CacheUnavailable
-from tasks.sources import ANALYTICS_NAMES, LOOKUP_NAMES, STATISTICS_NAMES, Member, Source
+from tasks.bulkwrite import fill_missing, fragment
+from tasks.sources import (
+    ANALYTICS_NAMES,
+    LOOKUP_NAMES,
+    STATISTICS_NAMES,
+    Member,
+    MemberRow,
+    Source,
+)
 
-BATCH_SIZE: Final = 5_000  # members per query and per pipeline: ~1-2 MB of values
+T = TypeVar("T")
+
+BATCH_SIZE: Final = 5_000  # members per query and per pipeline: ~2 MB of values
 HOTTEST: Final = 1_000  # members warmed by warmup_critical
+PREFETCH: Final = 2  # pages read ahead of the writer
 
 # Reports progress as (done, total); called once per batch, never per key.
 Progress = Callable[[int, int], None]
@@ -42,6 +61,7 @@ class WarmReport:
     total: int = 0  # units planned: aggregate keys plus member ids
     done: int = 0  # units processed
     written: int = 0  # keys stored
+    present: int = 0  # member keys already cached, left as they were
     missing: int = 0  # requested member ids that do not exist
     started: float = 0.0
 
@@ -50,9 +70,52 @@ class WarmReport:
             "total": self.total,
             "done": self.done,
             "written": self.written,
+            "present": self.present,
             "missing": self.missing,
             "seconds": round(time.monotonic() - self.started, 3),
         }
+
+
+def prefetched(pages: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
+    """``pages``, produced by a reader thread up to ``depth`` ahead of the consumer.
+
+    An error in the reader is raised in the consumer; a consumer that stops early stops the
+    reader at its next page.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not offer(("page", page)):
+                    return
+            offer(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(("error", exc))
+
+    reader = threading.Thread(target=read, name="warmup-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=5)
 
 
 def _store(cache: CacheService, items: Mapping[str, Any], data_type: DataType) -> int:
@@ -81,9 +144,16 @@ def warm_aggregates(
     report.done += len(names)
 
 
-def _store_members(cache: CacheService, members: Iterable[Member]) -> int:
-    items = {cache.keys.member(member["id"]): member for member in members}
-    return _store(cache, items, DataType.MEMBER)
+def _fill_members(cache: CacheService, rows: list[MemberRow], report: WarmReport) -> None:
+    key = cache.keys.member
+    items = [(key(member_id), fragment(doc), version) for member_id, version, doc in rows]
+    stored = fill_missing(cache, items, DataType.MEMBER)
+    report.written += stored
+    report.present += len(rows) - stored
+
+
+def _rows(members: Iterable[Member]) -> list[MemberRow]:
+    return [(m["id"], m["version"], orjson.dumps(m)) for m in members]
 
 
 def warm_members(
@@ -102,7 +172,7 @@ def warm_members(
     for start in range(0, len(wanted), batch_size):
         chunk = wanted[start : start + batch_size]
         found = source.members(chunk)
-        report.written += _store_members(cache, found.values())
+        _fill_members(cache, _rows(found.values()), report)
         report.missing += len(chunk) - len(found)
         report.done += len(chunk)
         progress(report.done, report.total)
@@ -123,8 +193,8 @@ def warm_all_members(
     """
     report = WarmReport(started=time.monotonic(), total=source.count_members())
     progress(0, report.total)
-    for page in source.member_pages(batch_size):
-        report.written += _store_members(cache, page)
+    for page in prefetched(source.member_pages(batch_size)):
+        _fill_members(cache, page, report)
         report.done += len(page)
         progress(report.done, max(report.total, report.done))
     report.total = max(report.total, report.done)

@@ -11,7 +11,13 @@ from typing import Final
 
 import celeryconfig
 from config import Settings
-from workers.runtime import CacheCelery, SourceFactory, default_source_factory
+from workers.runtime import (
+    CacheCelery,
+    RecordsFactory,
+    SourceFactory,
+    default_records_factory,
+    default_source_factory,
+)
 
 APP_NAME: Final = "membership_cache"
 # Imported by the worker at start-up (and by nothing else): producers send by name.
@@ -19,14 +25,19 @@ TASK_MODULES: Final = ("tasks.warmup", "tasks.invalidation", "tasks.metrics", "t
 
 
 def create_app(
-    settings: Settings, *, source_factory: SourceFactory = default_source_factory
+    settings: Settings,
+    *,
+    source_factory: SourceFactory = default_source_factory,
+    records_factory: RecordsFactory = default_records_factory,
 ) -> CacheCelery:
-    """A configured app. ``source_factory`` builds the database source a worker process reads
-    (tests pass a fake one; the default uses db/ through Settings)."""
+    """A configured app. ``source_factory`` builds the database source a worker process reads,
+    ``records_factory`` where the jobs store snapshots and reports (tests pass fakes; the
+    defaults use db/ through Settings)."""
     app = CacheCelery(
         settings,
         APP_NAME,
         source_factory=source_factory,
+        records_factory=records_factory,
         include=list(TASK_MODULES),
         set_as_current=False,
     )

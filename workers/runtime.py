@@ -4,6 +4,9 @@ The Celery app carries the Settings it was built from (``CacheCelery.settings``)
 their process's :class:`Runtime` through :func:`runtime_of`. The runtime is built lazily in the
 process that runs tasks, never before a fork, so a prefork child never shares a parent's
 Redis or database sockets: the process id is checked on every access.
+
+A runtime publishes its process's cache counters to Redis every few seconds
+(workers/publisher.py), for the metrics snapshot to merge.
 """
 
 from __future__ import annotations
@@ -16,16 +19,20 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from cache import CacheService, build_cache
+from tasks.lifetimes import Lifetimes
 from workers import routing
 from workers.periods import PeriodGuard
+from workers.publisher import MetricsPublisher
 
 if TYPE_CHECKING:
     from celery import Task
 
     from config import Settings
+    from tasks.records import Records
     from tasks.sources import Source
 
 SourceFactory = Callable[["Settings"], "Source"]
+RecordsFactory = Callable[["Settings"], "Records"]
 
 
 def default_source_factory(settings: Settings) -> Source:
@@ -34,18 +41,40 @@ def default_source_factory(settings: Settings) -> Source:
     return SqlSource.from_settings(settings)
 
 
-class Runtime:
-    """One process's cache service, period guard and (lazily) database source."""
+def default_records_factory(settings: Settings) -> Records:
+    from tasks.records import SqlRecords
 
-    def __init__(self, settings: Settings, source_factory: SourceFactory) -> None:
+    return SqlRecords.from_settings(settings)
+
+
+class Runtime:
+    """One process's cache service, period guard, metrics publisher and (lazily) database
+    source and records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source_factory: SourceFactory,
+        records_factory: RecordsFactory = default_records_factory,
+        *,
+        publish: bool = True,
+    ) -> None:
         self.settings = settings
         self.cache: CacheService = build_cache(settings)
         # The lease outlives any task's hard limit, so a claim cannot expire under a live run.
         self.guard = PeriodGuard(
             self.cache.clients.writer, self.cache.keys, lease_seconds=routing.longest_hard_limit()
         )
+        self.lifetimes = Lifetimes()
+        self.publisher = MetricsPublisher(
+            self.cache, "worker", extras={"lifetimes": self.lifetimes.snapshot}
+        )
+        if publish:
+            self.publisher.start()
         self._source_factory = source_factory
+        self._records_factory = records_factory
         self._source: Source | None = None
+        self._records: Records | None = None
         self._lock = threading.Lock()
 
     @property
@@ -55,9 +84,19 @@ class Runtime:
                 self._source = self._source_factory(self.settings)
             return self._source
 
+    @property
+    def records(self) -> Records:
+        with self._lock:
+            if self._records is None:
+                self._records = self._records_factory(self.settings)
+            return self._records
+
     def close(self) -> None:
+        self.publisher.stop()
         if self._source is not None:
             self._source.close()
+        if self._records is not None:
+            self._records.close()
         self.cache.close()
 
 
@@ -69,11 +108,13 @@ class CacheCelery(Celery):
         settings: Settings,
         *args: Any,
         source_factory: SourceFactory = default_source_factory,
+        records_factory: RecordsFactory = default_records_factory,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
         self._source_factory = source_factory
+        self._records_factory = records_factory
         self._runtime: Runtime | None = None
         self._runtime_pid = 0
         self._runtime_lock = threading.Lock()
@@ -84,7 +125,7 @@ class CacheCelery(Celery):
             if self._runtime is None or self._runtime_pid != pid:
                 # After a fork the parent's runtime is dropped, not closed: its sockets belong
                 # to the parent.
-                self._runtime = Runtime(self.settings, self._source_factory)
+                self._runtime = Runtime(self.settings, self._source_factory, self._records_factory)
                 self._runtime_pid = pid
             return self._runtime
 

@@ -100,13 +100,12 @@ class Deployment:
     def start_replica(self, master: RedisProcess) -> RedisProcess:
         self.render(master.port, **self.overrides)
         replica = start_redis(config_file=self.replica_conf)
+
+        def linked() -> bool:
+            return self.replication(replica).get("master_link_status") == "up"
+
         try:
-            wait_for(
-                lambda: info(self.client(replica), "replication").get("master_link_status")
-                == "up",
-                15,
-                message="replica link to the master",
-            )
+            wait_for(linked, 15, message="replica link to the master")
         except BaseException:
             replica.close()
             raise
@@ -128,12 +127,17 @@ class Deployment:
             password=self.env["REDIS_SENTINEL_PASSWORD"],
         )
 
+    def replication(self, proc: RedisProcess) -> dict[str, Any]:
+        """INFO replication of ``proc``, read as the healthcheck user (as the containers do)."""
+        return info(self.client(proc, "healthcheck"), "replication")
+
     def client(self, proc: RedisProcess, user: str = "admin", **kwargs: Any) -> redis.Redis:
         """A client of ``proc`` logged in as one of the ACL users; the caller closes it."""
         return proc.client(username=user, password=self.password(user), **kwargs)
 
 
 def info(client: redis.Redis, section: str) -> dict[str, Any]:
+    """INFO ``section`` through ``client``, which is closed afterwards."""
     try:
         result = client.info(section)
     finally:

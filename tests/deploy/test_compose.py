@@ -57,7 +57,7 @@ def run_config(env_file: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def secrets_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def secrets_env() -> dict[str, str]:
     return generate_secrets()
 
 
@@ -68,6 +68,31 @@ def config(tmp_path_factory: pytest.TempPathFactory, secrets_env: dict[str, str]
     result = run_config(env_file)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+def ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, published, target) of each port, from docker-compose 1 ("ip:pub:target/tcp")
+    or docker compose 2 (mappings) output."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            host_ip, published, target = port.split("/")[0].split(":")
+            out.append((host_ip, int(published), int(target)))
+        else:
+            out.append((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+    return out
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of each volume, from either output format ("source:target:mode")."""
+    out = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+            out[target] = source
+        else:
+            out[volume["target"]] = volume["source"]
+    return out
 
 
 def test_compose_config_passes_with_every_service(config: Any) -> None:
@@ -104,12 +129,11 @@ def test_only_the_api_and_loopback_uis_are_published(config: Any) -> None:
     for name in (*REDIS_SERVICES, "postgres", "worker", "beat", "migrate"):
         assert "ports" not in services[name], name
     commander = services["redis-commander"]
-    assert [(p["published"], p["target"], p.get("host_ip")) for p in commander["ports"]] == [
-        (8081, 8081, "127.0.0.1")
-    ]
+    assert ports(commander) == [("127.0.0.1", 8081, 8081)]
     assert commander["environment"]["HTTP_USER"]
     assert commander["environment"]["HTTP_PASSWORD"]
-    assert services["flower"]["ports"][0]["host_ip"] == "127.0.0.1"
+    assert ports(services["flower"]) == [("127.0.0.1", 5555, 5555)]
+    assert ports(services["api"]) == [("0.0.0.0", 5000, 5000)]
     # Scalable: nothing that two worker containers could not share.
     assert "container_name" not in services["worker"]
 
@@ -123,9 +147,7 @@ def test_data_lives_in_named_volumes(config: Any) -> None:
         ("postgres", "/var/lib/postgresql/data"),
         ("beat", "/var/lib/beat"),
     ):
-        mounts = {m["target"]: m for m in services[name]["volumes"]}
-        assert mounts[path]["type"] == "volume", name
-        assert mounts[path]["source"] in config["volumes"], name
+        assert mounts(services[name])[path] in config["volumes"], name
 
 
 def test_the_app_settings_come_out_in_sentinel_mode(
@@ -148,9 +170,8 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         assert len(settings.sentinel_hosts) == 3
         assert settings.redis_username == user
         assert settings.redis_password.get_secret_value() == secrets_env[password]
-        assert settings.redis_sentinel_password.get_secret_value() == (
-            secrets_env["REDIS_SENTINEL_PASSWORD"]
-        )
+        sentinel_password = secrets_env["REDIS_SENTINEL_PASSWORD"]
+        assert settings.redis_sentinel_password.get_secret_value() == sentinel_password
         broker = celeryconfig.from_settings(settings)
         # Celery follows the master through the Sentinels, as the ACL user "worker".
         assert broker["broker_url"].count("sentinel://worker:") == 3

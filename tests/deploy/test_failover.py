@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis.sentinel import Sentinel
 
-from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, command, info
+from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, command
 from tests.support.redis_procs import HOST, RedisProcess, wait_for
 
 pytestmark = pytest.mark.fault
@@ -36,9 +36,7 @@ def test_the_master_takes_writes_only_with_a_replica(deployment: Deployment) -> 
             with deployment.start_replica(master) as replica:
                 # Counted once its first REPLCONF ACK is in (replicas ack every second).
                 wait_for(
-                    lambda: info(deployment.client(master), "replication")[
-                        "min_slaves_good_slaves"
-                    ],
+                    lambda: deployment.replication(master)["min_slaves_good_slaves"],
                     10,
                     message="the master to count a good replica",
                 )
@@ -156,15 +154,13 @@ def test_sentinel_fails_over_to_the_replica_in_under_10_seconds(
         # new master (as the ACL user "sentinel": REPLICAOF, CONFIG REWRITE).
         master.restart()
         wait_for(
-            lambda: info(deployment.client(master), "replication").get("master_port")
-            == replica.port,
+            lambda: deployment.replication(master).get("master_port") == replica.port,
             30,
             0.2,
             message="the old master to rejoin as a replica",
         )
         wait_for(
-            lambda: info(deployment.client(master), "replication").get("master_link_status")
-            == "up",
+            lambda: deployment.replication(master).get("master_link_status") == "up",
             15,
             message="the old master to sync from the new one",
         )

@@ -68,11 +68,9 @@ def test_durable_keys_survive_a_crash_through_the_aof(
     master.restart()
     admin = deployment.client(master)
     try:
-        wait_for(
-            lambda: admin.info("persistence")["loading"] == 0, 10, message="AOF loaded"
-        )
-        assert durable_counts(admin) == before == {QUEUE: 500, UNACKED: 500, STREAM: 500,
-                                                  OUTBOX: 500}  # fmt: skip
+        wait_for(lambda: admin.info("persistence")["loading"] == 0, 10, message="AOF loaded")
+        assert before == dict.fromkeys((QUEUE, UNACKED, STREAM, OUTBOX), 500)
+        assert durable_counts(admin) == before
         assert admin.xrevrange(STREAM, count=1) == last_entry
         assert_no_ttl(admin)
         assert 0 < admin.ttl(f"{PREFIX}member:cached") <= 3600

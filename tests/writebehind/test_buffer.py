@@ -134,7 +134,7 @@ def test_health_before_any_flusher_exists(cache: CacheService) -> None:
 def test_dead_letters_are_listed_replayed_and_discarded(wb: WriteBehind) -> None:
     ids = wb.record([ActivityEvent(5, "login"), ActivityEvent(6, "checkin")])
     batch = wb.read_batch("a", 10)
-    wb.dead_letter(batch.events, "unknown member ids: 5, 6")
+    wb.dead_letter([e.id for e in batch.events], "unknown member ids: 5, 6")
     assert wb.client.xlen(wb.stream) == 0  # acknowledged and removed from the backlog
     dead = wb.dead_letters()
     assert [(d["id"], d["m"], d["k"], d["error"]) for d in dead] == [

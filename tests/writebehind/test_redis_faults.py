@@ -15,6 +15,7 @@ from cache.writebehind import (
     GROUP,
     ActivityEvent,
     Backpressure,
+    Flusher,
     WriteBehind,
     WriteBehindConfig,
     stream_id,
@@ -111,11 +112,28 @@ def test_memory_pressure_evicts_cache_keys_never_the_buffer() -> None:
         assert kept == ids
         assert pending == len(held.events) == 5_000
         assert client.llen("wbfault:queue") == 1000
-        # Durable data alone past the limit: writers get Backpressure, never silent loss.
+        # Durable data alone past the limit: a write still evicts cache keys (its counters)
+        # before it may add a stream entry; the stream itself stays whole.
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             for _ in range(20_000):
                 client.rpush("wbfault:queue", payload)
-        with pytest.raises(Backpressure, match="out of memory"):
-            wb.record([ActivityEvent(1, "login")])
+        for _ in range(50):
+            ids += wb.record([ActivityEvent(1, "login")])
         assert [entry_id.decode() for entry_id, _ in client.xrange(wb.stream, "-", "+")] == ids
+        cache.close()
+
+
+def test_out_of_memory_is_backpressure_and_flushing_frees_it() -> None:
+    with start_redis(maxmemory="6mb", maxmemory_policy="noeviction") as proc:
+        cache = _service(proc)
+        wb = WriteBehind(cache.clients.writer, cache.keys, WriteBehindConfig())
+        wb.ensure_group()
+        accepted = 0
+        with pytest.raises(Backpressure, match="out of memory"):
+            for _ in range(10_000):
+                accepted += len(wb.record([ActivityEvent(1, "login")] * 500))
+        flusher = Flusher(wb, lambda stream, first, last, rows: True, "flusher")
+        flusher.drain(30, until_empty=True)  # reading and acknowledging still work
+        assert flusher.stats.events == accepted
+        assert len(wb.record([ActivityEvent(1, "login")])) == 1
         cache.close()

@@ -1,0 +1,287 @@
+"""HTTP benchmark plumbing: uvicorn processes on free ports, and load driven by wrk.
+
+Every server is the same command, ``python -m uvicorn --factory <app>`` with one worker, uvloop
+and httptools, no access log, so the apps differ only in what they run per request. wrk is
+Debian's package (``apt-get install wrk``); its Lua hooks pick the request of each call and
+print the figures as one JSON line at the end, so no wrk text is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import httpx
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+HOST: Final = "127.0.0.1"
+START_TIMEOUT: Final = 30.0
+WRK_TIMEOUT: Final = "30s"  # an uncached aggregate under 50 connections takes seconds
+
+# Printed by every script's done(): figures of the whole run, latencies in microseconds.
+_DONE: Final = """
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"mean_us":%.1f,'
+    .. '"connect_errors":%d,"read_errors":%d,"write_errors":%d,"status_errors":%d,'
+    .. '"timeouts":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+# One thread-local seed per wrk thread, so threads draw different sequences.
+_SEEDS: Final = """
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_no", threads)
+end
+function init(args)
+  math.randomseed(%(seed)d + 7919 * (thread_no or 1))
+end
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it claims to measure."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Server:
+    """One uvicorn process serving ``factory`` (``module:function``) on a free port."""
+
+    def __init__(self, name: str, factory: str, env: Mapping[str, str], ready: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.base = f"http://{HOST}:{self.port}"
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self._log = (self._workdir / "server.log").open("wb")
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        # The working directory holds no .env: the environment given is all the app reads.
+        self._proc = subprocess.Popen(
+            command,
+            cwd=self._workdir,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self._wait_ready(ready)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if httpx.get(self.base + path, timeout=30.0).status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not start:\n{self.log()}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        self._log.flush()
+        return (self._workdir / "server.log").read_text(errors="replace")[-4000:]
+
+    def close(self) -> None:
+        """Stop the process (its lifespan closes its database connections) and wait for it."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "errors": self.errors,
+        }
+
+
+def require_wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise BenchError("wrk is not installed: apt-get update && apt-get install -y wrk")
+    return found
+
+
+def wrk(url: str, script: str, *, connections: int, seconds: float) -> WrkResult:
+    """Run wrk (one thread) with a Lua ``script`` against ``url``; errors are counted."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script + _DONE)
+    try:
+        completed = subprocess.run(
+            [
+                require_wrk(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                f"--timeout={WRK_TIMEOUT}",
+                "-s",
+                file.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=seconds + 120,
+        )
+    finally:
+        os.unlink(file.name)
+    line = next((text for text in completed.stdout.splitlines() if text.startswith("{")), None)
+    if completed.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    figures = json.loads(line)
+    errors = sum(
+        figures[name]
+        for name in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+    )
+    return WrkResult(
+        requests=figures["requests"],
+        seconds=figures["duration_us"] / 1e6,
+        p50_ms=figures["p50_us"] / 1000,
+        p99_ms=figures["p99_us"] / 1000,
+        errors=errors,
+    )
+
+
+def _lua_list(values: Sequence[int]) -> str:
+    return "{" + ",".join(str(value) for value in values) + "}"
+
+
+def fixed_path(path: str) -> str:
+    """Every request GETs ``path``."""
+    return f'wrk.path = "{path}"\n'
+
+
+def random_ids(path_prefix: str, ids: Sequence[int], seed: int) -> str:
+    """Each request GETs ``path_prefix`` + one of ``ids`` drawn uniformly."""
+    return (
+        _SEEDS % {"seed": seed}
+        + f"local ids = {_lua_list(ids)}\n"
+        + f'local prefix = "{path_prefix}"\n'
+        + "function request()\n"
+        + '  return wrk.format("GET", prefix .. ids[math.random(#ids)])\n'
+        + "end\n"
+    )
+
+
+def zipf_with_writes(
+    path_prefix: str, members: int, *, exponent: float, write_share: float, seed: int
+) -> str:
+    """Zipf(``exponent``) over ranks 1..members, each rank a member id through a fixed
+    permutation (so the hottest members are spread over the table); ``write_share`` of the
+    requests PATCH the drawn member's first name, the rest GET it."""
+    stride = _coprime_stride(members)
+    return (
+        _SEEDS % {"seed": seed}
+        + f"""
+local n, s, share = {members}, {exponent}, {write_share}
+local stride = {stride}
+local cdf = {{}}
+local headers = {{["Content-Type"] = "application/json"}}
+local prefix = "{path_prefix}"
+local writes = 0
+do
+  local total = 0
+  for k = 1, n do total = total + 1 / k ^ s; cdf[k] = total end
+  for k = 1, n do cdf[k] = cdf[k] / total end
+end
+local function rank()
+  local u, lo, hi = math.random(), 1, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+function request()
+  local id = ((rank() - 1) * stride) % n + 1
+  if math.random() < share then
+    writes = writes + 1
+    local body = string.format('{{"first_name":"Zipf%d"}}', writes)
+    return wrk.format("PATCH", prefix .. id, headers, body)
+  end
+  return wrk.format("GET", prefix .. id)
+end
+"""
+    )
+
+
+def _coprime_stride(members: int) -> int:
+    """A stride near members * 0.618 sharing no factor with ``members``: a permutation."""
+    stride = max(1, int(members * 0.6180339887))
+    while math.gcd(stride, members) != 1:
+        stride += 1
+    return stride

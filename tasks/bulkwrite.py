@@ -1,0 +1,97 @@
+"""Fill missing cache keys in bulk: ``SET key envelope PX ttl NX``, one pipeline per batch.
+
+Warm-ups fill what is missing and never replace an entry: whatever is cached is at least as
+new as the row it was read from (fills and write-throughs are version-guarded), while the row
+a warm-up read may already be older than a write that happened meanwhile. NX makes a warm-up
+racing a write harmless without a per-key Lua check, which costs the server several times a
+plain SET and would cap a warm-up well under 100,000 keys/s.
+
+Envelopes and TTLs (with their jitter) come from the cache core, as for every write. On a
+standalone or Sentinel master the commands are packed as RESP here and sent in one write on a
+pooled connection: redis-py's per-command argument handling costs more than the server's SET.
+On Cluster the batch goes through redis-py's cluster pipeline (keys span slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import orjson
+from redis.exceptions import RedisError
+
+from cache import CacheService, DataType
+from cache.errors import CacheUnavailable
+
+_SET_NX: Final = b"*6\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n$2\r\nNX\r\n"
+
+# (key, value, version): value is anything JSON-serializable, or orjson.Fragment for JSON
+# bytes already rendered (by PostgreSQL, for members).
+Item = tuple[str, Any, int]
+
+
+def fragment(json_bytes: bytes) -> orjson.Fragment:
+    """JSON bytes stored as they are, without a parse and re-serialization."""
+    return orjson.Fragment(json_bytes)
+
+
+def _packed(cache: CacheService, items: list[Item], data_type: DataType) -> bytes:
+    envelope = cache.core.envelope
+    parts = []
+    for key, value, version in items:
+        payload, px = envelope(value, data_type, version=version)
+        key_bytes, px_bytes = key.encode(), b"%d" % px
+        parts.append(
+            _SET_NX
+            % (len(key_bytes), key_bytes, len(payload), payload, len(px_bytes), px_bytes)
+        )
+    return b"".join(parts)
+
+
+def _send_resp(client: Any, packed: bytes, count: int) -> int:
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([packed])
+        replies = [conn.read_response(disable_decoding=True) for _ in range(count)]
+    except BaseException:
+        # An error reply (OOM, say) raises before the rest are read: replies may be pending,
+        # so the connection is dropped rather than handed to the next user out of step.
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    return sum(1 for reply in replies if reply is not None)
+
+
+def _send_pipeline(cache: CacheService, items: list[Item], data_type: DataType) -> int:
+    pipe = cache.clients.writer.pipeline(transaction=False)
+    for key, value, version in items:
+        payload, px = cache.core.envelope(value, data_type, version=version)
+        pipe.set(key, payload, px=px, nx=True)
+    return sum(1 for reply in pipe.execute() if reply)
+
+
+def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType) -> int:
+    """Store each item whose key holds nothing; how many were stored. One round trip.
+
+    Raises CacheUnavailable when Redis did not answer (the caller's task retries; a re-run
+    only fills what is still missing).
+    """
+    batch = list(items)
+    counters = cache.metrics.of(data_type)
+    if not batch:
+        return 0
+    if not cache.core.enabled:
+        counters.skipped_writes += len(batch)
+        return 0
+    try:
+        if cache.clients.mode == "cluster":
+            stored = _send_pipeline(cache, batch, data_type)
+        else:
+            stored = _send_resp(cache.clients.writer, _packed(cache, batch, data_type), len(batch))
+    except RedisError as exc:
+        counters.skipped_writes += len(batch)
+        raise CacheUnavailable(f"could not store {len(batch)} {data_type.value} keys: {exc}") from exc
+    counters.writes += stored
+    return stored

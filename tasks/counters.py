@@ -1,0 +1,211 @@
+"""Cache counters across processes and over time: what a snapshot stores, and what a window
+of snapshots adds up to.
+
+Counters are cumulative per process run, so two things are computed here, as pure functions:
+
+- :func:`compact` and :func:`merge`: the processes' published documents
+  (workers/publisher.py) reduced to their counters, and summed into the snapshot's totals.
+- :class:`Window`: the increase of every counter over [start, end), from the last snapshot
+  before the window (the baseline) and the snapshots in it. Each process run
+  (process id + started_at) counts from its baseline value, or from zero when it started
+  inside the window; a run that ended inside the window keeps what it counted until its last
+  publication. The same is done for Redis's own counters per server run (run_id), so a restart
+  never yields a negative rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+# The per-type counters of cache.metrics.TypeCounters that are plain integers.
+COUNTERS: Final = (
+    "hits",
+    "stale",
+    "negative_hits",
+    "misses",
+    "loads",
+    "load_errors",
+    "errors",
+    "writes",
+    "writes_rejected",
+    "skipped_writes",
+    "early_refreshes",
+    "lease_waits",
+)
+# Redis INFO counters that only grow during a server run.
+REDIS_COUNTERS: Final = (
+    "keyspace_hits",
+    "keyspace_misses",
+    "evicted_keys",
+    "expired_keys",
+    "total_commands_processed",
+    "rejected_connections",
+)
+
+Flat = dict[str, float]
+Rated = dict[str, float | None]
+Add = Callable[[str, Flat], None]
+
+
+def compact(document: Mapping[str, Any]) -> dict[str, Any]:
+    """One process's published document reduced to what a snapshot row keeps."""
+    snapshot = document.get("snapshot") or {}
+    by_type = {
+        name: {counter: int(values.get(counter, 0)) for counter in COUNTERS}
+        for name, values in (snapshot.get("by_type") or {}).items()
+    }
+    return {
+        "role": document.get("role"),
+        "started_at": snapshot.get("started_at"),
+        "published_at": document.get("published_at"),
+        "by_type": by_type,
+        "breaker": (snapshot.get("breaker") or {}).get("state"),
+        "breaker_skips": int(snapshot.get("breaker_skips", 0)),
+        "outbox_pending": int(snapshot.get("outbox_pending", 0)),
+        "lifetimes": document.get("lifetimes") or {},
+    }
+
+
+def rates(totals: Mapping[str, float]) -> dict[str, float | None]:
+    """Hit rate (served / lookups) and error rate (errors / operations) of summed counters."""
+    served = totals.get("hits", 0) + totals.get("stale", 0) + totals.get("negative_hits", 0)
+    lookups = served + totals.get("misses", 0)
+    operations = lookups + totals.get("writes", 0) + totals.get("loads", 0)
+    errors = totals.get("errors", 0) + totals.get("load_errors", 0)
+    return {
+        "lookups": lookups,
+        "hit_rate": round(served / lookups, 6) if lookups else None,
+        "error_rate": round(errors / operations, 6) if operations else None,
+    }
+
+
+def merge(processes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum of the compacted processes: per type, overall, with rates."""
+    by_type: dict[str, dict[str, float]] = {}
+    for process in processes.values():
+        for name, values in process.get("by_type", {}).items():
+            row = by_type.setdefault(name, dict.fromkeys(COUNTERS, 0))
+            for counter in COUNTERS:
+                row[counter] += values.get(counter, 0)
+    total = {counter: sum(row[counter] for row in by_type.values()) for counter in COUNTERS}
+    return {
+        "processes": len(processes),
+        "total": {**total, **rates(total)},
+        "by_type": {name: {**row, **rates(row)} for name, row in sorted(by_type.items())},
+    }
+
+
+def flatten(process: Mapping[str, Any]) -> Flat:
+    """A compacted process's counters as ``type.counter`` and ``lifetimes.type.field`` keys."""
+    flat: Flat = {}
+    for name, values in process.get("by_type", {}).items():
+        for counter in COUNTERS:
+            flat[f"{name}.{counter}"] = float(values.get(counter, 0))
+    for name, row in (process.get("lifetimes") or {}).items():
+        flat[f"lifetimes.{name}.invalidated"] = float(row.get("invalidated", 0))
+        flat[f"lifetimes.{name}.age_sum"] = float(row.get("age_sum", 0.0))
+        for index, count in enumerate(row.get("buckets", [])):
+            flat[f"lifetimes.{name}.bucket.{index}"] = float(count)
+    return flat
+
+
+class _Runs:
+    """First and last value of every counter of every run of something that restarts."""
+
+    def __init__(self) -> None:
+        self.base: dict[str, Flat] = {}
+        self.last: dict[str, Flat] = {}
+
+    def baseline(self, run: str, values: Flat) -> None:
+        self.base[run] = values
+        self.last[run] = values
+
+    def observe(self, run: str, values: Flat) -> None:
+        self.base.setdefault(run, {})  # a run first seen in the window counts from zero
+        self.last[run] = values
+
+    def increase(self) -> Flat:
+        out: Flat = {}
+        for run, last in self.last.items():
+            base = self.base.get(run, {})
+            for name, value in last.items():
+                # max(): a counter never shrinks within a run; guard against clock or data skew.
+                out[name] = out.get(name, 0.0) + max(0.0, value - base.get(name, 0.0))
+        return out
+
+
+class Window:
+    """Folds a baseline and the snapshots of a window into counter increases."""
+
+    def __init__(self) -> None:
+        self.cache = _Runs()
+        self.redis = _Runs()
+        self.snapshots = 0
+        self.first_taken_at: str | None = None
+        self.last_taken_at: str | None = None
+
+    def _each(self, payload: Mapping[str, Any], add: Add, redis_add: Add) -> None:
+        for process, counters in (payload.get("processes") or {}).items():
+            add(f"{process}@{counters.get('started_at')}", flatten(counters))
+        info = payload.get("redis") or {}
+        if info.get("run_id"):
+            values = {name: float(info[name]) for name in REDIS_COUNTERS if name in info}
+            redis_add(str(info["run_id"]), values)
+
+    def fold(
+        self, baseline: Mapping[str, Any] | None, snapshots: Iterable[Mapping[str, Any]]
+    ) -> Window:
+        if baseline is not None:
+            self._each(baseline["payload"], self.cache.baseline, self.redis.baseline)
+        for row in snapshots:
+            payload = row["payload"]
+            if baseline is None and not self.snapshots:
+                # No history before the window: its first snapshot is the baseline.
+                self._each(payload, self.cache.baseline, self.redis.baseline)
+            else:
+                self._each(payload, self.cache.observe, self.redis.observe)
+            self.snapshots += 1
+            self.first_taken_at = self.first_taken_at or row.get("taken_at")
+            self.last_taken_at = row.get("taken_at")
+        return self
+
+    def _increases(self) -> dict[str, Flat]:
+        out: dict[str, Flat] = {}
+        for name, value in self.cache.increase().items():
+            data_type, _, counter = name.partition(".")
+            if data_type != "lifetimes":
+                out.setdefault(data_type, dict.fromkeys(COUNTERS, 0.0))[counter] = value
+        return out
+
+    def by_type(self) -> dict[str, Rated]:
+        """Counter increases per data type, with rates."""
+        return {name: {**row, **rates(row)} for name, row in sorted(self._increases().items())}
+
+    def total(self) -> Rated:
+        rows = self._increases().values()
+        total = {counter: sum(row[counter] for row in rows) for counter in COUNTERS}
+        return {**total, **rates(total)}
+
+    def lifetimes(self) -> dict[str, dict[str, Any]]:
+        """Invalidations, mean age and age buckets per data type, over the window."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in self.cache.increase().items():
+            head, _, rest = name.partition(".")
+            if head != "lifetimes":
+                continue
+            data_type, _, field = rest.partition(".")
+            row = out.setdefault(data_type, {"invalidated": 0.0, "age_sum": 0.0, "buckets": {}})
+            if field.startswith("bucket."):
+                row["buckets"][int(field.split(".", 1)[1])] = value
+            else:
+                row[field] = value
+        for row in out.values():
+            size = max(row["buckets"], default=-1) + 1
+            row["buckets"] = [int(row["buckets"].get(i, 0)) for i in range(size)]
+            row["invalidated"] = int(row["invalidated"])
+            row["mean_age"] = row["age_sum"] / row["invalidated"] if row["invalidated"] else None
+        return out
+
+    def redis_increase(self) -> dict[str, float]:
+        return self.redis.increase()

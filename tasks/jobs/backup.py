@@ -1,0 +1,138 @@
+"""The daily RDB backup: BGSAVE, wait until LASTSAVE moves, copy the dump, keep the newest N.
+
+The copy is read from the server's own ``CONFIG GET dir`` / ``dbfilename``, so the worker
+running this job must see the Redis host's data directory (the same machine, or the volume
+mounted into the worker's container) and its Redis user needs BGSAVE, LASTSAVE and CONFIG.
+Where that is not so the job stores a ``failed`` report that says why; it does not retry,
+since waiting does not fix a permission or a mount.
+
+The copy is named after the period (``dump-2025-11-25.rdb``): a second run for the same day
+replaces it rather than adding one. It is written to a temporary name and renamed, so a
+reader never sees half a file, and it must start with the RDB magic ``REDIS``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from redis.exceptions import RedisError, ResponseError
+
+from cache.errors import CacheUnavailable
+from tasks.jobs.base import FAILED, OK, JobContext, Report
+
+BACKUP_DIR: Final = Path("var") / "backups"  # relative to the worker's working directory
+KEEP: Final = 7  # a week of daily copies
+WAIT_SECONDS: Final = 600.0  # under the task's soft time limit
+RDB_MAGIC: Final = b"REDIS"
+
+
+class BackupError(Exception):
+    """The backup cannot be made from here (permissions, paths); retrying will not help."""
+
+
+def _server_seconds(client: Any) -> int:
+    seconds, _micro = client.time()
+    return int(seconds)
+
+
+def save_and_wait(client: Any, timeout: float = WAIT_SECONDS) -> int:
+    """BGSAVE and wait until LASTSAVE moves past its value before; the new LASTSAVE.
+
+    LASTSAVE has one-second resolution: a save finishing in the second of the previous one
+    would be invisible, so the BGSAVE waits for the server clock to pass LASTSAVE first.
+    """
+    before = int(client.lastsave().timestamp())
+    deadline = time.monotonic() + timeout
+    while _server_seconds(client) <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        client.bgsave()
+    except ResponseError as exc:
+        if "in progress" not in str(exc):
+            raise
+        # A save already running (another job, the server's own schedule) also moves
+        # LASTSAVE: wait for it, then ask again so the copy holds this moment's data.
+        _wait_moved(client, before, deadline)
+        before = int(client.lastsave().timestamp())
+        client.bgsave(schedule=True)
+    return _wait_moved(client, before, deadline)
+
+
+def _wait_moved(client: Any, before: int, deadline: float) -> int:
+    while time.monotonic() < deadline:
+        saved = int(client.lastsave().timestamp())
+        if saved > before:
+            status = client.info("persistence").get("rdb_last_bgsave_status")
+            if status != "ok":
+                raise BackupError(f"BGSAVE finished with status {status!r}")
+            return saved
+        time.sleep(0.1)
+    raise BackupError("LASTSAVE did not move: the background save did not finish in time")
+
+
+def dump_path(client: Any) -> Path:
+    try:
+        directory = client.config_get("dir").get("dir")
+        filename = client.config_get("dbfilename").get("dbfilename")
+    except ResponseError as exc:
+        raise BackupError(f"CONFIG GET refused ({exc}); the job's Redis user needs it") from exc
+    if not directory or not filename:
+        raise BackupError("CONFIG GET dir/dbfilename answered nothing")
+    return Path(directory) / filename
+
+
+def copy_dump(source: Path, target_dir: Path, label: str) -> Path:
+    if not os.access(source, os.R_OK):
+        raise BackupError(
+            f"{source} is not readable here: run the backup on the Redis host or mount its "
+            "data directory into the worker"
+        )
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"dump-{label}.rdb"
+    partial = target.with_suffix(".rdb.partial")
+    shutil.copyfile(source, partial)
+    with partial.open("rb") as fh:
+        if fh.read(len(RDB_MAGIC)) != RDB_MAGIC:
+            partial.unlink()
+            raise BackupError(f"{source} is not an RDB file")
+    partial.replace(target)
+    return target
+
+
+def prune(target_dir: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` copies (names sort by period); the deleted names."""
+    copies = sorted(target_dir.glob("dump-*.rdb"))
+    doomed = copies[: max(0, len(copies) - keep)]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return [path.name for path in doomed]
+
+
+def backup(client: Any, target_dir: Path, label: str, *, keep: int = KEEP) -> dict[str, Any]:
+    """The whole backup; raises BackupError (not retried) or RedisError (retried)."""
+    started = time.monotonic()
+    saved = save_and_wait(client)
+    copy = copy_dump(dump_path(client), target_dir, label)
+    return {
+        "lastsave": saved,
+        "copy": str(copy.resolve()),
+        "bytes": copy.stat().st_size,
+        "pruned": prune(target_dir, keep),
+        "kept": sorted(path.name for path in target_dir.glob("dump-*.rdb")),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def run(ctx: JobContext, target_dir: Path = BACKUP_DIR, keep: int = KEEP) -> Report:
+    try:
+        done = backup(ctx.cache.clients.writer, target_dir, ctx.period, keep=keep)
+    except (BackupError, ResponseError) as exc:
+        # Refused (ACL, a renamed command) or impossible from here: a report, not a retry.
+        return Report(FAILED, {"target_dir": str(target_dir)}, [f"backup failed: {exc}"])
+    except RedisError as exc:  # connection lost or timed out: worth a retry
+        raise CacheUnavailable(f"backup: {exc}") from exc
+    return Report(OK, done)
