@@ -101,19 +101,42 @@ def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def connect(settings: Settings) -> SyncClients:
-    """Sync clients (Celery workers, cachectl, tests)."""
-    common = _common(settings, asyncio=False) | _tls_kwargs(settings)
+@dataclass(frozen=True)
+class _Flavour:
+    """The redis-py classes of one I/O style; connect() is written once over them."""
+
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    pool: Any
+    client: Any
+
+
+_SYNC = _Flavour(RedisCluster, ClusterNode, Sentinel, redis.BlockingConnectionPool, redis.Redis)
+_ASYNC = _Flavour(
+    AsyncRedisCluster,
+    AsyncClusterNode,
+    AsyncSentinel,
+    aioredis.BlockingConnectionPool,
+    aioredis.Redis,
+)
+
+
+def _connect(settings: Settings, flavour: _Flavour, asyncio: bool) -> tuple[Mode, Any, Any, Any]:
+    """(mode, writer, reader, sentinel) for the settings, in the given I/O style."""
+    common = _common(settings, asyncio=asyncio) | _tls_kwargs(settings)
     if settings.redis_mode == "cluster":
-        cluster = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in settings.cluster_nodes],
+        cluster = flavour.cluster(
+            startup_nodes=[
+                flavour.cluster_node(host, port) for host, port in settings.cluster_nodes
+            ],
             load_balancing_strategy=_cluster_reads(settings),
             max_connections=settings.redis_max_connections,
             **common,
         )
-        return SyncClients("cluster", cluster, cluster)
+        return "cluster", cluster, cluster, None
     if settings.redis_mode == "sentinel":
-        sentinel = Sentinel(
+        sentinel = flavour.sentinel(
             settings.sentinel_hosts,
             sentinel_kwargs=_sentinel_kwargs(settings),
             db=settings.redis_db,
@@ -124,49 +147,24 @@ def connect(settings: Settings) -> SyncClients:
         # with MaxConnectionsError, so Sentinel pools grow with demand.
         master = sentinel.master_for(name)
         reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
-        return SyncClients("sentinel", master, reader, sentinel)
+        return "sentinel", master, reader, sentinel
     # rediss:// in the URL selects the TLS connection class; the flag itself is not wanted.
     common.pop("ssl", None)
-    pool = redis.BlockingConnectionPool.from_url(
+    pool = flavour.pool.from_url(
         settings.redis_url_for(),
         max_connections=settings.redis_max_connections,
         timeout=_pool_wait(settings),
         **common,
     )
-    client = redis.Redis.from_pool(pool)  # owns the pool: close() disconnects it
-    return SyncClients("standalone", client, client)
+    client = flavour.client.from_pool(pool)  # owns the pool: close() disconnects it
+    return "standalone", client, client, None
+
+
+def connect(settings: Settings) -> SyncClients:
+    """Sync clients (Celery workers, cachectl, tests)."""
+    return SyncClients(*_connect(settings, _SYNC, asyncio=False))
 
 
 def connect_async(settings: Settings) -> AsyncClients:
     """asyncio clients (the API)."""
-    common = _common(settings, asyncio=True) | _tls_kwargs(settings)
-    if settings.redis_mode == "cluster":
-        cluster = AsyncRedisCluster(
-            startup_nodes=[AsyncClusterNode(host, port) for host, port in settings.cluster_nodes],
-            load_balancing_strategy=_cluster_reads(settings),
-            max_connections=settings.redis_max_connections,
-            **common,
-        )
-        return AsyncClients("cluster", cluster, cluster)
-    if settings.redis_mode == "sentinel":
-        sentinel = AsyncSentinel(
-            settings.sentinel_hosts,
-            sentinel_kwargs=_sentinel_kwargs(settings),
-            db=settings.redis_db,
-            **common,
-        )
-        name = settings.redis_sentinel_master
-        # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
-        # with MaxConnectionsError, so Sentinel pools grow with demand.
-        master = sentinel.master_for(name)
-        reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
-        return AsyncClients("sentinel", master, reader, sentinel)
-    common.pop("ssl", None)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url_for(),
-        max_connections=settings.redis_max_connections,
-        timeout=_pool_wait(settings),
-        **common,
-    )
-    client = aioredis.Redis.from_pool(pool)
-    return AsyncClients("standalone", client, client)
+    return AsyncClients(*_connect(settings, _ASYNC, asyncio=True))
