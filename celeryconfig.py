@@ -32,6 +32,10 @@ RESULTS_DB: Final = 2
 # CELERY_VISIBILITY_TIMEOUT overrides it (tests shorten it to watch a redelivery happen).
 VISIBILITY_TIMEOUT: Final = 2 * max(routing.longest_hard_limit(), routing.RETRY_BACKOFF_MAX)
 
+# Seconds a beat leads without renewing; a standby beat takes over within this after the
+# leader dies (workers/scheduler.py).
+BEAT_LEADER_LEASE: Final = 30.0
+
 # Broker sockets: without a timeout a publish to a master that vanished without closing TCP
 # (a Sentinel failover, a NAT drop) waits forever; kombu's health checks then never run.
 BROKER_SOCKET_TIMEOUT: Final = 10.0
@@ -97,6 +101,10 @@ def from_settings(settings: Settings) -> dict[str, Any]:
     broker_options = _transport_options(settings, broker) | {
         "socket_timeout": BROKER_SOCKET_TIMEOUT,
         "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+        # kombu sweeps the unacked set every unacked_restore_interval (10 s) times this
+        # throttle; its default of 10 leaves a dead worker's messages parked for up to 100 s
+        # past the visibility timeout. Every 10 s costs one ZRANGE per worker.
+        "unacked_restore_throttle": 1,
     }
     return {
         # --- where ------------------------------------------------------------------------
@@ -183,4 +191,13 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         # DOCS#std-setting-beat_schedule: workers/beat.py.
         "beat_schedule": beat.schedule(),
+        # DOCS#std-setting-beat_scheduler: sends only while holding the leader lease, so a
+        # second beat (another host, a restart overlapping the old one) stays idle
+        # (workers/scheduler.py); the jobs' period guards back it up.
+        "beat_scheduler": "workers.scheduler:LeaderScheduler",
+        # Not a Celery setting: read by LeaderScheduler. A standby takes over within it.
+        "beat_leader_lease": BEAT_LEADER_LEASE,
+        # DOCS#std-setting-beat_max_loop_interval: the leader renews its lease every tick;
+        # ticks at least this often keep the lease (a third of it) from lapsing.
+        "beat_max_loop_interval": BEAT_LEADER_LEASE / 6,
     }

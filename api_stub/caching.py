@@ -1,25 +1,18 @@
 """The caching middleware: cached GET routes answered from Redis without running the route.
 
-A route opts in with :func:`cached`, naming its data type; :data:`CONFIG` holds what differs
-per data type, and the TTLs come from the cache's TtlPolicy (settings). Two kinds of entries:
-
-- a *record* (``cached(MEMBER, record=...)``): the entry is the JSON document itself, under a
-  key of the core (``Keys.member(id)``) shared with write-through and warm-up, versioned by
-  its ``version`` field. A write refreshes it in place; a 404 is cached as NOT_FOUND, briefly.
-- a *response*: the entry is the response body, under ``Keys.http(digest)``, the digest of
-  method, path, sorted query, the values of the Vary headers and the generations of the data
-  type's tags (cache.invalidation). Bumping a tag retires every response derived from it.
-
-A hit costs one Redis round trip for a record, two for a response (generations, then the
-entry), and runs no routing, dependency or validation code. A miss runs the route through the
-core's get_or_load, so one request per key loads while the others wait or are served the stale
-value. Only 200 responses are stored (and a record route's 404). Every answer of a cached route
-carries ``X-Cache: HIT | MISS | STALE``, a strong ETag (blake2b of the body: the same in every
+A route opts in with :func:`cached` (api_stub.rules: the kinds of entry and the config per
+data type). A hit costs one Redis round trip for a record or an untagged data entry, two for
+a tagged data entry or a response (generations, then the entry), and runs no routing,
+dependency or validation code. A miss runs the route through the core's get_or_load, so one
+request per key loads while the others wait or are served the stale value. Only 200 responses
+are stored (and a record route's 404). Every answer of a cached route carries
+``X-Cache: HIT | MISS | STALE``, a strong ETag (blake2b of the body: the same in every
 process) honoured by If-None-Match with a 304, and Cache-Control with max-age and
 stale-while-revalidate. When Redis is unavailable the route runs as if uncached.
 
 Cached routes answer JSON: a stored body is sent back as application/json, without the
-route's other headers.
+route's other headers. Documents are rendered with orjson, as the routes render them, so a
+hit answers the bytes a miss did.
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -36,71 +29,17 @@ from starlette.convertors import Convertor
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cache import NOT_FOUND, AsyncCacheService, DataType, Keys
+from api_stub.rules import CONFIG, CacheRule, cached, rule_of
+from cache import NOT_FOUND, AsyncCacheService
 from cache.codec import Entry
 from cache.errors import InvalidKey
-from cache.invalidation import TAG_ANALYTICS, TAG_MEMBERS, TAG_STATISTICS, generations
+from cache.invalidation import generations
 
-E = TypeVar("E", bound=Callable[..., Any])
-RecordKey = Callable[[Keys, Mapping[str, Any]], str]
+__all__ = ["CONFIG", "CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
 
-
-@dataclass(frozen=True, slots=True)
-class TypeConfig:
-    tags: tuple[str, ...] = ()  # generations folded into response keys
-    private: bool = False  # Cache-Control private: a browser may keep it, a shared proxy not
-
-
-CONFIG: Final[Mapping[DataType, TypeConfig]] = {
-    DataType.ANALYTICS: TypeConfig(tags=(TAG_ANALYTICS,)),
-    DataType.STATISTICS: TypeConfig(tags=(TAG_STATISTICS,)),
-    # Member data is personal: never in a shared cache.
-    DataType.MEMBER: TypeConfig(tags=(TAG_MEMBERS,), private=True),
-    DataType.LOOKUP: TypeConfig(),  # lookup tables are not written through the API
-}
-
-RULE_ATTR: Final = "__cache_rule__"
 NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPException(404)
 JSON: Final = b"application/json"
 HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
-
-
-@dataclass(frozen=True, slots=True)
-class CacheRule:
-    data_type: DataType
-    tags: tuple[str, ...]
-    vary: tuple[bytes, ...]  # lower-case request header names
-    private: bool
-    record: RecordKey | None = None
-
-
-def cached(
-    data_type: DataType, *, vary: Sequence[str] = (), record: RecordKey | None = None
-) -> Callable[[E], E]:
-    """Mark a GET endpoint as cached (apply it below the route decorator).
-
-    ``record`` makes the entry a record under the key it returns for the route's path
-    parameters; its routes answer 404 with FastAPI's default body, which is cached briefly.
-    """
-    config = CONFIG[data_type]
-    rule = CacheRule(
-        data_type=data_type,
-        tags=() if record is not None else config.tags,
-        vary=tuple(name.lower().encode("latin-1") for name in vary),
-        private=config.private,
-        record=record,
-    )
-
-    def mark(endpoint: E) -> E:
-        setattr(endpoint, RULE_ATTR, rule)
-        return endpoint
-
-    return mark
-
-
-def rule_of(route: BaseRoute) -> CacheRule | None:
-    rule = getattr(getattr(route, "endpoint", None), RULE_ATTR, None)
-    return rule if isinstance(rule, CacheRule) else None
 
 
 class _Uncacheable(Exception):
@@ -155,10 +94,7 @@ class CacheMiddleware:
         rule, params = found
         headers = _request_headers(scope, rule)
         try:
-            if rule.record is not None:
-                key: str | None = rule.record(cache.keys, params)
-            else:
-                key = await self._response_key(cache, scope, rule, headers)
+            key = await self._key(cache, scope, rule, params, headers)
         except InvalidKey:  # a path parameter no key can hold
             key = None
         if key is None:
@@ -182,17 +118,22 @@ class CacheMiddleware:
                 return rule, params
         return None
 
-    async def _response_key(
+    async def _key(
         self,
         cache: AsyncCacheService,
         scope: Scope,
         rule: CacheRule,
+        params: Mapping[str, Any],
         headers: Mapping[bytes, bytes],
     ) -> str | None:
-        """The key of a response entry; None when Redis cannot tell the generations."""
+        """The key of the route's entry; None when Redis cannot tell the generations."""
+        if rule.record is not None:
+            return rule.record(cache.keys, params)
         gens = await generations(cache, rule.tags)
         if gens is None:
             return None
+        if rule.entry is not None:
+            return rule.entry(cache.keys, params, gens)
         return cache.keys.http(response_digest(scope, rule, headers, gens))
 
     # --- serving -------------------------------------------------------------------------------
@@ -209,7 +150,7 @@ class CacheMiddleware:
         counters = cache.metrics.of(rule.data_type)
         # The core's get() hands back only the value; the envelope's expiry tells HIT from
         # STALE. run() keeps the breaker and replays the outbox before the read.
-        raw = await cache.run(cache.clients.reader.get, key)
+        raw = await cache.get_raw(key)
         seen: Entry | None = None
         if isinstance(raw, bytes):  # not None (absent) nor UNAVAILABLE
             seen = cache.core.decode(raw, counters, key)
@@ -231,7 +172,7 @@ class CacheMiddleware:
             loaded = True
             response = await _capture(self.app, scope, receive)
             if response.status == 200:
-                return response.body if rule.record is None else orjson.loads(response.body)
+                return response.body if rule.stores_body else orjson.loads(response.body)
             if response.status == 404 and rule.record is not None:
                 return NOT_FOUND
             raise _Uncacheable(response)

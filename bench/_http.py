@@ -30,28 +30,32 @@ HOST: Final = "127.0.0.1"
 START_TIMEOUT: Final = 30.0
 WRK_TIMEOUT: Final = "30s"  # an uncached aggregate under 50 connections takes seconds
 
-# Printed by every script's done(): figures of the whole run, latencies in microseconds.
-_DONE: Final = """
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"mean_us":%.1f,'
-    .. '"connect_errors":%d,"read_errors":%d,"write_errors":%d,"status_errors":%d,'
-    .. '"timeouts":%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
-# One thread-local seed per wrk thread, so threads draw different sequences.
-_SEEDS: Final = """
-local threads = 0
+# Every script: one seed per wrk thread (threads draw different sequences), and a done() that
+# prints the run's figures (latencies in microseconds) and the requests sent, answered or not
+# (a script's request() counts them in ``sent``, and its writes in ``writes``).
+_FRAME: Final = """
+local threads = {}
+sent, writes = 0, 0
 function setup(thread)
-  threads = threads + 1
-  thread:set("thread_no", threads)
+  table.insert(threads, thread)
+  thread:set("thread_no", #threads)
 end
 function init(args)
   math.randomseed(%(seed)d + 7919 * (thread_no or 1))
+end
+function done(summary, latency, requests)
+  local e, total, written = summary.errors, 0, 0
+  for _, thread in ipairs(threads) do
+    total = total + (thread:get("sent") or 0)
+    written = written + (thread:get("writes") or 0)
+  end
+  io.write(string.format(
+    '{"requests":%%d,"sent":%%d,"writes":%%d,"duration_us":%%d,'
+    .. '"p50_us":%%d,"p99_us":%%d,"mean_us":%%.1f,'
+    .. '"connect_errors":%%d,"read_errors":%%d,"write_errors":%%d,"status_errors":%%d,'
+    .. '"timeouts":%%d}\\n',
+    summary.requests, total, written, summary.duration, latency:percentile(50),
+    latency:percentile(99), latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
 
@@ -149,7 +153,9 @@ class Server:
 
 @dataclass(frozen=True)
 class WrkResult:
-    requests: int
+    requests: int  # answered
+    sent: int  # answered, failed, or still in flight when the run ended
+    writes: int  # of those sent, the writes (scripts that write count them)
     seconds: float
     p50_ms: float
     p99_ms: float
@@ -176,10 +182,10 @@ def require_wrk() -> str:
     return found
 
 
-def wrk(url: str, script: str, *, connections: int, seconds: float) -> WrkResult:
+def wrk(url: str, script: str, *, connections: int, seconds: float, seed: int = 1) -> WrkResult:
     """Run wrk (one thread) with a Lua ``script`` against ``url``; errors are counted."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
-        file.write(script + _DONE)
+        file.write(_FRAME % {"seed": seed} + script)
     try:
         completed = subprocess.run(
             [
@@ -209,6 +215,8 @@ def wrk(url: str, script: str, *, connections: int, seconds: float) -> WrkResult
     )
     return WrkResult(
         requests=figures["requests"],
+        sent=figures["sent"],
+        writes=figures["writes"],
         seconds=figures["duration_us"] / 1e6,
         p50_ms=figures["p50_us"] / 1000,
         p99_ms=figures["p99_us"] / 1000,
@@ -216,43 +224,29 @@ def wrk(url: str, script: str, *, connections: int, seconds: float) -> WrkResult
     )
 
 
-def _lua_list(values: Sequence[int]) -> str:
-    return "{" + ",".join(str(value) for value in values) + "}"
-
-
-def fixed_path(path: str) -> str:
-    """Every request GETs ``path``."""
-    return f'wrk.path = "{path}"\n'
-
-
-def random_ids(path_prefix: str, ids: Sequence[int], seed: int) -> str:
-    """Each request GETs ``path_prefix`` + one of ``ids`` drawn uniformly."""
+def fixed_paths(paths: Sequence[str]) -> str:
+    """Each request GETs one of ``paths``, drawn uniformly."""
+    listed = ",".join(f'"{path}"' for path in paths)
     return (
-        _SEEDS % {"seed": seed}
-        + f"local ids = {_lua_list(ids)}\n"
-        + f'local prefix = "{path_prefix}"\n'
-        + "function request()\n"
-        + '  return wrk.format("GET", prefix .. ids[math.random(#ids)])\n'
-        + "end\n"
+        f"local paths = {{{listed}}}\n"
+        "function request()\n"
+        "  sent = sent + 1\n"
+        '  return wrk.format("GET", paths[math.random(#paths)])\n'
+        "end\n"
     )
 
 
-def zipf_with_writes(
-    path_prefix: str, members: int, *, exponent: float, write_share: float, seed: int
-) -> str:
+def zipf_with_writes(path_prefix: str, members: int, *, exponent: float, write_share: float) -> str:
     """Zipf(``exponent``) over ranks 1..members, each rank a member id through a fixed
     permutation (so the hottest members are spread over the table); ``write_share`` of the
     requests PATCH the drawn member's first name, the rest GET it."""
     stride = _coprime_stride(members)
-    return (
-        _SEEDS % {"seed": seed}
-        + f"""
+    return f"""
 local n, s, share = {members}, {exponent}, {write_share}
 local stride = {stride}
 local cdf = {{}}
 local headers = {{["Content-Type"] = "application/json"}}
 local prefix = "{path_prefix}"
-local writes = 0
 do
   local total = 0
   for k = 1, n do total = total + 1 / k ^ s; cdf[k] = total end
@@ -267,16 +261,16 @@ local function rank()
   return lo
 end
 function request()
+  sent = sent + 1
   local id = ((rank() - 1) * stride) % n + 1
   if math.random() < share then
     writes = writes + 1
-    local body = string.format('{{"first_name":"Zipf%d"}}', writes)
+    local body = string.format('{{"first_name":"Zipf%d"}}', sent)
     return wrk.format("PATCH", prefix .. id, headers, body)
   end
   return wrk.format("GET", prefix .. id)
 end
 """
-    )
 
 
 def _coprime_stride(members: int) -> int:

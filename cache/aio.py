@@ -2,6 +2,9 @@
 
 It runs the same flows (flow.CacheCore) with redis.asyncio; only the awaiting differs. Loaders
 may be coroutine functions or plain callables.
+
+Reads (GET, MGET) of a standalone server take cache/aiodirect.py, the asyncio counterpart of
+cache/direct.py.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache import scripts
+from cache.aiodirect import DirectAsyncReader
 from cache.client import AsyncClients
 from cache.flow import (
     UNAVAILABLE,
@@ -44,12 +49,24 @@ class AsyncCacheService:
         self.breaker = core.breaker
         self._writer = clients.writer
         self._reader = clients.reader
+        self._direct: DirectAsyncReader | None = None
+        if (
+            clients.mode == "standalone"
+            and isinstance(clients.reader, aioredis.Redis)
+            and DirectAsyncReader.supports(clients.reader.connection_pool)
+        ):
+            self._direct = DirectAsyncReader(clients.reader.connection_pool)
+        self._get: Callable[[str], Awaitable[Any]] = (
+            self._direct.get if self._direct else clients.reader.get
+        )
         self._fill = clients.writer.register_script(scripts.FILL)
         self._write_guarded = clients.writer.register_script(scripts.WRITE_GUARDED)
         self._release = clients.writer.register_script(scripts.RELEASE)
         self._replaying = False
 
     async def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         await self.clients.close()
 
     # --- plumbing -------------------------------------------------------------------------------
@@ -104,7 +121,7 @@ class AsyncCacheService:
             except StopIteration as done:
                 return done.value
             if isinstance(op, Read):
-                result = await self._call(self._reader.get, op.key)
+                result = await self._call(self._get, op.key)
             elif isinstance(op, TakeLease):
                 taken = await self._call(
                     self._writer.set, op.lease_key, op.token, nx=True, px=op.ms
@@ -163,8 +180,15 @@ class AsyncCacheService:
         if not self.core.enabled:
             counters.misses += 1
             return MISS
-        raw = await self._call(self._reader.get, key)
+        raw = await self._call(self._get, key)
         return self.core.read_one(raw, counters, key)
+
+    async def get_raw(self, key: str) -> Any:
+        """The stored bytes of ``key`` (None when absent), or UNAVAILABLE; nothing decoded.
+
+        For callers that read the envelope themselves (the API's cached routes).
+        """
+        return await self._call(self._get, key)
 
     async def get_many(
         self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT
@@ -177,7 +201,11 @@ class AsyncCacheService:
             counters.misses += len(keys)
             return [MISS] * len(keys)
         # Cluster: MGET per slot node, still one round trip per node.
-        mget = getattr(self._reader, "mget_nonatomic", self._reader.mget)
+        mget = (
+            self._direct.mget
+            if self._direct
+            else getattr(self._reader, "mget_nonatomic", self._reader.mget)
+        )
         raws = await self._call(mget, list(keys))
         return self.core.read_many(keys, raws, counters)
 

@@ -85,6 +85,9 @@ def start_embedded_redis(workdir: Path) -> EmbeddedRedis:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # Its own session: a Ctrl-C meant for cachectl must not stop Redis under the
+        # processes that still need it while they shut down.
+        start_new_session=True,
     )
     log.close()
     deadline = time.monotonic() + 10

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -147,8 +149,10 @@ def up(
     ),
     once: Annotated[bool, typer.Option(help="Check and exit instead of serving.")] = False,
     members: Annotated[int, typer.Option(help="Demo members seeded into an empty DB.")] = 2_000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
 ) -> None:
-    """Run the platform locally: configuration, Redis (embedded if none), database, cache."""
+    """Run the platform locally: Redis (embedded if none), database, then API, worker, beat
+    and Flower until Ctrl-C."""
     settings = _settings()
     database = _prepare_database(settings, members)
     console.print(f"database ready: {mask_url(database)}")
@@ -162,10 +166,116 @@ def up(
         console.print(f"[green]ready[/green]: Redis {where}, round trip {seconds * 1000:.2f} ms")
         if once:
             return
-        console.print("press Ctrl-C to stop")
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+        serve(effective, database, workdir, concurrency)
+
+
+def serve(settings: Settings, database: str, workdir: Path, concurrency: int) -> None:
+    """Start the children, wait until each is ready, print where they are, run until
+    SIGINT/SIGTERM, then stop them all."""
+    from cachectl import stack
+    from workers.client import TaskClient
+
+    try:
+        user, password, generated = stack.flower_credentials(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    stopping = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stopping.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    supervisor = stack.Supervisor(workdir, stack.child_env(settings, database, password))
+    client = TaskClient(settings)
+    code = 0
+    try:
+        started = {
+            name: supervisor.start(name, argv)
+            for name, argv in stack.commands(settings, workdir, concurrency).items()
+        }
+        console.print(f"started {', '.join(started)}; logs in {workdir / 'logs'}")
+        late = stack.wait_ready(
+            supervisor, stack.checks(settings, client, started), stopping=stopping.is_set
+        )
+        if late and not stopping.is_set():
+            raise RuntimeError(f"not ready in time: {', '.join(late)}")
+        if not stopping.is_set():
+            _print_urls(settings, started, user, password, generated)
+        while not stopping.wait(0.5):
+            if supervisor.dead():
+                dead = supervisor.dead()[0]
+                raise RuntimeError(f"{dead.name} exited:\n{dead.tail()}")
+    except RuntimeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        code = 1
+    finally:
+        console.print("stopping ...")
+        supervisor.stop_all()
+        client.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.print("stopped")
+    if code:
+        raise typer.Exit(code)
+
+
+def _print_urls(
+    settings: Settings, started: Mapping[str, object], user: str, password: str, generated: bool
+) -> None:
+    from cachectl import stack
+
+    table = Table("process", "where", title="membership-cache is up", show_lines=False)
+    if "api" in started:
+        table.add_row("api", f"{stack.api_url(settings)}/docs")
+    login = f"{user} / {password}" + (" (generated)" if generated else "")
+    table.add_row("flower", f"http://127.0.0.1:{settings.flower_port}  login {login}")
+    table.add_row("worker", stack.worker_name())
+    table.add_row("beat", "leader lease held")
+    table.add_row("redis", f"{settings.redis_host}:{settings.redis_port}")
+    console.print(table)
+    console.print("[green]ready[/green]: press Ctrl-C to stop")
+
+
+@app.command()
+def warmup(
+    kind: Annotated[str, typer.Argument(help="critical or all")] = "critical",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the end.")] = 3600.0,
+) -> None:
+    """Enqueue a warm-up and show its progress until it is done."""
+    from cachectl.progress import follow
+    from workers.client import TaskClient
+
+    if kind not in ("critical", "all"):
+        err.print(f"[red]unknown warm-up {kind!r}[/red]: critical or all")
+        raise typer.Exit(2)
+    client = TaskClient(_settings())
+    try:
+        task_id = client.enqueue_warmup(kind)
+        console.print(f"warm-up {kind} enqueued: {task_id}")
+        final = follow(client, task_id, timeout=timeout, console=console)
+    finally:
+        client.close()
+    if final is None:
+        err.print(f"[red]not done after {timeout:.0f} s[/red] (is a worker running?)")
+        raise typer.Exit(1)
+    if final.state != "SUCCESS":
+        err.print(f"[red]warm-up {final.state}[/red]: {final.error}")
+        raise typer.Exit(1)
+    result = final.result if isinstance(final.result, dict) else {}
+    console.print(
+        f"[green]done[/green]: {result.get('written', 0):,} keys written, "
+        f"{result.get('present', 0):,} already cached, in {result.get('seconds', 0)} s"
+    )
+
+
+@app.command("flower")
+def run_flower(
+    port: Annotated[int | None, typer.Option(help="Default: FLOWER_PORT.")] = None,
+) -> None:
+    """Run Flower with basic auth and persistent state (see workers/flower.py)."""
+    from workers.flower import main as flower_main
+
+    raise typer.Exit(flower_main([] if port is None else ["--port", str(port)]))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -95,6 +95,24 @@ class Settings(BaseSettings):
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("")  # empty: generated at start-up and printed once
 
+    # --- Management API (/api/v1/cache) ---------------------------------------------------------
+    # "role:sha256hex[:label],..." with role viewer | operator | admin; only hashes are stored.
+    # Empty: nobody is let in. Hash a token with `cachectl hash-token`.
+    management_tokens: SecretStr = SecretStr("")
+    management_rate_limit: PositiveInt = 120  # requests per window per token
+    management_rate_window_s: PositiveInt = 60
+    management_max_body_bytes: PositiveInt = 262_144
+    management_check_timeout_s: PositiveFloat = 2.0  # each health check's budget
+    management_ping_timeout_s: PositiveFloat = 1.0  # celery inspect ping
+    management_beat_max_age_s: PositiveInt = 180  # beat is dead after this long without a tick
+    management_max_error_rate: float = Field(0.05, ge=0, le=1)
+    management_min_lookups: NonNegativeInt = 100  # below this, hit and error rates are noise
+    management_max_memory_ratio: float = Field(0.95, gt=0, le=1)
+    management_max_writebehind_lag_s: PositiveFloat = 60
+    management_max_replica_lag_s: PositiveFloat = 10
+    management_expected_replicas: NonNegativeInt = 0
+    management_clear_batch: PositiveInt = 1000  # keys per SCAN + UNLINK step
+
     environment: Literal["development", "test", "production"] = "development"
 
     @field_validator("redis_key_prefix")

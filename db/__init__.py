@@ -1,6 +1,7 @@
 """The data layer: engines, schema, migrations, demo data and the queries the cache fronts."""
 
-from db import serialize
+# audit defines a table: importing it puts the table in Base.metadata for Alembic.
+from db import audit, serialize
 from db.engine import (
     make_async_engine,
     make_engine,
@@ -42,6 +43,7 @@ __all__ = [
     "SeedReport",
     "UnknownLookup",
     "analytics_dashboard",
+    "audit",
     "count_members",
     "create_member",
     "delete_member",

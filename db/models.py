@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Date,
@@ -22,7 +23,6 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    JSON,
     MetaData,
     Numeric,
     SmallInteger,

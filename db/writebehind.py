@@ -35,15 +35,21 @@ Row = tuple[int, dt.date, int, int, int, dt.datetime]
 # transaction is gone before another consumer may take its entries over.
 TX_TIMEOUT: Final = "30s"
 
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_DAY: Final = dt.date(1970, 1, 1).toordinal()
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
+
 _ACTIVITY = cast(Table, MemberActivityDaily.__table__)
 _MEMBERS = cast(Table, Member.__table__)
 _OFFSETS = cast(Table, WritebehindOffset.__table__)
 
 _PG_UPSERT: Final = text("""
 WITH r AS (
-  SELECT * FROM unnest(CAST(:m AS bigint[]), CAST(:d AS date[]), CAST(:l AS int[]),
-                       CAST(:c AS int[]), CAST(:p AS int[]), CAST(:s AS timestamptz[]))
-    AS r(member_id, day, logins, checkins, page_views, seen)
+  SELECT u.member_id, DATE '1970-01-01' + u.day AS day, u.logins, u.checkins, u.page_views,
+         TIMESTAMPTZ 'epoch' + u.seen_us * INTERVAL '1 microsecond' AS seen
+  FROM unnest(CAST(:m AS bigint[]), CAST(:d AS int[]), CAST(:l AS int[]), CAST(:c AS int[]),
+              CAST(:p AS int[]), CAST(:s AS bigint[]))
+    AS u(member_id, day, logins, checkins, page_views, seen_us)
 ), up AS (
   INSERT INTO member_activity_daily AS a (member_id, day, logins, checkins, page_views)
   SELECT member_id, day, logins, checkins, page_views FROM r
@@ -151,8 +157,13 @@ def _lock_offset(conn: Connection, stream: str, is_pg: bool) -> str:
     return str(conn.execute(stmt).scalar_one())
 
 
+def _array(values: Iterable[int]) -> str:
+    """An integer array literal: one string, so psycopg does not adapt element by element."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _missing_pg(conn: Connection, member_ids: list[int]) -> set[int]:
-    return set(conn.execute(_PG_MISSING, {"ids": member_ids}).scalars())
+    return set(conn.execute(_PG_MISSING, {"ids": _array(member_ids)}).scalars())
 
 
 def _missing(conn: Connection, member_ids: list[int]) -> set[int]:
@@ -164,8 +175,16 @@ def _missing(conn: Connection, member_ids: list[int]) -> set[int]:
 
 
 def _upsert_pg(conn: Connection, rows: Sequence[Row]) -> None:
-    m, d, lo, c, p, s = (list(column) for column in zip(*rows, strict=True))
-    conn.execute(_PG_UPSERT, {"m": m, "d": d, "l": lo, "c": c, "p": p, "s": s})
+    # Days and sightings travel as integers (days, microseconds since the epoch): exact.
+    params = {
+        "m": _array(r[0] for r in rows),
+        "d": _array(r[1].toordinal() - _EPOCH_DAY for r in rows),
+        "l": _array(r[2] for r in rows),
+        "c": _array(r[3] for r in rows),
+        "p": _array(r[4] for r in rows),
+        "s": _array((r[5] - _EPOCH) // _MICROSECOND for r in rows),
+    }
+    conn.execute(_PG_UPSERT, params)
 
 
 def _upsert_sqlite(conn: Connection, rows: Sequence[Row]) -> None:

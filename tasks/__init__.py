@@ -1,12 +1,17 @@
 """Celery tasks, thin like views: they take ids and plain JSON, call one core function and
 decide retry. The logic lives in plain functions a test calls without a worker.
 
-    sources.py       the Source protocol and SqlSource (the only module that touches db/)
+    sources.py       the Source protocol and SqlSource (reads for warm-ups; db/ via queries)
+    records.py       the Records protocol and SqlRecords (snapshots and reports; db/reports)
     warming.py       warm-up logic: batched reads, pipelined writes, progress callbacks
+    bulkwrite.py     fill missing keys in bulk: SET NX with the core's envelopes, one pipeline
     warmup.py        warmup_critical, warmup_all, warmup_members, warmup_data_type
     invalidation.py  on_member_change, on_bulk_operation (CacheInvalidationHooks)
-    metrics.py       snapshot (every minute)
-    maintenance.py   the beat cadence, each job once per period
+    lifetimes.py     ages of entries at invalidation, per data type
+    counters.py      counters merged across processes and summed over a window of snapshots
+    keyspace.py      key distribution by pattern (sampled SCAN + MEMORY USAGE)
+    metrics.py       snapshot (every minute), stored in PostgreSQL
+    maintenance.py   the beat cadence, each job once per period; bodies in jobs/
 
 Task names, queues and time limits are in workers/routing.py; tasks register with
 ``shared_task`` so any app from workers.factory.create_app runs them.

@@ -18,12 +18,18 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import orjson
-from redis.exceptions import RedisError
 
 from cache import CacheService, DataType
 from cache.errors import CacheUnavailable
+from cache.flow import UNAVAILABLE
 
-_SET_NX: Final = b"*6\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n$2\r\nNX\r\n"
+_SET_NX: Final = (
+    b"*6\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nPX\r\n$%d\r\n%b\r\n$2\r\nNX\r\n"
+)
+
+# Replies to a batch may take longer than the cache's request-path socket timeout (0.25 s by
+# default, right for one GET): the server parses and runs thousands of SETs first.
+REPLY_TIMEOUT: Final = 5.0
 
 # (key, value, version): value is anything JSON-serializable, or orjson.Fragment for JSON
 # bytes already rendered (by PostgreSQL, for members).
@@ -42,8 +48,7 @@ def _packed(cache: CacheService, items: list[Item], data_type: DataType) -> byte
         payload, px = envelope(value, data_type, version=version)
         key_bytes, px_bytes = key.encode(), b"%d" % px
         parts.append(
-            _SET_NX
-            % (len(key_bytes), key_bytes, len(payload), payload, len(px_bytes), px_bytes)
+            _SET_NX % (len(key_bytes), key_bytes, len(payload), payload, len(px_bytes), px_bytes)
         )
     return b"".join(parts)
 
@@ -53,7 +58,9 @@ def _send_resp(client: Any, packed: bytes, count: int) -> int:
     conn = pool.get_connection()
     try:
         conn.send_packed_command([packed])
-        replies = [conn.read_response(disable_decoding=True) for _ in range(count)]
+        replies = [
+            conn.read_response(disable_decoding=True, timeout=REPLY_TIMEOUT) for _ in range(count)
+        ]
     except BaseException:
         # An error reply (OOM, say) raises before the rest are read: replies may be pending,
         # so the connection is dropped rather than handed to the next user out of step.
@@ -85,13 +92,14 @@ def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType
     if not cache.core.enabled:
         counters.skipped_writes += len(batch)
         return 0
-    try:
-        if cache.clients.mode == "cluster":
-            stored = _send_pipeline(cache, batch, data_type)
-        else:
-            stored = _send_resp(cache.clients.writer, _packed(cache, batch, data_type), len(batch))
-    except RedisError as exc:
+    # Through the service's breaker: a Redis that is failing is not hammered by warm-ups.
+    if cache.clients.mode == "cluster":
+        stored = cache.run(_send_pipeline, cache, batch, data_type)
+    else:
+        packed = _packed(cache, batch, data_type)
+        stored = cache.run(_send_resp, cache.clients.writer, packed, len(batch))
+    if stored is UNAVAILABLE:
         counters.skipped_writes += len(batch)
-        raise CacheUnavailable(f"could not store {len(batch)} {data_type.value} keys: {exc}") from exc
-    counters.writes += stored
-    return stored
+        raise CacheUnavailable(f"could not store {len(batch)} {data_type.value} keys")
+    counters.writes += int(stored)
+    return int(stored)

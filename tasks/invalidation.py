@@ -6,15 +6,16 @@ What depends on what is decided here, by pure functions over Keys::
     a bulk operation (import, update, delete) of N members -> every member-derived aggregate
 
 The member-derived aggregates are the analytics and statistics names of tasks/sources.py
-(dashboard, demographics), and the generations of cache.invalidation.MEMBER_TAGS, which the
-API folds into its cached responses (list pages, the dashboard): deleting a generation key is
-a bump (it restarts at a random value), so one UNLINK retires every response derived from
-members, whatever their number. Lookups do not depend on members and are left alone.
+(dashboard, demographics). Both hooks also bump the generations of
+cache.invalidation.MEMBER_TAGS, which the API folds into its cached responses (list pages, the
+dashboard): every response derived from members retires at once, whatever their number. The
+deletes and the bumps are one pipelined step (cache.invalidation.bump_sync). Lookups do not
+depend on members and are left alone.
 
 Before deleting, the task reads the header of each entry (one pipelined GETRANGE) to record
 its age at invalidation for the weekly TTL review (tasks/lifetimes.py).
 
-A delete that cannot reach Redis is queued by the cache service and the task raises
+A step that cannot reach Redis is queued by the cache service and the task raises
 CacheUnavailable, so Celery retries it with backoff and jitter: the broker holds the message
 until a retry succeeds, which makes the queue itself the durable outbox for these hooks.
 """
@@ -27,7 +28,7 @@ from celery import Task, shared_task
 
 from cache import CacheService, Keys
 from cache.errors import CacheUnavailable
-from cache.invalidation import MEMBER_TAGS
+from cache.invalidation import MEMBER_TAGS, bump_sync
 from tasks.lifetimes import Lifetimes, read_ages, record_invalidations
 from tasks.sources import ANALYTICS_NAMES, STATISTICS_NAMES
 from workers import routing
@@ -40,12 +41,10 @@ RETRY_ON: Final = (CacheUnavailable,)
 
 
 def member_aggregate_keys(keys: Keys) -> list[str]:
-    """Every cached aggregate computed from the members table, and the generations of what
-    the API caches from it."""
+    """Every cached aggregate computed from the members table."""
     return [
         *(keys.analytics(name) for name in ANALYTICS_NAMES),
         *(keys.statistics(name) for name in STATISTICS_NAMES),
-        *(keys.generation(tag) for tag in MEMBER_TAGS),
     ]
 
 
@@ -63,27 +62,33 @@ def bulk_operation_keys(keys: Keys, kind: str, affected_count: int) -> list[str]
     return member_aggregate_keys(keys) if int(affected_count) else []
 
 
-def invalidate(cache: CacheService, keys: list[str], lifetimes: Lifetimes | None = None) -> int:
-    """Delete ``keys`` (one UNLINK); raise CacheUnavailable when Redis did not take it.
+def invalidate(
+    cache: CacheService,
+    keys: list[str],
+    lifetimes: Lifetimes | None = None,
+    tags: tuple[str, ...] = MEMBER_TAGS,
+) -> int:
+    """Delete ``keys`` and bump ``tags`` in one round trip; how many keys held an entry.
 
-    With ``lifetimes``, the age of each entry is read first and recorded once the delete
-    went through.
+    Raises CacheUnavailable when Redis did not take it (the step waits in the outbox). With
+    ``lifetimes``, the ages read beforehand are recorded once the delete went through.
     """
-    ages = read_ages(cache, keys) if lifetimes is not None else []
-    removed = cache.delete(*keys)
-    pending = len(cache.core.outbox)
-    if pending:
-        raise CacheUnavailable(f"redis unavailable; {pending} invalidations pending replay")
+    ages = read_ages(cache, keys)
+    if not bump_sync(cache, tags, drop=keys) or len(cache.core.outbox):
+        raise CacheUnavailable(
+            f"redis unavailable; {len(cache.core.outbox)} invalidations pending replay"
+        )
     if lifetimes is not None:
         record_invalidations(lifetimes, cache.keys, keys, ages)
-    return removed
+    return sum(age is not None for age in ages)
 
 
 @shared_task(bind=True, **routing.task_options(routing.ON_MEMBER_CHANGE, retry_on=RETRY_ON))
 def on_member_change(self: Task[Any, Any], action: str, member_id: int) -> dict[str, Any]:
     runtime = runtime_of(self)
     keys = member_change_keys(runtime.cache.keys, action, member_id)
-    return {"keys": keys, "removed": invalidate(runtime.cache, keys, runtime.lifetimes)}
+    removed = invalidate(runtime.cache, keys, runtime.lifetimes)
+    return {"keys": keys, "tags": list(MEMBER_TAGS), "removed": removed}
 
 
 @shared_task(bind=True, **routing.task_options(routing.ON_BULK_OPERATION, retry_on=RETRY_ON))
@@ -91,4 +96,4 @@ def on_bulk_operation(self: Task[Any, Any], kind: str, affected_count: int) -> d
     runtime = runtime_of(self)
     keys = bulk_operation_keys(runtime.cache.keys, kind, affected_count)
     removed = invalidate(runtime.cache, keys, runtime.lifetimes) if keys else 0
-    return {"keys": keys, "removed": removed}
+    return {"keys": keys, "tags": list(MEMBER_TAGS) if keys else [], "removed": removed}

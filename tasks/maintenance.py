@@ -48,7 +48,9 @@ def run_job(
 
     def once() -> dict[str, Any]:
         report = body(context)
-        stored = runtime.records.save_report(job, period, report.status, report.payload, report.alert)
+        stored = runtime.records.save_report(
+            job, period, report.status, report.payload, report.alert
+        )
         return {"report_id": stored["id"], "status": report.status, "alert": report.alert}
 
     token = task.request.id or "direct"

@@ -31,6 +31,7 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from cache import CacheService
+from cache.flow import UNAVAILABLE
 
 log = logging.getLogger("workers.publisher")
 
@@ -88,10 +89,9 @@ class MetricsPublisher:
         pipe.zremrangebyscore(keys.system("processes"), "-inf", now - self.ttl)
         # The index outlives its members by a day at most once every process is gone.
         pipe.expire(keys.system("processes"), 86_400)
-        try:
-            pipe.execute()
-        except RedisError as exc:
-            log.debug("metrics of %s not published: %s", self.process, exc)
+        # Through the breaker: nothing is sent while Redis is known to be away.
+        if self.cache.run(pipe.execute) is UNAVAILABLE:
+            log.debug("metrics of %s not published: Redis unavailable", self.process)
             return False
         return True
 

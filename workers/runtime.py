@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from cache import CacheService, build_cache
-from tasks.lifetimes import Lifetimes
 from workers import routing
 from workers.periods import PeriodGuard
 from workers.publisher import MetricsPublisher
@@ -65,6 +64,8 @@ class Runtime:
         self.guard = PeriodGuard(
             self.cache.clients.writer, self.cache.keys, lease_seconds=routing.longest_hard_limit()
         )
+        from tasks.lifetimes import Lifetimes  # task-side code: loaded only where tasks run
+
         self.lifetimes = Lifetimes()
         self.publisher = MetricsPublisher(
             self.cache, "worker", extras={"lifetimes": self.lifetimes.snapshot}

@@ -124,8 +124,10 @@ def check_commands(dryrun: Callable[[tuple[str, ...]], bool], user: str) -> list
 
 
 def audit(client: Any) -> list[Finding]:
-    info = client.info("server")
-    found = check_version(_text(info.get("redis_version", "0")))
+    try:
+        found = check_version(_text(client.info("server").get("redis_version", "0")))
+    except ResponseError as exc:
+        found = [_finding("version", "info", f"INFO refused ({exc}): version not audited")]
     try:
         config = {
             _text(name): _text(value)

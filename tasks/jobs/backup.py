@@ -82,7 +82,7 @@ def dump_path(client: Any) -> Path:
         raise BackupError(f"CONFIG GET refused ({exc}); the job's Redis user needs it") from exc
     if not directory or not filename:
         raise BackupError("CONFIG GET dir/dbfilename answered nothing")
-    return Path(directory) / filename
+    return Path(str(directory)) / str(filename)
 
 
 def copy_dump(source: Path, target_dir: Path, label: str) -> Path:

@@ -35,7 +35,7 @@ def test_postgresql_has_every_table_and_index(pg_engine: Engine, pg_url: str) ->
         "ix_members_tier",
         "ix_members_country",
     }
-    assert current_revision(pg_url) == head_revision() == "0001"
+    assert current_revision(pg_url) == head_revision() is not None
 
 
 def test_migration_matches_the_models_on_postgresql(pg_engine: Engine) -> None:
@@ -47,11 +47,11 @@ def test_migration_matches_the_models_on_postgresql(pg_engine: Engine) -> None:
 def test_sqlite_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url)
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == head_revision()
     downgrade(url, "base")
     assert current_revision(url) is None
     upgrade(url)
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == head_revision()
 
 
 def test_alembic_ini_drives_the_cli(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def test_invalidate_raises_when_redis_did_not_take_it(unit_settings: Settings) -
     try:
         with pytest.raises(CacheUnavailable):
             invalidate(down, member_change_keys(down.keys, "update", 1))
-        assert len(down.core.outbox) == 3  # kept for replay by this process, and retried
+        assert len(down.core.outbox) == 6  # kept for replay by this process, and retried
     finally:
         down.close()
 
@@ -83,7 +83,10 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
 ) -> None:
     stack = clean_stack
     keys = stack.cache.keys
-    filled = set(_fill(stack.cache))
+    generations = [keys.generation(tag) for tag in ("analytics", "statistics", "members")]
+    for key in generations:
+        stack.cache.clients.writer.set(key, 7)  # as the API's reads leave them
+    filled = set(_fill(stack.cache)) | set(generations)
     before = stack.cache_keys()
     assert before == filled
 
@@ -94,8 +97,11 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
     assert stack.cache_keys() == before - removed
     assert progress.result == {
         "keys": [keys.member(1), keys.analytics("dashboard"), keys.statistics("demographics")],
+        "tags": ["analytics", "statistics", "members"],
         "removed": 3,
     }
+    # The API's responses derived from members retire: their generations moved on.
+    assert stack.cache.clients.writer.mget(generations) == [b"8", b"8", b"8"]
 
     # Again: nothing left to delete, still a success (a redelivered hook is harmless).
     again = stack.wait(stack.client.enqueue_member_change("update", 1))

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from cache import CacheService, DataType
 from cache.errors import CacheUnavailable
 from config import Settings
 from tasks import warming
-from tasks.sources import Member
+from tasks.bulkwrite import fill_missing
+from tasks.sources import Member, MemberRow
 
 
 class FakeSource:
     def __init__(self, count: int) -> None:
-        self.rows = {
+        self.rows: dict[int, dict[str, Any]] = {
             i: {"id": i, "email": f"m{i}@example.org", "version": 1} for i in range(1, count + 1)
         }
         self.queries: list[str] = []
@@ -45,33 +48,37 @@ class FakeSource:
         self.queries.append("members")
         return {i: self.rows[i] for i in ids if i in self.rows}
 
-    def member_pages(self, size: int) -> Iterator[list[Member]]:
+    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
         ordered = sorted(self.rows)
         for start in range(0, len(ordered), size):
             self.queries.append("page")
-            yield [self.rows[i] for i in ordered[start : start + size]]
+            page = [self.rows[i] for i in ordered[start : start + size]]
+            yield [(m["id"], m["version"], orjson.dumps(m)) for m in page]
         self.queries.append("page")  # the empty page that ends the scan
 
     def close(self) -> None:
         pass
 
 
-class CountingCache:
-    """Counts set_many calls (each one pipelined round trip) on a real CacheService."""
+class CountingFills:
+    """Counts fill_missing calls (each one pipelined round trip) on a real CacheService."""
 
-    def __init__(self, cache: CacheService) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[int] = []
-        original = cache.set_many
+        original = fill_missing
 
-        def set_many(items: Any, data_type: DataType = DataType.DEFAULT, **kw: Any) -> bool:
-            self.calls.append(len(items))
-            return original(items, data_type, **kw)
+        def fill(cache: CacheService, items: Iterable[Any], data_type: DataType) -> int:
+            batch = list(items)
+            self.calls.append(len(batch))
+            return original(cache, batch, data_type)
 
-        cache.set_many = set_many  # type: ignore[method-assign]
+        monkeypatch.setattr(warming, "fill_missing", fill)
 
 
-def test_warm_all_members_one_query_and_one_pipeline_per_batch(unit_cache: CacheService) -> None:
-    source, counter = FakeSource(12_345), CountingCache(unit_cache)
+def test_warm_all_members_one_query_and_one_pipeline_per_batch(
+    unit_cache: CacheService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, counter = FakeSource(12_345), CountingFills(monkeypatch)
     seen: list[tuple[int, int]] = []
     report = warming.warm_all_members(unit_cache, source, progress=lambda d, t: seen.append((d, t)))
     assert (report.done, report.total, report.written) == (12_345, 12_345, 12_345)
@@ -84,12 +91,58 @@ def test_warm_all_members_one_query_and_one_pipeline_per_batch(unit_cache: Cache
     ]
 
 
-def test_warm_members_batches_and_counts_missing(unit_cache: CacheService) -> None:
-    source, counter = FakeSource(50), CountingCache(unit_cache)
+def test_warm_members_batches_and_counts_missing(
+    unit_cache: CacheService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, counter = FakeSource(50), CountingFills(monkeypatch)
     report = warming.warm_members(unit_cache, source, [3, 1, 2, 3, 99, 4, 5], batch_size=2)
     assert (report.total, report.done, report.written, report.missing) == (6, 6, 5, 1)
     assert counter.calls == [2, 1, 2]  # ids 3,1 | 2,99 | 4,5 ; 99 is missing
     assert source.queries == ["members"] * 3
+
+
+def test_warm_up_fills_what_is_missing_and_never_replaces(unit_cache: CacheService) -> None:
+    """A write that landed after the warm-up read its row is kept: the warm-up's row is older."""
+    source = FakeSource(3)
+    newer = {**source.rows[2], "email": "new@example.org", "version": 2}
+    assert unit_cache.write_through(unit_cache.keys.member(2), newer, 2, DataType.MEMBER)
+    report = warming.warm_all_members(unit_cache, source)
+    assert (report.written, report.present) == (2, 1)
+    keys = unit_cache.keys.members([1, 2, 3])
+    assert unit_cache.get_many(keys, DataType.MEMBER) == [
+        source.rows[1],
+        newer,
+        source.rows[3],
+    ]
+    again = warming.warm_all_members(unit_cache, source)
+    assert (again.written, again.present) == (0, 3)
+
+
+def test_prefetched_reads_ahead_and_hands_errors_over() -> None:
+    produced: list[int] = []
+
+    def pages() -> Iterator[int]:
+        for n in range(5):
+            produced.append(n)
+            yield n
+
+    assert list(warming.prefetched(pages())) == [0, 1, 2, 3, 4]
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("database went away")
+
+    seen = []
+    with pytest.raises(RuntimeError, match="went away"):
+        for item in warming.prefetched(failing()):
+            seen.append(item)
+    assert seen == [1]
+    # A consumer that stops early stops the reader too.
+    reader_count = threading.active_count()
+    stream = warming.prefetched(iter(range(1000)))
+    assert next(stream) == 0
+    stream.close()  # type: ignore[attr-defined]  # a generator
+    assert threading.active_count() <= reader_count
 
 
 def test_warm_critical_covers_aggregates_then_hottest(unit_cache: CacheService) -> None:

@@ -6,9 +6,8 @@ import json
 import time
 
 import pytest
-import redis
 
-from tests.workers import harness
+from tests.workers import harness, services
 from workers import routing
 
 pytestmark = pytest.mark.slow
@@ -18,7 +17,7 @@ def test_progress_is_published_while_the_warmup_runs(clean_stack: harness.Stack)
     """The result backend announces PROGRESS (done/total) before SUCCESS, as Flower and the
     API's progress endpoint see it."""
     stack = clean_stack
-    listener = redis.Redis(host=harness.HOST, port=harness.PORT, db=harness.RESULTS_DB)
+    listener = stack.redis_proc.client(db=services.RESULTS_DB)
     pubsub = listener.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("celery-task-meta-*")  # pub/sub is server-wide: filtered by id below
     try:

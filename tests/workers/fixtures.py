@@ -10,10 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from sqlalchemy import Engine
 
 from cache import CacheService, build_cache
 from config import Settings
-from tests.workers import harness
+from db import make_engine
+from tests.workers import harness, services
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +55,21 @@ def unit_cache(unit_settings: Settings) -> Iterator[CacheService]:
         harness.unlink_matching(client, [unit_settings.redis_key_prefix + "*"])
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A migrated PostgreSQL database seeded with 200 members, for tests without a worker;
+    dropped afterwards. Tests that write to it use their own rows."""
+    name, url = services.create_database(200)
+    try:
+        yield url
+    finally:
+        services.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_database: str) -> Iterator[Engine]:
+    engine = make_engine(pg_database)
+    yield engine
+    engine.dispose()

@@ -1,63 +1,41 @@
-"""A real Celery stack for tests: `celery -A workers.app worker` subprocesses on the shared Redis.
+"""A real Celery stack for tests: `celery -A workers.app worker` on a redis-server of its own.
 
-Broker on database 11, results on database 12, cache keys on database 11 under a prefix of the
-session's own (``test-celery-<hex>:``), data in a tiny seeded SQLite file. Only keys these tests
-create are removed afterwards (SCAN + UNLINK by pattern): never FLUSHDB or FLUSHALL.
+The stack's redis-server (tests/workers/services.py) carries the broker (database 1), the
+results (2) and the cache (0, under a prefix of the session's own); its data is a seeded
+PostgreSQL database created for it. Everything is thrown away afterwards: the server is
+killed and the database dropped, so nothing is cleaned key by key and two sessions (or
+pytest-xdist workers) never share a queue. One stack serves tests/workers and tests/tasks:
+:func:`acquire` and :func:`release` count users and the last release stops it.
 
-The queues on database 11 have fixed names, so two test sessions on one machine would consume
-each other's messages: a lock file serializes the sessions (and pytest-xdist workers) that
-use this stack. One stack serves tests/workers and tests/tasks: :func:`acquire` and
-:func:`release` count users and the last release stops the worker.
+Unit tests that need no worker use the shared Redis on 127.0.0.1:6379 (database 11, a
+prefix per test; see :func:`settings_env`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import redis
 
 from cache import CacheService, build_cache
 from config import Settings, load_settings
-from workers import routing
+from tests.support.redis_procs import RedisProcess, start_redis
+from tests.workers import services
+from tests.workers.processes import REPO, WorkerProcess, wait_for
 from workers.client import Progress, TaskClient
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["REPO", "Stack", "WorkerProcess", "acquire", "release", "wait_for"]
+
 HOST = "127.0.0.1"
-PORT = 6379
-BROKER_DB = 11
-RESULTS_DB = 12
+PORT = 6379  # the shared Redis, for unit tests
 CACHE_DB = 11
 MEMBERS = 30  # seeded members; ids 1..30
-SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
-LOCK_PATH = Path(tempfile.gettempdir()) / f"membership-cache-celery-db{BROKER_DB}.lock"
-# Everything Celery and kombu write on the broker database for our queues.
-BROKER_PATTERNS = (*routing.QUEUES, "_kombu.*", "unacked*", "*.reply.celery.pidbox")
-
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+SEED_NOW = services.SEED_NOW
 
 
 def unlink_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
@@ -70,14 +48,12 @@ def unlink_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
 
 
 def settings_env(prefix: str, database_url: str) -> dict[str, str]:
-    """The environment of a worker process, and the Settings of the test process."""
+    """The Settings environment of a unit test on the shared Redis (no worker)."""
     return {
         "REDIS_HOST": HOST,
         "REDIS_PORT": str(PORT),
         "REDIS_DB": str(CACHE_DB),
         "REDIS_KEY_PREFIX": prefix,
-        "CELERY_BROKER_URL": f"redis://{HOST}:{PORT}/{BROKER_DB}",
-        "CELERY_RESULT_BACKEND": f"redis://{HOST}:{PORT}/{RESULTS_DB}",
         "DATABASE_URL": database_url,
         "ENVIRONMENT": "test",
     }
@@ -85,103 +61,6 @@ def settings_env(prefix: str, database_url: str) -> dict[str, str]:
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     return load_settings(**{name.lower(): value for name, value in env.items()}, _env_file=None)
-
-
-def seed_database(directory: Path) -> str:
-    """A migrated SQLite file with MEMBERS members, lookups and payments."""
-    from db import make_engine, seed, upgrade
-
-    url = f"sqlite:///{directory / 'members.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        seed(engine, MEMBERS, progress=False, now=SEED_NOW)
-    finally:
-        engine.dispose()
-    return url
-
-
-@dataclass
-class WorkerProcess:
-    """One ``celery -A workers.app worker`` subprocess, in its own session (process group)."""
-
-    env: dict[str, str]
-    cwd: Path
-    queues: tuple[str, ...] = routing.QUEUES
-    concurrency: int = 2
-    name: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}@%h")
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.cwd / f"worker-{self.name.split('@')[0]}.log"
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "worker",
-            "-Q",
-            ",".join(self.queues),
-            "-c",
-            str(self.concurrency),
-            "-P",
-            "prefork",
-            "-n",
-            self.name,
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        with self.log_path.open("wb") as log:
-            # cwd outside the repo: no .env is read, nothing is written into the tree.
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=self.cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self, client: TaskClient, timeout: float = 30.0) -> None:
-        """Until the worker answers a control ping (``celery inspect ping``)."""
-        hostname = self.name.replace("%h", os.uname().nodename)
-
-        def answered() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log()}")
-            replies = client.app.control.ping(destination=[hostname], timeout=0.5)
-            return any(hostname in reply for reply in replies)
-
-        wait_for(answered, timeout, "the worker to answer a ping")
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL of the worker's process group if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
 
 
 @dataclass
@@ -192,24 +71,38 @@ class Stack:
     settings: Settings
     client: TaskClient
     cache: CacheService
+    redis_proc: RedisProcess
     broker: redis.Redis
     results: redis.Redis
+    database: str
     worker: WorkerProcess
+
+    @property
+    def port(self) -> int:
+        return self.redis_proc.port
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
 
     def wait(self, task_id: str, timeout: float = 20.0) -> Progress:
         """Poll the result backend until the task is SUCCESS or FAILURE."""
-        return wait_for(
-            lambda: (p := self.client.progress(task_id)).ready and p, timeout, f"task {task_id}"
-        )
+        return wait_for(lambda: _final(self.client, task_id), timeout, f"task {task_id}")
 
     def cache_keys(self) -> set[str]:
-        return {key.decode() for key in self.broker.scan_iter(match=self.prefix + "*", count=1000)}
+        """The cache keys under the prefix, platform state (sys:) excluded."""
+        system = self.prefix + "sys:"
+        return {
+            key.decode()
+            for key in self.cache.clients.writer.scan_iter(match=self.prefix + "*", count=1000)
+            if not key.startswith(system.encode())
+        }
 
     def queue_length(self, queue: str) -> int:
         return int(self.broker.llen(queue))
 
     def clear_cache(self) -> None:
-        unlink_matching(self.broker, [self.prefix + "*"])
+        unlink_matching(self.redis_proc.client(db=services.CACHE_DB), [self.prefix + "*"])
 
     def close(self) -> None:
         try:
@@ -217,44 +110,52 @@ class Stack:
         finally:
             self.client.close()
             self.cache.close()
-            unlink_matching(self.broker, [self.prefix + "*", *BROKER_PATTERNS])
-            unlink_matching(self.results, ["celery-task-meta-*"])
             self.broker.close()
             self.results.close()
+            self.redis_proc.close()
+            services.drop_database(self.database)
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _final(client: TaskClient, task_id: str) -> Progress | None:
+    progress = client.progress(task_id)
+    return progress if progress.ready else None
+
+
+def final(client: TaskClient, task_id: str, timeout: float = 40.0) -> Progress:
+    """Poll the result backend until the task is SUCCESS or FAILURE."""
+    return wait_for(lambda: _final(client, task_id), timeout, f"task {task_id}")
 
 
 _stack: Stack | None = None
 _users = 0
-_lock_file: Any = None
-
-
-def _take_lock(timeout: float = 600.0) -> Any:
-    handle = LOCK_PATH.open("w")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                handle.close()
-                raise TimeoutError(f"another test session holds {LOCK_PATH}") from None
-            time.sleep(0.2)
 
 
 def start_stack(directory: Path) -> Stack:
     prefix = f"test-celery-{uuid.uuid4().hex[:8]}:"
-    env = settings_env(prefix, seed_database(directory))
+    proc = start_redis()
+    try:
+        database, url = services.create_database(MEMBERS)
+    except BaseException:
+        proc.close()
+        raise
+    env = services.stack_env(prefix, proc.port, url)
     settings = settings_from_env(env)
-    broker = redis.Redis(host=HOST, port=PORT, db=BROKER_DB)
-    results = redis.Redis(host=HOST, port=PORT, db=RESULTS_DB)
-    # Leftovers of a session that died hard: stale messages would run in this one.
-    unlink_matching(broker, BROKER_PATTERNS)
     client = TaskClient(settings)
-    worker = WorkerProcess(env, directory).start()
+    worker = WorkerProcess(env, directory)
+    worker.start()
     stack = Stack(
-        directory, prefix, env, settings, client, build_cache(settings), broker, results, worker
+        directory,
+        prefix,
+        env,
+        settings,
+        client,
+        build_cache(settings),
+        proc,
+        proc.client(db=services.BROKER_DB),
+        proc.client(db=services.RESULTS_DB),
+        database,
+        worker,
     )
     try:
         worker.wait_ready(client)
@@ -265,21 +166,15 @@ def start_stack(directory: Path) -> Stack:
 
 
 def acquire() -> Stack:
-    global _stack, _users, _lock_file
+    global _stack, _users
     if _stack is None:
-        _lock_file = _take_lock()
-        try:
-            _stack = start_stack(Path(tempfile.mkdtemp(prefix="test-celery-")))
-        except BaseException:
-            _lock_file.close()
-            _lock_file = None
-            raise
+        _stack = start_stack(Path(tempfile.mkdtemp(prefix="test-celery-")))
     _users += 1
     return _stack
 
 
 def release() -> None:
-    global _stack, _users, _lock_file
+    global _stack, _users
     _users -= 1
     if _users or _stack is None:
         return
@@ -287,6 +182,3 @@ def release() -> None:
         _stack.close()
     finally:
         _stack = None
-        if _lock_file is not None:
-            _lock_file.close()
-            _lock_file = None

@@ -117,3 +117,20 @@ def test_every_task_is_registered_under_its_routed_name(spec: routing.TaskSpec) 
         assert task.soft_time_limit == spec.soft_time_limit
     finally:
         app.close()
+
+
+def test_visibility_timeout_setting_applies_to_broker_and_results() -> None:
+    conf = make(celery_visibility_timeout=7)
+    for name in ("broker_transport_options", "result_backend_transport_options"):
+        options = conf[name]
+        assert isinstance(options, dict) and options["visibility_timeout"] == 7
+    assert make()["broker_transport_options"]["visibility_timeout"] == (  # type: ignore[index]
+        celeryconfig.VISIBILITY_TIMEOUT
+    )
+
+
+def test_one_effective_beat() -> None:
+    conf = make()
+    assert conf["beat_scheduler"] == "workers.scheduler:LeaderScheduler"
+    lease, loop = conf["beat_leader_lease"], conf["beat_max_loop_interval"]
+    assert isinstance(lease, float) and isinstance(loop, float) and loop < lease / 3

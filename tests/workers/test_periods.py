@@ -9,7 +9,14 @@ import time
 import pytest
 
 from cache import CacheService
-from workers.periods import RECORD_SECONDS, PeriodGuard, check_period, period_of
+from workers.periods import (
+    RECORD_SECONDS,
+    PeriodGuard,
+    bounds,
+    check_period,
+    period_of,
+    previous,
+)
 
 
 @pytest.fixture
@@ -124,3 +131,24 @@ def test_a_late_run_cannot_overwrite_a_claim_it_lost(guard: PeriodGuard) -> None
 def test_default_period_is_now(guard: PeriodGuard) -> None:
     outcome = guard.run_once("job", "daily", None, "t1", lambda: None)
     assert outcome.period == period_of("daily", dt.datetime.now(dt.UTC))
+
+
+@pytest.mark.parametrize(
+    ("cadence", "period", "start", "end", "before"),
+    [
+        ("minute", "2025-12-31T2359", "2025-12-31T23:59", "2026-01-01T00:00", "2025-12-31T2358"),
+        ("daily", "2026-03-01", "2026-03-01T00:00", "2026-03-02T00:00", "2026-02-28"),
+        ("weekly", "2026-W01", "2025-12-29T00:00", "2026-01-05T00:00", "2025-W52"),
+        ("monthly", "2025-12", "2025-12-01T00:00", "2026-01-01T00:00", "2025-11"),
+        ("quarterly", "2026-Q1", "2026-01-01T00:00", "2026-04-01T00:00", "2025-Q4"),
+    ],
+)
+def test_bounds_and_previous(cadence: str, period: str, start: str, end: str, before: str) -> None:
+    lo, hi = bounds(cadence, period)  # type: ignore[arg-type]
+    utc = dt.UTC
+    assert (lo, hi) == (
+        dt.datetime.fromisoformat(start).replace(tzinfo=utc),
+        dt.datetime.fromisoformat(end).replace(tzinfo=utc),
+    )
+    assert period_of(cadence, lo) == period == period_of(cadence, hi - dt.timedelta(seconds=1))  # type: ignore[arg-type]
+    assert previous(cadence, period) == before  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 
-from cache.writebehind import KINDS, ActivityEvent, Backpressure, WriteBehind
+from cache.writebehind import GROUP, KINDS, ActivityEvent, Backpressure, WriteBehind
 
 REPO = Path(__file__).resolve().parents[2]
 KIND_NAMES = tuple(KINDS)
@@ -36,6 +36,17 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(poll)
+
+
+def stream_ids(client: Any, stream: str) -> list[str]:
+    """Every id in the stream, oldest first."""
+    return [entry_id.decode() for entry_id, _ in client.xrange(stream, "-", "+")]
+
+
+def pending_ids(client: Any, stream: str) -> list[str]:
+    """Ids delivered to a flusher and not acknowledged."""
+    found = client.xpending_range(stream, GROUP, "-", "+", 100_000)
+    return [p["message_id"].decode() for p in found]
 
 
 def db_totals(engine: Engine) -> Totals:

@@ -179,3 +179,18 @@ def test_sqlite_applies_exactly_once_too(tmp_path: Path) -> None:
             apply_batch(engine, STREAM, "9-0", [ActivityRow(77, D0, 1, 0, 0, AT)])
     finally:
         engine.dispose()
+
+
+def test_a_restart_resumes_every_batch_it_held_in_order(wb: WriteBehind, engine: Engine) -> None:
+    small = WriteBehind(wb.client, wb.keys, WriteBehindConfig(batch_size=4, linger_ms=0))
+    small.record([ActivityEvent(1, "login") for _ in range(10)])
+    first = small.read_batch("a", 4)
+    second = small.read_batch("a", 4, after=first.events[-1].id)  # read ahead, as drain does
+    assert [e.id for e in second.events] > [e.id for e in first.events]
+    # The first batch committed, then the process died before acknowledging either batch.
+    apply_batch(engine, small.stream, first.events[-1].id, rows_of((1, 4, 0, 0)))
+    flusher = Flusher(small, sql_apply(engine), "a")
+    flusher.drain(10, until_empty=True)
+    assert totals(engine) == {1: (10, 0, 0)}
+    assert flusher.stats.replayed_batches == 1
+    assert small.health().backlog == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -12,6 +13,8 @@ from cache.writebehind import (
     GROUP,
     ActivityEvent,
     Backpressure,
+    Flusher,
+    GroupRecorder,
     InvalidEvent,
     WriteBehind,
     WriteBehindConfig,
@@ -120,8 +123,10 @@ def test_ack_deletes_and_health_reports_backlog_pending_and_lag(wb: WriteBehind)
     wb.ack(ids[:4])
     health = wb.health()
     assert (health.backlog, health.pending) == (2, 0)
-    wb.ack(ids[4:])
-    assert wb.health().lag_seconds == 0.0
+    wb.ack(ids[4:])  # never delivered: acknowledging them removes nothing
+    assert wb.health().backlog == 2
+    wb.ack([e.id for e in wb.read_batch("a", 4).events])
+    assert (wb.health().backlog, wb.health().lag_seconds) == (0, 0.0)
 
 
 def test_health_before_any_flusher_exists(cache: CacheService) -> None:
@@ -151,12 +156,49 @@ def test_dead_letters_are_listed_replayed_and_discarded(wb: WriteBehind) -> None
 
 
 def test_an_unparseable_entry_is_dead_lettered_not_stuck(wb: WriteBehind) -> None:
-    from cache.writebehind import Flusher
-
     wb.client.xadd(wb.stream, {"m": "nope"})
     good = wb.record([ActivityEvent(1, "login")])
     applied: list[list[str]] = []
-    flusher = Flusher(wb, lambda s, first, last, rows: applied.append([first, last]) is None, "a")
+
+    def apply(stream: str, first: str, last: str, rows: object) -> bool:
+        applied.append([first, last])
+        return True
+
+    flusher = Flusher(wb, apply, "a")
     flusher.drain(2, until_empty=True)
     assert applied == [[good[0], good[0]]]
     assert [d["error"][:18] for d in wb.dead_letters()] == ["unparseable entry:"]
+
+
+def test_group_recorder_shares_round_trips_and_keeps_callers_apart(wb: WriteBehind) -> None:
+    recorder = GroupRecorder(wb)
+    results: list[list[str]] = []
+    refused: list[Exception] = []
+
+    def caller(n: int) -> None:
+        for i in range(100):
+            if n == 0 and i == 50:
+                try:
+                    recorder.record([ActivityEvent(1, "nonsense")])
+                except InvalidEvent as exc:
+                    refused.append(exc)
+            results.append(recorder.record([ActivityEvent(1 + n, "login")]))
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(refused) == 1  # only the caller with the bad event
+    ids = [entry_id for got in results for entry_id in got]
+    assert len(ids) == len(set(ids)) == 1600 == wb.client.xlen(wb.stream)
+    assert all(len(got) == 1 for got in results)
+    assert {wb.activity(1 + n)["days"][0]["login"] for n in range(16)} == {100}
+
+
+def test_group_recorder_passes_backpressure_to_every_caller(cache: CacheService) -> None:
+    wb = WriteBehind(cache.clients.writer, cache.keys, WriteBehindConfig(max_backlog=3))
+    recorder = GroupRecorder(wb)
+    assert len(recorder.record([ActivityEvent(1, "login")] * 3)) == 3
+    with pytest.raises(Backpressure):
+        recorder.record([ActivityEvent(1, "login")])

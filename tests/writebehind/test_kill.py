@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from cache.writebehind import GROUP, WriteBehind, stream_id
+from cache.writebehind import WriteBehind, stream_id
 from config import Settings
 from db.writebehind import read_offset
 from tests.support.redis_procs import RedisProcess, start_redis
@@ -25,6 +25,7 @@ from tests.writebehind.support import (
     Producer,
     db_last_seen,
     db_totals,
+    pending_ids,
     send_flush,
     wait_for,
     worker_env,
@@ -35,6 +36,11 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 EVENTS = 100_000
 KILLS = 4
+
+
+def _moved(engine: Engine, stream: str, before: str | None) -> str | None:
+    now = read_offset(engine, stream)
+    return now if now != before else None
 
 
 @pytest.fixture
@@ -63,11 +69,7 @@ def test_sigkilled_flush_workers_lose_nothing_and_count_nothing_twice(
             offset = read_offset(engine, wb.stream)
             worker.start()
             send_flush(app, 25)
-            offset = wait_for(
-                lambda: (now := read_offset(engine, wb.stream)) != offset and now,
-                30,
-                "a flush to commit",
-            )
+            offset = wait_for(lambda: _moved(engine, wb.stream, offset), 30, "a flush to commit")
             if kill % 2:
                 time.sleep(rng.uniform(0.05, 1.2))  # anywhere in the loop
             else:  # at once after a commit: aims at the window before the acknowledgement
@@ -75,8 +77,8 @@ def test_sigkilled_flush_workers_lose_nothing_and_count_nothing_twice(
                 wait_for(lambda: read_offset(engine, wb.stream) != offset, 10, "a commit", poll)
             worker.kill()
             committed = stream_id(read_offset(engine, wb.stream) or "0-0")
-            pending = wb.client.xpending_range(wb.stream, GROUP, "-", "+", 10_000)
-            done = sum(stream_id(p["message_id"].decode()) <= committed for p in pending)
+            pending = pending_ids(wb.client, wb.stream)
+            done = sum(stream_id(entry_id) <= committed for entry_id in pending)
             between_commit_and_ack += bool(done)
             print(
                 f"kill {kill}: {producer.accepted} accepted, {len(pending)} pending,"

@@ -1,0 +1,143 @@
+"""Clearing cache keys by pattern: SCAN + UNLINK in batches, within the key prefix only.
+
+Never KEYS or FLUSHDB: KEYS blocks the server for the whole keyspace, FLUSHDB takes the broker
+and every other tenant of the database with it (and the app's ACL user may run neither). Each
+step is one SCAN of ``batch`` buckets and one UNLINK of what it found, a millisecond or so of
+server time, so readers are served between steps however many keys go.
+
+A pattern is a glob relative to the prefix, with ``*`` and ``?`` only: no character classes,
+escapes or braces (which :meth:`cache.keys.Keys.pattern` refuses as well), no whitespace or
+control characters, and few stars, which bounds the server's matching work per key. Platform
+state under ``<prefix>sys:`` (the write-behind stream, the outbox, the beat lease) is never
+cleared: a pattern that names it is refused, and keys of it that a wider pattern matches are
+skipped and counted.
+
+With ``dry_run`` the keys are counted, not deleted. SCAN may return a key twice while the
+server resizes its table, so a dry run's count is an upper bound; ``deleted`` is what UNLINK
+removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from cache import AsyncCacheService
+from cache.errors import CacheUnavailable, InvalidKey
+from cache.flow import UNAVAILABLE
+
+MAX_PATTERN: Final = 200
+MAX_STARS: Final = 8
+SYSTEM: Final = "sys"
+_GLOB: Final = re.compile(r"^[A-Za-z0-9_.@+=,:/*?\-]+$")
+
+
+class PatternRefused(ValueError):
+    """A pattern that is malformed or would reach outside the cache's keys."""
+
+
+@dataclass(slots=True)
+class Cleared:
+    pattern: str
+    match: str
+    dry_run: bool
+    matched: int = 0
+    deleted: int = 0
+    skipped_system: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scan_match(cache: AsyncCacheService, glob: str) -> str:
+    """The SCAN MATCH pattern of a glob under the prefix; PatternRefused says why not."""
+    if not glob or len(glob) > MAX_PATTERN:
+        raise PatternRefused(f"a pattern has 1 to {MAX_PATTERN} characters")
+    if not _GLOB.match(glob):
+        raise PatternRefused(
+            "a pattern may hold letters, digits, _ . @ + = , : / - and the wildcards * ?"
+        )
+    if glob.count("*") > MAX_STARS:
+        raise PatternRefused(f"a pattern has at most {MAX_STARS} '*'")
+    if glob.split(":", 1)[0] == SYSTEM:
+        raise PatternRefused(f"{SYSTEM}: keys are platform state, not cache entries")
+    try:
+        return cache.keys.pattern(re.sub(r"\*{2,}", "*", glob))
+    except InvalidKey as exc:
+        raise PatternRefused(str(exc)) from None
+
+
+async def _batches(cache: AsyncCacheService, match: str, batch: int) -> AsyncIterator[list[bytes]]:
+    writer: Any = cache.clients.writer
+    if cache.clients.mode == "cluster":
+        # redis-py walks every primary with its own cursor.
+        found: list[bytes] = []
+        try:
+            async for key in writer.scan_iter(match=match, count=batch):
+                found.append(key)
+                if len(found) >= batch:
+                    yield found
+                    found = []
+        except Exception as exc:
+            raise CacheUnavailable(f"SCAN failed: {exc}") from exc
+        if found:
+            yield found
+        return
+    cursor = 0
+    while True:
+        reply = await cache.run(writer.scan, cursor, match=match, count=batch)
+        if reply is UNAVAILABLE:
+            raise CacheUnavailable("SCAN failed: Redis unavailable")
+        cursor, keys = int(reply[0]), list(reply[1])
+        yield keys
+        if cursor == 0:
+            return
+
+
+async def _unlink(cache: AsyncCacheService, keys: list[bytes]) -> int:
+    writer: Any = cache.clients.writer
+    if cache.clients.mode == "cluster":
+        pipe = writer.pipeline()  # no cross-slot UNLINK; the pipeline splits per node
+        for key in keys:
+            pipe.unlink(key)
+        removed = await cache.run(pipe.execute)
+        return -1 if removed is UNAVAILABLE else sum(int(n) for n in removed)
+    removed = await cache.run(writer.unlink, *keys)
+    return -1 if removed is UNAVAILABLE else int(removed)
+
+
+async def clear(
+    cache: AsyncCacheService, glob: str, *, dry_run: bool, batch: int = 1000
+) -> Cleared:
+    """Delete (or count) the keys under the prefix matching ``glob``.
+
+    PatternRefused for a bad pattern; CacheUnavailable (``args[1]`` is the partial Cleared)
+    when Redis fails part-way.
+    """
+    match = scan_match(cache, glob)
+    system = (cache.keys.prefix + SYSTEM + ":").encode()
+    outcome = Cleared(glob, match, dry_run)
+    started = time.perf_counter()
+    try:
+        async for found in _batches(cache, match, batch):
+            outcome.steps += 1
+            doomed = [key for key in found if not key.startswith(system)]
+            outcome.skipped_system += len(found) - len(doomed)
+            outcome.matched += len(doomed)
+            if doomed and not dry_run:
+                removed = await _unlink(cache, doomed)
+                if removed < 0:
+                    raise CacheUnavailable("UNLINK failed: Redis unavailable")
+                outcome.deleted += removed
+            await asyncio.sleep(0)  # other requests of this process run between steps
+    except CacheUnavailable as exc:
+        outcome.seconds = round(time.perf_counter() - started, 3)
+        raise CacheUnavailable(str(exc), outcome) from exc
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    return outcome

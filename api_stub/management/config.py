@@ -1,0 +1,57 @@
+"""What the management API needs from Settings, with its defaults and the reason for each.
+
+Read from ``management_<field>`` settings where they exist, so the package works before those
+settings are added (and a test can build one directly)::
+
+    MANAGEMENT_TOKENS="viewer:<sha256 hex>[:label],operator:<sha256 hex>[:label],..."
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pydantic import SecretStr
+
+
+@dataclass(frozen=True)
+class ManagementConfig:
+    # role:sha256hex[:label] entries; empty means no token is valid (closed by default).
+    tokens: str = ""
+    # Per token and window. Enough for a dashboard polling every second or two and a person;
+    # a script looping on /clear is stopped within a minute.
+    rate_limit: int = 120
+    rate_window_s: int = 60
+    # Bodies are small JSON (a warm-up of ids is the largest); anything bigger is refused
+    # before it is parsed.
+    max_body_bytes: int = 256 * 1024
+    # One check of /health may take this long before it counts as failing; the whole answer
+    # is bounded by it, whatever hangs.
+    check_timeout_s: float = 2.0
+    # `celery inspect ping` waits this long for replies; workers answer in milliseconds.
+    ping_timeout_s: float = 1.0
+    # Beat sends the metrics snapshot every minute: three missed minutes mean it is gone.
+    beat_max_age_s: float = 180.0
+    # Health thresholds. A cold cache is not unhealthy, so the hit rate is shown, never judged.
+    max_error_rate: float = 0.05
+    min_lookups: int = 100  # below this many lookups an error rate says nothing
+    max_memory_ratio: float = 0.95  # used_memory / maxmemory: eviction is about to bite
+    max_writebehind_lag_s: float = 60.0
+    max_replica_lag_s: float = 10.0
+    expected_replicas: int = 0  # replicas a standalone master must have; Sentinel knows its own
+    # SCAN COUNT and UNLINK batch of /clear: ~1 ms of server time per step, so readers
+    # interleave between steps.
+    clear_batch: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ManagementConfig:
+        """The ``management_<field>`` settings that exist; defaults for the others."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = f"management_{field.name}"
+            if hasattr(settings, name):
+                value = getattr(settings, name)
+                values[field.name] = (
+                    value.get_secret_value() if isinstance(value, SecretStr) else value
+                )
+        return cls(**values)

@@ -1,0 +1,171 @@
+"""The figures of GET /metrics and of the Prometheus text: live counters and the last snapshot.
+
+this_process  the serving API process's cache counters (cache.metrics), per data type
+              and overall, with hit and error rates; breaker and outbox
+processes     every process that publishes its counters (workers/publisher.py): role,
+              age of the publication, per-type counters
+overall       the sum of the two, per data type and overall, with hit and error rates
+latency       request latency of cached routes, cached vs uncached (p50/p95/p99), and
+              the loaders' time per data type (the uncached work itself)
+redis         INFO of the master: memory vs maxmemory, keyspace hits/misses, evictions
+writebehind   backlog, lag, dead letters
+keyspace      the key distribution by pattern (count and bytes) of the latest snapshot:
+              sampling the keyspace is the snapshot job's work, once a minute
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+
+from api_stub.management.health import rates
+from api_stub.management.runtime import ManagementRuntime
+from cache.errors import CacheError
+from db import reports
+from db.errors import DataError
+from workers.publisher import read_published
+
+COUNTERS: Final = (
+    "hits",
+    "stale",
+    "negative_hits",
+    "misses",
+    "loads",
+    "load_errors",
+    "errors",
+    "writes",
+    "writes_rejected",
+    "skipped_writes",
+    "early_refreshes",
+    "lease_waits",
+)
+REDIS_FIELDS: Final = (
+    "used_memory",
+    "used_memory_peak",
+    "maxmemory",
+    "maxmemory_policy",
+    "keyspace_hits",
+    "keyspace_misses",
+    "evicted_keys",
+    "expired_keys",
+    "connected_clients",
+    "role",
+    "connected_slaves",
+)
+
+
+def _counters(by_type: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return {
+        name: {counter: int(values.get(counter, 0)) for counter in COUNTERS}
+        for name, values in by_type.items()
+    }
+
+
+def _with_rates(by_type: dict[str, dict[str, int]]) -> dict[str, Any]:
+    total = {c: sum(values[c] for values in by_type.values()) for c in COUNTERS}
+    return {
+        "by_type": {name: values | rates(values) for name, values in by_type.items()},
+        "total": total | rates(total),
+    }
+
+
+async def published(m: ManagementRuntime) -> dict[str, dict[str, Any]]:
+    """The published documents of live processes (two round trips, in the threadpool)."""
+    documents = await run_in_threadpool(read_published, m.sync_cache)
+    now = time.time()
+    return {
+        name: {
+            "role": doc.get("role"),
+            "age_s": round(now - float(doc.get("published_at") or now), 1),
+            "breaker": (doc.get("snapshot") or {}).get("breaker", {}).get("state"),
+            "counters": _counters((doc.get("snapshot") or {}).get("by_type") or {}),
+        }
+        for name, doc in documents.items()
+        if name != m.process
+    }
+
+
+async def redis_figures(m: ManagementRuntime) -> dict[str, Any]:
+    info = await m.cache.info()
+    if info is None:
+        return {"up": False}
+    kept: dict[str, Any] = {name: info[name] for name in REDIS_FIELDS if name in info}
+    limit = int(kept.get("maxmemory") or 0)
+    kept["memory_ratio"] = round(int(kept.get("used_memory", 0)) / limit, 4) if limit else None
+    return {"up": True} | kept
+
+
+async def writebehind_figures(m: ManagementRuntime) -> dict[str, Any]:
+    try:
+        health = await run_in_threadpool(m.writebehind.health)
+    except CacheError as exc:
+        return {"available": False, "error": str(exc)}
+    return {
+        "available": True,
+        "backlog": health.backlog,
+        "pending": health.pending,
+        "lag_s": round(health.lag_seconds, 3),
+        "dead_letters": health.dead_letters,
+    }
+
+
+async def latest_snapshot(m: ManagementRuntime) -> dict[str, Any] | None:
+    try:
+        return await m.db.read(reports.latest_snapshot)
+    except DataError:
+        return None
+
+
+async def figures(m: ManagementRuntime) -> dict[str, Any]:
+    live = m.cache.core.snapshot()
+    mine = _counters(live["by_type"])
+    processes = await published(m)
+    overall: dict[str, dict[str, int]] = {name: dict(values) for name, values in mine.items()}
+    for process in processes.values():
+        for name, values in process["counters"].items():
+            into = overall.setdefault(name, dict.fromkeys(COUNTERS, 0))
+            for counter in COUNTERS:
+                into[counter] += values.get(counter, 0)
+    snapshot = await latest_snapshot(m)
+    payload = (snapshot or {}).get("payload") or {}
+    return {
+        "taken_at": time.time(),
+        "this_process": {
+            "process": m.process,
+            "started_at": live["started_at"],
+            **_with_rates(mine),
+            "breaker": live["breaker"],
+            "breaker_skips": live["breaker_skips"],
+            "outbox_pending": live["outbox_pending"],
+        },
+        "processes": {
+            name: {k: v for k, v in doc.items() if k != "counters"} | _with_rates(doc["counters"])
+            for name, doc in processes.items()
+        },
+        "overall": _with_rates(overall),
+        "latency": {
+            "requests": m.latency.snapshot(),
+            "loads_by_type": {
+                name: {q: values["load_seconds"][q] for q in ("count", "p50", "p95", "p99")}
+                for name, values in live["by_type"].items()
+            },
+        },
+        "redis": await redis_figures(m),
+        "writebehind": await writebehind_figures(m),
+        "keyspace": payload.get("keyspace"),
+        "snapshot_taken_at": (snapshot or {}).get("taken_at"),
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Histogram quantiles may be +Inf, which JSON cannot carry: rendered as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,75 @@
+"""The dependency in front of every management route: token, role, rate limit, in that order.
+
+    no token, a malformed header, an unknown token   401 + WWW-Authenticate: Bearer
+    a known token whose role is below the route's    403
+    over the token's rate limit                      429 + Retry-After
+
+Authentication runs before FastAPI validates the route's parameters and body, so a caller
+without a valid token learns nothing about them. Refusals of an action route (403, 429) are
+recorded in the audit trail with the caller's token id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api_stub.management.auth import Principal, Role
+from api_stub.management.runtime import ManagementRuntime, management_of
+
+log = logging.getLogger("api_stub.management.guard")
+
+REALM: Final = "cache-management"
+# auto_error=False: the 401 (with its WWW-Authenticate) is ours; it also declares the scheme.
+bearer = HTTPBearer(auto_error=False, description="A management token (viewer/operator/admin)")
+
+
+def _unauthorized(error: str | None) -> HTTPException:
+    challenge = f'Bearer realm="{REALM}"'
+    if error:
+        challenge += f', error="{error}"'
+    return HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": challenge})
+
+
+def _arguments(request: Request) -> dict[str, Any]:
+    return {"path": request.url.path, "query": dict(request.query_params)}
+
+
+def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting tokens of ``role`` or above; ``action`` names an audited route."""
+
+    async def guard(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        management: Annotated[ManagementRuntime, Depends(management_of)],
+    ) -> Principal:
+        if credentials is None:
+            raise _unauthorized(None)
+        who = management.tokens.authenticate(credentials.credentials)
+        if who is None:
+            log.warning("management call with an unknown token: %s", request.url.path)
+            raise _unauthorized("invalid_token")
+        if who.role < role:
+            detail = f"the {who.role.label} role may not do this; {role.label} is required"
+            if action is not None:
+                await management.auditor.refused(who, action, _arguments(request), 403, detail)
+            raise HTTPException(403, detail)
+        verdict = await management.limiter.hit(who.id)
+        if not verdict.allowed:
+            detail = f"rate limit of {verdict.limit} requests per {management.limiter.window_s}s"
+            if action is not None:
+                await management.auditor.refused(who, action, _arguments(request), 429, detail)
+            headers = {"Retry-After": str(verdict.retry_after_s)}
+            raise HTTPException(429, detail, headers)
+        return who
+
+    return guard
+
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+Management = Annotated[ManagementRuntime, Depends(management_of)]

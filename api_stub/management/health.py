@@ -1,0 +1,252 @@
+"""The health checks of GET /api/v1/cache/health, run concurrently, each within a timeout.
+
+    redis         every node answers PING: the master (the writer), the read replica pool
+                  when reads go to replicas, each Sentinel, each Cluster node
+    replication   the master is a master; each replica is online and within the lag bound
+                  (Sentinel's view of its replicas, else the master's INFO); at least
+                  ``expected_replicas`` of them on a standalone master
+    memory        used_memory / maxmemory below the bound (no maxmemory: shown, not judged)
+    cache         error rate of this process's cache calls below the bound; hit rate shown
+    breaker       the circuit breaker is closed
+    writebehind   the oldest unflushed event is younger than the bound, the backlog not full
+    workers       at least one worker answers ``celery inspect ping``
+    beat          the beat leader lease is held, or the last metrics snapshot is recent
+    database      the API's database answers
+
+Each check gives ``{"ok": bool, ...figures}``; the answer names the failing ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from api_stub.management.runtime import ManagementRuntime
+from cache.errors import CacheError
+from cache.flow import UNAVAILABLE
+from db import reports
+from db.errors import DataError
+
+Check = Callable[[ManagementRuntime], Awaitable[dict[str, Any]]]
+Info = dict[str, Any]
+
+BEAT_LEASE_PARTS: Final = ("beat", "leader")  # workers/scheduler.py: <prefix>sys:beat:leader
+
+
+async def _ping(client: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await client.ping()
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+def _address(client: Any) -> str:
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+async def redis_nodes(m: ManagementRuntime) -> dict[str, Any]:
+    clients = m.cache.clients
+    nodes: dict[str, Any] = {}
+    if clients.mode == "cluster":
+        writer: Any = clients.writer
+        for node in writer.get_nodes():
+            started = time.perf_counter()
+            entry: dict[str, Any]
+            try:
+                await writer.ping(target_nodes=node)
+                entry = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1e3, 3)}
+            except Exception as exc:
+                entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            nodes[f"{node.server_type}:{node.name}"] = entry
+    else:
+        nodes["master"] = await _ping(clients.writer)
+        if clients.reader is not clients.writer:
+            nodes["replica_pool"] = await _ping(clients.reader)
+        if clients.sentinel is not None:
+            for sentinel in clients.sentinel.sentinels:
+                nodes[f"sentinel:{_address(sentinel)}"] = await _ping(sentinel)
+    return {"ok": all(node["ok"] for node in nodes.values()), "nodes": nodes}
+
+
+async def _master_info(m: ManagementRuntime) -> Info:
+    info = await m.cache.info()
+    if info is None:
+        raise CacheError("INFO failed: Redis unavailable")
+    return info
+
+
+async def replication(m: ManagementRuntime) -> dict[str, Any]:
+    clients, limit = m.cache.clients, m.config.max_replica_lag_s
+    if clients.mode == "cluster":
+        return {"ok": True, "mode": "cluster", "note": "replicas are checked as cluster nodes"}
+    info = await _master_info(m)
+    replicas: list[dict[str, Any]] = []
+    if clients.sentinel is not None:
+        name = m.settings.redis_sentinel_master
+        for state in await _sentinel_replicas(clients.sentinel.sentinels, name):
+            replicas.append(
+                {
+                    "address": f"{state.get('ip')}:{state.get('port')}",
+                    "ok": not state.get("is_sdown")
+                    and not state.get("is_odown")
+                    and state.get("master-link-status", "ok") == "ok",
+                    "flags": sorted(state.get("flags") or ())
+                    if isinstance(state.get("flags"), set)
+                    else state.get("flags"),
+                }
+            )
+    else:
+        for name, value in sorted(info.items()):
+            if name.startswith("slave") and name[5:].isdigit() and isinstance(value, dict):
+                lag = value.get("lag")
+                replicas.append(
+                    {
+                        "address": f"{value.get('ip')}:{value.get('port')}",
+                        "state": value.get("state"),
+                        "lag_s": lag,
+                        "ok": value.get("state") == "online"
+                        and (lag is None or float(lag) <= limit),
+                    }
+                )
+    role = info.get("role")
+    expected = m.config.expected_replicas if clients.sentinel is None else 0
+    ok = role == "master" and all(r["ok"] for r in replicas) and len(replicas) >= expected
+    return {"ok": ok, "role": role, "replicas": replicas, "expected_replicas": expected}
+
+
+async def _sentinel_replicas(sentinels: list[Any], name: str) -> list[dict[str, Any]]:
+    errors = []
+    for sentinel in sentinels:  # the first Sentinel that answers speaks for all
+        try:
+            return list(await sentinel.sentinel_slaves(name))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    raise CacheError(f"no Sentinel answered SENTINEL REPLICAS: {errors}")
+
+
+async def memory(m: ManagementRuntime) -> dict[str, Any]:
+    info = await _master_info(m)
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
+    ratio = round(used / limit, 4) if limit else None
+    return {
+        "ok": ratio is None or ratio < m.config.max_memory_ratio,
+        "used_memory": used,
+        "maxmemory": limit,
+        "ratio": ratio,
+        "policy": info.get("maxmemory_policy"),
+        "evicted_keys": info.get("evicted_keys"),
+    }
+
+
+def rates(total: dict[str, Any]) -> dict[str, Any]:
+    """Lookups, hit rate and error rate of summed counters (cache.metrics names)."""
+    served = total.get("hits", 0) + total.get("stale", 0) + total.get("negative_hits", 0)
+    lookups = served + total.get("misses", 0)
+    operations = lookups + total.get("writes", 0) + total.get("loads", 0)
+    errors = total.get("errors", 0) + total.get("load_errors", 0)
+    return {
+        "lookups": lookups,
+        "hit_rate": round(served / lookups, 6) if lookups else None,
+        "error_rate": round(errors / operations, 6) if operations else None,
+    }
+
+
+async def cache_rates(m: ManagementRuntime) -> dict[str, Any]:
+    snapshot = m.cache.core.snapshot()
+    total = dict(snapshot["total"])
+    total["load_errors"] = sum(t["load_errors"] for t in snapshot["by_type"].values())
+    figures = rates(total)
+    judged = figures["lookups"] >= m.config.min_lookups and figures["error_rate"] is not None
+    ok = not judged or figures["error_rate"] <= m.config.max_error_rate
+    return {"ok": ok, **figures, "max_error_rate": m.config.max_error_rate}
+
+
+async def breaker(m: ManagementRuntime) -> dict[str, Any]:
+    state = m.cache.breaker.state.value
+    return {"ok": state == "closed", "state": state, "times_opened": m.cache.breaker.times_opened}
+
+
+async def writebehind(m: ManagementRuntime) -> dict[str, Any]:
+    health = await run_in_threadpool(m.writebehind.health)
+    ok = health.lag_seconds <= m.config.max_writebehind_lag_s and not health.saturated
+    return {
+        "ok": ok,
+        "backlog": health.backlog,
+        "pending": health.pending,
+        "lag_s": round(health.lag_seconds, 3),
+        "dead_letters": health.dead_letters,
+        "max_backlog": health.max_backlog,
+    }
+
+
+async def workers(m: ManagementRuntime) -> dict[str, Any]:
+    timeout = m.config.ping_timeout_s
+    names = await m.ping_workers(timeout)
+    return {"ok": bool(names), "answered": names, "timeout_s": timeout}
+
+
+async def beat(m: ManagementRuntime) -> dict[str, Any]:
+    key = m.cache.keys.system(*BEAT_LEASE_PARTS)
+    lease_ms = await m.cache.run(m.cache.clients.writer.pttl, key)
+    lease = None if lease_ms is UNAVAILABLE or int(lease_ms) < 0 else int(lease_ms)
+    age: float | None = None
+    try:
+        latest = await m.db.read(reports.latest_snapshot)
+    except DataError:
+        latest = None
+    if latest is not None and latest["taken_at"]:
+        taken = dt.datetime.fromisoformat(latest["taken_at"])
+        age = round((dt.datetime.now(dt.UTC) - taken).total_seconds(), 1)
+    ok = lease is not None or (age is not None and age <= m.config.beat_max_age_s)
+    return {"ok": ok, "leader_lease_ms": lease, "last_snapshot_age_s": age}
+
+
+async def database(m: ManagementRuntime) -> dict[str, Any]:
+    started = time.perf_counter()
+    await m.db.read(lambda session: session.execute(text("SELECT 1")).scalar_one())
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+CHECKS: Final[dict[str, Check]] = {
+    "redis": redis_nodes,
+    "replication": replication,
+    "memory": memory,
+    "cache": cache_rates,
+    "breaker": breaker,
+    "writebehind": writebehind,
+    "workers": workers,
+    "beat": beat,
+    "database": database,
+}
+
+
+async def _run(check: Check, m: ManagementRuntime) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(check(m), m.config.check_timeout_s)
+    except TimeoutError:
+        return {"ok": False, "error": f"timed out after {m.config.check_timeout_s}s"}
+    except Exception as exc:  # a check that fails to run is a failing check, never a 500
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+async def health(m: ManagementRuntime) -> dict[str, Any]:
+    """``{"status": "ok" | "failing", "failing": [names], "checks": {name: {...}}}``."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(_run(check, m) for check in CHECKS.values()))
+    checks = dict(zip(CHECKS, results, strict=True))
+    failing = [name for name, result in checks.items() if not result["ok"]]
+    return {
+        "status": "failing" if failing else "ok",
+        "failing": failing,
+        "checks": checks,
+        "took_ms": round((time.perf_counter() - started) * 1000, 1),
+    }

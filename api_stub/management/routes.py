@@ -1,0 +1,304 @@
+"""The management routes under /api/v1/cache (roles in api_stub.management.auth).
+
+    GET    /health                 200 healthy, 503 naming the failing checks
+    GET    /metrics                live counters and the latest snapshot
+    GET    /metrics/history        stored snapshots of a time range
+    GET    /prometheus             the same figures as Prometheus text
+    DELETE /clear?pattern=&dry_run=  SCAN + UNLINK under the prefix (admin)
+    POST   /warmup                 enqueue a warm-up: 202 and its task id (operator)
+    GET    /warmup/{task_id}       state and progress of a task
+    POST   /invalidation/trigger   member ids, tags, a data type or a bulk event: 202 (operator)
+    GET    /reports                the maintenance reports
+    GET    /dead-letters           write-behind events that could not be written
+    POST   /dead-letters/replay    re-queue some of them (operator)
+    GET    /audit                  the audit trail (admin)
+
+Actions (clear, warm-up, invalidation, replay) are recorded in the audit trail before they
+run and closed with their outcome (api_stub.management.audit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any, Final, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from kombu.exceptions import OperationalError as BrokerUnavailable
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api_stub.management import figures as figures_
+from api_stub.management import health as health_
+from api_stub.management import prometheus
+from api_stub.management.auth import Principal, Role
+from api_stub.management.clear import Cleared, PatternRefused, clear
+from api_stub.management.guard import Admin, Management, Viewer, require
+from api_stub.management.runtime import ManagementRuntime
+from api_stub.management.schemas import (
+    STREAM_ID,
+    InvalidationRequest,
+    ReplayRequest,
+    WarmupRequest,
+    valid_stream_id,
+)
+from api_stub.routes import json_response
+from cache import invalidation
+from cache.errors import CacheError, CacheUnavailable
+from db import reports
+
+PREFIX: Final = "/api/v1/cache"
+TASK_ID: Final = r"^[A-Za-z0-9\-]{1,64}$"
+LABEL: Final = r"^[A-Za-z0-9_.\-]{1,64}$"
+BROKER_TIMEOUT_S: Final = 5.0
+MAX_HISTORY: Final = dt.timedelta(days=31)  # a month of minute snapshots: ~45k rows read
+# Data types an invalidation can empty: the glob of their keys and the tag of what derives.
+DATA_TYPES: Final = {
+    "member": ("member:*", invalidation.TAG_MEMBERS),
+    "analytics": ("analytics:*", invalidation.TAG_ANALYTICS),
+    "statistics": ("statistics:*", invalidation.TAG_STATISTICS),
+    "lookup": ("lookup:*", None),
+}
+
+router = APIRouter(prefix=PREFIX, tags=["cache management"])
+T = TypeVar("T")
+
+
+def _acting(role: Role, action: str) -> Any:
+    return Depends(require(role, action))
+
+
+async def _broker(call: Callable[[], T]) -> T:
+    """Run a producer call (enqueue, progress, ping) in the threadpool, bounded in time."""
+    try:
+        return await asyncio.wait_for(run_in_threadpool(call), BROKER_TIMEOUT_S)
+    except (BrokerUnavailable, OSError, TimeoutError) as exc:
+        raise HTTPException(503, f"the task broker is unavailable: {type(exc).__name__}") from exc
+
+
+# --- observing ----------------------------------------------------------------------------------
+@router.get("/health", summary="Health of Redis, workers, beat and the cache")
+async def get_health(_who: Viewer, m: Management) -> Response:
+    answer = await health_.health(m)
+    return json_response(answer, 200 if answer["status"] == "ok" else 503)
+
+
+@router.get("/metrics", summary="Hit rates, latency, errors, memory, key distribution")
+async def get_metrics(_who: Viewer, m: Management) -> Response:
+    return json_response(figures_.json_safe(await figures_.figures(m)))
+
+
+@router.get("/metrics/history", summary="Stored metrics snapshots, oldest first")
+async def get_metrics_history(
+    _who: Viewer,
+    m: Management,
+    since: Annotated[dt.datetime | None, Query(description="default: an hour before until")] = None,
+    until: Annotated[dt.datetime | None, Query(description="default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=1440)] = 120,
+) -> Response:
+    try:
+        end = _utc(until) if until is not None else dt.datetime.now(dt.UTC)
+        start = _utc(since) if since is not None else end - dt.timedelta(hours=1)
+    except OverflowError:
+        raise HTTPException(400, "since/until out of range") from None
+
+    if end - start > MAX_HISTORY:
+        raise HTTPException(400, f"at most {MAX_HISTORY.days} days at a time")
+
+    def read(session: Session) -> tuple[list[dict[str, Any]], int]:
+        rows: list[dict[str, Any]] = []
+        seen = 0
+        # Streamed to the end (never left half-read: that would leave a server-side cursor
+        # open); the window bounds the rows, ``limit`` what is kept.
+        for snapshot in reports.iter_snapshots(session, start, end):
+            seen += 1
+            if len(rows) < limit:
+                payload = snapshot["payload"] or {}
+                rows.append(
+                    {
+                        "id": snapshot["id"],
+                        "taken_at": snapshot["taken_at"],
+                        "total": payload.get("total"),
+                        "redis": payload.get("redis"),
+                        "keyspace": payload.get("keyspace"),
+                    }
+                )
+        return rows, seen
+
+    rows, seen = await m.db.read(read)
+    return json_response(
+        {"since": start.isoformat(), "until": end.isoformat(), "snapshots": rows,
+         "truncated": seen > limit}
+    )  # fmt: skip
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@router.get("/prometheus", summary="The metrics as Prometheus text")
+async def get_prometheus(_who: Viewer, m: Management) -> Response:
+    document = await figures_.figures(m)
+    body = prometheus.render(document, m.cache.core.snapshot())
+    return Response(body, media_type=prometheus.CONTENT_TYPE)
+
+
+@router.get("/reports", summary="Maintenance reports, newest first")
+async def get_reports(
+    _who: Viewer,
+    m: Management,
+    job: Annotated[str | None, Query(max_length=32, description=", ".join(reports.JOBS))] = None,
+    limit: Annotated[int, Query(ge=1, le=reports.MAX_LIST)] = 50,
+) -> Response:
+    if job is not None and job not in reports.JOBS:
+        raise HTTPException(400, f"unknown job; expected one of {', '.join(reports.JOBS)}")
+    found = await m.db.read(lambda s: reports.list_reports(s, job, limit=limit))
+    return json_response({"reports": found})
+
+
+@router.get("/warmup/{task_id}", summary="State and progress of a warm-up")
+async def get_warmup(
+    _who: Viewer, m: Management, task_id: Annotated[str, Path(pattern=TASK_ID)]
+) -> Response:
+    progress = await _broker(lambda: m.tasks.progress(task_id))
+    return json_response(
+        {
+            "task_id": progress.task_id,
+            "state": progress.state,
+            "ready": progress.ready,
+            "done": progress.done,
+            "total": progress.total,
+            "fraction": progress.fraction,
+            "result": progress.result if isinstance(progress.result, dict) else None,
+            "error": progress.error,
+        }
+    )
+
+
+@router.get("/dead-letters", summary="Write-behind events that could not be written")
+async def get_dead_letters(
+    _who: Viewer,
+    m: Management,
+    count: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str, Query(pattern=r"^(-|[0-9]{1,20}-[0-9]{1,20})$")] = "-",
+) -> Response:
+    if after != "-" and not valid_stream_id(after):
+        raise HTTPException(400, "after: not a stream id")
+    start = after if after == "-" else f"({after}"  # exclusive: page on from the last id seen
+    try:
+        letters = await run_in_threadpool(m.writebehind.dead_letters, count, start)
+    except CacheError as exc:
+        raise HTTPException(503, f"write-behind unavailable: {exc}") from exc
+    return json_response({"dead_letters": letters, "count": len(letters)})
+
+
+@router.get("/audit", summary="The audit trail, newest first")
+async def get_audit(
+    _who: Admin,
+    m: Management,
+    who: Annotated[str | None, Query(pattern=LABEL)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    found = await m.auditor.entries(who=who, action=action, before_id=before_id, limit=limit)
+    return json_response({"entries": found})
+
+
+# --- acting -------------------------------------------------------------------------------------
+@router.delete("/clear", summary="Delete (or count) cache keys matching a pattern")
+async def delete_clear(
+    m: Management,
+    who: Annotated[Principal, _acting(Role.ADMIN, "cache.clear")],
+    pattern: Annotated[str, Query(description="glob under the key prefix: member:*")],
+    dry_run: bool = False,
+) -> Response:
+    async with m.auditor.action(
+        who, "cache.clear", {"pattern": pattern, "dry_run": dry_run}, 200
+    ) as outcome:
+        try:
+            cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
+        except PatternRefused as exc:
+            raise HTTPException(400, str(exc)) from None
+        except CacheUnavailable as exc:
+            partial = exc.args[1].as_dict() if len(exc.args) > 1 else None
+            raise HTTPException(503, {"error": str(exc.args[0]), "partial": partial}) from exc
+        outcome.result = cleared.as_dict()
+    return json_response(cleared.as_dict())
+
+
+@router.post("/warmup", status_code=202, summary="Enqueue a warm-up")
+async def post_warmup(
+    m: Management,
+    who: Annotated[Principal, _acting(Role.OPERATOR, "cache.warmup")],
+    body: WarmupRequest,
+) -> Response:
+    async with m.auditor.action(who, "cache.warmup", body.model_dump(), 202) as outcome:
+        task_id = await _broker(lambda: m.tasks.enqueue_warmup(body.kind, body.ids))
+        answer = {"task_id": task_id, "kind": body.kind, "status_url": f"{PREFIX}/warmup/{task_id}"}
+        outcome.result = {"task_id": task_id}
+    return json_response(answer, 202)
+
+
+@router.post(
+    "/invalidation/trigger", status_code=202, summary="Invalidate what depends on a change"
+)
+async def post_invalidation(
+    m: Management,
+    who: Annotated[Principal, _acting(Role.OPERATOR, "cache.invalidate")],
+    body: InvalidationRequest,
+) -> Response:
+    arguments = body.model_dump(exclude_none=True)
+    async with m.auditor.action(who, "cache.invalidate", arguments, 202) as outcome:
+        answer: dict[str, Any] = {"accepted": next(iter(arguments))}
+        if body.member_ids is not None:
+            # Their keys and the member tags now, in one round trip; the aggregates computed
+            # from members by the workers' invalidation task.
+            answer["applied"] = await invalidation.members_imported(m.cache, body.member_ids)
+            count = len(body.member_ids)
+            answer["task_ids"] = [
+                await _broker(lambda: m.tasks.enqueue_bulk_operation("update", count))
+            ]
+        elif body.tags is not None:
+            answer["applied"] = await invalidation.bump(m.cache, body.tags)
+            answer["tags"] = list(body.tags)
+        elif body.data_type is not None:
+            glob, tag = DATA_TYPES[body.data_type]
+            answer["applied"] = await invalidation.bump(m.cache, [tag] if tag else [])
+            answer["cleared"] = (await _clear_or_503(m, glob)).as_dict()
+        elif body.bulk is not None:
+            bulk = body.bulk
+            answer["task_ids"] = [
+                await _broker(
+                    lambda: m.tasks.enqueue_bulk_operation(bulk.kind, bulk.affected_count)
+                )
+            ]
+        outcome.result = answer
+    return json_response(answer, 202)
+
+
+async def _clear_or_503(m: ManagementRuntime, glob: str) -> Cleared:
+    try:
+        return await clear(m.cache, glob, dry_run=False, batch=m.config.clear_batch)
+    except CacheUnavailable as exc:
+        raise HTTPException(503, f"Redis unavailable: {exc.args[0]}") from exc
+
+
+@router.post("/dead-letters/replay", summary="Re-queue dead-lettered write-behind events")
+async def post_replay(
+    m: Management,
+    who: Annotated[Principal, _acting(Role.OPERATOR, "writebehind.replay")],
+    body: ReplayRequest,
+) -> Response:
+    async with m.auditor.action(who, "writebehind.replay", {"ids": body.ids}, 200) as outcome:
+        try:
+            new_ids = await run_in_threadpool(m.writebehind.replay, body.ids)
+        except CacheError as exc:
+            raise HTTPException(503, f"write-behind unavailable: {exc}") from exc
+        answer = {"requested": len(body.ids), "replayed": len(new_ids), "new_ids": new_ids}
+        outcome.result = {"requested": len(body.ids), "replayed": len(new_ids)}
+    return json_response(answer)
+
+
+__all__ = ["PREFIX", "STREAM_ID", "router"]

@@ -1,0 +1,81 @@
+"""Request bodies of the management API, bounded so no request can ask for unbounded work."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cache.invalidation import MEMBER_TAGS
+
+MAX_IDS = 10_000
+MAX_DEAD_IDS = 1_000
+# A write-behind stream id: <ms>-<seq>.
+STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
+MAX_U64 = 2**64 - 1
+
+MemberId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+WarmupKind = Literal["critical", "all", "members", "lookup", "analytics", "statistics"]
+# cache.invalidation.MEMBER_TAGS, spelled out for the schema (a test holds them equal).
+Tag = Literal["analytics", "statistics", "members"]
+InvalidatedType = Literal["member", "analytics", "statistics", "lookup"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarmupRequest(_Body):
+    kind: WarmupKind
+    ids: Annotated[list[MemberId], Field(min_length=1, max_length=MAX_IDS)] | None = None
+
+    @model_validator(mode="after")
+    def _ids_go_with_members(self) -> Self:
+        if (self.kind == "members") != (self.ids is not None):
+            raise ValueError('ids go with kind "members", and only with it')
+        return self
+
+
+class BulkEvent(_Body):
+    kind: Literal["import", "update", "delete"]
+    affected_count: Annotated[int, Field(ge=0, le=10**9)]
+
+
+class InvalidationRequest(_Body):
+    """Exactly one of: member ids, tags, a data type, a bulk-operation event."""
+
+    member_ids: Annotated[list[MemberId], Field(min_length=1, max_length=MAX_IDS)] | None = None
+    tags: Annotated[list[Tag], Field(min_length=1, max_length=len(MEMBER_TAGS))] | None = None
+    data_type: InvalidatedType | None = None
+    bulk: BulkEvent | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [self.member_ids, self.tags, self.data_type, self.bulk]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of member_ids, tags, data_type, bulk")
+        return self
+
+
+def valid_stream_id(value: str) -> bool:
+    """<ms>-<seq>, both within the unsigned 64-bit range Redis allows."""
+    if not re.match(STREAM_ID, value):
+        return False
+    ms, seq = value.split("-")
+    return int(ms) <= MAX_U64 and int(seq) <= MAX_U64
+
+
+class ReplayRequest(_Body):
+    ids: Annotated[
+        list[Annotated[str, Field(pattern=STREAM_ID)]],
+        Field(min_length=1, max_length=MAX_DEAD_IDS),
+    ]
+
+    @field_validator("ids")
+    @classmethod
+    def _in_range(cls, ids: list[str]) -> list[str]:
+        for value in ids:
+            if not valid_stream_id(value):
+                raise ValueError(f"not a stream id: {value!r}")
+        return ids

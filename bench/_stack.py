@@ -1,0 +1,135 @@
+"""A throwaway stack for bench/tasks.py: a redis-server, a PostgreSQL database, a worker.
+
+Nothing shared is touched: the redis-server is started for the run (broker on database 1,
+results on 2, cache on 0) and stopped after it; the database is created, seeded, and
+dropped; the worker is a ``celery -A workers.app worker`` subprocess on that pair.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import psycopg
+from psycopg import sql
+
+from cache import CacheService, build_cache
+from cachectl.embedded import EmbeddedRedis, start_embedded_redis
+from config import Settings, load_settings
+from workers.client import TaskClient
+
+PG_ADMIN: Final = "postgresql://root@127.0.0.1:5432/postgres"
+PREFIX: Final = "bench:tasks:"
+REPO: Final = Path(__file__).resolve().parents[1]
+
+
+def create_database(members: int) -> tuple[str, str, float]:
+    """(name, URL, seconds to seed): migrated and seeded with ``members`` members."""
+    from db import make_engine, seed, upgrade
+
+    name = f"mc_bench_{secrets.token_hex(5)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            report = seed(engine, members, progress=False)
+        finally:
+            engine.dispose()
+    except BaseException:
+        drop_database(name)
+        raise
+    return name, url, report.seconds
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@dataclass
+class Stack:
+    directory: Path
+    redis: EmbeddedRedis
+    database: str
+    database_url: str
+    settings: Settings
+    env: dict[str, str]
+    client: TaskClient
+    cache: CacheService
+    worker: subprocess.Popen[bytes]
+
+    def close(self) -> None:
+        try:
+            if self.worker.poll() is None:
+                self.worker.send_signal(signal.SIGTERM)
+                try:
+                    self.worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.worker.pid, signal.SIGKILL)
+                    self.worker.wait(5)
+        finally:
+            self.client.close()
+            self.cache.close()
+            self.redis.stop()
+            drop_database(self.database)
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start(members: int, concurrency: int) -> tuple[Stack, float]:
+    """The running stack and the seconds its database took to seed."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-tasks-"))
+    redis = start_embedded_redis(directory)
+    try:
+        database, url, seeded = create_database(members)
+    except BaseException:
+        redis.stop()
+        raise
+    port = redis.port
+    env = {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(port),
+        "REDIS_DB": "0",
+        "REDIS_KEY_PREFIX": PREFIX,
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/1",
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/2",
+        "DATABASE_URL": url,
+    }
+    settings = load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "celery", "-A", "workers.app", "worker", "-l", "WARNING"),
+            *("-Q", "cache.warmup,cache.invalidate", "-c", str(concurrency)),
+            *("-n", "bench@%h", "--without-gossip", "--without-mingle"),
+        ],
+        cwd=directory,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        stdout=(directory / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = TaskClient(settings)
+    stack = Stack(
+        directory, redis, database, url, settings, env, client, build_cache(settings), worker
+    )
+    deadline = time.monotonic() + 60
+    while not client.app.control.ping(timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            log = (directory / "worker.log").read_text(errors="replace")
+            stack.close()
+            raise RuntimeError(f"the benchmark's worker did not start:\n{log}")
+    return stack, seeded

@@ -1,0 +1,292 @@
+"""Celery tasks end to end: warm-up throughput and invalidation after a bulk import.
+
+    python -m bench.tasks [--json] [--members 1000000] [--naive 2000] [--import-rows 100000]
+
+One run, on a throwaway stack (bench/_stack.py: its own redis-server, PostgreSQL database and
+``celery worker``), prints:
+
+- warm-up: ``warmup_all`` of every member, from the enqueue to SUCCESS in the result
+  backend, in keys/s (the database read, the envelopes, the pipelined writes, the task);
+- naive: one ``warmup_members([id])`` task per member, the way a per-row signal would warm;
+  measured on ``--naive`` members (their keys deleted first) and extrapolated to all of
+  them, as the report says;
+- redis-benchmark: ``SET -P 16`` against another throwaway redis-server in the same run,
+  values the size of a member envelope: the server's own pipelined-write ceiling here;
+- invalidation: ``--import-rows`` members inserted in one statement, then
+  ``on_bulk_operation("import", n)``; seconds from the commit until every affected read is
+  fresh (the aggregate entries gone and the API's member generations moved), and the
+  verification that the aggregates then read back the new totals.
+
+Targets: warm-up >= 100,000 keys/s; import invalidation < 1 s. Missed targets are reported,
+not signalled: the exit status is 0 unless something failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import _stack
+from cache import DataType
+from cachectl.embedded import start_embedded_redis
+
+WARM_TARGET: Final = 100_000.0  # keys/s
+INVALIDATION_TARGET: Final = 1.0  # seconds
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.tasks", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--naive", type=int, default=2_000, help="members warmed one per task")
+    parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    return parser.parse_args(argv)
+
+
+def _final(stack: _stack.Stack, task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = stack.client.progress(task_id)
+        if progress.ready:
+            if progress.state != "SUCCESS":
+                raise RuntimeError(f"task {task_id} {progress.state}: {progress.error}")
+            return dict(progress.result)
+        time.sleep(0.01)
+    raise TimeoutError(f"task {task_id} not done in {timeout} s")
+
+
+def bench_warmup(stack: _stack.Stack, members: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = _final(stack, stack.client.enqueue_warmup("all"), timeout=3600)
+    seconds = time.perf_counter() - started
+    return {
+        "members": members,
+        "written": result["written"],
+        "seconds": round(seconds, 3),
+        "task_seconds": result["seconds"],
+        "keys_per_second": round(result["written"] / seconds),
+    }
+
+
+def bench_naive(stack: _stack.Stack, count: int, members: int) -> dict[str, Any]:
+    keys = stack.cache.keys.members(range(1, count + 1))
+    writer = stack.cache.clients.writer
+    for start in range(0, len(keys), 1000):
+        writer.unlink(*keys[start : start + 1000])
+    started = time.perf_counter()
+    sent = [
+        stack.client.enqueue_warmup("members", [member_id]) for member_id in range(1, count + 1)
+    ]
+    enqueued = time.perf_counter() - started
+    _final(stack, sent[-1], timeout=3600)  # one queue, consumed in order: the last ends it
+    while stack.cache.clients.writer.exists(*keys) < count:  # and the one running beside it
+        time.sleep(0.01)
+    seconds = time.perf_counter() - started
+    rate = count / seconds
+    return {
+        "measured_members": count,
+        "seconds": round(seconds, 3),
+        "enqueue_seconds": round(enqueued, 3),
+        "keys_per_second": round(rate),
+        "extrapolated_seconds_for_all": round(members / rate, 1),
+        "note": f"measured on {count:,} members, extrapolated to {members:,}",
+    }
+
+
+def bench_redis_benchmark(value_size: int, requests: int = 1_000_000) -> dict[str, Any]:
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return {"available": False}
+    directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    server = start_embedded_redis(directory)
+    try:
+        done = subprocess.run(
+            [
+                *(binary, "-p", str(server.port), "-t", "set", "-P", "16"),
+                *("-d", str(value_size), "-n", str(requests), "-q", "--csv"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    line = next(row for row in done.stdout.splitlines() if row.startswith('"SET"'))
+    return {
+        "available": True,
+        "command": f"redis-benchmark -t set -P 16 -d {value_size} -n {requests} (50 clients)",
+        "sets_per_second": round(float(line.split(",")[1].strip('"'))),
+    }
+
+
+def bench_invalidation(stack: _stack.Stack, rows: int) -> dict[str, Any]:
+    from cache.invalidation import MEMBER_TAGS
+    from db import analytics_dashboard, demographics, import_members, make_engine, session_factory
+
+    cache, keys = stack.cache, stack.cache.keys
+    writer = cache.clients.writer
+    engine = make_engine(stack.database_url)
+    sessions = session_factory(engine)
+    try:
+        # Every affected read cached as the platform caches it: the aggregates, and the
+        # generations the API folds into its cached responses.
+        with sessions() as session:
+            before = analytics_dashboard(session)["members"]["total"]
+            cache.set(keys.analytics("dashboard"), analytics_dashboard(session), DataType.ANALYTICS)
+            cache.set(keys.statistics("demographics"), demographics(session), DataType.STATISTICS)
+        generations = [keys.generation(tag) for tag in MEMBER_TAGS]
+        for key in generations:
+            writer.set(key, 1_000)
+        aggregates = [keys.analytics("dashboard"), keys.statistics("demographics")]
+        batch = f"{time.time_ns():x}"
+        imported = [
+            {
+                "email": f"import-{batch}-{n}@bench.example",
+                "first_name": "Imported",
+                "last_name": f"Member{n}",
+                "country": "US",
+            }
+            for n in range(rows)
+        ]
+        import_started = time.perf_counter()
+        with sessions.begin() as session:
+            import_members(session, imported)
+        committed = time.perf_counter()
+        stack.client.enqueue_bulk_operation("import", rows)
+        while writer.exists(*aggregates) or any(
+            value == b"1000" for value in writer.mget(generations)
+        ):
+            time.sleep(0.001)
+        fresh = time.perf_counter() - committed
+        # Reads after it: the aggregate misses and loads the new totals.
+        load_started = time.perf_counter()
+        with sessions() as session:
+            dashboard = cache.get_or_load(
+                keys.analytics("dashboard"),
+                lambda: analytics_dashboard(session),
+                DataType.ANALYTICS,
+            )
+        reload_seconds = time.perf_counter() - load_started
+    finally:
+        engine.dispose()
+    after = dashboard["members"]["total"]
+    return {
+        "rows": rows,
+        "import_seconds": round(committed - import_started, 3),
+        "seconds_until_fresh": round(fresh, 4),
+        "members_before": before,
+        "members_read_after": after,
+        "read_is_fresh": after == before + rows,
+        "reload_seconds": round(reload_seconds, 3),
+    }
+
+
+def envelope_size(stack: _stack.Stack) -> int:
+    raw = stack.cache.clients.writer.get(stack.cache.keys.member(1))
+    return len(raw) if raw else 300
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    load = os.getloadavg()  # the machine may be shared: the figures are read against it
+    stack, seeded = _stack.start(args.members, args.concurrency)
+    try:
+        warm = bench_warmup(stack, args.members)
+        size = envelope_size(stack)
+        naive = bench_naive(stack, min(args.naive, args.members), args.members)
+        invalidation = bench_invalidation(stack, args.import_rows)
+    finally:
+        stack.close()
+    reference = bench_redis_benchmark(size)
+    figures: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in load],
+            "python": platform.python_version(),
+        },
+        "seed_seconds": seeded,
+        "warmup": warm,
+        "naive": naive,
+        "redis_benchmark": reference,
+        "member_envelope_bytes": size,
+        "invalidation": invalidation,
+    }
+    figures["verdict"] = {
+        "warmup_target_keys_per_second": WARM_TARGET,
+        "warmup_ok": warm["keys_per_second"] >= WARM_TARGET,
+        "warmup_vs_naive": round(warm["keys_per_second"] / naive["keys_per_second"], 1),
+        "warmup_vs_redis_benchmark": (
+            round(warm["keys_per_second"] / reference["sets_per_second"], 3)
+            if reference.get("available")
+            else None
+        ),
+        "invalidation_target_seconds": INVALIDATION_TARGET,
+        "invalidation_ok": invalidation["seconds_until_fresh"] < INVALIDATION_TARGET
+        and invalidation["read_is_fresh"],
+    }
+    return figures
+
+
+def render(figures: dict[str, Any], console: Console) -> None:
+    warm, naive, ref = figures["warmup"], figures["naive"], figures["redis_benchmark"]
+    inv, verdict = figures["invalidation"], figures["verdict"]
+    machine = figures["machine"]
+    title = f"Celery tasks ({machine['cpus']} CPUs, load {machine['load_average_at_start'][0]})"
+    table = Table("measure", "figure", title=title)
+    table.add_row(
+        f"warm-up, {warm['members']:,} members (warmup_all, enqueue to SUCCESS)",
+        f"{warm['keys_per_second']:,} keys/s ({warm['seconds']} s)",
+    )
+    table.add_row(
+        "naive: one task per member (" + naive["note"] + ")",
+        f"{naive['keys_per_second']:,} keys/s (~{naive['extrapolated_seconds_for_all']:,} s)",
+    )
+    if ref.get("available"):
+        table.add_row(
+            f"{ref['command']}, {figures['member_envelope_bytes']} B values",
+            f"{ref['sets_per_second']:,} SET/s",
+        )
+    table.add_row(
+        f"invalidation after a {inv['rows']:,}-row import (commit to fresh)",
+        f"{inv['seconds_until_fresh']} s; next read {inv['members_read_after']:,} members "
+        f"({'fresh' if inv['read_is_fresh'] else 'STALE'})",
+    )
+    console.print(table)
+    ok = {True: "[green]met[/green]", False: "[red]missed[/red]"}
+    console.print(
+        f"warm-up target >= {WARM_TARGET:,.0f} keys/s: {ok[verdict['warmup_ok']]}; "
+        f"{verdict['warmup_vs_naive']}x the naive warm-up; "
+        f"{verdict['warmup_vs_redis_benchmark']} of redis-benchmark's rate"
+    )
+    console.print(
+        f"import invalidation target < {INVALIDATION_TARGET} s: {ok[verdict['invalidation_ok']]}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    figures = run(args)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        render(figures, Console())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

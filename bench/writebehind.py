@@ -1,0 +1,472 @@
+"""Write-behind: accepted events/s, flush rows/s and lag, beside the naive designs and COPY.
+
+    python -m bench.writebehind [--json] [--seconds 3] [--threads 8] [--members 20000]
+
+One run, same machine, same table (member_activity_daily in a throwaway PostgreSQL database
+on 127.0.0.1:5432, dropped afterwards; Redis database 14 under ``bench:wb:<hex>:``, removed):
+
+    accept        one event per call from ``--threads`` threads (pooled connections), through
+                  GroupRecorder (concurrent calls share a script call) and WriteBehind.record
+                  directly; ten events per call; beside redis-py XADD of one event per call
+                  (the stream write alone: the floor of any durable buffer)
+    flush         a Flusher draining a preloaded backlog (events spread over the members);
+                  beside the database half alone (apply_batch of ready rows) and COPY
+    lag           a flusher process at its defaults while 4 threads offer 5,000 events/s
+                  (5 a call); accept-to-commit lag of every entry, p50/p99
+    naive         one INSERT + COMMIT per event (the same threads); one Celery task per
+                  event (a stock worker, 2 prefork processes, the same upsert per task)
+
+Targets: >= 20,000 events/s accepted, >= 100,000 rows/s flushed, lag p99 <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import psycopg
+import redis
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from cache import build_cache
+from cache.writebehind import (
+    ActivityEvent,
+    ActivityRow,
+    Flusher,
+    GroupRecorder,
+    WriteBehind,
+    WriteBehindConfig,
+)
+from config import Settings, load_settings
+from db import make_engine, upgrade
+from db.seed import seed
+from db.writebehind import apply_batch
+from tasks.writebehind import sql_apply
+
+BENCH_DB: Final = 14
+ADMIN_DSN: Final = "postgresql://root@127.0.0.1:5432/postgres"
+KINDS: Final = ("login", "checkin", "page_view")
+LAG_RATE: Final = 5_000
+LAG_BATCH: Final = 5  # events a call: 1,000 calls/s, within this client's round-trip budget
+NAIVE_QUEUE: Final = "bench.writebehind.naive"
+TARGETS: Final = {"accepted_per_s": 20_000, "flush_rows_per_s": 100_000, "lag_p99_s": 1.0}
+NAIVE_SQL: Final = (
+    "INSERT INTO member_activity_daily AS a (member_id, day, logins, checkins, page_views)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (member_id, day) DO UPDATE SET"
+    " logins = a.logins + EXCLUDED.logins, checkins = a.checkins + EXCLUDED.checkins,"
+    " page_views = a.page_views + EXCLUDED.page_views",
+    "UPDATE members SET last_seen_at = GREATEST(last_seen_at, %s) WHERE id = %s",
+)
+
+
+def bench_settings(prefix: str) -> Settings:
+    return load_settings(
+        redis_db=BENCH_DB, redis_key_prefix=prefix, redis_url=None, redis_sentinels="",
+        redis_cluster_nodes="", redis_socket_timeout=2.0,
+    )  # fmt: skip
+
+
+@contextmanager
+def throwaway_database(members: int) -> Iterator[tuple[str, str]]:
+    """(SQLAlchemy URL, libpq DSN) of a new database with ``members`` members; dropped after."""
+    name = f"mc_bench_wb_{secrets.token_hex(5)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            seed(engine, members, progress=False)
+        finally:
+            engine.dispose()
+        dsn = f"postgresql://root@127.0.0.1:5432/{name}"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        yield url, dsn
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
+
+
+def _event(rng: random.Random, members: int) -> ActivityEvent:
+    return ActivityEvent(rng.randint(1, members), rng.choice(KINDS))
+
+
+def threaded_rate(threads: int, seconds: float, make: Callable[[int], Callable[[], int]]) -> float:
+    """Units per second of ``threads`` threads each calling its own ``make(i)()`` in a loop."""
+    counts = [0] * threads
+    stop = threading.Event()
+
+    def loop(index: int) -> None:
+        call = make(index)
+        while not stop.is_set():
+            counts[index] += call()
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def measure_accept(
+    wb: WriteBehind, floor: redis.Redis, opts: argparse.Namespace
+) -> dict[str, float]:
+    def recorder(per_call: int) -> Callable[[int], Callable[[], int]]:
+        def make(index: int) -> Callable[[], int]:
+            rng = random.Random(index)
+            return lambda: len(wb.record([_event(rng, opts.members) for _ in range(per_call)]))
+
+        return make
+
+    def xadd(index: int) -> Callable[[], int]:
+        key = wb.keys.system("wb", "floor")
+        fields: dict[Any, Any] = {"m": index, "k": "l", "t": 1, "n": 1}
+
+        def one() -> int:
+            floor.xadd(key, fields)
+            return 1
+
+        return one
+
+    grouped = GroupRecorder(wb)
+
+    def combined(index: int) -> Callable[[], int]:
+        rng = random.Random(index)
+        return lambda: len(grouped.record([_event(rng, opts.members)]))
+
+    out = {
+        "accepted_per_s": threaded_rate(opts.threads, opts.seconds, combined),
+        "accepted_direct_per_s": threaded_rate(opts.threads, opts.seconds, recorder(1)),
+        "accepted_batch10_per_s": threaded_rate(opts.threads, opts.seconds, recorder(10)),
+        "xadd_floor_per_s": threaded_rate(opts.threads, opts.seconds, xadd),
+    }
+    floor.delete(wb.keys.system("wb", "floor"))
+    return out
+
+
+def measure_flush(
+    wb: WriteBehind, url: str, dsn: str, opts: argparse.Namespace
+) -> dict[str, float]:
+    rng = random.Random(7)
+    for _ in range(0, opts.backlog, 500):
+        wb.record([_event(rng, opts.members) for _ in range(500)])
+    engine = make_engine(url)
+    try:
+        flusher = Flusher(wb, sql_apply(engine), "bench-flush")
+        started = time.perf_counter()
+        flusher.drain(300, until_empty=True)
+        spent = time.perf_counter() - started
+        # The database half alone: the same statement on ready rows, 2,000 a batch.
+        at = dt.datetime.now(dt.UTC)
+        batches = [
+            [
+                ActivityRow(m, at.date(), 1, 0, 1, at)
+                for m in sorted(rng.sample(range(1, opts.members + 1), 2000))
+            ]
+            for _ in range(max(1, opts.backlog // 4000))
+        ]
+        began = time.perf_counter()
+        for n, rows in enumerate(batches):
+            apply_batch(engine, "bench:db-only", f"{n + 1}-0", rows)
+        db_only = len(batches) * 2000 / (time.perf_counter() - began)
+    finally:
+        engine.dispose()
+    return {
+        "flush_events_per_s": flusher.stats.events / spent,
+        "flush_rows_per_s": flusher.stats.rows / spent,
+        "flush_batches": flusher.stats.batches,
+        "db_apply_rows_per_s": db_only,
+        "copy_rows_per_s": measure_copy(dsn, opts.members),
+    }
+
+
+def measure_copy(dsn: str, members: int) -> float:
+    """COPY of fresh rows into the same table (days no other phase writes), then removed."""
+    days = [dt.date(2001, 1, 1) + dt.timedelta(days=d) for d in range(10)]
+    text = "".join(f"{m}\t{day}\t1\t0\t1\n" for day in days for m in range(1, members + 1))
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        with conn.cursor().copy(
+            "COPY member_activity_daily (member_id, day, logins, checkins, page_views) FROM STDIN"
+        ) as copy:
+            copy.write(text)
+        conn.commit()
+        rate = len(days) * members / (time.perf_counter() - started)
+        conn.execute("DELETE FROM member_activity_daily WHERE day < '2002-01-01'")
+        conn.commit()
+    return rate
+
+
+def measure_naive_sql(dsn: str, opts: argparse.Namespace) -> float:
+    connections = [psycopg.connect(dsn) for _ in range(opts.threads)]
+
+    def make(index: int) -> Callable[[], int]:
+        conn, rng = connections[index], random.Random(index)
+
+        def one() -> int:
+            member, kind = rng.randint(1, opts.members), rng.randrange(3)
+            now = dt.datetime.now(dt.UTC)
+            deltas = [int(kind == k) for k in range(3)]
+            conn.execute(NAIVE_SQL[0], (member, now.date(), *deltas))
+            conn.execute(NAIVE_SQL[1], (now, member))
+            conn.commit()
+            return 1
+
+        return one
+
+    try:
+        return threaded_rate(opts.threads, opts.seconds, make)
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+def measure_lag(
+    settings: Settings, wb: WriteBehind, url: str, opts: argparse.Namespace
+) -> dict[str, float]:
+    """A flusher process at its defaults; producers hold LAG_RATE events/s for --lag-seconds."""
+    env = {**os.environ, "REDIS_KEY_PREFIX": settings.redis_key_prefix}
+    argv = ["--flusher-child", url, str(opts.lag_seconds + 2)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.writebehind", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    child.stdout.readline()  # "ready"
+    per_thread, sent = LAG_RATE / 4, [0] * 4  # 4 threads, LAG_BATCH events a call
+
+    def produce(index: int) -> None:
+        rng, started = random.Random(index), time.monotonic()
+        while (elapsed := time.monotonic() - started) < opts.lag_seconds:
+            if (due := sent[index] / per_thread - elapsed) > 0:
+                time.sleep(due)
+            wb.record([_event(rng, opts.members) for _ in range(LAG_BATCH)])
+            sent[index] += LAG_BATCH
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    backlog = wb.health().backlog
+    result: dict[str, float] = json.loads(child.communicate(timeout=60)[0].splitlines()[-1])
+    result["lag_offered_per_s"] = sum(sent) / opts.lag_seconds
+    result["lag_backlog_at_end_of_load"] = backlog
+    return result
+
+
+def flusher_child(url: str, seconds: float) -> None:
+    settings = bench_settings(os.environ["REDIS_KEY_PREFIX"])
+    cache, engine = build_cache(settings), make_engine(url)
+    wb = WriteBehind(cache.clients.writer, cache.keys, WriteBehindConfig(max_backlog=10**7))
+    flusher = Flusher(wb, sql_apply(engine), "bench-lag")
+    wb.ensure_group()
+    print("ready", flush=True)
+    stats = flusher.drain(seconds)
+    lags = sorted(stats.lags_ms)
+    print(json.dumps({
+        "lag_events": stats.events, "lag_batches": stats.batches,
+        "lag_p50_s": stats.lag_quantile(0.5), "lag_p99_s": stats.lag_quantile(0.99),
+        "lag_max_s": (lags[-1] / 1000) if lags else 0.0,
+    }))  # fmt: skip
+    engine.dispose()
+    cache.close()
+
+
+def naive_celery_app(broker: str, dsn: str) -> Any:
+    """A stock Celery app whose task writes one event: INSERT and UPDATE, COMMIT."""
+    from celery import Celery
+
+    app = Celery("bench_wb_naive", broker=broker, set_as_current=False)
+    app.conf.update(
+        task_default_queue=NAIVE_QUEUE,
+        task_ignore_result=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    local = threading.local()
+
+    @app.task(name="bench.writebehind.naive_event")
+    def naive_event(member: int, kind: int, at: str) -> None:
+        if getattr(local, "conn", None) is None:
+            local.conn = psycopg.connect(dsn)
+        moment = dt.datetime.fromisoformat(at)
+        deltas = [int(kind == k) for k in range(3)]
+        local.conn.execute(NAIVE_SQL[0], (member, moment.date(), *deltas))
+        local.conn.execute(NAIVE_SQL[1], (moment, member))
+        local.conn.commit()
+
+    return app
+
+
+def measure_naive_celery(settings: Settings, dsn: str, opts: argparse.Namespace) -> float:
+    broker = settings.redis_url_for(db=BENCH_DB)
+    client = redis.Redis.from_url(broker)
+    client.delete(NAIVE_QUEUE, "unacked", "unacked_index")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bench.writebehind", "--celery-child", broker, dsn],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        app = naive_celery_app(broker, dsn)
+        rng, at = random.Random(3), dt.datetime.now(dt.UTC).isoformat()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+
+            def written() -> int:
+                query = "SELECT sum(logins + checkins + page_views) FROM member_activity_daily"
+                row = conn.execute(query).fetchone()
+                return int(row[0] or 0) if row else 0
+
+            base, tasks = written(), int(opts.naive_tasks)
+            app.send_task("bench.writebehind.naive_event", (1, 0, at))  # the worker is up
+            deadline = time.monotonic() + 60
+            while written() == base:
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise RuntimeError("the naive Celery worker did not start")
+                time.sleep(0.05)
+            started = time.perf_counter()
+            for _ in range(tasks):
+                member, kind = rng.randint(1, opts.members), rng.randrange(3)
+                app.send_task("bench.writebehind.naive_event", (member, kind, at))
+            while written() < base + 1 + tasks:
+                time.sleep(0.02)
+            return tasks / (time.perf_counter() - started)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        client.delete(NAIVE_QUEUE, "unacked", "unacked_index", "_kombu.binding." + NAIVE_QUEUE)
+        client.close()
+
+
+def run(opts: argparse.Namespace) -> dict[str, Any]:
+    settings = bench_settings(f"bench:wb:{secrets.token_hex(4)}:")
+    cache = build_cache(settings)
+    floor = redis.Redis.from_url(settings.redis_url_for())
+    wb = WriteBehind(cache.clients.writer, cache.keys, WriteBehindConfig(max_backlog=10**7))
+    report: dict[str, Any] = {"load_average": os.getloadavg()[0], "threads": opts.threads}
+    try:
+        with throwaway_database(opts.members) as (url, dsn):
+            wb.ensure_group()
+            report |= measure_accept(wb, floor, opts)
+            _clear(floor, settings.redis_key_prefix)
+            wb.ensure_group()
+            report |= measure_flush(wb, url, dsn, opts)
+            report |= measure_lag(settings, wb, url, opts)
+            report["naive_insert_commit_per_s"] = measure_naive_sql(dsn, opts)
+            report["naive_celery_task_per_s"] = measure_naive_celery(settings, dsn, opts)
+    finally:
+        _clear(floor, settings.redis_key_prefix)
+        floor.close()
+        cache.close()
+    accepted, rows = report["accepted_per_s"], report["flush_rows_per_s"]
+    report["ratios"] = {
+        "accept_vs_xadd_floor": accepted / report["xadd_floor_per_s"],
+        "direct_record_vs_xadd_floor": report["accepted_direct_per_s"] / report["xadd_floor_per_s"],
+        "accept_vs_naive_insert_commit": accepted / report["naive_insert_commit_per_s"],
+        "accept_vs_naive_celery_task": accepted / report["naive_celery_task_per_s"],
+        "flush_vs_db_apply_alone": rows / report["db_apply_rows_per_s"],
+        "flush_vs_copy": rows / report["copy_rows_per_s"],
+    }
+    report["targets_met"] = {
+        "accepted_per_s": accepted >= TARGETS["accepted_per_s"],
+        "flush_rows_per_s": rows >= TARGETS["flush_rows_per_s"],
+        "lag_p99_s": report["lag_p99_s"] <= TARGETS["lag_p99_s"],
+    }
+    return report
+
+
+def _clear(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.unlink(*keys[start : start + 500])
+
+
+def render(report: dict[str, Any]) -> None:
+    table = Table(title=f"write-behind, one run (load average {report['load_average']:.1f})")
+    table.add_column("path")
+    table.add_column("rate", justify="right")
+    rows = [
+        (
+            f"GroupRecorder.record, 1 event/call, {report['threads']} threads",
+            report["accepted_per_s"],
+            "events/s",
+        ),
+        ("WriteBehind.record, 1 event/call", report["accepted_direct_per_s"], "events/s"),
+        ("record, 10 events/call", report["accepted_batch10_per_s"], "events/s"),
+        ("redis-py XADD per event (floor)", report["xadd_floor_per_s"], "events/s"),
+        ("flush: drain a backlog", report["flush_events_per_s"], "events/s"),
+        ("flush: rows upserted", report["flush_rows_per_s"], "rows/s"),
+        ("database half alone (apply_batch)", report["db_apply_rows_per_s"], "rows/s"),
+        ("PostgreSQL COPY, same table", report["copy_rows_per_s"], "rows/s"),
+        ("naive: INSERT + COMMIT per event", report["naive_insert_commit_per_s"], "events/s"),
+        ("naive: one Celery task per event", report["naive_celery_task_per_s"], "events/s"),
+    ]
+    for label, value, unit in rows:
+        table.add_row(label, f"{value:,.0f} {unit}")
+    lag = (f"p50 {report['lag_p50_s'] * 1000:.0f} ms, p99 {report['lag_p99_s'] * 1000:.0f} ms,"
+           f" max {report['lag_max_s'] * 1000:.0f} ms")  # fmt: skip
+    table.add_row(f"lag at {report['lag_offered_per_s']:,.0f} events/s offered", lag)
+    console = Console()
+    console.print(table)
+    for name, value in report["ratios"].items():
+        console.print(f"{name}: {value:.2f}x")
+    met = ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in report["targets_met"].items())
+    console.print(f"targets: {met}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.writebehind", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per rate measurement")
+    parser.add_argument("--threads", type=int, default=8, help="producer threads (connections)")
+    parser.add_argument("--members", type=int, default=20_000, help="members seeded and written")
+    parser.add_argument("--backlog", type=int, default=200_000, help="events preloaded to flush")
+    parser.add_argument("--naive-tasks", type=int, default=2_000, help="Celery tasks sent")
+    parser.add_argument("--lag-seconds", type=float, default=10.0, help="steady-load duration")
+    parser.add_argument("--flusher-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--celery-child", nargs=2, help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.flusher_child:
+        flusher_child(opts.flusher_child[0], float(opts.flusher_child[1]))
+        return 0
+    if opts.celery_child:
+        app = naive_celery_app(*opts.celery_child)
+        app.worker_main(
+            ["worker", "-c", "2", "-P", "prefork", "-Q", NAIVE_QUEUE, "-l", "WARNING",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        )  # fmt: skip
+        return 0
+    report = run(opts)
+    if opts.json:
+        print(json.dumps(report, indent=None, default=float))
+    else:
+        render(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The local stack of ``cachectl up``: API, worker, beat and Flower as supervised children.
+
+Each child runs in its own session (process group) with its output in ``<workdir>/logs``, so
+a Ctrl-C in the terminal reaches cachectl alone, which then stops the children in order:
+the API first (no new work), Flower, beat (no new ticks), the worker last (a warm shutdown
+finishes or hands back what it is running). A child that lingers past the timeout has its
+whole group killed, pool processes included, so nothing outlives ``cachectl up``.
+
+Readiness is checked, not assumed: the worker answers ``celery inspect ping``, the beat holds
+the leader lease, the API answers HTTP, Flower answers its health check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import httpx
+from redis.exceptions import RedisError
+
+from cache import Keys
+from cache.client import connect
+from config import Settings
+from workers import flower, routing
+from workers.client import TaskClient
+
+STOP_TIMEOUT: Final = 20.0
+READY_TIMEOUT: Final = 90.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Supervisor:
+    workdir: Path
+    env: Mapping[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> Child:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        child = Child(name, argv, logs / f"{name}.log")
+        with child.log.open("ab") as out:
+            child.proc = subprocess.Popen(
+                argv,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.children.append(child)
+        return child
+
+    def dead(self) -> list[Child]:
+        return [child for child in self.children if not child.alive]
+
+    def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM each child in reverse start order and wait; SIGKILL the group of any
+        that lingers (and of every child, for pool processes left behind)."""
+        for child in reversed(self.children):
+            if child.alive and child.proc is not None:
+                child.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout)
+        for child in self.children:
+            if child.proc is None:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(5)
+
+
+def _found(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def has_api() -> bool:
+    """The API is started only where its package can be run (``python -m api_stub``)."""
+    return _found("api_stub.__main__")
+
+
+def worker_queues() -> tuple[list[str], list[str]]:
+    """(queues, extra task modules): cache.writebehind is consumed only by a worker that has
+    its task (tasks/writebehind.py, not yet in workers.factory.TASK_MODULES); a worker
+    without it would take those messages and drop them as unregistered."""
+    if _found("tasks.writebehind"):
+        return list(routing.QUEUES), ["tasks.writebehind"]
+    return [queue for queue in routing.QUEUES if queue != routing.Q_WRITEBEHIND], []
+
+
+def worker_name() -> str:
+    return f"cachectl-{os.getpid()}@{os.uname().nodename}"
+
+
+def commands(settings: Settings, workdir: Path, concurrency: int) -> dict[str, list[str]]:
+    python = sys.executable
+    queues, modules = worker_queues()
+    found = {
+        "worker": [
+            python,
+            *("-m", "celery", "-A", "workers.app", "worker", "-l", "INFO"),
+            *("-c", str(concurrency), "-n", worker_name(), "-Q", ",".join(queues)),
+            *(arg for module in modules for arg in ("-I", module)),
+        ],
+        "beat": [
+            python,
+            *("-m", "celery", "-A", "workers.app", "beat", "-l", "INFO"),
+            *("-s", str(workdir / "celerybeat-schedule")),
+        ],
+        "flower": [python, "-m", "workers.flower", "--db", str(workdir / "flower.db")],
+    }
+    if has_api():
+        found["api"] = [
+            python,
+            *("-m", "api_stub", "--host", settings.api_host, "--port", str(settings.api_port)),
+        ]
+    return found
+
+
+def child_env(settings: Settings, database_url: str, flower_password: str) -> dict[str, str]:
+    """What every child must agree on: the Redis actually in use (an embedded one included),
+    the database resolved once, and Flower's password when it was generated."""
+    return {
+        "REDIS_HOST": settings.redis_host,
+        "REDIS_PORT": str(settings.redis_port),
+        "REDIS_URL": settings.redis_url or "",
+        "DATABASE_URL": database_url,
+        "FLOWER_PASSWORD": flower_password,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+# --- readiness ------------------------------------------------------------------------------
+def worker_ready(client: TaskClient) -> bool:
+    """Our worker answers ``celery inspect ping`` (another one on the broker does not count)."""
+    name = worker_name()
+    replies = client.app.control.ping([name], timeout=0.5) or []
+    return any(name in reply for reply in replies)
+
+
+def beat_ready(settings: Settings) -> bool:
+    """A beat holds the leader lease (ours, unless another beat already leads: fine too)."""
+    clients = connect(settings)
+    try:
+        key = Keys(settings.redis_key_prefix).system("beat", "leader")
+        return bool(clients.writer.exists(key))
+    except RedisError:
+        return False
+    finally:
+        clients.close()
+
+
+def http_ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def checks(
+    settings: Settings, client: TaskClient, started: Mapping[str, Child]
+) -> dict[str, Callable[[], bool]]:
+    found: dict[str, Callable[[], bool]] = {
+        "worker": lambda: worker_ready(client),
+        "beat": lambda: beat_ready(settings),
+        "flower": lambda: http_ready(f"http://127.0.0.1:{settings.flower_port}/healthcheck"),
+    }
+    if "api" in started:
+        found["api"] = lambda: http_ready(api_url(settings) + "/openapi.json")
+    return found
+
+
+def wait_ready(
+    supervisor: Supervisor,
+    probes: Mapping[str, Callable[[], bool]],
+    timeout: float = READY_TIMEOUT,
+    stopping: Callable[[], bool] = lambda: False,
+) -> list[str]:
+    """Names still not ready at the deadline ([] when all are); raises RuntimeError when a
+    child exits while starting."""
+    pending = dict(probes)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline and not stopping():
+        for child in supervisor.dead():
+            raise RuntimeError(f"{child.name} exited while starting:\n{child.tail()}")
+        for name, probe in list(pending.items()):
+            if probe():
+                del pending[name]
+        time.sleep(0.25)
+    return sorted(pending)
+
+
+def api_url(settings: Settings) -> str:
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def flower_credentials(settings: Settings) -> tuple[str, str, bool]:
+    return flower.credentials(settings)

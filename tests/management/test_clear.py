@@ -1,0 +1,149 @@
+"""DELETE /clear: SCAN + UNLINK under the prefix only; injection and oversized patterns refused."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from api_stub.management import PREFIX
+from api_stub.management.clear import MAX_PATTERN, MAX_STARS, PatternRefused, scan_match
+from cache import build_async_cache
+from config import Settings
+from tests.conftest import TEST_REDIS_DB
+from tests.management.conftest import Mgmt, serve, settings_for
+
+pytestmark = pytest.mark.anyio
+CLEAR = f"{PREFIX}/clear"
+
+REFUSED = [
+    "",
+    "x" * (MAX_PATTERN + 1),
+    "*:" * (MAX_STARS + 1),
+    "[a-z]*",  # character classes
+    "member:[0-9]",
+    "{member}:*",  # hash tags
+    "member\\*",  # escapes
+    "member *",
+    "member:\t*",
+    "member:\r\n*",
+    "member:\x00",
+    "member:é*",
+    "sys:*",  # platform state
+    "sys:wb:stream",
+    "*%*",
+    "member:*;FLUSHALL",
+    "member:*\nFLUSHDB",
+]
+
+
+@pytest.fixture
+def shared() -> Iterator[redis.Redis]:
+    client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def neighbour(shared: redis.Redis) -> Iterator[str]:
+    """Keys of another tenant of the same database, which no clear may touch."""
+    other = f"t{uuid.uuid4().hex[:10]}:"
+    shared.mset({f"{other}member:{i}": b"x" for i in range(20)})
+    shared.set(other.rstrip(":"), b"bare")
+    yield other
+    for key in shared.scan_iter(match=f"{other}*", count=1000):
+        shared.unlink(key)
+    shared.unlink(other.rstrip(":"))
+
+
+@pytest.mark.parametrize("pattern", REFUSED)
+async def test_malformed_or_escaping_patterns_are_400(
+    mgmt: Mgmt, pattern: str, shared: redis.Redis, neighbour: str
+) -> None:
+    prefix = mgmt.runtime.cache.keys.prefix
+    shared.set(f"{prefix}member:1", b"kept")
+    answer = await mgmt.call("DELETE", CLEAR, params={"pattern": pattern})
+    assert answer.status_code == 400, answer.text
+    assert shared.get(f"{prefix}member:1") == b"kept"
+    assert len(list(shared.scan_iter(match=f"{neighbour}*"))) == 20
+
+
+async def test_a_missing_pattern_is_422(mgmt: Mgmt) -> None:
+    assert (await mgmt.call("DELETE", CLEAR)).status_code == 422
+
+
+async def test_scan_match_stays_under_the_prefix(mgmt: Mgmt) -> None:
+    cache = mgmt.runtime.cache
+    prefix = cache.keys.prefix
+    assert scan_match(cache, "member:*") == f"{prefix}member:*"
+    assert scan_match(cache, "**") == f"{prefix}*"
+    assert scan_match(cache, "lookup:tier?") == f"{prefix}lookup:tier?"
+    assert scan_match(cache, "../*") == f"{prefix}../*"  # a glob has no paths to climb
+    for pattern in REFUSED:
+        with pytest.raises(PatternRefused):
+            scan_match(cache, pattern)
+
+
+async def test_clear_deletes_only_matching_keys_under_the_prefix(
+    mgmt: Mgmt, shared: redis.Redis, neighbour: str
+) -> None:
+    prefix = mgmt.runtime.cache.keys.prefix
+    shared.mset({f"{prefix}member:{i}": b"m" for i in range(2500)})
+    shared.mset({f"{prefix}lookup:{name}": b"l" for name in ("tiers", "countries")})
+    shared.xadd(f"{prefix}sys:wb:stream", {"m": "1"})  # durable platform state
+    dry = await mgmt.call("DELETE", CLEAR, params={"pattern": "member:*", "dry_run": "true"})
+    assert dry.status_code == 200
+    assert dry.json()["matched"] >= 2500 and dry.json()["deleted"] == 0
+    assert shared.exists(f"{prefix}member:7")
+
+    done = (await mgmt.call("DELETE", CLEAR, params={"pattern": "member:*"})).json()
+    assert done["deleted"] == 2500
+    assert done["steps"] > 1  # batches, not one call
+    assert not list(shared.scan_iter(match=f"{prefix}member:*"))
+    assert shared.exists(f"{prefix}lookup:tiers")
+
+    everything = (await mgmt.call("DELETE", CLEAR, params={"pattern": "*"})).json()
+    assert everything["deleted"] == 2
+    assert everything["skipped_system"] >= 1  # the stream, and the rate limit's counter
+    assert shared.xlen(f"{prefix}sys:wb:stream") == 1
+    assert len(list(shared.scan_iter(match=f"{neighbour}*"))) == 20
+    assert shared.get(neighbour.rstrip(":")) == b"bare"
+
+
+async def test_clear_is_audited_with_its_count(mgmt: Mgmt, shared: redis.Redis) -> None:
+    prefix = mgmt.runtime.cache.keys.prefix
+    shared.mset({f"{prefix}analytics:a{i}": b"a" for i in range(3)})
+    await mgmt.call("DELETE", CLEAR, params={"pattern": "analytics:*"})
+    entry = (await mgmt.call("GET", f"{PREFIX}/audit", params={"action": "cache.clear"})).json()[
+        "entries"
+    ][0]
+    assert entry["who"] == "admin-test" and entry["status"] == 200
+    assert entry["arguments"] == {"pattern": "analytics:*", "dry_run": False}
+    assert entry["result"]["deleted"] == 3 and entry["finished_at"]
+
+
+async def test_clear_without_redis_is_503_and_audited(
+    database_url: str, broker: object, tokens: object, prefix: str
+) -> None:
+    settings: Settings = settings_for(
+        prefix,
+        database_url,
+        broker.port,
+        redis_port=1,
+        redis_connect_timeout=0.05,  # type: ignore[attr-defined]
+    )
+    async with serve(settings, tokens) as mgmt:  # type: ignore[arg-type]
+        answer = await mgmt.call("DELETE", CLEAR, params={"pattern": "member:*"})
+        assert answer.status_code == 503
+        entries = await mgmt.runtime.auditor.entries(action="cache.clear", limit=1)
+        assert entries[0]["status"] == 503
+
+
+async def test_a_key_built_by_the_cache_is_what_clear_matches(settings: Settings) -> None:
+    cache = build_async_cache(settings)
+    try:
+        assert scan_match(cache, "member:*").startswith(settings.redis_key_prefix)
+    finally:
+        await cache.close()

@@ -1,0 +1,70 @@
+"""Throwaway services for the Celery tests: a private redis-server and a PostgreSQL database.
+
+A stack of worker processes gets a redis-server of its own (broker, results and cache on
+databases 1, 2 and 0): its queues cannot meet another session's, BGSAVE and CONFIG are the
+test's to use, and it is killed afterwards instead of cleaned key by key. Its data lives in a
+PostgreSQL database created for it and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import psycopg
+from psycopg import sql
+
+from db.engine import port_answers
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+ADMIN_DSN = f"postgresql://root@{PG_HOST}:{PG_PORT}/postgres"
+SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
+
+CACHE_DB, BROKER_DB, RESULTS_DB = 0, 1, 2
+
+
+def create_database(members: int) -> tuple[str, str]:
+    """A migrated, seeded PostgreSQL database: (name, SQLAlchemy URL)."""
+    from db import make_engine, seed, upgrade
+
+    if not port_answers(PG_HOST, PG_PORT):
+        raise RuntimeError(f"PostgreSQL must be running on {PG_HOST}:{PG_PORT}")
+    name = f"mc_celery_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            seed(engine, members, progress=False, now=SEED_NOW)
+        finally:
+            engine.dispose()
+    except BaseException:
+        drop_database(name)
+        raise
+    return name, url
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def stack_env(prefix: str, port: int, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of worker, beat and Flower processes on a private redis-server."""
+    return {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(port),
+        "REDIS_DB": str(CACHE_DB),
+        "REDIS_KEY_PREFIX": prefix,
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/{BROKER_DB}",
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/{RESULTS_DB}",
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "test",
+        # Worker-side reads of a busy test machine must not trip the cache's 0.25 s default.
+        "REDIS_SOCKET_TIMEOUT": "5",
+        **extra,
+    }

@@ -1,0 +1,96 @@
+"""Two ``celery beat`` processes at once: one sends, the other stands by and takes over when the
+first dies, and every job still runs once per period."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from cache import CacheService
+from tests.workers import harness
+from tests.workers.processes import BeatProcess, wait_for
+from workers.beat import JOBS
+from workers.scheduler import LeaderLease
+
+SENT = "Scheduler: Sending due task"
+EVERY, LEASE = 1.0, 3.0
+
+
+def test_lease_is_exclusive_renewable_and_released(unit_cache: CacheService) -> None:
+    key = unit_cache.keys.system("beat", "leader")
+    client = unit_cache.clients.writer
+    first, second = LeaderLease(client, key, 2.0), LeaderLease(client, key, 2.0)
+    assert first.hold() and not second.hold()
+    first._checked = 0.0  # force a renewal round trip
+    assert first.hold() and 1000 < client.pttl(key) <= 2000
+    first.release()
+    assert second.hold() and not first.hold()
+    client.set(key, "someone-else")  # the lease lapsed and another beat took it
+    second._checked = 0.0
+    assert not second.hold()  # renewal is compare-and-set: no stealing back
+
+
+def _results_since(stack: harness.Stack, since: dt.datetime) -> list[dict[str, Any]]:
+    metas = []
+    for key in stack.results.scan_iter(match="celery-task-meta-*", count=1000):
+        meta = json.loads(stack.results.get(key) or b"{}")
+        done = meta.get("date_done")
+        if done and dt.datetime.fromisoformat(done).replace(tzinfo=dt.UTC) >= since:
+            metas.append(meta)
+    return metas
+
+
+@pytest.mark.slow
+def test_two_beats_one_sender_each_job_once_per_period(clean_stack: harness.Stack) -> None:
+    stack = clean_stack
+    env = {**stack.env, "TEST_BEAT_EVERY": str(EVERY), "TEST_BEAT_LEASE": str(LEASE)}
+    started = dt.datetime.now(dt.UTC)
+    beats = [
+        BeatProcess(env, stack.directory, name=f"beat-{n}", app="tests.workers.beat_app")
+        for n in ("a", "b")
+    ]
+    try:
+        for beat in beats:
+            beat.start()
+        leader: BeatProcess = wait_for(
+            lambda: next((b for b in beats if b.log().count(SENT) >= 2 * len(JOBS)), None),
+            30,
+            "a beat to send two rounds",
+        )
+        standby = next(b for b in beats if b is not leader)
+        time.sleep(3 * EVERY)
+        assert standby.alive and standby.log().count(SENT) == 0  # both ran; one sent
+
+        # The leader dies without releasing its lease: the standby takes over once it lapses.
+        sent_before = leader.log().count(SENT)
+        leader.kill()
+        killed = time.monotonic()
+        wait_for(lambda: standby.log().count(SENT) >= len(JOBS), 20, "the standby to take over")
+        assert time.monotonic() - killed < LEASE + 5
+        time.sleep(3 * EVERY)
+        sent = sent_before + standby.log().count(SENT)
+    finally:
+        for beat in beats:
+            beat.stop()
+
+    # Every tick of both beats was executed by the worker...
+    def executed() -> list[dict[str, Any]] | None:
+        found = _results_since(stack, started)
+        return found if len(found) >= sent - len(JOBS) else None
+
+    metas = wait_for(executed, 30, "the ticks to be executed")
+    # ... and of all those runs, exactly one per job and period did the work.
+    ran = Counter(
+        (meta["name"], meta["result"]["period"])
+        for meta in metas
+        if meta["status"] == "SUCCESS" and meta["result"]["ran"]
+    )
+    assert set(name for name, _ in ran) == {job.spec.name for job in JOBS}
+    assert set(ran.values()) == {1}, ran
+    ticks = Counter(meta["name"] for meta in metas)
+    assert all(count >= 3 for count in ticks.values()), ticks  # many ticks, one run each
