@@ -139,7 +139,7 @@ def measure_accept(
         return make
 
     def xadd(index: int) -> Callable[[], int]:
-        key = wb.keys.system("wb", "floor")
+        key = wb.keys.writebehind("floor")
         fields: dict[Any, Any] = {"m": index, "k": "l", "t": 1, "n": 1}
 
         def one() -> int:
@@ -160,7 +160,7 @@ def measure_accept(
         "accepted_batch10_per_s": threaded_rate(opts.threads, opts.seconds, recorder(10)),
         "xadd_floor_per_s": threaded_rate(opts.threads, opts.seconds, xadd),
     }
-    floor.delete(wb.keys.system("wb", "floor"))
+    floor.delete(wb.keys.writebehind("floor"))
     return out
 
 

@@ -4,7 +4,12 @@
     ├── CacheUnavailable      Redis could not be reached or answered with an error
     │   └── BreakerOpen       the circuit breaker is open: Redis was not even tried
     ├── CorruptEntry          stored bytes are not an envelope this code can read
-    └── InvalidKey            a key part would break the keyspace (glob characters, braces)
+    ├── InvalidKey            a key part would break the keyspace (glob characters, braces)
+    └── (write-behind, cache/writebehind.py)
+        ├── Backpressure      the buffer is past its limit: refuse (503), never drop
+        ├── InvalidEvent      an event that can never be recorded as given
+        ├── Unwritable        rows the database will never take: dead-lettered
+        └── BatchOverlap      a batch partly applied already: only the rest is applied
 
 Callers of the service rarely see them: reads fail open to the loader and writes are skipped.
 redis-py errors are translated here, at the boundary, with ``raise ... from exc``.

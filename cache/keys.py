@@ -9,7 +9,10 @@ Layout (prefix ``membership:`` by default)::
     membership:http:{sha}                  cached HTTP responses (the API middleware)
     membership:gen:{tag}                   generation counter of a tag (O(1) invalidation)
     membership:lease:{key}                 single-flight lease of one cache key
-    membership:sys:*                       platform state (metrics, outbox, write-behind)
+    membership:sys:{wb}:stream             write-behind buffer (a stream; never a TTL)
+    membership:sys:{wb}:dead               write-behind dead letters (never a TTL)
+    membership:sys:{wb}:day:{id}:{date}    a member's activity counters of one day (TTL'd)
+    membership:sys:*                       other platform state (metrics, periods, leases)
 
 Lease keys carry the cache key in a hash tag so that, on Redis Cluster, a key and its lease
 share a slot and one Lua script can touch both.
@@ -73,6 +76,15 @@ class Keys:
         # "{key}" makes the lease hash to the key's own slot on Cluster, unless the key
         # carries its own hash tag, which keys built here never do.
         return f"{self.prefix}{_LEASE}{{{key}}}"
+
+    def writebehind(self, *parts: object) -> str:
+        # One hash tag: the stream and the counters one record touches share a Cluster slot,
+        # so the single Lua step that updates both is allowed there.
+        return f"{self.prefix}sys:{{wb}}:" + ":".join(map(_part, parts))
+
+    def writebehind_pattern(self, *parts: str) -> str:
+        """SCAN pattern under the write-behind tag, e.g. ("day", "*")."""
+        return f"{self.prefix}sys:{{wb}}:" + ":".join(parts)
 
     def system(self, *parts: object) -> str:
         return ":".join((self.prefix + "sys", *map(_part, parts)))

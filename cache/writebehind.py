@@ -329,8 +329,8 @@ class WriteBehind:
 
     def __init__(self, client: SyncRedis, keys: Keys, config: WriteBehindConfig) -> None:
         self.client, self.keys, self.config = client, keys, config
-        self.stream = keys.system("wb", "stream")
-        self.dead = keys.system("wb", "dead")
+        self.stream = keys.writebehind("stream")
+        self.dead = keys.writebehind("dead")
         self._record = client.register_script(_RECORD)
         self._fetch = client.register_script(_FETCH)
         self._settle = client.register_script(_SETTLE)
@@ -343,7 +343,7 @@ class WriteBehind:
         return text
 
     def counter_key(self, member_id: int, day_no: int) -> str:
-        return self.keys.system("wb", "day", member_id, self._day(day_no))
+        return self.keys.writebehind("day", member_id, self._day(day_no))
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("")  # empty: generated at start-up and printed once
 
+    # --- Write-behind (member activity: Redis now, PostgreSQL in batches) ------------------------
+    writebehind_max_backlog: PositiveInt = 500_000  # ~40 MB of stream before writers get 503
+    writebehind_batch_size: PositiveInt = 2_000  # events per upsert: few commits, short locks
+    writebehind_linger_ms: NonNegativeInt = 50  # a small batch waits this long to grow
+    writebehind_block_ms: PositiveInt = 100  # idle wait for entries; below the socket timeout
+    writebehind_claim_idle_ms: PositiveInt = 60_000  # a silent holder is dead after this
+    writebehind_counter_ttl_s: PositiveInt = 8 * 86_400  # outlives the oldest accepted day
+    writebehind_max_event_age_s: PositiveInt = 7 * 86_400  # older events are refused
+    writebehind_max_future_s: NonNegativeInt = 300  # clock skew tolerated from clients
+
     # --- Management API (/api/v1/cache) ---------------------------------------------------------
     # "role:sha256hex[:label],..." with role viewer | operator | admin; only hashes are stored.
     # Empty: nobody is let in. Hash a token with `cachectl hash-token`.
@@ -114,6 +124,13 @@ class Settings(BaseSettings):
     management_clear_batch: PositiveInt = 1000  # keys per SCAN + UNLINK step
 
     environment: Literal["development", "test", "production"] = "development"
+
+    @model_validator(mode="after")
+    def _block_below_socket_timeout(self) -> Settings:
+        # A blocking XREADGROUP longer than the socket timeout would look like a dead Redis.
+        if self.writebehind_block_ms >= self.redis_socket_timeout * 1000:
+            raise ValueError("writebehind_block_ms must be below redis_socket_timeout (in ms)")
+        return self
 
     @field_validator("redis_key_prefix")
     @classmethod

@@ -32,7 +32,7 @@ REFUSED = [
     "member:\x00",
     "member:é*",
     "sys:*",  # platform state
-    "sys:wb:stream",
+    "sys:{wb}:stream",
     "*%*",
     "member:*;FLUSHALL",
     "member:*\nFLUSHDB",
@@ -92,7 +92,7 @@ async def test_clear_deletes_only_matching_keys_under_the_prefix(
     prefix = mgmt.runtime.cache.keys.prefix
     shared.mset({f"{prefix}member:{i}": b"m" for i in range(2500)})
     shared.mset({f"{prefix}lookup:{name}": b"l" for name in ("tiers", "countries")})
-    shared.xadd(f"{prefix}sys:wb:stream", {"m": "1"})  # durable platform state
+    shared.xadd(f"{prefix}sys:{{wb}}:stream", {"m": "1"})  # durable platform state
     dry = await mgmt.call("DELETE", CLEAR, params={"pattern": "member:*", "dry_run": "true"})
     assert dry.status_code == 200
     assert dry.json()["matched"] >= 2500 and dry.json()["deleted"] == 0
@@ -107,7 +107,7 @@ async def test_clear_deletes_only_matching_keys_under_the_prefix(
     everything = (await mgmt.call("DELETE", CLEAR, params={"pattern": "*"})).json()
     assert everything["deleted"] == 2
     assert everything["skipped_system"] >= 1  # the stream, and the rate limit's counter
-    assert shared.xlen(f"{prefix}sys:wb:stream") == 1
+    assert shared.xlen(f"{prefix}sys:{{wb}}:stream") == 1
     assert len(list(shared.scan_iter(match=f"{neighbour}*"))) == 20
     assert shared.get(neighbour.rstrip(":")) == b"bare"
 

@@ -81,7 +81,7 @@ def test_a_killed_redis_loses_at_most_about_a_second_of_writes(aof: RedisProcess
     assert window <= 2.5  # everysec: ~1 s, up to 2 s when an fsync is slow
     # The script is one transaction in the AOF: counters and stream agree after the restart.
     counted = 0
-    for key in client.scan_iter(match=wb.keys.pattern("sys:wb:day:*"), count=1000):
+    for key in client.scan_iter(match=wb.keys.writebehind_pattern("day", "*"), count=1000):
         counted += int(client.hget(key, "p") or 0)
     assert counted == len(kept)
     cache.close()
