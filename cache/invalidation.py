@@ -46,36 +46,57 @@ def fresh_generation() -> int:
     return secrets.randbits(GENERATION_BITS)
 
 
+def _start_pipeline(
+    cache: AsyncCacheService | CacheService, keys: Sequence[str], raws: Sequence[Any]
+) -> Any:
+    """Pipeline that starts the missing generation keys and reads all of them again."""
+    pipe = cache.clients.writer.pipeline(transaction=False)
+    for key, raw in zip(keys, raws, strict=True):
+        if raw is None:
+            pipe.set(key, fresh_generation(), nx=True)
+    for key in keys:
+        pipe.get(key)
+    return pipe
+
+
+def _generation_reader(cache: AsyncCacheService | CacheService, keys: list[str]) -> Any:
+    # Generations are read from the master: a replica behind a bump would serve old entries.
+    writer = cache.clients.writer
+    return getattr(writer, "mget_nonatomic", writer.mget)  # Cluster: one MGET per node
+
+
 async def generations(cache: AsyncCacheService, tags: Sequence[str]) -> tuple[int, ...] | None:
     """The current generation of each tag: one round trip, two when a key must be started.
 
     None when Redis is unavailable: then nothing derived from the tags may be read or stored.
-    Generations are read from the master: a replica behind a bump would serve old entries.
     """
     if not tags:
         return ()
     keys = [cache.keys.generation(tag) for tag in tags]
-    writer = cache.clients.writer
-    if len(keys) == 1:
-        raws: Any = [await cache.run(writer.get, keys[0])]
-        if raws[0] is UNAVAILABLE:
-            return None
-    else:
-        mget = getattr(writer, "mget_nonatomic", writer.mget)  # Cluster: one MGET per node
-        raws = await cache.run(mget, keys)
-        if raws is UNAVAILABLE:
-            return None
-    missing = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
-    if missing:
-        pipe = writer.pipeline(transaction=False)
-        for key in missing:
-            pipe.set(key, fresh_generation(), nx=True)
-        for key in keys:
-            pipe.get(key)
-        replies = await cache.run(pipe.execute)
+    raws = await cache.run(_generation_reader(cache, keys), keys)
+    if raws is UNAVAILABLE:
+        return None
+    if None in raws:
+        replies = await cache.run(_start_pipeline(cache, keys, raws).execute)
         if replies is UNAVAILABLE:
             return None
-        raws = replies[len(missing) :]
+        raws = replies[-len(keys) :]
+    return tuple(int(raw) for raw in raws)
+
+
+def generations_sync(cache: CacheService, tags: Sequence[str]) -> tuple[int, ...] | None:
+    """:func:`generations` for the sync front (the Celery warm-up)."""
+    if not tags:
+        return ()
+    keys = [cache.keys.generation(tag) for tag in tags]
+    raws = cache.run(_generation_reader(cache, keys), keys)
+    if raws is UNAVAILABLE:
+        return None
+    if None in raws:
+        replies = cache.run(_start_pipeline(cache, keys, raws).execute)
+        if replies is UNAVAILABLE:
+            return None
+        raws = replies[-len(keys) :]
     return tuple(int(raw) for raw in raws)
 
 

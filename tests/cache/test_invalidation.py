@@ -158,3 +158,14 @@ def test_sync_bump_moves_generations_and_drops_keys(cache: CacheService) -> None
     second = cache.clients.writer.mget(gen_keys)
     assert [int(b) - int(a) for a, b in zip(first, second, strict=True)] == [1, 1, 1]
     assert cache.get(member, DataType.MEMBER) is MISS
+
+
+def test_sync_generations_start_at_random_and_follow_bumps(cache: CacheService) -> None:
+    from cache.invalidation import MEMBER_TAGS, bump_sync, generations_sync
+
+    first = generations_sync(cache, MEMBER_TAGS)
+    assert first is not None and len(set(first)) == 3  # random starts, not all 1
+    assert generations_sync(cache, MEMBER_TAGS) == first
+    bump_sync(cache, MEMBER_TAGS[:1])
+    after = generations_sync(cache, MEMBER_TAGS)
+    assert after == (first[0] + 1, first[1], first[2])
