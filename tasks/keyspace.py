@@ -58,26 +58,37 @@ def distribution(
         groups: dict[str, list[str]] = {}
         for key in keys:
             groups.setdefault(pattern_of(prefix, key), []).append(key)
-        measured = {name: members[:memory_sample] for name, members in groups.items()}
+        # Only our own keys are measured: another application's may be closed to our ACL
+        # user, and their size is not ours to report.
+        measured = {
+            name: members[:memory_sample] if name != OTHER else []
+            for name, members in groups.items()
+        }
         pipe = client.pipeline(transaction=False)
         for members in measured.values():
             for key in members:
                 pipe.memory_usage(key)
-        sizes = iter(pipe.execute()) if measured else iter(())
+        replies = iter(pipe.execute(raise_on_error=False) if any(measured.values()) else [])
     except RedisError as exc:
         raise CacheUnavailable(f"key distribution: {exc}") from exc
+    # Replies come in the order the commands were queued: pattern by pattern, as measured.
+    # A key that expired between SCAN and MEMORY USAGE (None), or was refused, is skipped.
+    sizes = {
+        name: [int(r) for r in (next(replies) for _ in keys_) if isinstance(r, int)]
+        for name, keys_ in measured.items()
+    }
     total = len(keys)
     patterns: dict[str, Any] = {}
     for name, members in sorted(groups.items()):
-        # A key that expired between SCAN and MEMORY USAGE answers None: not measured.
-        measured_sizes = [int(s) for s in (next(sizes) for _ in measured[name]) if s is not None]
+        measured_sizes = sizes[name]
         average = sum(measured_sizes) / len(measured_sizes) if measured_sizes else 0.0
         estimated = len(members) if complete else round(len(members) / total * dbsize)
-        patterns[name] = {
-            "glob": f"{prefix}{name}:*" if name != OTHER else None,
-            "sampled": len(members),
-            "keys": estimated,
-            "avg_bytes": round(average, 1),
-            "bytes": round(average * estimated),
-        }
+        row: dict[str, Any] = {"glob": None, "sampled": len(members), "keys": estimated}
+        if name != OTHER:  # sizes only for what was measured
+            row |= {
+                "glob": f"{prefix}{name}:*",
+                "avg_bytes": round(average, 1),
+                "bytes": round(average * estimated),
+            }
+        patterns[name] = row
     return {"dbsize": dbsize, "sampled": total, "complete": complete, "patterns": patterns}
