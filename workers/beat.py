@@ -44,6 +44,8 @@ class Job:
     expires: int  # seconds; shorter than the period (see the module docstring)
 
 
+WRITEBEHIND_FLUSH_EVERY: Final = 10.0  # seconds: bounds write-behind lag when no flush is running
+
 JOBS: Final[tuple[Job, ...]] = (
     Job("metrics-snapshot", routing.METRICS_SNAPSHOT, "minute", crontab(), 50),
     Job("daily-report", routing.DAILY_REPORT, "daily", crontab(minute=5, hour=0), 12 * HOUR),
@@ -80,8 +82,11 @@ def schedule(every: float | None = None) -> dict[str, dict[str, Any]]:
     ``every`` replaces each crontab by a fixed interval in seconds, for tests that watch
     beats tick within seconds; the jobs still run once per period (their guard), which is
     what such a test checks.
+
+    The write-behind flush is no periodic job but a steady drain: every 10 s, no period guard
+    (overlapping runs share the stream's consumer group; the flush itself is exactly-once).
     """
-    return {
+    entries = {
         job.entry: {
             "task": job.spec.name,
             "schedule": job.schedule if every is None else every,
@@ -92,3 +97,13 @@ def schedule(every: float | None = None) -> dict[str, dict[str, Any]]:
         }
         for job in JOBS
     }
+    entries["writebehind-flush"] = {
+        "task": routing.FLUSH_WRITEBEHIND.name,
+        "schedule": WRITEBEHIND_FLUSH_EVERY,
+        "kwargs": {"seconds": WRITEBEHIND_FLUSH_EVERY},
+        "options": {
+            "queue": routing.FLUSH_WRITEBEHIND.queue,
+            "expires": WRITEBEHIND_FLUSH_EVERY - 1,
+        },
+    }
+    return entries

@@ -21,7 +21,13 @@ from workers.runtime import (
 
 APP_NAME: Final = "membership_cache"
 # Imported by the worker at start-up (and by nothing else): producers send by name.
-TASK_MODULES: Final = ("tasks.warmup", "tasks.invalidation", "tasks.metrics", "tasks.maintenance")
+TASK_MODULES: Final = (
+    "tasks.warmup",
+    "tasks.invalidation",
+    "tasks.metrics",
+    "tasks.maintenance",
+    "tasks.writebehind",
+)
 
 
 def create_app(

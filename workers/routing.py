@@ -9,7 +9,7 @@ Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, 
 
     cache.warmup       bulk reads from the database, pipelined writes; long, few at a time
     cache.invalidate   small and latency-sensitive: a stale read lasts until it runs
-    cache.writebehind  write-behind flushes (issue 5); declared now so workers can consume it
+    cache.writebehind  write-behind flushes: the stream drained into PostgreSQL in batches
     metrics            the every-minute snapshot
     maintenance        the beat cadence (daily/weekly/monthly/quarterly jobs); also the default
 """
@@ -50,6 +50,10 @@ ON_BULK_OPERATION: Final = TaskSpec("tasks.invalidation.on_bulk_operation", Q_IN
 
 METRICS_SNAPSHOT: Final = TaskSpec("tasks.metrics.snapshot", Q_METRICS, 30, 45)
 
+# Drains the write-behind stream for up to ~25 s per run; beat starts one every 10 s and
+# overlapping runs coordinate through the stream's consumer group.
+FLUSH_WRITEBEHIND: Final = TaskSpec("tasks.writebehind.flush_writebehind", Q_WRITEBEHIND, 30, 45)
+
 DAILY_REPORT: Final = TaskSpec("tasks.maintenance.daily_report", Q_MAINTENANCE, 300, 330)
 DAILY_BACKUP: Final = TaskSpec("tasks.maintenance.daily_backup", Q_MAINTENANCE, 900, 960)
 WEEKLY_TTL_REVIEW: Final = TaskSpec("tasks.maintenance.weekly_ttl_review", Q_MAINTENANCE, 600, 660)
@@ -64,6 +68,7 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     ON_MEMBER_CHANGE,
     ON_BULK_OPERATION,
     METRICS_SNAPSHOT,
+    FLUSH_WRITEBEHIND,
     DAILY_REPORT,
     DAILY_BACKUP,
     WEEKLY_TTL_REVIEW,

@@ -14,6 +14,10 @@ from workers.periods import period_of
 
 def test_schedule_entries() -> None:
     entries = schedule()
+    flush = entries.pop("writebehind-flush")
+    assert flush["task"] == routing.FLUSH_WRITEBEHIND.name
+    assert flush["options"]["queue"] == "cache.writebehind"
+    assert flush["schedule"] == flush["kwargs"]["seconds"] == 10.0
     assert set(entries) == {job.entry for job in JOBS}
     assert {entry["task"] for entry in entries.values()} == {
         routing.METRICS_SNAPSHOT.name,
