@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cache import DataType, build_cache
+from cachectl import remote
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import ConfigError, Settings, load_settings, mask_url
 
@@ -276,6 +277,11 @@ def run_flower(
     from workers.flower import main as flower_main
 
     raise typer.Exit(flower_main([] if port is None else ["--port", str(port)]))
+
+
+# health, metrics, clear, invalidate, reports, dead-letters (through the management API),
+# hash-token and rotate-password: see cachectl/remote.py.
+remote.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
