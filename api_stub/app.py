@@ -25,6 +25,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.concurrency import run_in_threadpool
 
 from api_stub import routes
+from api_stub.activity import install as install_activity
 from api_stub.caching import CacheMiddleware
 from api_stub.dashboard import install as install_dashboard
 from api_stub.imports import ImportRejected
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
     app.add_exception_handler(ImportRejected, _rejected)
+    install_activity(app, settings)  # member activity, written behind
     install_management(app, settings)  # /api/v1/cache: operators only
     install_dashboard(app, settings)  # /dashboard: a page over the routes above
     return app
