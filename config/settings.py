@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
 
     @model_validator(mode="after")
+    def _authenticated_outside_development(self) -> Settings:
+        # An open Redis holds the members' data and the task queue: refuse to run production
+        # without a password (requirepass or an ACL user) on the cache.
+        if self.environment == "production" and not (
+            self.redis_password.get_secret_value() or "@" in (self.redis_url or "")
+        ):
+            raise ValueError("production needs REDIS_PASSWORD (requirepass or an ACL user)")
+        return self
+
+    @model_validator(mode="after")
     def _block_below_socket_timeout(self) -> Settings:
         # A blocking XREADGROUP longer than the socket timeout would look like a dead Redis.
         if self.writebehind_block_ms >= self.redis_socket_timeout * 1000:
@@ -232,12 +242,20 @@ def mask_url(url: str) -> str:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "settings"
+    field = str(first["loc"][0]) if first["loc"] else _named_in(str(first["msg"]))
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     if "password" in field:
         shown = ""
     return f"invalid setting {field.upper()}: {first['msg']}{shown}"
+
+
+def _named_in(message: str) -> str:
+    """The variable a cross-field rule names in its message (they start with it)."""
+    for word in message.replace(",", " ").split():
+        if word.isupper() or word.lower() in Settings.model_fields:
+            return word
+    return "settings"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -139,3 +139,11 @@ def test_cache_disabled_reads_go_to_the_source_and_writes_skip() -> None:
     assert cache.metrics.breaker_skips == 0 and cache.breaker.state == "closed"
     assert elapsed < 0.5
     cache.close()
+
+
+def test_production_refuses_an_unauthenticated_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(ConfigError, match="REDIS_PASSWORD"):
+        load_settings()
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+    assert load_settings().environment == "production"
