@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cache import DataType, build_cache
-from cachectl import remote
+from cachectl import backup, remote
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import ConfigError, Settings, load_settings, mask_url
 
@@ -282,6 +282,7 @@ def run_flower(
 # health, metrics, clear, invalidate, reports, dead-letters (through the management API),
 # hash-token and rotate-password: see cachectl/remote.py.
 remote.register(app)
+backup.register(app)  # backup, restore: see cachectl/backup.py
 
 
 def main() -> None:  # pragma: no cover - console entry point
