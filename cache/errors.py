@@ -5,7 +5,7 @@
     │   └── BreakerOpen       the circuit breaker is open: Redis was not even tried
     ├── CorruptEntry          stored bytes are not an envelope this code can read
     ├── InvalidKey            a key part would break the keyspace (glob characters, braces)
-    └── (write-behind, cache/writebehind.py)
+    └── (write-behind, cache/writebehind/)
         ├── Backpressure      the buffer is past its limit: refuse (503), never drop
         ├── InvalidEvent      an event that can never be recorded as given
         ├── Unwritable        rows the database will never take: dead-lettered

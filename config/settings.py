@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     writebehind_counter_ttl_s: PositiveInt = 8 * 86_400  # outlives the oldest accepted day
     writebehind_max_event_age_s: PositiveInt = 7 * 86_400  # older events are refused
     writebehind_max_future_s: NonNegativeInt = 300  # clock skew tolerated from clients
+    # Streams by member id % N, each with its own offset: N flushers can run side by side.
+    writebehind_partitions: int = Field(1, ge=1, le=64)
 
     # --- Management API (/api/v1/cache) ---------------------------------------------------------
     # "role:sha256hex[:label],..." with role viewer | operator | admin; only hashes are stored.

@@ -2,7 +2,9 @@
 
 Beat sends it every ``DRAIN_SECONDS``; each run drains for up to that long, so one run
 follows another and the lag stays near the linger time. Runs on several workers coordinate
-through the stream's pending list (cache/writebehind.py): one applies, the others wait.
+through the stream's pending list (cache/writebehind/): one applies, the others wait. With
+``writebehind_partitions`` > 1 a run sent without a partition sends one run per partition
+and returns: the partitions flush side by side, each in order, each exactly once.
 A database or Redis outage fails the run with a retry (backoff, jitter); the entries stay
 pending in Redis and are applied first by the next run, exactly once.
 
@@ -43,7 +45,7 @@ FLUSH_WRITEBEHIND: Final = routing.TaskSpec(
 DRAIN_SECONDS: Final = 10.0  # one run's share; the soft limit leaves room for the last batch
 RETRY_ON: Final = (DatabaseUnavailable, CacheUnavailable)
 
-_flushers: weakref.WeakKeyDictionary[Runtime, tuple[Engine, dict[str, Flusher]]] = (
+_flushers: weakref.WeakKeyDictionary[Runtime, tuple[Engine, dict[tuple[str, int], Flusher]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -72,18 +74,18 @@ def consumer_name(task: Task[Any, Any]) -> str:
     return f"{task.request.hostname or 'worker'}/{os.getpid() if index is None else index}"
 
 
-def flusher_of(runtime: Runtime, consumer: str) -> Flusher:
-    """This process's flusher (one engine per runtime, built on first use)."""
+def flusher_of(runtime: Runtime, consumer: str, partition: int = 0) -> Flusher:
+    """This process's flusher of a partition (one engine per runtime, built on first use)."""
     engine, flushers = _flushers.get(runtime) or (None, {})
     if engine is None:
         engine = make_engine(resolve_database_url(runtime.settings))
         _flushers[runtime] = (engine, flushers)
-    if consumer not in flushers:
+    if (consumer, partition) not in flushers:
         cache = runtime.cache
         config = WriteBehindConfig.from_settings(runtime.settings)
         wb = WriteBehind(cache.clients.writer, cache.keys, config)
-        flushers[consumer] = Flusher(wb, sql_apply(engine), consumer)
-    return flushers[consumer]
+        flushers[consumer, partition] = Flusher(wb, sql_apply(engine), consumer, partition)
+    return flushers[consumer, partition]
 
 
 @shared_task(
@@ -92,9 +94,20 @@ def flusher_of(runtime: Runtime, consumer: str) -> Flusher:
     queue=FLUSH_WRITEBEHIND.queue,
     **routing.task_options(FLUSH_WRITEBEHIND, retry_on=RETRY_ON),
 )
-def flush_writebehind(self: Task[Any, Any], seconds: float = DRAIN_SECONDS) -> dict[str, Any]:
-    """Drain for up to ``seconds`` (capped below the soft time limit); counts of this run."""
-    flusher = flusher_of(runtime_of(self), consumer_name(self))
+def flush_writebehind(
+    self: Task[Any, Any], seconds: float = DRAIN_SECONDS, partition: int | None = None
+) -> dict[str, Any]:
+    """Drain a partition for up to ``seconds`` (capped below the soft time limit); counts of
+    this run. Without a partition: the only one, or one run sent per partition."""
+    runtime = runtime_of(self)
+    partitions = WriteBehindConfig.from_settings(runtime.settings).partitions
+    if partition is None and partitions > 1:
+        for index in range(partitions):
+            self.apply_async(kwargs={"seconds": seconds, "partition": index})
+        return {"partitions": partitions}
+    if not 0 <= (partition := partition or 0) < partitions:
+        raise ValueError(f"partition {partition} not in 0..{partitions - 1}")
+    flusher = flusher_of(runtime, consumer_name(self), partition)
     stats = flusher.stats
     before = (stats.batches, stats.events, stats.rows, stats.dead_lettered)
     flusher.drain(min(float(seconds), FLUSH_WRITEBEHIND.soft_time_limit - 5.0))
@@ -103,6 +116,7 @@ def flush_writebehind(self: Task[Any, Any], seconds: float = DRAIN_SECONDS) -> d
     batches, events, rows, dead = (a - b for a, b in zip(after, before, strict=True))
     return {
         "consumer": flusher.consumer,
+        "partition": partition,
         "batches": batches,
         "events": events,
         "rows": rows,

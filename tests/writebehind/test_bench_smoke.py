@@ -15,12 +15,15 @@ pytestmark = pytest.mark.slow
 
 def test_the_benchmark_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--json", "--seconds", "0.3", "--threads", "2", "--members", "2000"]
-    small = ["--backlog", "4000", "--lag-seconds", "1", "--naive-tasks", "100"]
+    small = ["--backlog", "4000", "--lag-seconds", "1", "--naive-tasks", "100", "--procs", "2"]
+    small += ["--connections", "4", "--partitions", "2"]
     assert writebehind.main([*argv, *small]) == 0
     report = json.loads(capsys.readouterr().out)
     for name in (
-        "accepted_per_s", "accepted_direct_per_s", "accepted_batch10_per_s", "xadd_floor_per_s",
-        "flush_events_per_s", "flush_rows_per_s", "db_apply_rows_per_s", "copy_rows_per_s",
+        "accepted_per_s", "accepted_async_1proc_per_s", "accepted_threads_per_s",
+        "accepted_direct_per_s", "accepted_batch10_per_s", "xadd_floor_per_s",
+        "flush_events_per_s", "flush_rows_per_s", "flush_partitioned_rows_per_s",
+        "db_apply_rows_per_s", "copy_rows_per_s",
         "naive_insert_commit_per_s", "naive_celery_task_per_s", "lag_p50_s", "lag_p99_s",
     ):  # fmt: skip
         assert report[name] > 0, name

@@ -1,0 +1,263 @@
+"""The buffer: record, read in order, acknowledge, dead-letter, health (one Redis step each)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+
+from cache.client import SyncRedis
+from cache.errors import CacheError, CacheUnavailable
+from cache.keys import Keys
+from cache.writebehind import scripts
+from cache.writebehind.config import WriteBehindConfig
+from cache.writebehind.errors import Backpressure, InvalidEvent
+from cache.writebehind.events import (
+    DAY_MS,
+    EPOCH,
+    GROUP,
+    KINDS,
+    ActivityEvent,
+    Batch,
+    Health,
+    day_of,
+    entry_fields,
+    parse_entries,
+    stream_id,
+    text,
+)
+
+_MS: Final = dt.timedelta(milliseconds=1)
+_KEY_MEMO: Final = 100_000  # counter keys remembered: building one costs ~3 µs of checks
+
+
+def redis_error(exc: RedisError) -> CacheError:
+    """A redis-py error in the cache's terms: out of memory is Backpressure."""
+    if isinstance(exc, OutOfMemoryError):
+        return Backpressure(f"redis is out of memory: {exc}")
+    return CacheUnavailable(f"write-behind: {type(exc).__name__}: {exc}")
+
+
+class WriteBehind:
+    """The buffer: record, read in order, acknowledge, dead-letter, health.
+
+    ``streams`` holds one stream a partition; ``stream`` is the first (the only one unless
+    ``config.partitions`` > 1). Consumer-side methods take the partition they work on.
+    """
+
+    def __init__(self, client: SyncRedis, keys: Keys, config: WriteBehindConfig) -> None:
+        self.client, self.keys, self.config = client, keys, config
+        self.streams = tuple(
+            keys.writebehind("stream", *([p] if p else [])) for p in range(config.partitions)
+        )
+        self.stream = self.streams[0]
+        self.dead = keys.writebehind("dead")
+        self._record = client.register_script(scripts.RECORD)
+        self._fetch = client.register_script(scripts.FETCH)
+        self._settle = client.register_script(scripts.SETTLE)
+        self._replay = client.register_script(scripts.REPLAY)
+        self.head: list[str | int] = [
+            config.max_backlog,
+            config.counter_ttl_s * 1000,
+            config.partitions,
+        ]
+        self._days: dict[int, str] = {}
+        self._counter_keys: dict[tuple[int, int], str] = {}
+
+    def _day(self, day_no: int) -> str:
+        if (value := self._days.get(day_no)) is None:
+            value = self._days[day_no] = day_of(day_no).isoformat()
+        return value
+
+    def counter_key(self, member_id: int, day_no: int) -> str:
+        key = self._counter_keys.get((member_id, day_no))
+        if key is None:
+            if len(self._counter_keys) >= _KEY_MEMO:
+                self._counter_keys.clear()
+            key = self.keys.writebehind("day", member_id, self._day(day_no))
+            self._counter_keys[(member_id, day_no)] = key
+        return key
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RedisError as exc:
+            raise redis_error(exc) from exc
+
+    # --- producers --------------------------------------------------------------------------
+    def record(self, events: Sequence[ActivityEvent], *, now: float | None = None) -> list[str]:
+        """Count and enqueue the events in one atomic step; their stream ids."""
+        keys, args = self.encode(events, time.time() if now is None else now)
+        return self.send(keys, args) if keys else []
+
+    def encode(self, events: Sequence[ActivityEvent], now: float) -> tuple[list[str], list[str]]:
+        """The record script's counter keys and entries for the events (InvalidEvent)."""
+        now_ms = int(now * 1000)
+        oldest = now_ms - self.config.max_event_age_s * 1000
+        newest = now_ms + self.config.max_future_s * 1000
+        keys: list[str] = []
+        args: list[str] = []
+        for event in events:
+            member, code, times = event.member_id, KINDS.get(event.kind), event.times
+            try:
+                at = now_ms if event.at is None else (event.at - EPOCH) // _MS
+            except TypeError:
+                raise InvalidEvent(f"refused {event!r}: a naive datetime") from None
+            if code is None or not oldest <= at <= newest or type(member) is not int:
+                raise InvalidEvent(f"refused {event!r}: unknown kind, bad member or time")
+            if member <= 0 or type(times) is not int or not 0 < times <= 10_000:
+                raise InvalidEvent(f"refused {event!r}: bad member, times must be 1..10000")
+            keys.append(self.counter_key(member, at // DAY_MS))
+            args.append(f"{member},{code},{at},{times}")
+        return keys, args
+
+    def send(self, keys: list[str], args: list[str]) -> list[str]:
+        """Run the record script on encoded events (Backpressure past the limit)."""
+        return self.recorded(
+            self._call(self._record, keys=[*self.streams, *keys], args=[*self.head, *args])
+        )
+
+    def recorded(self, reply: Any) -> list[str]:
+        """The ids in the record script's reply, or Backpressure when it refused."""
+        ok, detail = reply
+        if not ok:
+            limit = self.config.max_backlog
+            raise Backpressure(f"write-behind backlog {detail} at its limit of {limit}")
+        return [entry_id.decode() for entry_id in detail]
+
+    def activity(self, member_id: int, *, now: float | None = None) -> dict[str, Any]:
+        """Cached counters of the days an event may still reach, newest first."""
+        today = int((time.time() if now is None else now) * 1000) // DAY_MS
+        days = range(today, today - self.config.max_event_age_s * 1000 // DAY_MS - 1, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for day_no in days:
+            pipe.hgetall(self.counter_key(member_id, day_no))
+        rows, seen = [], 0
+        for day_no, raw in zip(days, self._call(pipe.execute), strict=True):
+            if raw:
+                got = {text(k): int(v) for k, v in raw.items()}
+                seen = max(seen, got.get("s", 0))
+                rows.append(
+                    {"day": self._day(day_no)} | {k: got.get(c, 0) for k, c in KINDS.items()}
+                )
+        last = EPOCH + seen * _MS if seen else None
+        return {"member_id": member_id, "days": rows, "last_seen_at": last}
+
+    # --- consumers --------------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise CacheUnavailable(f"write-behind: {exc}") from exc
+            except RedisError as exc:
+                raise CacheUnavailable(f"write-behind: {exc}") from exc
+
+    def _fetch_ordered(
+        self, partition: int, consumer: str, count: int, idle_ms: int, mode: str, cursor: str = ""
+    ) -> Any:
+        keys, args = [self.streams[partition]], [GROUP, consumer, count, idle_ms, mode, cursor]
+        try:
+            source, payload = self._call(self._fetch, keys=keys, args=args)
+        except CacheUnavailable as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group()  # the stream was lost (a restart without persistence)
+            source, payload = self._call(self._fetch, keys=keys, args=args)
+        return text(source), payload
+
+    def read_batch(
+        self,
+        consumer: str,
+        max_count: int,
+        block_ms: int = 0,
+        *,
+        min_idle_ms: int | None = None,
+        after: str | None = None,
+        partition: int = 0,
+    ) -> Batch:
+        """The next entries of a partition in stream order. Without ``after``, the pending
+        prefix first (own, then stale), else new entries. With ``after``, the id of the
+        caller's last batch (still in flight), the caller's entries after it, else new ones."""
+        idle = self.config.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        mode, cursor = ("resume", "") if after is None else ("next", after)
+        fetch = (partition, consumer, max_count, idle, mode, cursor)
+        source, payload = self._fetch_ordered(*fetch)
+        if source == "empty" and block_ms > 0:
+            # Wake on the first entry after the last one generated, then fetch in order.
+            stream = self.streams[partition]
+            self._call(self.client.xread, {stream: payload}, count=1, block=block_ms)
+            source, payload = self._fetch_ordered(*fetch)
+        if source in ("busy", "empty"):
+            return Batch(source, [], [])
+        return Batch(source, *parse_entries(payload))
+
+    def claim_stale(
+        self, consumer: str, min_idle_ms: int, max_count: int = 1000, *, partition: int = 0
+    ) -> Batch:
+        """Claim the ordered prefix of pending entries held by consumers idle that long."""
+        source, payload = self._fetch_ordered(partition, consumer, max_count, min_idle_ms, "claim")
+        if source != "pending":
+            return Batch(source, [], [])
+        return Batch(source, *parse_entries(payload))
+
+    def ack(self, ids: Sequence[str], *, partition: int = 0) -> None:
+        """Acknowledge flushed entries and trim them from the stream (also out of memory)."""
+        self._settle_ids(partition, ids, "")
+
+    def dead_letter(self, ids: Sequence[str], error: str, *, partition: int = 0) -> None:
+        """Move entries to the dead-letter stream with the error, acknowledging them."""
+        self._settle_ids(partition, ids, error[:500] or "unwritable")
+
+    def _settle_ids(self, partition: int, ids: Sequence[str], error: str) -> None:
+        if ids:
+            newest = max(ids, key=stream_id)
+            keys = [self.streams[partition], self.dead]
+            self._call(self._settle, keys=keys, args=[GROUP, newest, error, *ids])
+
+    def dead_letters(self, count: int = 100, after: str = "-") -> list[dict[str, str]]:
+        """Dead-lettered entries, oldest first: their dead-letter id and fields."""
+        raw = self._call(self.client.xrange, self.dead, after, "+", count)
+        return [
+            {"dead_id": text(i)} | entry_fields({text(k): text(v) for k, v in f.items()})
+            for i, f in raw
+        ]
+
+    def replay(self, dead_ids: Sequence[str]) -> list[str]:
+        """Re-queue dead-lettered events (the cache counted them already); their new ids."""
+        if not dead_ids:
+            return []
+        keys, args = [self.dead, *self.streams], [self.config.partitions, *dead_ids]
+        return [text(i) for i in self._call(self._replay, keys=keys, args=args)]
+
+    def discard(self, dead_ids: Sequence[str]) -> int:
+        return int(self._call(self.client.xdel, self.dead, *dead_ids)) if dead_ids else 0
+
+    def health(self) -> Health:
+        """Backlog and pending summed over the partitions; lag of the oldest entry of any."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.dead)
+        pipe.time()
+        for stream in self.streams:
+            pipe.xlen(stream)
+            pipe.xrange(stream, "-", "+", 1)
+            pipe.xpending(stream, GROUP)
+        replies = self._call(pipe.execute, raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, Exception) and (index < 2 or index % 3 != 1):
+                raise CacheUnavailable(f"write-behind: {reply}") from reply
+        dead, (sec, usec) = replies[:2]
+        backlog = pending = 0
+        lag = 0.0
+        for length, oldest, group in zip(*[iter(replies[2:])] * 3, strict=True):
+            backlog += int(length)
+            if oldest:
+                age = sec + usec / 1e6 - stream_id(text(oldest[0][0]))[0] / 1000
+                lag = max(lag, age)
+            if not isinstance(group, Exception):  # no group yet: nothing pending
+                pending += int(group["pending"])
+        return Health(backlog, pending, lag, int(dead), self.config.max_backlog)

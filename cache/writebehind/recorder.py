@@ -1,0 +1,166 @@
+"""Group commit of ``record``: concurrent callers (threads, asyncio tasks) share a script call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from redis.exceptions import RedisError
+
+from cache.client import AsyncRedis
+from cache.errors import CacheUnavailable
+from cache.writebehind import scripts
+from cache.writebehind.buffer import WriteBehind, redis_error
+from cache.writebehind.events import ActivityEvent
+
+
+class _Waiter:
+    """One caller's events, and its ids or error once the group is sent. ``done`` is held
+    until then: a bare lock wakes a thread with less work than a Future's condition."""
+
+    __slots__ = ("args", "done", "error", "ids", "keys")
+
+    def __init__(self, keys: list[str], args: list[str]) -> None:
+        self.keys, self.args = keys, args
+        self.ids: list[str] = []
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+class GroupRecorder:
+    """``record`` for many threads: concurrent calls share one script call (group commit).
+
+    Flat combining, no thread of its own: a caller that finds a send slot free sends its
+    events at once; callers arriving meanwhile queue theirs and wait, and a sender, before it
+    leaves, sends everything queued (up to ``max_events`` a round trip) and hands each caller
+    its own ids. Up to ``max_inflight`` groups are in flight at once, each on its own pooled
+    connection, so the next group is built while Redis runs the last one. A lone caller pays
+    nothing; concurrent callers share round trips, which, not Redis, cap a client. A refused
+    group (Backpressure, Redis down) fails each caller in it.
+    """
+
+    def __init__(self, wb: WriteBehind, max_events: int = 1_000, max_inflight: int = 1) -> None:
+        self.wb, self.max_events = wb, max_events
+        self._queue: deque[_Waiter] = deque()
+        self._slots = threading.BoundedSemaphore(max_inflight)
+
+    def record(self, events: Sequence[ActivityEvent]) -> list[str]:
+        keys, args = self.wb.encode(events, time.time())
+        if not keys:
+            return []
+        mine = _Waiter(keys, args)
+        self._queue.append(mine)
+        while self._slots.acquire(blocking=False):
+            try:
+                while self._queue:
+                    self._send_group()
+            finally:
+                self._slots.release()
+            if not self._queue:  # else a caller queued after the last look: send it too
+                break
+        mine.done.acquire()
+        if mine.error is not None:
+            raise mine.error
+        return mine.ids
+
+    def _send_group(self) -> None:
+        group: list[_Waiter] = []
+        size = 0
+        try:
+            while size < self.max_events:
+                group.append(waiter := self._queue.popleft())
+                size += len(waiter.keys)
+        except IndexError:  # drained
+            pass
+        if not group:
+            return
+        keys = [key for waiter in group for key in waiter.keys]
+        args = [arg for waiter in group for arg in waiter.args]
+        try:
+            ids = self.wb.send(keys, args)
+        except Exception as exc:  # each caller of the group gets it; none waits forever
+            for waiter in group:
+                waiter.error = exc
+                waiter.done.release()
+            return
+        start = 0
+        for waiter in group:
+            waiter.ids = ids[start : start + len(waiter.keys)]
+            start += len(waiter.keys)
+            waiter.done.release()
+
+
+_Pending = tuple[list[str], list[str], "asyncio.Future[list[str]]"]
+
+
+class AsyncGroupRecorder:
+    """``record`` for asyncio callers (the API): concurrent calls share one script call.
+
+    The first caller to find no send under way starts a sender task; callers arriving while
+    a group is in flight queue their events and await their ids, and the sender sends what
+    queued meanwhile as the next group (up to ``max_events``), until nothing is left. A
+    coroutine switch costs far less than a thread's wake-up, so groups grow with the
+    number of requests in flight. ``client`` is the asyncio client of the same Redis.
+    """
+
+    def __init__(self, wb: WriteBehind, client: AsyncRedis, max_events: int = 1_000) -> None:
+        self.wb, self.max_events = wb, max_events
+        self._script = client.register_script(scripts.RECORD)
+        self._queue: deque[_Pending] = deque()
+        self._sender: asyncio.Task[None] | None = None
+
+    async def record(self, events: Sequence[ActivityEvent]) -> list[str]:
+        keys, args = self.wb.encode(events, time.time())
+        if not keys:
+            return []
+        mine: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._queue.append((keys, args, mine))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_all())
+        return await mine
+
+    async def _send_all(self) -> None:
+        try:
+            while self._queue:
+                group, size = [], 0
+                while self._queue and size < self.max_events:
+                    group.append(item := self._queue.popleft())
+                    size += len(item[0])
+                await self._send_group(group)
+        finally:
+            self._sender = None
+            if self._queue:  # cancelled: no caller may wait forever
+                self._fail(list(self._queue), CacheUnavailable("write-behind: send cancelled"))
+                self._queue.clear()
+
+    async def _send_group(self, group: list[_Pending]) -> None:
+        keys = [*self.wb.streams, *(key for item in group for key in item[0])]
+        args: list[str | int] = [*self.wb.head, *(arg for item in group for arg in item[1])]
+        try:
+            ids = self.wb.recorded(await self._script(keys=keys, args=args))
+        except RedisError as exc:
+            self._fail(group, redis_error(exc), exc)
+            return
+        except Exception as exc:  # each caller of the group gets it; none waits forever
+            self._fail(group, exc)
+            return
+        except BaseException:
+            self._fail(group, CacheUnavailable("write-behind: send cancelled"))
+            raise
+        start = 0
+        for item_keys, _, future in group:
+            if not future.done():  # a caller that gave up (cancelled) is skipped
+                future.set_result(ids[start : start + len(item_keys)])
+            start += len(item_keys)
+
+    @staticmethod
+    def _fail(group: list[_Pending], error: Exception, cause: Exception | None = None) -> None:
+        if cause is not None:
+            error.__cause__ = cause
+        for *_, future in group:
+            if not future.done():
+                future.set_exception(error)

@@ -1,0 +1,148 @@
+"""The Lua scripts of the buffer: each one atomic step on the keys of the ``{wb}`` hash tag.
+
+A script with the ``#!lua`` shebang and no ``allow-oom`` flag is refused up front when Redis is
+out of memory, never half-way; the consumer side is ``allow-oom``: flushing frees memory.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Accept: count and enqueue, or refuse the whole write. KEYS: the partition streams, then one
+# counter hash per event. ARGV: limit, counter ttl ms, partitions, then one entry per event
+# ("member,code,at,times"). An event goes to partition member % partitions.
+# {1, ids} or {0, backlog}.
+RECORD: Final = """#!lua
+local parts = tonumber(ARGV[3])
+local backlog = 0
+for p = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[p]) end
+local n = #ARGV - 3
+if backlog + n > tonumber(ARGV[1]) then return {0, backlog} end
+local ttl, ids = ARGV[2], {}
+for i = 1, n do
+  local entry, key = ARGV[3 + i], KEYS[parts + i]
+  local member, code, at, times = string.match(entry, '^(%d+),(%a),(%d+),(%d+)$')
+  redis.call('HINCRBY', key, code, times)
+  local seen = tonumber(redis.call('HGET', key, 's'))
+  if not seen or tonumber(at) > seen then redis.call('HSET', key, 's', at) end
+  redis.call('PEXPIRE', key, ttl)
+  local stream = KEYS[1]
+  if parts > 1 then stream = KEYS[1 + tonumber(member) % parts] end
+  ids[i] = redis.call('XADD', stream, '*', 'e', entry)
+end
+return {1, ids}
+"""
+
+# The ordered fetch (see the package docstring) of one partition. KEYS: stream. ARGV: group,
+# consumer, count, min idle ms, mode, cursor. Modes: claim (the pending prefix only), resume
+# (the pending prefix, else new entries), next (the caller's pending entries after the cursor,
+# its last batch, else new; refused while another consumer holds entries).
+FETCH: Final = """#!lua flags=allow-oom
+local stream, group, me, count, mode = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
+local function claimed(ids)
+  local out = {}
+  for i = 1, #ids, 500 do
+    local part = redis.call('XCLAIM', stream, group, me, 0, unpack(ids, i, math.min(i + 499, #ids)))
+    for _, e in ipairs(part) do out[#out + 1] = e end
+  end
+  return {'pending', out}
+end
+local ids = {}
+if mode == 'next' then
+  for _, c in ipairs(redis.call('XPENDING', stream, group)[4] or {}) do
+    if c[1] ~= me then return {'busy', c[1]} end
+  end
+  for _, p in ipairs(redis.call('XPENDING', stream, group, '(' .. ARGV[6], '+', count)) do
+    ids[#ids + 1] = p[1]
+  end
+  if #ids > 0 then return claimed(ids) end
+else
+  local pel = redis.call('XPENDING', stream, group, '-', '+', count)
+  for _, p in ipairs(pel) do
+    if p[2] ~= me and p[3] < tonumber(ARGV[4]) then break end
+    ids[#ids + 1] = p[1]
+  end
+  if #ids > 0 then return claimed(ids) end
+  if #pel > 0 then return {'busy', pel[1][2]} end
+  if mode == 'claim' then return {'empty', ''} end
+end
+local new = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', stream, '>')
+if new then return {'new', new[1][2]} end
+local info = redis.call('XINFO', 'STREAM', stream)
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return {'empty', info[i + 1]} end
+end
+return {'empty', '0-0'}
+"""
+
+# Acknowledge, dead-lettering the entries when given an error (fields copied as found), then
+# drop the settled prefix with one XTRIM MINID (XDEL costs ~5 us an entry): up to the newest
+# id given, never past an entry still pending or not yet delivered. A script, not MULTI:
+# Redis refuses MULTI when out of memory, and this is what frees memory.
+# KEYS: stream, dead-letter stream. ARGV: group, newest id, error ('' to acknowledge), ids.
+SETTLE: Final = """#!lua flags=allow-oom
+local function split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local am, as = split(a)
+  local bm, bs = split(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function after(id)
+  local ms, seq = split(id)
+  return string.format('%.0f-%.0f', ms, seq + 1)
+end
+local stream, group, err = KEYS[1], ARGV[1], ARGV[3]
+if err ~= '' then
+  for i = 4, #ARGV do
+    local id = ARGV[i]
+    local e = redis.call('XRANGE', stream, id, id)[1]
+    local f = {'id', id, 'error', err}
+    if e then for j = 1, #e[2] do f[#f + 1] = e[2][j] end end
+    redis.call('XADD', KEYS[2], '*', unpack(f))
+    redis.call('XDEL', stream, id)
+  end
+end
+for i = 4, #ARGV, 500 do
+  redis.call('XACK', stream, group, unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
+local cut = after(ARGV[2])
+local first = redis.call('XPENDING', stream, group, '-', '+', 1)[1]
+if first and before(first[1], cut) then cut = first[1] end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local name, last
+  for j = 1, #g, 2 do
+    if g[j] == 'name' then name = g[j + 1] end
+    if g[j] == 'last-delivered-id' then last = g[j + 1] end
+  end
+  if name == group and before(after(last), cut) then cut = after(last) end
+end
+redis.call('XTRIM', stream, 'MINID', cut)
+"""
+
+# Re-queue dead-lettered events (either entry form) to their member's partition; entries that
+# never parsed stay where they are. KEYS: dead-letter stream, then the partition streams.
+# ARGV: partitions, then dead-letter ids.
+REPLAY: Final = """#!lua
+local parts, out = tonumber(ARGV[1]), {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local e = redis.call('XRANGE', KEYS[1], id, id)[1]
+  if e then
+    local f = {}
+    for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
+    local entry = f.e
+    if not entry and f.m and f.k and f.t and f.n then
+      entry = f.m .. ',' .. f.k .. ',' .. f.t .. ',' .. f.n
+    end
+    local member = entry and string.match(entry, '^(%d+),[lcp],%d+,%d+$')
+    if member then
+      out[#out + 1] = redis.call('XADD', KEYS[2 + tonumber(member) % parts], '*', 'e', entry)
+      redis.call('XDEL', KEYS[1], id)
+    end
+  end
+end
+return out
+"""
