@@ -8,27 +8,23 @@ removed afterwards) in database 13 of the shared Redis. A missing service fails 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import redis
 from fastapi import FastAPI
-from psycopg import sql
 from sqlalchemy import Engine, event
 
 from api_stub import create_app
 from cache import AsyncCacheService
 from config import Settings, load_settings
 from db.engine import make_engine
-from db.migrate import upgrade
-from db.seed import seed
 from tests.conftest import TEST_REDIS_DB
+from tests.support.postgres import throwaway_database
 
 ADMIN_DSN = "postgresql://root@127.0.0.1:5432/postgres"
 SEED_MEMBERS = 300
@@ -36,23 +32,8 @@ SEED_MEMBERS = 300
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"mc_api_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            seed(engine, SEED_MEMBERS, progress=False)
-        finally:
-            engine.dispose()
+    with throwaway_database("api", members=SEED_MEMBERS) as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="session")

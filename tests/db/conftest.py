@@ -8,42 +8,24 @@ touched; it is dropped even when the tests fail.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, port_answers
 from db.migrate import upgrade
 from db.seed import SeedReport, seed
+from tests.support.postgres import PG_HOST, PG_PORT, create_database, drop_database
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-ADMIN_DSN = f"postgresql://root@{PG_HOST}:{PG_PORT}/postgres"
 SEED_MEMBERS = 2_000
 SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
 
 
-def create_database() -> str:
-    name = f"mc_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        conn.execute(drop)
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    if not port_answers(PG_HOST, PG_PORT):
-        pytest.skip(f"PostgreSQL is not answering on {PG_HOST}:{PG_PORT}")
+    assert port_answers(PG_HOST, PG_PORT), f"PostgreSQL must answer on {PG_HOST}:{PG_PORT}"
     name = create_database()
     try:
         url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"

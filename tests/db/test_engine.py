@@ -12,7 +12,7 @@ from config import load_settings
 from db import DatabaseUnavailable, get_member, make_async_engine, make_engine, session_factory
 from db.engine import LOCAL_PG_URL, ensure_database, normalize_url, resolve_database_url
 from db.errors import Conflict, InvalidData, translate
-from tests.db.conftest import ADMIN_DSN, drop_database
+from tests.support.postgres import ADMIN_DSN, drop_database
 
 
 def test_setting_wins_and_bare_postgres_urls_get_psycopg() -> None:

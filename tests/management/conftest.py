@@ -19,19 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
-from psycopg import sql
 from pydantic import SecretStr
 
 from api_stub import create_app
 from api_stub.management import ManagementConfig, ManagementRuntime, Role, hash_token
 from config import Settings, load_settings
-from db.engine import make_engine
-from db.migrate import upgrade
-from db.seed import seed
 from tests.conftest import TEST_REDIS_DB
+from tests.support.postgres import throwaway_database
 from tests.support.redis_procs import RedisProcess, start_redis
 
 ADMIN_DSN = "postgresql://root@127.0.0.1:5432/postgres"
@@ -65,22 +61,8 @@ def tokens() -> Tokens:
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"mc_mgmt_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            seed(engine, SEED_MEMBERS, progress=False)
-        finally:
-            engine.dispose()
+    with throwaway_database("mgmt", members=SEED_MEMBERS) as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,9 @@ Nothing outside the prefix or the throwaway database is touched; both are remove
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import Engine, text
 
 from cache import CacheService
@@ -21,25 +18,10 @@ from cache.writebehind import WriteBehind, WriteBehindConfig
 from db.engine import make_engine, port_answers
 from db.migrate import upgrade
 from db.seed import seed
+from tests.support.postgres import PG_HOST, PG_PORT, create_database, drop_database
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-ADMIN_DSN = f"postgresql://root@{PG_HOST}:{PG_PORT}/postgres"
 MEMBERS = 200
 SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
-
-
-def create_database(admin_dsn: str = ADMIN_DSN) -> str:
-    name = f"mc_wb_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
-
-
-def drop_database(name: str, admin_dsn: str = ADMIN_DSN) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def prepare(url: str, members: int = MEMBERS) -> None:
@@ -61,7 +43,7 @@ def reset_activity(engine: Engine) -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     assert port_answers(PG_HOST, PG_PORT), f"PostgreSQL must answer on {PG_HOST}:{PG_PORT}"
-    name = create_database()
+    name = create_database("wb")
     try:
         url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"
         prepare(url)
