@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import psycopg
@@ -77,9 +76,6 @@ def test_async_engine_is_postgresql_only() -> None:
         make_async_engine("sqlite:///x.db")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("greenlet") is None, reason="SQLAlchemy asyncio needs greenlet"
-)
 def test_async_engine_on_postgresql() -> None:
     engine = make_async_engine("postgresql://root@127.0.0.1/postgres")
     assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
