@@ -69,6 +69,24 @@ class Histogram:
         }
 
 
+# The integer counters of TypeCounters, in display order: what processes publish and
+# snapshots, health and metrics endpoints sum.
+COUNTER_NAMES: tuple[str, ...] = (
+    "hits",
+    "stale",
+    "negative_hits",
+    "misses",
+    "loads",
+    "load_errors",
+    "errors",
+    "writes",
+    "writes_rejected",
+    "skipped_writes",
+    "early_refreshes",
+    "lease_waits",
+)
+
+
 class TypeCounters:
     __slots__ = (
         "early_refreshes",

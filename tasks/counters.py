@@ -18,21 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-# The per-type counters of cache.metrics.TypeCounters that are plain integers.
-COUNTERS: Final = (
-    "hits",
-    "stale",
-    "negative_hits",
-    "misses",
-    "loads",
-    "load_errors",
-    "errors",
-    "writes",
-    "writes_rejected",
-    "skipped_writes",
-    "early_refreshes",
-    "lease_waits",
-)
+from cache.metrics import COUNTER_NAMES
+
+COUNTERS: Final = COUNTER_NAMES  # cache.metrics: the one list of them
 # Redis INFO counters that only grow during a server run.
 REDIS_COUNTERS: Final = (
     "keyspace_hits",

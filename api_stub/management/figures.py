@@ -24,24 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from api_stub.management.health import rates
 from api_stub.management.runtime import ManagementRuntime
 from cache.errors import CacheError
+from cache.metrics import COUNTER_NAMES as COUNTERS
 from db import reports
 from db.errors import DataError
 from workers.publisher import read_published
 
-COUNTERS: Final = (
-    "hits",
-    "stale",
-    "negative_hits",
-    "misses",
-    "loads",
-    "load_errors",
-    "errors",
-    "writes",
-    "writes_rejected",
-    "skipped_writes",
-    "early_refreshes",
-    "lease_waits",
-)
 REDIS_FIELDS: Final = (
     "used_memory",
     "used_memory_peak",

@@ -223,3 +223,10 @@ async def test_async_guarded_batch(acache: AsyncCacheService) -> None:
     )
     assert await acache.get_many(keys, DataType.MEMBER) == [{"v": 9}, {"v": 1}]
     assert (await acache.info("server") or {})["redis_version"]
+
+
+def test_counter_names_cover_every_integer_counter() -> None:
+    from cache.metrics import COUNTER_NAMES, TypeCounters
+
+    integers = {name for name in TypeCounters.__slots__ if name != "load_seconds"}
+    assert set(COUNTER_NAMES) == integers and len(COUNTER_NAMES) == len(integers)
