@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from db.engine import make_engine, port_answers
-from db.migrate import upgrade
+from db.engine import make_engine
 from db.seed import SeedReport, seed
-from tests.support.postgres import PG_HOST, PG_PORT, create_database, drop_database
+from tests.support.postgres import throwaway_database
 
 SEED_MEMBERS = 2_000
 SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
@@ -25,14 +24,8 @@ SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    assert port_answers(PG_HOST, PG_PORT), f"PostgreSQL must answer on {PG_HOST}:{PG_PORT}"
-    name = create_database()
-    try:
-        url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"
-        upgrade(url)
+    with throwaway_database("test") as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture(scope="session")

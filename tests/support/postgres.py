@@ -7,6 +7,7 @@ A server that does not answer fails the run; it is never a reason to skip.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +41,9 @@ def drop_database(name: str, admin_dsn: str = ADMIN_DSN) -> None:
 
 
 @contextmanager
-def throwaway_database(label: str, *, members: int = 0) -> Iterator[str]:
+def throwaway_database(
+    label: str, *, members: int = 0, now: dt.datetime | None = None
+) -> Iterator[str]:
     """URL of a new, migrated database seeded with ``members`` members; dropped on exit."""
     assert port_answers(PG_HOST, PG_PORT), f"PostgreSQL must answer on {PG_HOST}:{PG_PORT}"
     name = create_database(label)
@@ -50,7 +53,7 @@ def throwaway_database(label: str, *, members: int = 0) -> Iterator[str]:
         if members:
             engine = make_engine(url)
             try:
-                seed(engine, members, progress=False)
+                seed(engine, members, progress=False, now=now)
             finally:
                 engine.dispose()
         yield url

@@ -15,10 +15,10 @@ from sqlalchemy import Engine, text
 
 from cache import CacheService
 from cache.writebehind import WriteBehind, WriteBehindConfig
-from db.engine import make_engine, port_answers
+from db.engine import make_engine
 from db.migrate import upgrade
 from db.seed import seed
-from tests.support.postgres import PG_HOST, PG_PORT, create_database, drop_database
+from tests.support.postgres import throwaway_database
 
 MEMBERS = 200
 SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
@@ -42,14 +42,8 @@ def reset_activity(engine: Engine) -> None:
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    assert port_answers(PG_HOST, PG_PORT), f"PostgreSQL must answer on {PG_HOST}:{PG_PORT}"
-    name = create_database("wb")
-    try:
-        url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"
-        prepare(url)
+    with throwaway_database("wb", members=MEMBERS, now=SEED_NOW) as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture(scope="session")
