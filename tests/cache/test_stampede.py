@@ -49,7 +49,9 @@ def test_threads_on_a_missing_key_load_once(cache: CacheService) -> None:
     assert results == [{"dashboard": "computed"}] * CALLERS
     assert int(cache.clients.writer.get(counter) or 0) == 1
     counters = cache.metrics.of(DataType.ANALYTICS)
-    assert counters.loads == 1 and counters.lease_waits > CALLERS // 2
+    # How many arrive during the load and wait, rather than after it and hit, is up to the
+    # scheduler; that some waited on the lease instead of loading is what single flight means.
+    assert counters.loads == 1 and counters.lease_waits >= 1
 
 
 def test_threads_on_a_stale_key_load_once_and_serve_stale(cache: CacheService) -> None:

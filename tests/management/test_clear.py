@@ -67,7 +67,7 @@ async def test_malformed_or_escaping_patterns_are_400(
     answer = await mgmt.call("DELETE", CLEAR, params={"pattern": pattern})
     assert answer.status_code == 400, answer.text
     assert shared.get(f"{prefix}member:1") == b"kept"
-    assert len(list(shared.scan_iter(match=f"{neighbour}*"))) == 20
+    assert len(set(shared.scan_iter(match=f"{neighbour}*"))) == 20
 
 
 async def test_a_missing_pattern_is_422(mgmt: Mgmt) -> None:
@@ -108,7 +108,7 @@ async def test_clear_deletes_only_matching_keys_under_the_prefix(
     assert everything["deleted"] == 2
     assert everything["skipped_system"] >= 1  # the stream, and the rate limit's counter
     assert shared.xlen(f"{prefix}sys:{{wb}}:stream") == 1
-    assert len(list(shared.scan_iter(match=f"{neighbour}*"))) == 20
+    assert len(set(shared.scan_iter(match=f"{neighbour}*"))) == 20
     assert shared.get(neighbour.rstrip(":")) == b"bare"
 
 
