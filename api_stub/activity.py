@@ -5,7 +5,8 @@
 
 The events reach PostgreSQL through the write-behind flush (cache/writebehind, a Celery task
 on cache.writebehind), exactly once. Past the backlog limit the API answers 503 with
-Retry-After instead of accepting what it could lose.
+Retry-After instead of accepting what it could lose; so it does, with WRITEBEHIND_REPLICAS set,
+when fewer replicas than that confirmed the events (a failover would lose them).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cache.writebehind import (
     AsyncGroupRecorder,
     Backpressure,
     InvalidEvent,
+    NotReplicated,
     WriteBehind,
     WriteBehindConfig,
 )
@@ -73,7 +75,7 @@ async def record_activity(
         ids = await _buffer(request).recorder.record(events)
     except InvalidEvent as exc:
         raise HTTPException(422, detail=str(exc)) from exc
-    except Backpressure as exc:
+    except (Backpressure, NotReplicated) as exc:
         raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
     except CacheUnavailable as exc:
         raise HTTPException(503, detail="activity store unavailable") from exc

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     writebehind_max_future_s: NonNegativeInt = 300  # clock skew tolerated from clients
     # Streams by member id % N, each with its own offset: N flushers can run side by side.
     writebehind_partitions: int = Field(1, ge=1, le=64)
+    # Replicas that must confirm an event (WAIT) before the API says "accepted": 1 in
+    # production, where a failover would otherwise lose what the replica had not received.
+    writebehind_replicas: NonNegativeInt = 0
+    writebehind_replica_timeout_ms: PositiveInt = 100  # below redis_socket_timeout
 
     # --- Management API (/api/v1/cache) ---------------------------------------------------------
     # "role:sha256hex[:label],..." with role viewer | operator | admin; only hashes are stored.
@@ -142,6 +146,13 @@ class Settings(BaseSettings):
         # A blocking XREADGROUP longer than the socket timeout would look like a dead Redis.
         if self.writebehind_block_ms >= self.redis_socket_timeout * 1000:
             raise ValueError("writebehind_block_ms must be below redis_socket_timeout (in ms)")
+        # WAIT blocks the connection for up to its timeout: longer would look like a dead Redis.
+        if self.writebehind_replica_timeout_ms >= self.redis_socket_timeout * 1000:
+            raise ValueError(
+                "writebehind_replica_timeout_ms must be below redis_socket_timeout (in ms)"
+            )
+        if self.writebehind_replicas and self.redis_mode == "cluster":
+            raise ValueError("writebehind_replicas needs a standalone or Sentinel master")
         return self
 
     @field_validator("redis_key_prefix")

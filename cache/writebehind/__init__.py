@@ -27,6 +27,8 @@ stream (listed, replayed, discarded) and the rest is applied.
 
     CacheError
     ├── Backpressure     backlog at its limit or Redis out of memory: nothing recorded
+    ├── CacheUnavailable
+    │   └── NotReplicated  fewer replicas than ``replicas`` confirmed (WAIT), or NOREPLICAS
     ├── InvalidEvent     malformed, too old or in the future (also a ValueError)
     ├── Unwritable       raised by apply: rows that can never be written
     └── BatchOverlap     raised by apply: the database holds the batch up to an id
@@ -39,7 +41,13 @@ from __future__ import annotations
 
 from cache.writebehind.buffer import WriteBehind
 from cache.writebehind.config import WriteBehindConfig
-from cache.writebehind.errors import Backpressure, BatchOverlap, InvalidEvent, Unwritable
+from cache.writebehind.errors import (
+    Backpressure,
+    BatchOverlap,
+    InvalidEvent,
+    NotReplicated,
+    Unwritable,
+)
 from cache.writebehind.events import (
     DAY_MS,
     GROUP,
@@ -76,6 +84,7 @@ __all__ = [
     "GroupRecorder",
     "Health",
     "InvalidEvent",
+    "NotReplicated",
     "StreamEvent",
     "Unwritable",
     "WriteBehind",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -14,7 +15,7 @@ from cache.errors import CacheError, CacheUnavailable
 from cache.keys import Keys
 from cache.writebehind import scripts
 from cache.writebehind.config import WriteBehindConfig
-from cache.writebehind.errors import Backpressure, InvalidEvent
+from cache.writebehind.errors import Backpressure, InvalidEvent, NotReplicated
 from cache.writebehind.events import (
     DAY_MS,
     EPOCH,
@@ -34,10 +35,16 @@ _MS: Final = dt.timedelta(milliseconds=1)
 _KEY_MEMO: Final = 100_000  # counter keys remembered: building one costs ~3 µs of checks
 
 
+_NOREPLICAS: Final = re.compile(r"(^|caused error: )NOREPLICAS\b")
+
+
 def redis_error(exc: RedisError) -> CacheError:
     """A redis-py error in the cache's terms: out of memory is Backpressure."""
     if isinstance(exc, OutOfMemoryError):
         return Backpressure(f"redis is out of memory: {exc}")
+    # A pipeline's error reads "Command # n (...) of pipeline caused error: NOREPLICAS ...".
+    if isinstance(exc, ResponseError) and _NOREPLICAS.search(str(exc)):
+        return NotReplicated(f"write-behind: the master has no good replica: {exc}")
     return CacheUnavailable(f"write-behind: {type(exc).__name__}: {exc}")
 
 
@@ -115,10 +122,26 @@ class WriteBehind:
         return keys, args
 
     def send(self, keys: list[str], args: list[str]) -> list[str]:
-        """Run the record script on encoded events (Backpressure past the limit)."""
-        return self.recorded(
-            self._call(self._record, keys=[*self.streams, *keys], args=[*self.head, *args])
-        )
+        """Run the record script on encoded events (Backpressure past the limit); with
+        ``config.replicas``, WAIT for them on the same connection (NotReplicated)."""
+        all_keys, all_args = [*self.streams, *keys], [*self.head, *args]
+        if not self.config.replicas:
+            return self.recorded(self._call(self._record, keys=all_keys, args=all_args))
+        pipe = self.client.pipeline(transaction=False)
+        self._record(keys=all_keys, args=all_args, client=pipe)
+        pipe.wait(self.config.replicas, self.config.replica_timeout_ms)
+        reply, acked = self._call(pipe.execute)
+        return self.replicated(self.recorded(reply), acked)
+
+    def replicated(self, ids: list[str], acked: int) -> list[str]:
+        """``ids`` when ``acked`` replicas (WAIT's answer) are enough, else NotReplicated."""
+        if acked < self.config.replicas:
+            raise NotReplicated(
+                f"{len(ids)} events reached the master but {acked} of"
+                f" {self.config.replicas} replicas within {self.config.replica_timeout_ms} ms;"
+                " a failover now would lose them"
+            )
+        return ids
 
     def recorded(self, reply: Any) -> list[str]:
         """The ids in the record script's reply, or Backpressure when it refused."""

@@ -20,10 +20,17 @@ class WriteBehindConfig:
     # one (member id % partitions). 1: one stream, one flusher busy. More spread the flush
     # over workers and database connections; grow it freely, shrink it only once drained.
     partitions: int = 1
+    # Replicas that must hold an event before it is acknowledged (WAIT after each record
+    # call, shared by a whole group). 0: acknowledged once the master has it; a failover
+    # then loses what the replica had not received yet. Production runs 1.
+    replicas: int = 0
+    replica_timeout_ms: int = 100  # replicas ack in well under 1 ms on a LAN
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 64:
             raise ValueError("partitions must be 1..64")
+        if self.replicas < 0 or self.replica_timeout_ms <= 0:
+            raise ValueError("replicas must be >= 0 and replica_timeout_ms > 0")
 
     @classmethod
     def from_settings(cls, settings: Any) -> WriteBehindConfig:

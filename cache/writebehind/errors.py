@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cache.errors import CacheError
+from cache.errors import CacheError, CacheUnavailable
 
 
 class Backpressure(CacheError):
     """The backlog is at its limit, or Redis is out of memory; nothing was recorded."""
+
+
+class NotReplicated(CacheUnavailable):
+    """Fewer replicas than required confirmed the events (WAIT), or the master refused writes
+    for want of a good replica (NOREPLICAS). The caller was not told "accepted": events a
+    master took may still be flushed, or lost with that master if it fails now."""
 
 
 class InvalidEvent(CacheError, ValueError):

@@ -109,6 +109,7 @@ class AsyncGroupRecorder:
 
     def __init__(self, wb: WriteBehind, client: AsyncRedis, max_events: int = 1_000) -> None:
         self.wb, self.max_events = wb, max_events
+        self._client = client
         self._script = client.register_script(scripts.RECORD)
         self._queue: deque[_Pending] = deque()
         self._sender: asyncio.Task[None] | None = None
@@ -141,7 +142,7 @@ class AsyncGroupRecorder:
         keys = [*self.wb.streams, *(key for item in group for key in item[0])]
         args: list[str | int] = [*self.wb.head, *(arg for item in group for arg in item[1])]
         try:
-            ids = self.wb.recorded(await self._script(keys=keys, args=args))
+            ids = await self._send(keys, args)
         except RedisError as exc:
             self._fail(group, redis_error(exc), exc)
             return
@@ -156,6 +157,18 @@ class AsyncGroupRecorder:
             if not future.done():  # a caller that gave up (cancelled) is skipped
                 future.set_result(ids[start : start + len(item_keys)])
             start += len(item_keys)
+
+    async def _send(self, keys: list[str], args: list[str | int]) -> list[str]:
+        """One record call; with replicas required, WAIT on the same connection after it."""
+        replicas = self.wb.config.replicas
+        if not replicas:
+            return self.wb.recorded(await self._script(keys=keys, args=args))
+        pipe = self._client.pipeline(transaction=False)
+        # A Script given a pipeline queues EVALSHA there (redis-py's types omit pipelines).
+        await self._script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+        pipe.wait(replicas, self.wb.config.replica_timeout_ms)
+        reply, acked = await pipe.execute()
+        return self.wb.replicated(self.wb.recorded(reply), acked)
 
     @staticmethod
     def _fail(group: list[_Pending], error: Exception, cause: Exception | None = None) -> None:
