@@ -37,7 +37,6 @@ from config import ConfigError, Settings, load_settings
 from tasks.jobs.backup import RDB_MAGIC, BackupError
 from tasks.jobs.backup import backup as run_backup
 
-MANUAL_DIR: Final = Path("var") / "backups" / "manual"
 CLI_SOCKET_TIMEOUT_S: Final = 10.0  # the cache's 0.25 s suits requests, not BGSAVE or DUMP
 LOAD_TIMEOUT_S: Final = 120.0  # a large RDB takes a while to load
 SCAN_COUNT: Final = 1000
@@ -69,7 +68,10 @@ def _text(key: bytes) -> str:
 
 # --- backup -------------------------------------------------------------------------------------
 def backup(
-    dest: Annotated[Path, typer.Option("--dest", help="Directory for the copy.")] = MANUAL_DIR,
+    dest: Annotated[
+        Path | None,
+        typer.Option("--dest", help="Directory for the copy [default: BACKUP_DIR/manual]."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """BGSAVE the configured Redis and copy its dump.rdb (the daily backup job, run now)."""
@@ -80,7 +82,8 @@ def backup(
     # Seconds in the name: several manual copies a day, sorting after that day's daily one.
     label = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     try:
-        done = run_backup(clients.writer, dest, label)
+        target = Path(settings.backup_dir) / "manual" if dest is None else dest
+        done = run_backup(clients.writer, target, label, dump_files=settings.dump_files)
         # Right after the save: equal to the copy's count unless writers are busy meanwhile.
         done["keys"] = int(clients.writer.dbsize())
     except (BackupError, RedisError, OSError) as exc:

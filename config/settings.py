@@ -10,6 +10,7 @@ Every default is documented where it is defined, with the reason.
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit
 
@@ -94,6 +95,13 @@ class Settings(BaseSettings):
     flower_port: int = Field(5555, ge=1, le=65535)
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("")  # empty: generated at start-up and printed once
+
+    # --- Backups (the daily maintenance job and `cachectl backup`) --------------------------------
+    backup_dir: str = "var/backups"  # where copies are kept; relative to the working directory
+    # Where this process can read the Redis nodes' dump.rdb files ("path,path": the data
+    # volumes mounted read-only). Empty: ask the server (CONFIG GET dir), which needs a user
+    # allowed CONFIG; production's worker user is not.
+    redis_dump_files: str = ""
 
     # --- Write-behind (member activity: Redis now, PostgreSQL in batches) ------------------------
     writebehind_max_backlog: PositiveInt = 500_000  # ~40 MB of stream before writers get 503
@@ -186,6 +194,10 @@ class Settings(BaseSettings):
             host, _, port = item.rpartition(":")
             hosts.append((host, int(port)))
         return hosts
+
+    @cached_property
+    def dump_files(self) -> list[Path]:
+        return [Path(part.strip()) for part in self.redis_dump_files.split(",") if part.strip()]
 
     @cached_property
     def sentinel_hosts(self) -> list[tuple[str, int]]:

@@ -1,10 +1,12 @@
 """The daily RDB backup: BGSAVE, wait until LASTSAVE moves, copy the dump, keep the newest N.
 
-The copy is read from the server's own ``CONFIG GET dir`` / ``dbfilename``, so the worker
-running this job must see the Redis host's data directory (the same machine, or the volume
-mounted into the worker's container) and its Redis user needs BGSAVE, LASTSAVE and CONFIG.
-Where that is not so the job stores a ``failed`` report that says why; it does not retry,
-since waiting does not fix a permission or a mount.
+The worker must see the master's dump file. In production REDIS_DUMP_FILES names the dump of
+every node as mounted into the worker (read-only data volumes): after a failover the master is
+another node, so the copy is taken from the file the save just wrote (modified at LASTSAVE or
+later), and the worker's Redis user needs only BGSAVE and LASTSAVE. Without the setting the
+path comes from the server's own ``CONFIG GET dir`` / ``dbfilename`` (development, where the
+user may run CONFIG). Where neither works the job stores a ``failed`` report that says why;
+it does not retry, since waiting does not fix a permission or a mount.
 
 The copy is named after the period (``dump-2025-11-25.rdb``): a second run for the same day
 replaces it rather than adding one. It is written to a temporary name and renamed, so a
@@ -13,9 +15,11 @@ reader never sees half a file, and it must start with the RDB magic ``REDIS``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +28,6 @@ from redis.exceptions import RedisError, ResponseError
 from cache.errors import CacheUnavailable
 from tasks.jobs.base import FAILED, OK, JobContext, Report
 
-BACKUP_DIR: Final = Path("var") / "backups"  # relative to the worker's working directory
 KEEP: Final = 7  # a week of daily copies
 WAIT_SECONDS: Final = 600.0  # under the task's soft time limit
 RDB_MAGIC: Final = b"REDIS"
@@ -74,7 +77,11 @@ def _wait_moved(client: Any, before: int, deadline: float) -> int:
     raise BackupError("LASTSAVE did not move: the background save did not finish in time")
 
 
-def dump_path(client: Any) -> Path:
+def dump_path(client: Any, candidates: Sequence[Path] = (), saved: int = 0) -> Path:
+    """The dump to copy: the newest of ``candidates`` written by the save at ``saved`` (its
+    LASTSAVE), or, with no candidates, the server's own CONFIG GET dir/dbfilename."""
+    if candidates:
+        return _fresh_dump(candidates, saved)
     try:
         directory = client.config_get("dir").get("dir")
         filename = client.config_get("dbfilename").get("dbfilename")
@@ -83,6 +90,22 @@ def dump_path(client: Any) -> Path:
     if not directory or not filename:
         raise BackupError("CONFIG GET dir/dbfilename answered nothing")
     return Path(str(directory)) / str(filename)
+
+
+def _fresh_dump(candidates: Sequence[Path], saved: int) -> Path:
+    mtimes: dict[Path, float] = {}
+    for path in candidates:
+        with contextlib.suppress(OSError):
+            mtimes[path] = path.stat().st_mtime
+    # LASTSAVE and mtime both come from the Redis host's clock, LASTSAVE rounded down.
+    fresh = [(mtime, path) for path, mtime in mtimes.items() if mtime >= saved - 1]
+    if not fresh:
+        seen = ", ".join(f"{p} ({'older' if p in mtimes else 'absent'})" for p in candidates)
+        raise BackupError(
+            f"no dump written by the save at LASTSAVE {saved} among REDIS_DUMP_FILES: {seen};"
+            " mount every Redis node's data directory into the worker"
+        )
+    return max(fresh)[1]
 
 
 def copy_dump(source: Path, target_dir: Path, label: str) -> Path:
@@ -112,13 +135,22 @@ def prune(target_dir: Path, keep: int) -> list[str]:
     return [path.name for path in doomed]
 
 
-def backup(client: Any, target_dir: Path, label: str, *, keep: int = KEEP) -> dict[str, Any]:
+def backup(
+    client: Any,
+    target_dir: Path,
+    label: str,
+    *,
+    keep: int = KEEP,
+    dump_files: Sequence[Path] = (),
+) -> dict[str, Any]:
     """The whole backup; raises BackupError (not retried) or RedisError (retried)."""
     started = time.monotonic()
     saved = save_and_wait(client)
-    copy = copy_dump(dump_path(client), target_dir, label)
+    source = dump_path(client, dump_files, saved)
+    copy = copy_dump(source, target_dir, label)
     return {
         "lastsave": saved,
+        "source": str(source),
         "copy": str(copy.resolve()),
         "bytes": copy.stat().st_size,
         "pruned": prune(target_dir, keep),
@@ -127,9 +159,14 @@ def backup(client: Any, target_dir: Path, label: str, *, keep: int = KEEP) -> di
     }
 
 
-def run(ctx: JobContext, target_dir: Path = BACKUP_DIR, keep: int = KEEP) -> Report:
+def run(ctx: JobContext, target_dir: Path | None = None, keep: int = KEEP) -> Report:
+    settings = ctx.settings
+    target_dir = Path(settings.backup_dir) if target_dir is None else target_dir
     try:
-        done = backup(ctx.cache.clients.writer, target_dir, ctx.period, keep=keep)
+        done = backup(
+            ctx.cache.clients.writer, target_dir, ctx.period, keep=keep,
+            dump_files=settings.dump_files,
+        )  # fmt: skip
     except (BackupError, ResponseError) as exc:
         # Refused (ACL, a renamed command) or impossible from here: a report, not a retry.
         return Report(FAILED, {"target_dir": str(target_dir)}, [f"backup failed: {exc}"])

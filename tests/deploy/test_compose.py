@@ -150,6 +150,21 @@ def test_data_lives_in_named_volumes(config: Any) -> None:
         assert mounts(services[name])[path] in config["volumes"], name
 
 
+def test_the_worker_sees_every_redis_nodes_dump_for_the_daily_backup(config: Any) -> None:
+    """The worker's Redis user may not run CONFIG: the dumps come from mounted volumes, one a
+    node, since either may be master; copies go to a volume of their own."""
+    services = config["services"]
+    worker, environment = services["worker"], services["worker"]["environment"]
+    seen = mounts(worker)
+    for path in environment["REDIS_DUMP_FILES"].split(","):
+        volume = seen[str(Path(path).parent)]
+        assert volume in {mounts(services[n])["/data"] for n in ("redis-master", "redis-replica")}
+    assert {mounts(services[n])["/data"] for n in ("redis-master", "redis-replica")} <= set(
+        seen.values()
+    )
+    assert seen[environment["BACKUP_DIR"]] in config["volumes"]
+
+
 def test_the_app_settings_come_out_in_sentinel_mode(
     config: Any, secrets_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

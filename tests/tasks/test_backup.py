@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
+from config import load_settings
 from tasks.jobs import audit
 from tasks.jobs.backup import BackupError, backup, prune, run
 from tests.support.redis_procs import start_redis
@@ -48,12 +49,60 @@ def test_a_user_without_config_gets_a_failed_report_not_a_retry(tmp_path: Path) 
             client.config_get("dir")
         # Only what backup.run reads of its JobContext.
         context = SimpleNamespace(
-            cache=SimpleNamespace(clients=SimpleNamespace(writer=client)), period="2031-03-01"
+            cache=SimpleNamespace(clients=SimpleNamespace(writer=client)),
+            period="2031-03-01",
+            settings=load_settings(backup_dir=str(tmp_path / "b"), _env_file=None),
         )
-        report = run(context, tmp_path / "b")  # type: ignore[arg-type]
+        report = run(context)  # type: ignore[arg-type]
         client.close()
     assert report.status == "failed"
     assert "CONFIG GET refused" in (report.alert or "")
+
+
+def test_without_config_the_dump_files_setting_finds_the_masters_fresh_dump(
+    tmp_path: Path,
+) -> None:
+    """Production: the worker user may not run CONFIG; REDIS_DUMP_FILES names each node's
+    dump as mounted into the worker, and the one the save just wrote is copied, whichever node
+    is master now."""
+    acl = tmp_path / "users.acl"
+    acl.write_text(
+        "user default on nopass ~* &* +@all\n"
+        "user worker on >worker-pw ~* -@all +@read +@write +bgsave +lastsave +info +time\n"
+    )
+    with start_redis(aclfile=acl) as master, start_redis(aclfile=acl) as other:
+        stale = other.dir / "dump.rdb"
+        other.client().save()  # an older dump of another node
+        os.utime(stale, (1, 1))
+        worker = redis.Redis(
+            host="127.0.0.1", port=master.port, username="worker", password="worker-pw"
+        )
+        worker.set("k", b"v" * 3000)
+        files = [stale, master.dir / "dump.rdb", tmp_path / "absent" / "dump.rdb"]
+        settings = load_settings(
+            backup_dir=str(tmp_path / "b"),
+            redis_dump_files=",".join(map(str, files)),
+            _env_file=None,
+        )
+        assert settings.dump_files == files
+        context = SimpleNamespace(
+            cache=SimpleNamespace(clients=SimpleNamespace(writer=worker)),
+            period="2031-03-04",
+            settings=settings,
+        )
+        report = run(context)  # type: ignore[arg-type]
+        assert report.status == "ok", report.alert
+        assert report.payload["source"] == str(master.dir / "dump.rdb")
+        copy = Path(report.payload["copy"])
+        assert copy.parent == tmp_path / "b" and copy.read_bytes().startswith(b"REDIS")
+        # Only stale or absent candidates: a failed report naming each, no copy.
+        settings = load_settings(redis_dump_files=f"{stale},{files[2]}", _env_file=None)
+        context.settings = settings
+        failed = run(context, tmp_path / "c")  # type: ignore[arg-type]
+        worker.close()
+    assert failed.status == "failed"
+    assert f"{stale} (older)" in (failed.alert or "") and "(absent)" in (failed.alert or "")
+    assert not (tmp_path / "c").exists()
 
 
 def test_unreadable_dump_is_a_backup_error(tmp_path: Path) -> None:
