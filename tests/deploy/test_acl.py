@@ -21,6 +21,7 @@ from redis.exceptions import NoPermissionError
 
 import celeryconfig
 from cache import MISS, build_cache
+from cache.keys import Keys
 from config import load_settings
 from tests.deploy.conftest import PREFIX, Deployment, command
 from tests.support.redis_procs import HOST, RedisProcess, wait_for
@@ -66,7 +67,7 @@ def app_client(deployment: Deployment, master: RedisProcess) -> Iterator[redis.R
 def test_the_app_user_reads_and_writes_under_the_prefix(app_client: redis.Redis) -> None:
     assert app_client.set(f"{PREFIX}member:1", b"one", ex=60)
     assert app_client.get(f"{PREFIX}member:1") == b"one"
-    assert app_client.xadd(f"{PREFIX}sys:writebehind", {"member": "1"})
+    assert app_client.xadd(Keys(PREFIX).writebehind("stream"), {"member": "1"})
     assert app_client.unlink(f"{PREFIX}member:1") == 1
     assert "used_memory" in app_client.info("memory")  # the health endpoint reads INFO
 

@@ -13,13 +13,14 @@ import pytest
 import redis
 from redis.sentinel import Sentinel
 
+from cache.keys import Keys
 from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, command
 from tests.support.redis_procs import HOST, RedisProcess, wait_for
 
 pytestmark = pytest.mark.fault
 
 RECOVERY_TARGET_SECONDS = 10.0
-STREAM = f"{PREFIX}sys:writebehind"
+STREAM = Keys(PREFIX).writebehind("stream")  # the buffer's own key
 # Client timeouts as the platform sets them (config/settings.py: 0.25 s), a little looser for
 # a loaded test machine; a failover must not wait on a dead socket.
 CLIENT_TIMEOUT = 0.5

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from cache.keys import Keys
 from tests.deploy.conftest import PREFIX, STANDALONE, Deployment, info
 from tests.support.redis_procs import RedisProcess, wait_for
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.fault
 
 QUEUE = "cache.writebehind"
 UNACKED = "unacked"
-STREAM = f"{PREFIX}sys:writebehind"
+STREAM = Keys(PREFIX).writebehind("stream")  # the buffer's own key
 OUTBOX = f"{PREFIX}sys:outbox"
 
 
