@@ -238,8 +238,10 @@ def fixed_paths(paths: Sequence[str]) -> str:
 
 def zipf_with_writes(path_prefix: str, members: int, *, exponent: float, write_share: float) -> str:
     """Zipf(``exponent``) over ranks 1..members, each rank a member id through a fixed
-    permutation (so the hottest members are spread over the table); ``write_share`` of the
-    requests PATCH the drawn member's first name, the rest GET it."""
+    permutation (so the hottest members are spread over the table); exactly ``write_share``
+    of the requests, evenly spaced, PATCH the drawn member's first name, the rest GET it (a
+    coin flip per request would let the share, and the query count it bounds, drift by
+    sampling noise from one run to the next)."""
     stride = _coprime_stride(members)
     return f"""
 local n, s, share = {members}, {exponent}, {write_share}
@@ -263,7 +265,7 @@ end
 function request()
   sent = sent + 1
   local id = ((rank() - 1) * stride) % n + 1
-  if math.random() < share then
+  if math.floor(sent * share) > math.floor((sent - 1) * share) then
     writes = writes + 1
     local body = string.format('{{"first_name":"Zipf%d"}}', sent)
     return wrk.format("PATCH", prefix .. id, headers, body)
