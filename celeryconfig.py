@@ -159,10 +159,32 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # DOCS#std-setting-task_reject_on_worker_lost: a pool process killed (OOM, SIGKILL)
         # requeues its message instead of marking it failed.
         "task_reject_on_worker_lost": True,
-        # DOCS#std-setting-worker_cancel_long_running_tasks_on_connection_loss: with late acks
-        # the broker redelivers after a lost connection, so the running copy is cancelled
-        # rather than racing its own redelivery.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # DOCS#std-setting-worker_cancel_long_running_tasks_on_connection_loss: off. On Redis
+        # a lost connection (a Sentinel failover) redelivers nothing by itself: cancelling
+        # marks the running task REVOKED and acknowledges it, and the task is lost. Left to
+        # run, it finishes; a copy redelivered after the visibility timeout repeats an
+        # idempotent task.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # DOCS#std-setting-worker_disable_prefetch (Redis only): take a message only when a
+        # process is free. A prefetched message sits in the unacked set, which kombu tries to
+        # restore into the master that just died; it would wait out the visibility timeout.
+        "worker_disable_prefetch": True,
+        # DOCS#std-setting-task_publish_retry_policy: publishing (send_task, self.retry())
+        # rides out a failover (under 10 s, then the Sentinels' next answer) for up to ~18 s
+        # instead of failing after kombu's default 0.6 s, which would turn a retry into
+        # Reject(requeue=False) and drop the message.
+        "task_publish_retry_policy": {
+            "max_retries": 20,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        # DOCS#std-setting-result_backend_always_retry (and _max_retries,
+        # _max_sleep_between_retries_ms): a state or progress update during a failover waits
+        # for the new master instead of failing the task.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 1000,
         # DOCS#std-setting-worker_prefetch_multiplier: one message per process. Warm-ups run
         # for minutes; prefetching more would park short invalidations behind them. A worker
         # dedicated to cache.invalidate may raise it on its command line.

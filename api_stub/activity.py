@@ -75,7 +75,12 @@ async def record_activity(
         ids = await _buffer(request).recorder.record(events)
     except InvalidEvent as exc:
         raise HTTPException(422, detail=str(exc)) from exc
-    except (Backpressure, NotReplicated) as exc:
+    except NotReplicated as exc:
+        # Retry-After only when nothing was recorded: a retry of recorded events may count
+        # them twice, and the detail says so.
+        retry = {} if exc.recorded else {"Retry-After": "1"}
+        raise HTTPException(503, detail=str(exc), headers=retry) from exc
+    except Backpressure as exc:
         raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
     except CacheUnavailable as exc:
         raise HTTPException(503, detail="activity store unavailable") from exc

@@ -34,7 +34,7 @@ stream (listed, replayed, discarded) and the rest is applied.
     └── BatchOverlap     raised by apply: the database holds the batch up to an id
 
 Modules: events (data, entry format, coalescing: pure), config, errors, scripts (Lua),
-buffer (WriteBehind), recorder (GroupRecorder), flusher (Flusher).
+buffer (WriteBehind), replicas (ReplicaGate), recorder (GroupRecorder), flusher (Flusher).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from cache.writebehind.events import (
     stream_id,
     text,
 )
+from cache.writebehind.replicas import ReplicaGate
 
 _MS: Final = dt.timedelta(milliseconds=1)
 _KEY_MEMO: Final = 100_000  # counter keys remembered: building one costs ~3 µs of checks
@@ -44,7 +45,7 @@ def redis_error(exc: RedisError) -> CacheError:
         return Backpressure(f"redis is out of memory: {exc}")
     # A pipeline's error reads "Command # n (...) of pipeline caused error: NOREPLICAS ...".
     if isinstance(exc, ResponseError) and _NOREPLICAS.search(str(exc)):
-        return NotReplicated(f"write-behind: the master has no good replica: {exc}")
+        return NotReplicated(f"not recorded: the master has no good replica: {exc}", recorded=False)
     return CacheUnavailable(f"write-behind: {type(exc).__name__}: {exc}")
 
 
@@ -71,6 +72,7 @@ class WriteBehind:
             config.counter_ttl_s * 1000,
             config.partitions,
         ]
+        self.replica_gate = ReplicaGate(config.replicas)
         self._days: dict[int, str] = {}
         self._counter_keys: dict[tuple[int, int], str] = {}
 
@@ -127,6 +129,9 @@ class WriteBehind:
         all_keys, all_args = [*self.streams, *keys], [*self.head, *args]
         if not self.config.replicas:
             return self.recorded(self._call(self._record, keys=all_keys, args=all_args))
+        if self.replica_gate.due():
+            self.replica_gate.update(self._call(self.client.info, "replication"))
+        self.replica_gate.check()
         pipe = self.client.pipeline(transaction=False)
         self._record(keys=all_keys, args=all_args, client=pipe)
         pipe.wait(self.config.replicas, self.config.replica_timeout_ms)
@@ -137,9 +142,10 @@ class WriteBehind:
         """``ids`` when ``acked`` replicas (WAIT's answer) are enough, else NotReplicated."""
         if acked < self.config.replicas:
             raise NotReplicated(
-                f"{len(ids)} events reached the master but {acked} of"
-                f" {self.config.replicas} replicas within {self.config.replica_timeout_ms} ms;"
-                " a failover now would lose them"
+                f"recorded on the master, but confirmed by {acked} of {self.config.replicas}"
+                f" replicas within {self.config.replica_timeout_ms} ms: the {len(ids)} events"
+                " will be flushed unless the master fails first; a retry may count them twice",
+                recorded=True,
             )
         return ids
 

@@ -12,9 +12,14 @@ class Backpressure(CacheError):
 
 
 class NotReplicated(CacheUnavailable):
-    """Fewer replicas than required confirmed the events (WAIT), or the master refused writes
-    for want of a good replica (NOREPLICAS). The caller was not told "accepted": events a
-    master took may still be flushed, or lost with that master if it fails now."""
+    """Fewer replicas than required confirmed the events (WAIT), or the master had too few
+    (the replica gate, NOREPLICAS). The caller is not told "accepted". ``recorded``: the
+    master took the events anyway (WAIT fell short), so they may still be flushed, or be
+    lost with that master if it fails now; False: nothing was recorded, a retry is safe."""
+
+    def __init__(self, message: str, *, recorded: bool) -> None:
+        self.recorded = recorded
+        super().__init__(message)
 
 
 class InvalidEvent(CacheError, ValueError):

@@ -8,6 +8,8 @@ asyncio group recorder each take the same path.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -69,17 +71,35 @@ def test_an_event_a_replica_holds_is_acknowledged(
     assert GroupRecorder(wb).record(events(2)) and len(GroupRecorder(wb).record(events(2))) == 3
 
 
-def test_more_replicas_than_answer_is_not_replicated(
+def test_too_few_online_replicas_refuse_before_recording(
     master: RedisProcess, replica: RedisProcess
 ) -> None:
     wb = buffer(master, replicas=2)
     before = wb.client.xlen(wb.stream)
-    with pytest.raises(NotReplicated, match="1 of 2 replicas within 100 ms"):
+    with pytest.raises(NotReplicated, match="not recorded: the master has 1 of 2") as refused:
         wb.record(events(3))
-    # Never acknowledged, yet on the master: it may still be flushed (the error says so).
-    assert wb.client.xlen(wb.stream) == before + 3
+    assert refused.value.recorded is False
     with pytest.raises(NotReplicated):
         GroupRecorder(wb).record(events(4))
+    assert wb.client.xlen(wb.stream) == before  # a retry is safe: nothing was taken
+
+
+def test_a_stalled_replica_is_not_replicated_though_recorded(
+    master: RedisProcess, replica: RedisProcess
+) -> None:
+    """The master still counts the replica online, but it does not confirm within the
+    timeout: the events are on the master and the error says a retry may count them twice."""
+    wb = buffer(master, replicas=1)
+    wb.record(events(5))  # the gate has looked: one replica online
+    before = wb.client.xlen(wb.stream)
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(NotReplicated, match="confirmed by 0 of 1 replicas") as short:
+            wb.record(events(6))
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert short.value.recorded is True
+    assert wb.client.xlen(wb.stream) == before + 3
 
 
 def test_the_asyncio_recorder_waits_on_the_same_connection(
@@ -92,7 +112,7 @@ def test_the_asyncio_recorder_waits_on_the_same_connection(
             got = await asyncio.gather(*(confirmed.record(events(m, 2)) for m in range(5, 25)))
             assert all(len(ids) == 2 for ids in got)
             refused = AsyncGroupRecorder(buffer(master, replicas=2), aio)
-            with pytest.raises(NotReplicated):
+            with pytest.raises(NotReplicated, match="not recorded"):
                 await refused.record(events(30))
         finally:
             await aio.aclose()
@@ -102,9 +122,14 @@ def test_the_asyncio_recorder_waits_on_the_same_connection(
 
 def test_a_master_without_a_good_replica_refuses_and_records_nothing() -> None:
     with start_redis(extra={"min-replicas-to-write": "1"}) as lonely:
-        wb = buffer(lonely, replicas=1)
-        with pytest.raises(NotReplicated, match="no good replica"):
+        # Required by the buffer: its gate refuses before the script runs.
+        with pytest.raises(NotReplicated, match="has 0 of 1 replicas online") as gated:
+            buffer(lonely, replicas=1).record(events(1))
+        # Required only by the server (min-replicas-to-write): NOREPLICAS, the same error.
+        wb = buffer(lonely, replicas=0)
+        with pytest.raises(NotReplicated, match="no good replica") as refused:
             wb.record(events(1))
+        assert not gated.value.recorded and not refused.value.recorded
         assert not lonely.client().exists(wb.stream)
 
 
