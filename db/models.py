@@ -91,8 +91,6 @@ class Member(Base):
     birth_date: Mapped[dt.date | None] = mapped_column(Date)
     joined_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
-    # Flushed by write-behind from the activity stream; it does not bump version.
-    last_seen_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # Bumped on every update: the cache compares it to drop stale write-throughs.
     version: Mapped[int] = mapped_column(Integer, server_default="1")
 
@@ -143,6 +141,10 @@ class MemberActivityDaily(Base):
     logins: Mapped[int] = mapped_column(Integer, server_default="0")
     checkins: Mapped[int] = mapped_column(Integer, server_default="0")
     page_views: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The newest sighting of the day. A member's last_seen_at is that of its newest day
+    # (db/queries.py): the flush writes one row a member and day, never the members row,
+    # whose update would cost as much as the whole upsert.
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
 
 class WritebehindOffset(Base):

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from db import serialize
 from db.analytics import analytics_dashboard, demographics, hottest_member_ids
 from db.errors import Conflict, InvalidData, UnknownLookup, translating
-from db.models import Country, Member, Status, Tier
+from db.models import Country, Member, MemberActivityDaily, Status, Tier
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -46,6 +46,21 @@ __all__ = [
 MAX_PAGE_SIZE: Final = 500
 IDS_PER_QUERY: Final = 5_000  # stays under SQLite's bound-parameter limit
 
+# A member's last sighting: that of its newest day of activity, one backward step of the
+# activity table's primary key (the write-behind flush keeps it there, db/writebehind.py).
+LAST_SEEN_AT: Final = (
+    select(MemberActivityDaily.last_seen_at)
+    .where(
+        MemberActivityDaily.member_id == Member.id,
+        MemberActivityDaily.last_seen_at.is_not(None),
+    )
+    .order_by(MemberActivityDaily.day.desc())
+    .limit(1)
+    .correlate(Member)
+    .scalar_subquery()
+    .label("last_seen_at")
+)
+
 MEMBER_COLUMNS: Final = (
     Member.id,
     Member.email,
@@ -57,7 +72,7 @@ MEMBER_COLUMNS: Final = (
     Member.birth_date,
     Member.joined_at,
     Member.updated_at,
-    Member.last_seen_at,
+    LAST_SEEN_AT,
     Member.version,
 )
 # id, version and updated_at belong to the database; last_seen_at to the write-behind flusher.

@@ -13,9 +13,11 @@ and each sees the other's committed offset:
 Stream ids compare as (ms, seq) pairs, never as text. Rows of members that do not exist
 raise UnknownMembers and nothing is written; the caller dead-letters them.
 
-PostgreSQL upserts the batch, moves ``members.last_seen_at`` forward only where the batch saw
-the member later, and moves the offset, in one statement over ``unnest`` arrays (COPY into a
-temporary table and a merge measured no faster: the time is the upsert, not the transfer). No
+PostgreSQL upserts the batch (counts add up; a day's ``last_seen_at`` only moves forward) and
+moves the offset, in one statement over ``unnest`` arrays (COPY into a temporary table and a
+merge measured no faster: the time is the upsert, not the transfer). The members table is not
+written: a member's last_seen_at is read from its newest day (db/queries.py), and updating
+the wide members row as well halved the flush rate. No
 existence check runs first: the foreign key of member_activity_daily refuses an unknown
 member (an unknown member never has a row, so its row is always an insert and checked), the
 transaction rolls back, and only then are the unknown ids looked up. Rows that carry
@@ -30,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol, cast, runtime_checkable
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Connection, Engine, Table, bindparam, or_, select, text, update
+from sqlalchemy import Connection, Engine, Table, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db.errors import Conflict, InvalidData, translating
@@ -68,22 +70,19 @@ WITH r AS (
               CAST(:p AS int[]), CAST(:s AS bigint[]))
     AS u(member_id, day, logins, checkins, page_views, seen_us)
 ), up AS (
-  INSERT INTO member_activity_daily AS a (member_id, day, logins, checkins, page_views)
-  SELECT member_id, day, logins, checkins, page_views FROM r
+  INSERT INTO member_activity_daily AS a
+    (member_id, day, logins, checkins, page_views, last_seen_at)
+  SELECT member_id, day, logins, checkins, page_views, seen FROM r
   ON CONFLICT (member_id, day) DO UPDATE SET
     logins = a.logins + EXCLUDED.logins,
     checkins = a.checkins + EXCLUDED.checkins,
-    page_views = a.page_views + EXCLUDED.page_views
-  RETURNING 1
-), seen AS (
-  UPDATE members AS m SET last_seen_at = s.seen
-  FROM (SELECT member_id, max(seen) AS seen FROM r GROUP BY member_id) AS s
-  WHERE m.id = s.member_id AND (m.last_seen_at IS NULL OR m.last_seen_at < s.seen)
+    page_views = a.page_views + EXCLUDED.page_views,
+    last_seen_at = GREATEST(a.last_seen_at, EXCLUDED.last_seen_at)
   RETURNING 1
 ), moved AS (
   UPDATE writebehind_offsets SET last_id = :last WHERE stream = :stream RETURNING 1
 )
-SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM seen), (SELECT count(*) FROM moved)
+SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM moved)
 """)
 _PG_MISSING: Final = text("""
 SELECT x FROM unnest(CAST(:ids AS bigint[])) AS x
@@ -225,24 +224,22 @@ def _upsert_sqlite(conn: Connection, rows: Sequence[Row]) -> None:
     stmt = stmt.on_conflict_do_update(
         index_elements=[_ACTIVITY.c.member_id, _ACTIVITY.c.day],
         set_={
-            name: _ACTIVITY.c[name] + stmt.excluded[name]
-            for name in ("logins", "checkins", "page_views")
+            **{
+                name: _ACTIVITY.c[name] + stmt.excluded[name]
+                for name in ("logins", "checkins", "page_views")
+            },
+            # SQLite's two-argument max() is NULL when either is: keep the non-null one.
+            "last_seen_at": func.max(
+                func.coalesce(_ACTIVITY.c.last_seen_at, stmt.excluded.last_seen_at),
+                stmt.excluded.last_seen_at,
+            ),
         },
     )
     params = [
-        {"member_id": r[0], "day": r[1], "logins": r[2], "checkins": r[3], "page_views": r[4]}
+        {
+            "member_id": r[0], "day": r[1], "logins": r[2], "checkins": r[3],
+            "page_views": r[4], "last_seen_at": r[5],
+        }
         for r in rows
-    ]
+    ]  # fmt: skip
     conn.execute(stmt, params)
-    newest: dict[int, dt.datetime] = {}
-    for row in rows:
-        if row[0] not in newest or row[5] > newest[row[0]]:
-            newest[row[0]] = row[5]
-    seen = bindparam("seen", type_=_MEMBERS.c.last_seen_at.type)
-    bump = (
-        update(_MEMBERS)
-        .where(_MEMBERS.c.id == bindparam("mid"))
-        .where(or_(_MEMBERS.c.last_seen_at.is_(None), _MEMBERS.c.last_seen_at < seen))
-        .values(last_seen_at=seen)
-    )
-    conn.execute(bump, [{"mid": mid, "seen": at} for mid, at in newest.items()])

@@ -54,11 +54,16 @@ def _utc_json(column: str) -> str:
 # Run on the driver's own cursor in binary mode (bytea comes back as bytes, ints as ints):
 # SQLAlchemy's row handling would cost more than the query.
 # Built from constants only; the two values are bound parameters.
+# last_seen_at is the member's newest day of activity (db/queries.py LAST_SEEN_AT).
 MEMBER_JSON_SQL: Final = (
     "SELECT m.id, m.version, convert_to(row_to_json(m)::text, 'UTF8') FROM ("  # noqa: S608
     "SELECT id, email, first_name, last_name, status, tier, country, birth_date, "
     f"{_utc_json('joined_at')}, {_utc_json('updated_at')}, {_utc_json('last_seen_at')}, "
-    "version FROM members WHERE id > %(after)s ORDER BY id LIMIT %(size)s) AS m"
+    "version FROM (SELECT members.*, (SELECT a.last_seen_at FROM member_activity_daily AS a"
+    " WHERE a.member_id = members.id AND a.last_seen_at IS NOT NULL"
+    " ORDER BY a.day DESC LIMIT 1) AS last_seen_at"
+    " FROM members WHERE id > %(after)s ORDER BY id LIMIT %(size)s) AS members"
+    " ORDER BY id) AS m"
 )
 
 

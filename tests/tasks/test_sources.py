@@ -21,13 +21,18 @@ def test_json_pages_equal_the_python_serialization(pg_engine: Engine) -> None:
         # Fractional seconds (every write through the API has them), a whole second, a null.
         update_member(session, 3, {"first_name": "Zoë"})
         session.execute(
+            text("UPDATE members SET updated_at = :b, birth_date = NULL WHERE id = 4"),
+            {"b": dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))},
+        )
+        # last_seen_at comes from the member's newest day of activity.
+        session.execute(
             text(
-                "UPDATE members SET last_seen_at = :a, updated_at = :b, birth_date = NULL "
-                "WHERE id = 4"
+                "INSERT INTO member_activity_daily (member_id, day, last_seen_at)"
+                " VALUES (4, '2025-01-01', :old), (4, '2025-01-02', :a)"
             ),
             {
+                "old": dt.datetime(2025, 1, 1, 9, 0, tzinfo=dt.UTC),
                 "a": dt.datetime(2025, 1, 2, 3, 4, 5, 120, tzinfo=dt.UTC),
-                "b": dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))),
             },
         )
     source = SqlSource(pg_engine)

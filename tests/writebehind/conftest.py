@@ -37,7 +37,6 @@ def prepare(url: str, members: int = MEMBERS) -> None:
 def reset_activity(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE member_activity_daily, writebehind_offsets"))
-        conn.execute(text("UPDATE members SET last_seen_at = NULL"))
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,10 @@ def db_totals(engine: Engine) -> Totals:
 def db_last_seen(engine: Engine) -> dict[int, dt.datetime]:
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT id, last_seen_at FROM members WHERE last_seen_at IS NOT NULL")
+            text(
+                "SELECT member_id, max(last_seen_at) FROM member_activity_daily"
+                " WHERE last_seen_at IS NOT NULL GROUP BY member_id"
+            )
         )
         return {m: at for m, at in rows}
 

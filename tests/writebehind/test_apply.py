@@ -20,6 +20,7 @@ from cache.writebehind import (
 )
 from db import make_engine, upgrade
 from db.models import Member
+from db.queries import LAST_SEEN_AT
 from db.seed import seed
 from db.writebehind import BatchOverlap, UnknownMembers, apply_batch, read_offset
 from tasks.writebehind import sql_apply
@@ -41,8 +42,9 @@ def totals(engine: Engine) -> dict[int, tuple[int, int, int]]:
 
 
 def last_seen(engine: Engine, member_id: int) -> dt.datetime | None:
+    """The member's last_seen_at as every member read gives it (its newest day's)."""
     with engine.connect() as conn:
-        query = select(Member.last_seen_at).where(Member.id == member_id)
+        query = select(LAST_SEEN_AT).select_from(Member).where(Member.id == member_id)
         return conn.execute(query).scalar_one()
 
 
@@ -87,6 +89,12 @@ def test_last_seen_only_moves_forward(engine: Engine) -> None:
     apply_batch(engine, STREAM, "1-0", [ActivityRow(3, D0, 1, 0, 0, later)])
     apply_batch(engine, STREAM, "2-0", [ActivityRow(3, D0, 1, 0, 0, earlier)])
     assert last_seen(engine, 3) == later
+    # A later day's row holds the newest sighting; an older day's late event moves nothing.
+    next_day = later + dt.timedelta(days=1)
+    apply_batch(engine, STREAM, "3-0", [ActivityRow(3, next_day.date(), 0, 1, 0, next_day)])
+    late = later + dt.timedelta(minutes=5)
+    apply_batch(engine, STREAM, "4-0", [ActivityRow(3, D0, 1, 0, 0, late)])
+    assert last_seen(engine, 3) == next_day
 
 
 def test_the_flusher_skips_what_another_cut_applied(wb: WriteBehind, engine: Engine) -> None:
