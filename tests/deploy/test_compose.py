@@ -184,6 +184,7 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         assert settings.redis_mode == "sentinel"
         assert len(settings.sentinel_hosts) == 3
         assert settings.writebehind_replicas == 1  # no acknowledged event lost to a failover
+        assert settings.writebehind_partitions == 2
         assert settings.redis_username == user
         assert settings.redis_password.get_secret_value() == secrets_env[password]
         sentinel_password = secrets_env["REDIS_SENTINEL_PASSWORD"]
