@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from db import serialize
@@ -56,7 +56,7 @@ LAST_SEEN_AT: Final = (
     )
     .order_by(MemberActivityDaily.day.desc())
     .limit(1)
-    .correlate(Member)
+    .correlate_except(MemberActivityDaily)  # also inside UPDATE ... RETURNING
     .scalar_subquery()
     .label("last_seen_at")
 )
@@ -74,6 +74,11 @@ MEMBER_COLUMNS: Final = (
     Member.updated_at,
     LAST_SEEN_AT,
     Member.version,
+)
+# INSERT ... RETURNING: SQLAlchemy does not correlate a subquery with the inserted table (it
+# would read every member's activity), and a new member has none.
+NEW_MEMBER_COLUMNS: Final = tuple(
+    null().label("last_seen_at") if column is LAST_SEEN_AT else column for column in MEMBER_COLUMNS
 )
 # id, version and updated_at belong to the database; last_seen_at to the write-behind flusher.
 UPDATABLE: Final = frozenset(
@@ -219,7 +224,7 @@ def create_member(session: Session, data: Mapping[str, Any]) -> dict[str, Any]:
     """Insert one member (version 1) and return it; a taken email raises Conflict."""
     values = _new_member(data, dt.datetime.now(dt.UTC))
     with translating():
-        row = session.execute(insert(Member).values(values).returning(*MEMBER_COLUMNS))
+        row = session.execute(insert(Member).values(values).returning(*NEW_MEMBER_COLUMNS))
         return serialize.member(row.mappings().one())
 
 

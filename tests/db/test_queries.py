@@ -105,6 +105,28 @@ def test_get_member_shape(known: dict[str, int], session: Session) -> None:
     assert get_member(session, 10**12) is None
 
 
+def test_last_seen_at_is_the_members_own_newest_day(
+    known: dict[str, int], session: Session
+) -> None:
+    """From the member's newest day of activity, in reads and in what writes return; never
+    another member's (a subquery left uncorrelated in INSERT/UPDATE ... RETURNING would be)."""
+    alice = known["alice"]
+    days = ((1, "2025-06-01T09:00"), (2, "2025-06-02T08:00"))
+    session.execute(
+        insert(MemberActivityDaily),
+        [{"member_id": alice, "day": dt.date(2025, 6, d), "last_seen_at": at(t)} for d, t in days],
+    )
+    newest = "2025-06-02T08:00:00+00:00"
+    assert get_member(session, alice)["last_seen_at"] == newest  # type: ignore[index]
+    assert members_by_ids(session, [alice])[alice]["last_seen_at"] == newest
+    assert update_member(session, alice, {"first_name": "Alicia"})["last_seen_at"] == newest
+    assert update_member(session, known["bob"], {"first_name": "Robert"})["last_seen_at"] is None
+    created = create_member(
+        session, {"email": "new@example.com", "first_name": "N", "last_name": "M", "country": "US"}
+    )
+    assert created["last_seen_at"] is None
+
+
 def test_members_after_pages_by_id(known: dict[str, int], session: Session) -> None:
     ids = sorted(known.values())
     assert [m["id"] for m in members_after(session, 0, 3)] == ids[:3]
