@@ -25,13 +25,28 @@ from urllib.parse import quote
 import httpx
 
 from config import Settings, load_settings
-from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment
-from tests.deploy.test_failover import sentinel_ready
+from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, command
 from tests.support.redis_procs import RedisProcess, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 API_START_TIMEOUT = 30.0
 BROKER_DB, RESULTS_DB = 1, 2  # celeryconfig.py: cache on 0, broker on 1, results on 2
+
+
+def sentinel_ready(sentinel: RedisProcess) -> bool:
+    """This Sentinel knows the other two and the replica, and could authorize a failover."""
+    client = sentinel.client(socket_timeout=1.0)
+    try:
+        state = client.sentinel_master(MASTER_NAME)
+        quorum = command(client, "SENTINEL", "CKQUORUM", MASTER_NAME)  # error unless OK
+    finally:
+        client.close()
+    return bool(
+        state["num-other-sentinels"] == 2
+        and state["num-slaves"] == 1
+        and state["is_master"]
+        and quorum.startswith(b"OK")
+    )
 
 
 @dataclass
@@ -50,7 +65,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def sentinel_cluster(deployment: Deployment) -> Iterator[Cluster]:
-    """The steps of the ``cluster`` fixture of test_failover.py: min-replicas-to-write,
+    """Master, replica and three Sentinels that know each other: min-replicas-to-write,
     down-after and failover timeouts as rendered for production."""
     started: list[RedisProcess] = []
     try:

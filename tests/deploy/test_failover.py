@@ -14,7 +14,8 @@ import redis
 from redis.sentinel import Sentinel
 
 from cache.keys import Keys
-from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, command
+from tests.deploy.app_stack import sentinel_cluster
+from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment
 from tests.support.redis_procs import HOST, RedisProcess, wait_for
 
 pytestmark = pytest.mark.fault
@@ -54,47 +55,12 @@ def test_the_master_takes_writes_only_with_a_replica(deployment: Deployment) -> 
             app.close()
 
 
-def sentinel_ready(sentinel: RedisProcess) -> bool:
-    """This Sentinel knows the other two and the replica, and could authorize a failover."""
-    client = sentinel.client(socket_timeout=1.0)
-    try:
-        state = client.sentinel_master(MASTER_NAME)
-        quorum = command(client, "SENTINEL", "CKQUORUM", MASTER_NAME)  # error unless OK
-    finally:
-        client.close()
-    return bool(
-        state["num-other-sentinels"] == 2
-        and state["num-slaves"] == 1
-        and state["is_master"]
-        and quorum.startswith(b"OK")
-    )
-
-
 @pytest.fixture
 def cluster(
     make_deployment: Callable[..., Deployment],
 ) -> Iterator[tuple[Deployment, RedisProcess, RedisProcess, list[RedisProcess]]]:
-    deployment = make_deployment()
-    started: list[RedisProcess] = []
-    try:
-        master = deployment.start_master()
-        started.append(master)
-        replica = deployment.start_replica(master)
-        started.append(replica)
-        sentinels = []
-        for _ in range(3):
-            sentinels.append(deployment.start_sentinel(master))
-            started.append(sentinels[-1])
-        wait_for(
-            lambda: all(sentinel_ready(s) for s in sentinels),
-            30,
-            0.2,
-            message="three Sentinels that know each other and the replica",
-        )
-        yield deployment, master, replica, sentinels
-    finally:
-        for proc in reversed(started):
-            proc.close()
+    with sentinel_cluster(make_deployment()) as started:
+        yield started.deployment, started.master, started.replica, started.sentinels
 
 
 @pytest.mark.slow
