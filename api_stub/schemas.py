@@ -30,8 +30,8 @@ def _birth_date(value: dt.date | None) -> dt.date | None:
     return value
 
 
-class MemberCreate(BaseModel):
-    """POST /members and each row of an import."""
+class _MemberFields(BaseModel):
+    """The fields a whole member carries, as created and as replaced."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,32 +42,26 @@ class MemberCreate(BaseModel):
     status: Code = "active"
     tier: Code = "bronze"
     birth_date: dt.date | None = None
-    joined_at: dt.datetime | None = None  # imports carry history; default: now
 
     _check_birth = field_validator("birth_date")(_birth_date)
+
+
+class MemberCreate(_MemberFields):
+    """POST /members and each row of an import."""
+
+    joined_at: dt.datetime | None = None  # imports carry history; default: now
 
     def values(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 
 
-class MemberReplace(BaseModel):
+class MemberReplace(_MemberFields):
     """PUT /members/{id}: the whole member; omitted optional fields take their defaults.
 
     ``version``, when given, must be the member's current one (optimistic locking: 409).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    email: Email
-    first_name: Name
-    last_name: Name
-    country: CountryCode
-    status: Code = "active"
-    tier: Code = "bronze"
-    birth_date: dt.date | None = None
     version: Version | None = None
-
-    _check_birth = field_validator("birth_date")(_birth_date)
 
     def values(self) -> dict[str, Any]:
         return self.model_dump(exclude={"version"})
