@@ -22,6 +22,7 @@ from celery import Task, shared_task
 
 from cache import CacheService
 from cache.errors import CacheUnavailable
+from cache.replication import replica_entries
 from db.errors import DatabaseUnavailable
 from tasks import counters, keyspace
 from workers import routing
@@ -77,16 +78,15 @@ def redis_info(cache: CacheService) -> dict[str, Any]:
     kept: dict[str, Any] = {name: info[name] for name in INFO_FIELDS if name in info}
     offset = int(info.get("master_repl_offset", 0))
     replicas = []
-    for name, value in sorted(info.items()):
-        if name.startswith("slave") and name[5:].isdigit() and isinstance(value, dict):
-            replicas.append(
-                {
-                    "address": f"{value.get('ip')}:{value.get('port')}",
-                    "state": value.get("state"),
-                    "lag_bytes": max(0, offset - int(value.get("offset", 0))),
-                    "lag_seconds": value.get("lag"),
-                }
-            )
+    for value in replica_entries(info):
+        replicas.append(
+            {
+                "address": f"{value.get('ip')}:{value.get('port')}",
+                "state": value.get("state"),
+                "lag_bytes": max(0, offset - int(value.get("offset", 0))),
+                "lag_seconds": value.get("lag"),
+            }
+        )
     kept["replicas"] = replicas
     kept["keyspace"] = {
         name: value

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from api_stub.management.runtime import ManagementRuntime
 from cache.errors import CacheError
 from cache.flow import UNAVAILABLE
+from cache.replication import replica_entries
 from db import reports
 from db.errors import DataError
 
@@ -105,18 +106,16 @@ async def replication(m: ManagementRuntime) -> dict[str, Any]:
                 }
             )
     else:
-        for name, value in sorted(info.items()):
-            if name.startswith("slave") and name[5:].isdigit() and isinstance(value, dict):
-                lag = value.get("lag")
-                replicas.append(
-                    {
-                        "address": f"{value.get('ip')}:{value.get('port')}",
-                        "state": value.get("state"),
-                        "lag_s": lag,
-                        "ok": value.get("state") == "online"
-                        and (lag is None or float(lag) <= limit),
-                    }
-                )
+        for value in replica_entries(info):
+            lag = value.get("lag")
+            replicas.append(
+                {
+                    "address": f"{value.get('ip')}:{value.get('port')}",
+                    "state": value.get("state"),
+                    "lag_s": lag,
+                    "ok": value.get("state") == "online" and (lag is None or float(lag) <= limit),
+                }
+            )
     role = info.get("role")
     expected = m.config.expected_replicas if clients.sentinel is None else 0
     ok = role == "master" and all(r["ok"] for r in replicas) and len(replicas) >= expected

@@ -15,7 +15,6 @@ from cache.errors import CacheUnavailable
 from cache.writebehind import scripts
 from cache.writebehind.buffer import WriteBehind, redis_error
 from cache.writebehind.events import ActivityEvent
-from cache.writebehind.replicas import ReplicaGate
 
 
 class _Waiter:
@@ -111,7 +110,6 @@ class AsyncGroupRecorder:
     def __init__(self, wb: WriteBehind, client: AsyncRedis, max_events: int = 1_000) -> None:
         self.wb, self.max_events = wb, max_events
         self._client = client
-        self._gate = ReplicaGate(wb.config.replicas)
         self._script = client.register_script(scripts.RECORD)
         self._queue: deque[_Pending] = deque()
         self._sender: asyncio.Task[None] | None = None
@@ -165,9 +163,10 @@ class AsyncGroupRecorder:
         replicas = self.wb.config.replicas
         if not replicas:
             return self.wb.recorded(await self._script(keys=keys, args=args))
-        if self._gate.due():
-            self._gate.update(await self._client.info("replication"))
-        self._gate.check()
+        gate = self.wb.replica_gate  # one view of the master's replicas per buffer
+        if gate.due():
+            gate.update(await self._client.info("replication"))
+        gate.check()
         pipe = self._client.pipeline(transaction=False)
         # A Script given a pipeline queues EVALSHA there (redis-py's types omit pipelines).
         await self._script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from cache.replication import replica_entries
 from cache.writebehind.errors import NotReplicated
 
 REFRESH_S: Final = 0.5  # a replica that comes back is noticed within this
@@ -21,11 +22,7 @@ REFRESH_S: Final = 0.5  # a replica that comes back is noticed within this
 
 def online_replicas(replication: Mapping[str, Any]) -> int:
     """Replicas in sync with the master, from a parsed INFO replication section."""
-    return sum(
-        1
-        for name, value in replication.items()
-        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
-    )
+    return sum(1 for replica in replica_entries(replication) if replica.get("state") == "online")
 
 
 class ReplicaGate:
