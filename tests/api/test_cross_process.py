@@ -15,8 +15,6 @@ import multiprocessing
 import os
 import random
 import secrets
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -31,10 +29,8 @@ import redis
 from cache import Keys
 from tests.api import rw_agents
 from tests.conftest import TEST_REDIS_DB
-from tests.support.redis_procs import free_port
+from tests.support.api_process import ApiProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0
 IDS = range(81, 101)  # members no other test of the session writes
 WRITERS, WRITES = 2, 60
 READERS, READS = 3, 400
@@ -43,32 +39,11 @@ READERS, READS = 3, 400
 @contextmanager
 def api_process(env: dict[str, str], workdir: Path) -> Iterator[str]:
     """``python -m api_stub`` on a free port; yields its base URL."""
-    port = free_port()
-    workdir.mkdir()
-    log_path = workdir / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api_stub", "--port", str(port)],
-            cwd=workdir,  # no .env: the environment is all it reads
-            env=os.environ | env | {"PYTHONPATH": str(ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                try:
-                    httpx.get(f"{base}/api/v1/lookups/tiers", timeout=1.0)
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, "the API did not start"
-                    time.sleep(0.1)
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    api = ApiProcess(env, workdir).start()
+    try:
+        yield api.base_url
+    finally:
+        api.stop()
 
 
 @pytest.mark.slow

@@ -1,35 +1,24 @@
 """The application on a Sentinel deployment, configured as docker-compose.yml configures it.
 
 A master, a replica and three Sentinels from the rendered deploy/redis configs
-(tests/deploy/conftest.py), the API as a real ``python -m api_stub`` (uvicorn) process logged
-in as the ACL user ``app``, and a real ``celery worker`` logged in as ``worker``, both finding
-the master through the Sentinels: REDIS_SENTINELS, REDIS_SENTINEL_MASTER,
+(tests/deploy/conftest.py); the environment of the API (ACL user ``app``, started by
+tests/support/api_process.py) and of a real ``celery worker`` (ACL user ``worker``), both
+finding the master through the Sentinels: REDIS_SENTINELS, REDIS_SENTINEL_MASTER,
 REDIS_SENTINEL_PASSWORD, and sentinel:// broker and result URLs, one chunk per Sentinel, as in
-the x-app-env block of docker-compose.yml. Processes run in directories outside the
-repository (no .env is read) and are stopped by their process id.
+the x-app-env block of docker-compose.yml.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from urllib.parse import quote
-
-import httpx
 
 from config import Settings, load_settings
 from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, command
-from tests.support.redis_procs import RedisProcess, free_port, wait_for
+from tests.support.redis_procs import RedisProcess, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-API_START_TIMEOUT = 30.0
 BROKER_DB, RESULTS_DB = 1, 2  # celeryconfig.py: cache on 0, broker on 1, results on 2
 
 
@@ -120,59 +109,3 @@ def app_env(cluster: Cluster, user: str, database_url: str, **extra: str) -> dic
 def settings_of(env: dict[str, str]) -> Settings:
     """The Settings a process started with ``env`` builds (no .env file)."""
     return load_settings(**{name.lower(): value for name, value in env.items()}, _env_file=None)
-
-
-@dataclass
-class ApiProcess:
-    """``python -m api_stub --port P`` in its own process group, its output in a log file."""
-
-    env: dict[str, str]
-    directory: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "api.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> ApiProcess:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api_stub", "--port", str(self.port)],
-                cwd=self.directory,  # no .env of the working tree: the environment is all
-                env=os.environ | self.env | {"PYTHONPATH": str(ROOT)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + API_START_TIMEOUT
-        while True:
-            try:
-                httpx.get(f"{self.base_url}/api/v1/lookups/tiers", timeout=1.0)
-                return self
-            except httpx.TransportError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the API exited:\n{self.log()}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the API did not start:\n{self.log()}") from None
-                time.sleep(0.1)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (uvicorn's graceful shutdown), then SIGKILL of its group if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout)

@@ -44,15 +44,16 @@ from cache.keys import Keys
 from db import make_engine
 from tests.deploy.app_stack import (
     BROKER_DB,
-    ApiProcess,
     Cluster,
     app_env,
     sentinel_cluster,
     settings_of,
 )
 from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment
+from tests.support.api_process import ApiProcess
 from tests.support.postgres import throwaway_database
 from tests.support.redis_procs import RedisProcess, sentinel_master_addr, wait_for
+from tests.workers.harness import final
 from tests.workers.processes import WorkerProcess
 from workers import routing
 from workers.client import Progress, TaskClient
@@ -175,18 +176,6 @@ def acknowledged(posts: Iterable[Post]) -> list[Post]:
     return [post for post in posts if 200 <= post.status < 300]
 
 
-def finished(tasks: TaskClient, task_id: str, timeout: float = TASK_TIMEOUT) -> Progress:
-    """The task's final state (SUCCESS or FAILURE) from the result backend."""
-
-    def ready() -> Progress | None:
-        progress = tasks.progress(task_id)
-        return progress if progress.ready else None
-
-    done = wait_for(ready, timeout, 0.1, message=f"task {task_id} to finish")
-    assert done is not None
-    return done
-
-
 def wait_final(tasks: TaskClient, task_id: str, timeout: float) -> Progress:
     """The task's state once final, or as it is after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -207,7 +196,7 @@ def unacked_task_ids(cluster: Cluster) -> list[str]:
 
 def warmed(stack: Stack, ids: range, task_id: str) -> None:
     """The warm-up succeeded and wrote every member into the cache of the current master."""
-    done = finished(stack.tasks, task_id)
+    done = final(stack.tasks, task_id, TASK_TIMEOUT)
     assert done.state == "SUCCESS", (done, stack.worker.log()[-3000:])
     assert done.result["written"] + done.result["present"] == len(ids), done.result
     master = stack.cluster.deployment.client(current_master(stack.cluster), "app")
@@ -236,7 +225,7 @@ def flush_all(stack: Stack) -> list[dict[str, Any]]:
     """Flush runs on the worker until the stream's backlog is empty; their results."""
     results: list[dict[str, Any]] = []
     for _ in range(5):
-        done = finished(stack.tasks, stack.tasks.send(routing.FLUSH_WRITEBEHIND, 2.0))
+        done = final(stack.tasks, stack.tasks.send(routing.FLUSH_WRITEBEHIND, 2.0), TASK_TIMEOUT)
         assert done.state == "SUCCESS", (done, stack.worker.log()[-3000:])
         results.append(done.result)
         if done.result["backlog"] == 0:

@@ -8,7 +8,6 @@ way an OOM killer or a lost host takes a worker away.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self, TypeVar
 
+from tests.support.process_group import kill_group, stop_group
 from workers import routing
 from workers.client import TaskClient
 
@@ -90,13 +90,8 @@ class CeleryProcess:
         """SIGTERM (warm shutdown), then SIGKILL of the group if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        with contextlib.suppress(ProcessLookupError):  # pool children a killed parent left
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc, timeout)
+        kill_group(self.proc)  # pool children a killed parent left
 
 
 @dataclass
