@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from cachectl.stack import has_api
+from tests.support.postgres import create_database, database_url, drop_database
 from tests.support.redis_procs import free_port
-from tests.workers import services
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -39,16 +39,11 @@ def _processes_with(marker: str) -> list[int]:
 
 @pytest.fixture
 def empty_database() -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
-    name = f"mc_up_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(services.ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database("up")  # empty: `cachectl up` migrates and seeds it
     try:
-        yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+        yield database_url(name)
     finally:
-        services.drop_database(name)
+        drop_database(name)
 
 
 def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path, empty_database: str) -> None:

@@ -14,23 +14,12 @@ from redis.exceptions import NoPermissionError
 
 from api_stub.management import PREFIX
 from deploy.render import render_dir
+from tests.deploy.conftest import SECRET_NAMES
 from tests.management.conftest import Tokens, serve, settings_for
 from tests.support.redis_procs import RedisProcess, make_tls_files, start_redis
 
 pytestmark = [pytest.mark.fault, pytest.mark.anyio]
 APP_PREFIX = "membership:"  # the template's default key prefix
-SECRETS = (
-    "REDIS_ADMIN_PASSWORD",
-    "REDIS_APP_PASSWORD",
-    "REDIS_WORKER_PASSWORD",
-    "REDIS_REPLICATION_PASSWORD",
-    "REDIS_SENTINEL_AUTH_PASSWORD",
-    "REDIS_SENTINEL_PASSWORD",
-    "REDIS_HEALTHCHECK_PASSWORD",
-    "POSTGRES_PASSWORD",
-    "REDIS_COMMANDER_PASSWORD",
-    "FLOWER_PASSWORD",
-)
 DANGEROUS = (
     ("FLUSHALL",),
     ("FLUSHDB",),
@@ -48,7 +37,7 @@ def production_acl(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[RedisProcess, dict[str, str]]]:
     directory = tmp_path_factory.mktemp("deploy")
-    env = {name: secrets.token_hex(24) for name in SECRETS}
+    env = {name: secrets.token_hex(24) for name in SECRET_NAMES}
     env |= {"REDIS_DATA_DIR": str(directory), "REDIS_MASTER_HOST": "127.0.0.1",
             "REDIS_MASTER_PORT": "1"}  # fmt: skip
     render_dir(directory, env)

@@ -40,11 +40,11 @@ def drop_database(name: str, admin_dsn: str = ADMIN_DSN) -> None:
         conn.execute(drop.format(sql.Identifier(name)))
 
 
-@contextmanager
-def throwaway_database(
+def prepared_database(
     label: str, *, members: int = 0, now: dt.datetime | None = None
-) -> Iterator[str]:
-    """URL of a new, migrated database seeded with ``members`` members; dropped on exit."""
+) -> tuple[str, str]:
+    """(name, URL) of a new, migrated database seeded with ``members`` members; the caller
+    drops it (drop_database), as throwaway_database does."""
     assert port_answers(PG_HOST, PG_PORT), f"PostgreSQL must answer on {PG_HOST}:{PG_PORT}"
     name = create_database(label)
     try:
@@ -56,6 +56,19 @@ def throwaway_database(
                 seed(engine, members, progress=False, now=now)
             finally:
                 engine.dispose()
+    except BaseException:
+        drop_database(name)
+        raise
+    return name, url
+
+
+@contextmanager
+def throwaway_database(
+    label: str, *, members: int = 0, now: dt.datetime | None = None
+) -> Iterator[str]:
+    """URL of a new, migrated database seeded with ``members`` members; dropped on exit."""
+    name, url = prepared_database(label, members=members, now=now)
+    try:
         yield url
     finally:
         drop_database(name)

@@ -9,15 +9,10 @@ PostgreSQL database created for it and dropped afterwards.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 
-import psycopg
-from psycopg import sql
+from tests.support.postgres import drop_database as drop_database  # drops what create_database made
+from tests.support.postgres import prepared_database
 
-from db.engine import port_answers
-
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-ADMIN_DSN = f"postgresql://root@{PG_HOST}:{PG_PORT}/postgres"
 SEED_NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
 
 CACHE_DB, BROKER_DB, RESULTS_DB = 0, 1, 2
@@ -25,32 +20,7 @@ CACHE_DB, BROKER_DB, RESULTS_DB = 0, 1, 2
 
 def create_database(members: int) -> tuple[str, str]:
     """A migrated, seeded PostgreSQL database: (name, SQLAlchemy URL)."""
-    from db import make_engine, seed, upgrade
-
-    if not port_answers(PG_HOST, PG_PORT):
-        raise RuntimeError(f"PostgreSQL must be running on {PG_HOST}:{PG_PORT}")
-    name = f"mc_celery_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"postgresql+psycopg://root@{PG_HOST}:{PG_PORT}/{name}"
-    try:
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            seed(engine, members, progress=False, now=SEED_NOW)
-        finally:
-            engine.dispose()
-    except BaseException:
-        drop_database(name)
-        raise
-    return name, url
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    return prepared_database("celery", members=members, now=SEED_NOW)
 
 
 def stack_env(prefix: str, port: int, database_url: str, **extra: str) -> dict[str, str]:
