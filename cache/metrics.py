@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cache.types import DataType
@@ -85,6 +86,19 @@ COUNTER_NAMES: tuple[str, ...] = (
     "early_refreshes",
     "lease_waits",
 )
+
+
+def rates(totals: Mapping[str, float]) -> dict[str, Any]:
+    """Hit rate (served / lookups) and error rate (errors / operations) of summed counters."""
+    served = totals.get("hits", 0) + totals.get("stale", 0) + totals.get("negative_hits", 0)
+    lookups = served + totals.get("misses", 0)
+    operations = lookups + totals.get("writes", 0) + totals.get("loads", 0)
+    errors = totals.get("errors", 0) + totals.get("load_errors", 0)
+    return {
+        "lookups": lookups,
+        "hit_rate": round(served / lookups, 6) if lookups else None,
+        "error_rate": round(errors / operations, 6) if operations else None,
+    }
 
 
 class TypeCounters:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from cache.metrics import COUNTER_NAMES
+from cache.metrics import COUNTER_NAMES, rates
 
 COUNTERS: Final = COUNTER_NAMES  # cache.metrics: the one list of them
 # Redis INFO counters that only grow during a server run.
@@ -52,19 +52,6 @@ def compact(document: Mapping[str, Any]) -> dict[str, Any]:
         "breaker_skips": int(snapshot.get("breaker_skips", 0)),
         "outbox_pending": int(snapshot.get("outbox_pending", 0)),
         "lifetimes": document.get("lifetimes") or {},
-    }
-
-
-def rates(totals: Mapping[str, float]) -> dict[str, float | None]:
-    """Hit rate (served / lookups) and error rate (errors / operations) of summed counters."""
-    served = totals.get("hits", 0) + totals.get("stale", 0) + totals.get("negative_hits", 0)
-    lookups = served + totals.get("misses", 0)
-    operations = lookups + totals.get("writes", 0) + totals.get("loads", 0)
-    errors = totals.get("errors", 0) + totals.get("load_errors", 0)
-    return {
-        "lookups": lookups,
-        "hit_rate": round(served / lookups, 6) if lookups else None,
-        "error_rate": round(errors / operations, 6) if operations else None,
     }
 
 

@@ -21,10 +21,10 @@ from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 
-from api_stub.management.health import rates
 from api_stub.management.runtime import ManagementRuntime
 from cache.errors import CacheError
 from cache.metrics import COUNTER_NAMES as COUNTERS
+from cache.metrics import rates
 from db import reports
 from db.errors import DataError
 from workers.publisher import read_published

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from api_stub.management.runtime import ManagementRuntime
 from cache.errors import CacheError
 from cache.flow import UNAVAILABLE
+from cache.metrics import rates
 from cache.replication import replica_entries
 from db import reports
 from db.errors import DataError
@@ -143,19 +144,6 @@ async def memory(m: ManagementRuntime) -> dict[str, Any]:
         "ratio": ratio,
         "policy": info.get("maxmemory_policy"),
         "evicted_keys": info.get("evicted_keys"),
-    }
-
-
-def rates(total: dict[str, Any]) -> dict[str, Any]:
-    """Lookups, hit rate and error rate of summed counters (cache.metrics names)."""
-    served = total.get("hits", 0) + total.get("stale", 0) + total.get("negative_hits", 0)
-    lookups = served + total.get("misses", 0)
-    operations = lookups + total.get("writes", 0) + total.get("loads", 0)
-    errors = total.get("errors", 0) + total.get("load_errors", 0)
-    return {
-        "lookups": lookups,
-        "hit_rate": round(served / lookups, 6) if lookups else None,
-        "error_rate": round(errors / operations, 6) if operations else None,
     }
 
 

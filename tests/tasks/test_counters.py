@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.counters import Window, compact, merge, rates
+from cache.metrics import rates
+from tasks.counters import Window, compact, merge
 
 
 def process(started: float, hits: int, misses: int, errors: int = 0, **life: Any) -> dict[str, Any]:
