@@ -28,7 +28,10 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T | None], timeout: float = 20.0, what: str = "condition"
+    predicate: Callable[[], T | None],
+    timeout: float = 20.0,
+    what: str = "condition",
+    poll: float = 0.05,
 ) -> T:
     """The first truthy value ``predicate`` returns; TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -38,7 +41,7 @@ def wait_for(
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class CeleryProcess:
 
     def start(self) -> Self:
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:  # a restart adds to the log of the earlier runs
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=self.cwd,
@@ -74,6 +77,9 @@ class CeleryProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

@@ -4,38 +4,22 @@ totals to compare it with, and ``celery worker`` flush processes that can be SIG
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Engine, text
 
 from cache.writebehind import GROUP, KINDS, ActivityEvent, Backpressure, WriteBehind
+from tests.workers.processes import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 KIND_NAMES = tuple(KINDS)
 Totals = dict[int, tuple[int, int, int]]
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
 
 
 def stream_ids(client: Any, stream: str) -> list[str]:
@@ -139,51 +123,13 @@ def worker_env(prefix: str, database_url: str, broker_url: str) -> dict[str, str
 
 
 @dataclass
-class FlushWorker:
-    """``celery -A workers.app worker`` on cache.writebehind, one pool process, own session."""
+class FlushWorker(WorkerProcess):
+    """A ``celery worker`` on cache.writebehind with one pool process, under a stable name: a
+    worker restarted after a kill resumes its own pending entries."""
 
-    env: dict[str, str]
-    directory: Path
-    name: str = "wbflush@%h"  # stable: a restarted worker resumes its own pending entries
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "worker.log"
-
-    def start(self) -> FlushWorker:
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-            "-Q", "cache.writebehind", "-c", "1", "-P", "prefork", "-n", self.name,
-            "-I", "tasks.writebehind", "-l", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                command, cwd=self.directory, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool process: no shutdown code runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        text_ = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text_.splitlines()[-lines:])
+    name: str = "wbflush@%h"
+    queues: tuple[str, ...] = ("cache.writebehind",)
+    concurrency: int = 1
 
 
 def send_flush(app: Any, seconds: float) -> None:

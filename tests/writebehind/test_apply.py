@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 from cache.writebehind import (
     ActivityEvent,
@@ -24,21 +24,11 @@ from db.queries import LAST_SEEN_AT
 from db.seed import seed
 from db.writebehind import BatchOverlap, UnknownMembers, apply_batch, read_offset
 from tasks.writebehind import sql_apply
+from tests.writebehind.support import db_totals
 
 D0 = dt.date(2025, 6, 15)
 AT = dt.datetime(2025, 6, 15, 10, 0, tzinfo=dt.UTC)
 STREAM = "test:wb:stream"
-
-
-def totals(engine: Engine) -> dict[int, tuple[int, int, int]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT member_id, sum(logins), sum(checkins), sum(page_views)"
-                " FROM member_activity_daily GROUP BY member_id"
-            )
-        )
-        return {m: (int(lo), int(c), int(p)) for m, lo, c, p in rows}
 
 
 def last_seen(engine: Engine, member_id: int) -> dt.datetime | None:
@@ -56,16 +46,16 @@ def test_the_same_batch_applied_twice_counts_once(engine: Engine) -> None:
     rows = rows_of((1, 2, 0, 5), (2, 0, 1, 0))
     assert apply_batch(engine, STREAM, "1000-3", rows, batch_first_id="1000-0") is True
     assert apply_batch(engine, STREAM, "1000-3", rows, batch_first_id="1000-0") is False
-    assert totals(engine) == {1: (2, 0, 5), 2: (0, 1, 0)}
+    assert db_totals(engine) == {1: (2, 0, 5), 2: (0, 1, 0)}
     assert read_offset(engine, STREAM) == "1000-3"
     assert apply_batch(engine, STREAM, "1001-0", rows_of((1, 1, 0, 0))) is True
-    assert totals(engine)[1] == (3, 0, 5)  # a later batch adds its deltas
+    assert db_totals(engine)[1] == (3, 0, 5)  # a later batch adds its deltas
 
 
 def test_offsets_compare_as_numbers(engine: Engine) -> None:
     assert apply_batch(engine, STREAM, "10000-0", rows_of((1, 1, 0, 0)))
     assert not apply_batch(engine, STREAM, "9999-5", rows_of((1, 1, 0, 0)))  # "9999" > "10000"
-    assert totals(engine) == {1: (1, 0, 0)}
+    assert db_totals(engine) == {1: (1, 0, 0)}
 
 
 def test_an_overlapping_cut_is_refused_whole(engine: Engine) -> None:
@@ -73,14 +63,14 @@ def test_an_overlapping_cut_is_refused_whole(engine: Engine) -> None:
     with pytest.raises(BatchOverlap) as raised:
         apply_batch(engine, STREAM, "90-0", rows_of((1, 9, 0, 0)), batch_first_id="30-0")
     assert raised.value.applied_through == "50-0"
-    assert totals(engine) == {1: (1, 0, 0)}
+    assert db_totals(engine) == {1: (1, 0, 0)}
 
 
 def test_unknown_members_are_refused_before_anything_is_written(engine: Engine) -> None:
     with pytest.raises(UnknownMembers) as raised:
         apply_batch(engine, STREAM, "5-0", rows_of((1, 1, 0, 0), (999_999, 1, 0, 0)))
     assert raised.value.member_ids == {999_999}
-    assert totals(engine) == {}
+    assert db_totals(engine) == {}
     assert read_offset(engine, STREAM) is None
 
 
@@ -103,7 +93,7 @@ def test_the_flusher_skips_what_another_cut_applied(wb: WriteBehind, engine: Eng
     apply_batch(engine, wb.stream, ids[3], rows_of((1, 4, 0, 0)), batch_first_id=ids[0])
     flusher = Flusher(wb, sql_apply(engine), "b")
     flusher.drain(5, until_empty=True)
-    assert totals(engine) == {1: (6, 0, 0)}
+    assert db_totals(engine) == {1: (6, 0, 0)}
     assert flusher.stats.overlaps == 1
     assert wb.health().backlog == 0
 
@@ -113,7 +103,7 @@ def test_events_of_unknown_members_are_dead_lettered(wb: WriteBehind, engine: En
     wb.record([ActivityEvent(2, "checkin")])
     flusher = Flusher(wb, sql_apply(engine), "a")
     flusher.drain(5, until_empty=True)
-    assert totals(engine) == {1: (1, 0, 0), 2: (0, 1, 0)}
+    assert db_totals(engine) == {1: (1, 0, 0), 2: (0, 1, 0)}
     (dead,) = wb.dead_letters()
     assert (dead["m"], dead["error"]) == ("424242", "unknown member ids: 424242")
     assert wb.health().backlog == 0
@@ -132,7 +122,7 @@ def test_a_batch_that_keeps_failing_is_halved_down_to_the_culprit(
         return apply(stream, first, last, rows)
 
     Flusher(wb, picky, "a").drain(5, until_empty=True)
-    assert totals(engine) == {1: (7, 0, 0)}
+    assert db_totals(engine) == {1: (7, 0, 0)}
     assert [d["id"] for d in wb.dead_letters()] == [bad]
 
 
@@ -166,7 +156,7 @@ def test_two_flushers_end_with_the_newest_sighting(wb: WriteBehind, engine: Engi
             thread.join()
     assert not errors
     assert last_seen(engine, 1) == newest
-    assert totals(engine) == {1: (0, 0, 1000)}
+    assert db_totals(engine) == {1: (0, 0, 1000)}
     assert all(f.stats.batches > 0 for f in flushers), "both flushers took part"
 
 
@@ -181,7 +171,7 @@ def test_sqlite_applies_exactly_once_too(tmp_path: Path) -> None:
         assert not apply_batch(engine, STREAM, "7-1", rows)
         later = AT + dt.timedelta(seconds=1)
         assert apply_batch(engine, STREAM, "8-0", [ActivityRow(1, D0, 1, 0, 0, later)])
-        assert totals(engine) == {1: (2, 2, 3), 2: (0, 0, 1)}
+        assert db_totals(engine) == {1: (2, 2, 3), 2: (0, 0, 1)}
         assert last_seen(engine, 1) == later.replace(tzinfo=None)
         with pytest.raises(UnknownMembers):
             apply_batch(engine, STREAM, "9-0", [ActivityRow(77, D0, 1, 0, 0, AT)])
@@ -199,6 +189,6 @@ def test_a_restart_resumes_every_batch_it_held_in_order(wb: WriteBehind, engine:
     apply_batch(engine, small.stream, first.events[-1].id, rows_of((1, 4, 0, 0)))
     flusher = Flusher(small, sql_apply(engine), "a")
     flusher.drain(10, until_empty=True)
-    assert totals(engine) == {1: (10, 0, 0)}
+    assert db_totals(engine) == {1: (10, 0, 0)}
     assert flusher.stats.replayed_batches == 1
     assert small.health().backlog == 0

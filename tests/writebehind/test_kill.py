@@ -20,6 +20,7 @@ from cache.writebehind import WriteBehind, stream_id
 from config import Settings
 from db.writebehind import read_offset
 from tests.support.redis_procs import RedisProcess, start_redis
+from tests.workers.processes import wait_for
 from tests.writebehind.support import (
     FlushWorker,
     Producer,
@@ -27,7 +28,6 @@ from tests.writebehind.support import (
     db_totals,
     pending_ids,
     send_flush,
-    wait_for,
     worker_env,
 )
 from workers.factory import create_app

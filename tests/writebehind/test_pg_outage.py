@@ -22,6 +22,7 @@ from config import Settings
 from db import make_engine
 from db.writebehind import read_offset
 from tests.support.redis_procs import free_port, start_redis
+from tests.workers.processes import wait_for
 from tests.writebehind.conftest import prepare
 from tests.writebehind.support import (
     FlushWorker,
@@ -29,7 +30,6 @@ from tests.writebehind.support import (
     db_last_seen,
     db_totals,
     send_flush,
-    wait_for,
     worker_env,
 )
 from workers.factory import create_app
