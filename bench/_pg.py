@@ -28,11 +28,12 @@ ADMIN_DSN: Final = "postgresql://root@127.0.0.1:5432/postgres"
 
 @dataclass(frozen=True)
 class Seeded:
+    name: str
     url: str  # SQLAlchemy URL
     dsn: str  # libpq DSN, for the statistics
     members: int
     payments: int
-    seconds: float
+    seconds: float  # to seed
     size_mb: float
 
 
@@ -52,9 +53,10 @@ class Counts:
         return self.reads + self.writes
 
 
-@contextmanager
-def throwaway(members: int) -> Iterator[Seeded]:
-    """A new database, migrated, seeded with ``members`` members, vacuumed; dropped after."""
+def create_seeded(members: int) -> Seeded:
+    """A new database, migrated, seeded with ``members`` members and settled (vacuumed,
+    dirty pages flushed: a live system is not measured while autovacuum and the checkpointer
+    digest millions of new rows). The caller drops it (:func:`drop`)."""
     name = f"mc_bench_{secrets.token_hex(6)}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -68,21 +70,38 @@ def throwaway(members: int) -> Iterator[Seeded]:
         finally:
             engine.dispose()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            # Leaves autovacuum nothing to do during the measurements.
             conn.execute("VACUUM ANALYZE")
+            conn.execute("CHECKPOINT")
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        yield Seeded(
-            url=url,
-            dsn=dsn,
-            members=report.members,
-            payments=report.payments,
-            seconds=report.seconds,
-            size_mb=(size[0] if size else 0) / 1e6,
+    except BaseException:
+        drop(name)
+        raise
+    return Seeded(
+        name=name,
+        url=url,
+        dsn=dsn,
+        members=report.members,
+        payments=report.payments,
+        seconds=report.seconds,
+        size_mb=(size[0] if size else 0) / 1e6,
+    )
+
+
+def drop(name: str) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@contextmanager
+def throwaway(members: int) -> Iterator[Seeded]:
+    """:func:`create_seeded`, dropped after."""
+    seeded = create_seeded(members)
+    try:
+        yield seeded
     finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
+        drop(seeded.name)
 
 
 def quiet(dsn: str, timeout: float = 300.0) -> None:

@@ -8,7 +8,6 @@ dropped; the worker is a ``celery -A workers.app worker`` subprocess on that pai
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -19,56 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import psycopg
-from psycopg import sql
-
+from bench import _pg
 from cache import CacheService, build_cache
 from cachectl.embedded import EmbeddedRedis, start_embedded_redis
 from config import Settings, load_settings
 from workers.client import TaskClient
 
-PG_ADMIN: Final = "postgresql://root@127.0.0.1:5432/postgres"
 PREFIX: Final = "bench:tasks:"
 REPO: Final = Path(__file__).resolve().parents[1]
-
-
-def create_database(members: int) -> tuple[str, str, float]:
-    """(name, URL, seconds to seed): migrated and seeded with ``members`` members."""
-    from db import make_engine, seed, upgrade
-
-    name = f"mc_bench_{secrets.token_hex(5)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-    try:
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            report = seed(engine, members, progress=False)
-        finally:
-            engine.dispose()
-        settle(name)
-    except BaseException:
-        drop_database(name)
-        raise
-    return name, url, report.seconds
-
-
-def settle(name: str) -> None:
-    """Let the fresh bulk load settle (vacuum, flush dirty pages) before anything is timed:
-    a live system is not warmed while autovacuum and the checkpointer digest millions of
-    new rows."""
-    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) members")
-        conn.execute("CHECKPOINT")
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 @dataclass
@@ -96,7 +53,7 @@ class Stack:
             self.client.close()
             self.cache.close()
             self.redis.stop()
-            drop_database(self.database)
+            _pg.drop(self.database)
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -105,7 +62,7 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
     directory = Path(tempfile.mkdtemp(prefix="bench-tasks-"))
     redis = start_embedded_redis(directory)
     try:
-        database, url, seeded = create_database(members)
+        seeded = _pg.create_seeded(members)
     except BaseException:
         redis.stop()
         raise
@@ -117,7 +74,7 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
         "REDIS_KEY_PREFIX": PREFIX,
         "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/1",
         "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/2",
-        "DATABASE_URL": url,
+        "DATABASE_URL": seeded.url,
     }
     settings = load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
     worker = subprocess.Popen(
@@ -135,7 +92,15 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
     )
     client = TaskClient(settings)
     stack = Stack(
-        directory, redis, database, url, settings, env, client, build_cache(settings), worker
+        directory,
+        redis,
+        seeded.name,
+        seeded.url,
+        settings,
+        env,
+        client,
+        build_cache(settings),
+        worker,
     )
     deadline = time.monotonic() + 60
     while not client.app.control.ping(timeout=0.5):
@@ -143,4 +108,4 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
             log = (directory / "worker.log").read_text(errors="replace")
             stack.close()
             raise RuntimeError(f"the benchmark's worker did not start:\n{log}")
-    return stack, seeded
+    return stack, seeded.seconds

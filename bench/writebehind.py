@@ -37,16 +37,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Final
 
 import psycopg
 import redis
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from bench import _pg
 from cache import build_cache
 from cache.client import connect_async
 from cache.writebehind import (
@@ -59,13 +58,11 @@ from cache.writebehind import (
     WriteBehindConfig,
 )
 from config import Settings, load_settings
-from db import make_engine, upgrade
-from db.seed import seed
+from db import make_engine
 from db.writebehind import apply_batch
 from tasks.writebehind import sql_apply
 
 BENCH_DB: Final = 14
-ADMIN_DSN: Final = "postgresql://root@127.0.0.1:5432/postgres"
 KINDS: Final = ("login", "checkin", "page_view")
 LAG_RATE: Final = 5_000
 LAG_BATCH: Final = 5  # events a call: 1,000 calls/s, within this client's round-trip budget
@@ -86,30 +83,6 @@ def bench_settings(prefix: str) -> Settings:
         redis_db=BENCH_DB, redis_key_prefix=prefix, redis_url=None, redis_sentinels="",
         redis_cluster_nodes="", redis_socket_timeout=2.0,
     )  # fmt: skip
-
-
-@contextmanager
-def throwaway_database(members: int) -> Iterator[tuple[str, str]]:
-    """(SQLAlchemy URL, libpq DSN) of a new database with ``members`` members; dropped after."""
-    name = f"mc_bench_wb_{secrets.token_hex(5)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            seed(engine, members, progress=False)
-        finally:
-            engine.dispose()
-        dsn = f"postgresql://root@127.0.0.1:5432/{name}"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
-        yield url, dsn
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
 
 
 def _event(rng: random.Random, members: int) -> ActivityEvent:
@@ -495,7 +468,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "connections": opts.connections,
     }
     try:
-        with throwaway_database(opts.members) as (url, dsn):
+        with _pg.throwaway(opts.members) as db:
+            url, dsn = db.url, db.dsn
             wb.ensure_group()
             report |= measure_accept(wb, floor, opts)
             _clear(floor, settings.redis_key_prefix)
