@@ -13,15 +13,11 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from cache.types import DataType
+from cache.types import TTL_SETTING, DataType
 
 
 class _TtlSettings(Protocol):
-    redis_default_ttl: int
-    cache_analytics_ttl: int
-    cache_statistics_ttl: int
-    cache_member_ttl: int
-    cache_lookup_ttl: int
+    # plus the TTL of each data type, named in cache.types.TTL_SETTING
     cache_ttl_jitter: float
     cache_stale_ratio: float
     cache_negative_ttl: int
@@ -44,11 +40,7 @@ class TtlPolicy:
     def from_settings(cls, settings: _TtlSettings) -> TtlPolicy:
         return cls(
             base={
-                DataType.ANALYTICS: settings.cache_analytics_ttl,
-                DataType.STATISTICS: settings.cache_statistics_ttl,
-                DataType.MEMBER: settings.cache_member_ttl,
-                DataType.LOOKUP: settings.cache_lookup_ttl,
-                DataType.DEFAULT: settings.redis_default_ttl,
+                data_type: int(getattr(settings, field)) for data_type, field in TTL_SETTING.items()
             },
             jitter=settings.cache_ttl_jitter,
             stale_ratio=settings.cache_stale_ratio,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Final
 
 
@@ -14,6 +15,17 @@ class DataType(enum.StrEnum):
     MEMBER = "member"
     LOOKUP = "lookup"
     DEFAULT = "default"
+
+
+# The setting that holds each data type's TTL (config.Settings field; the variable is its
+# upper-case name). TtlPolicy and the weekly TTL review read it from here.
+TTL_SETTING: Final[Mapping[DataType, str]] = {
+    DataType.ANALYTICS: "cache_analytics_ttl",
+    DataType.STATISTICS: "cache_statistics_ttl",
+    DataType.MEMBER: "cache_member_ttl",
+    DataType.LOOKUP: "cache_lookup_ttl",
+    DataType.DEFAULT: "redis_default_ttl",
+}
 
 
 class _Sentinel:
