@@ -88,9 +88,8 @@ class Kind:
     def __post_init__(self) -> None:
         if self.storage is Storage.RECORD and self.tags:
             raise ValueError(f"{self.name}: a record is kept fresh by write-through, not tags")
-        if self.warm is not Warm.NONE and self.storage is not Storage.RESPONSE:
-            if self.query is None:
-                raise ValueError(f"{self.name}: a warmed kind names its query")
+        if self.warm is not Warm.NONE and self.query is None:
+            raise ValueError(f"{self.name}: a warmed kind names its query")
         if self.warm is Warm.CRITICAL and any(len(v) != len(self.params) for v in self.variants):
             raise ValueError(f"{self.name}: every variant gives each of {self.params}")
 
