@@ -29,13 +29,13 @@ from starlette.convertors import Convertor
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_stub.rules import CONFIG, CacheRule, cached, rule_of
+from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService
 from cache.codec import Entry
 from cache.errors import InvalidKey
 from cache.invalidation import generations
 
-__all__ = ["CONFIG", "CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
+__all__ = ["CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
 
 NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPException(404)
 JSON: Final = b"application/json"

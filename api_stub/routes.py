@@ -1,8 +1,9 @@
 """The routes under /api/v1: members, the bulk import, analytics, statistics and lookups.
 
-GET routes are cached by api_stub.caching (see the ``cached`` marks); their bodies here run
-only on a miss. The aggregates and lookups are data entries under the keys the Celery warm-up
-fills (tasks.sources names them), so a warmed cache answers them without running the route.
+GET routes are cached by api_stub.caching (see the ``cached`` marks, each naming its kind in
+cache.kinds); their bodies here run only on a miss. The aggregates and lookups are data
+entries under the keys the Celery warm-up fills (``Kind.key``, generations included), so a
+warmed cache answers them without running the route.
 Writes commit first, then tell the cache (cache.invalidation), so a reader never caches what a
 rolled-back write did. Bodies are rendered with orjson, the encoding of cached documents, so a
 miss and a later hit answer the same bytes and the same ETag.
@@ -21,7 +22,7 @@ from api_stub import imports
 from api_stub.caching import cached
 from api_stub.runtime import Running, running
 from api_stub.schemas import MemberCreate, MemberPatch, MemberReplace
-from cache import DataType, Keys, invalidation
+from cache import invalidation
 from db import queries
 
 PREFIX = "/api/v1"
@@ -35,33 +36,9 @@ def json_response(
     return Response(orjson.dumps(data), status, headers, media_type="application/json")
 
 
-def member_key(keys: Keys, params: Mapping[str, Any]) -> str:
-    return keys.member(params["member_id"])
-
-
-# The names tasks.sources warms: ANALYTICS_NAMES, STATISTICS_NAMES, LOOKUP_NAMES.
-DASHBOARD = "dashboard"
-DEMOGRAPHICS = "demographics"
-
-
-def dashboard_key(keys: Keys, _params: Mapping[str, Any], gens: tuple[int, ...]) -> str:
-    """Keys.analytics("dashboard", <generation of TAG_ANALYTICS>)."""
-    return keys.analytics(DASHBOARD, *gens)
-
-
-def demographics_key(keys: Keys, _params: Mapping[str, Any], gens: tuple[int, ...]) -> str:
-    """Keys.statistics("demographics", <generation of TAG_STATISTICS>)."""
-    return keys.statistics(DEMOGRAPHICS, *gens)
-
-
-def lookup_key(keys: Keys, params: Mapping[str, Any], _gens: tuple[int, ...]) -> str:
-    """Keys.lookup(name): lookup tables have no tag, the API never writes them."""
-    return keys.lookup(params["name"])
-
-
 # --- members -----------------------------------------------------------------------------------
 @router.get("/members/{member_id:int}")
-@cached(DataType.MEMBER, record=member_key)
+@cached("member")
 async def get_member(member_id: int, run: Run) -> Response:
     member = await run.db.read(lambda session: queries.get_member(session, member_id))
     if member is None:
@@ -70,7 +47,7 @@ async def get_member(member_id: int, run: Run) -> Response:
 
 
 @router.get("/members")
-@cached(DataType.MEMBER)
+@cached("member_list")
 async def list_members(
     run: Run,
     status: Annotated[str | None, Query(max_length=16)] = None,
@@ -172,18 +149,24 @@ def _line(row: imports.BadRow) -> int:
 
 # --- aggregates and lookups ----------------------------------------------------------------
 @router.get("/analytics/dashboard")
-@cached(DataType.ANALYTICS, entry=dashboard_key)
+@cached("dashboard")
 async def analytics_dashboard(run: Run) -> Response:
     return json_response(await run.db.read(queries.analytics_dashboard))
 
 
+@router.get("/analytics/growth")
+@cached("growth")
+async def member_growth(run: Run) -> Response:
+    return json_response(await run.db.read(queries.member_growth))
+
+
 @router.get("/statistics/demographics")
-@cached(DataType.STATISTICS, entry=demographics_key)
+@cached("demographics")
 async def demographics(run: Run) -> Response:
     return json_response(await run.db.read(queries.demographics))
 
 
 @router.get("/lookups/{name}")
-@cached(DataType.LOOKUP, entry=lookup_key)
+@cached("lookup")
 async def lookup(name: str, run: Run) -> Response:
     return json_response(await run.db.read(lambda session: queries.lookup(session, name)))

@@ -1,6 +1,6 @@
 """Invalidation after a write: member write-through and tag generations, in O(1) round trips.
 
-What a member change touches::
+What a member change touches (the kinds that declare it in cache.kinds)::
 
     member created or updated  -> write-through of the member (version-guarded) + bump MEMBER_TAGS
     member deleted             -> a NOT_FOUND entry at the deleted version + 1 + bump MEMBER_TAGS
@@ -28,14 +28,12 @@ from typing import Any, Final
 
 from cache.aio import AsyncCacheService
 from cache.flow import UNAVAILABLE
+from cache.kinds import KINDS, Change
 from cache.service import CacheService
 from cache.types import NOT_FOUND, DataType
 
-TAG_ANALYTICS: Final = "analytics"  # the analytics dashboard
-TAG_STATISTICS: Final = "statistics"  # demographics
-TAG_MEMBERS: Final = "members"  # member list pages
-# Everything computed from the members table; a member change bumps all of them.
-MEMBER_TAGS: Final = (TAG_ANALYTICS, TAG_STATISTICS, TAG_MEMBERS)
+# Everything computed from the members table (cache.kinds): a member change bumps all of them.
+MEMBER_TAGS: Final = KINDS.tags_for(Change.UPDATE)
 
 REPLAY_SECONDS: Final = 0.5  # how long an idle process may leave its outbox pending
 GENERATION_BITS: Final = 62  # leaves 2**62 INCRs before the signed 64-bit counter overflows
@@ -157,7 +155,10 @@ def bump_sync(cache: CacheService, tags: Iterable[str], *, drop: Collection[str]
 
 
 async def member_saved(
-    cache: AsyncCacheService, member: Mapping[str, Any], *, tags: Iterable[str] = MEMBER_TAGS
+    cache: AsyncCacheService,
+    member: Mapping[str, Any],
+    *,
+    tags: Iterable[str] = KINDS.tags_for(Change.UPDATE),
 ) -> None:
     """A member was created or updated (committed): store it, then bump what derives from it.
 
@@ -173,7 +174,7 @@ async def member_deleted(
     member_id: int,
     version: int,
     *,
-    tags: Iterable[str] = MEMBER_TAGS,
+    tags: Iterable[str] = KINDS.tags_for(Change.DELETE),
 ) -> None:
     """A member was deleted (committed) at ``version``: cache its absence at ``version + 1``,
     so a fill that read the row before the delete is refused, then bump what derives from it.
@@ -184,7 +185,10 @@ async def member_deleted(
 
 
 async def members_imported(
-    cache: AsyncCacheService, member_ids: Iterable[int], *, tags: Iterable[str] = MEMBER_TAGS
+    cache: AsyncCacheService,
+    member_ids: Iterable[int],
+    *,
+    tags: Iterable[str] = KINDS.tags_for(Change.IMPORT),
 ) -> bool:
     """Members were inserted in bulk (committed): one round trip however many.
 

@@ -257,3 +257,7 @@ KINDS: Final = Registry(
         ),
     )
 )
+
+# What ``warmup`` accepts (the task client, the management API, cachectl): the plans, then
+# each data type with a warmed kind.
+WARMUPS: Final = ("critical", "all", "members", *(t.value for t in KINDS.warmable_types))

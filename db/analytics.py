@@ -178,6 +178,54 @@ def demographics(session: Session, *, today: dt.date | None = None) -> dict[str,
     }
 
 
+GROWTH_MONTHS: Final = 12
+
+
+def member_growth(session: Session, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Per tier and calendar month of the last year: members who joined, and members at the
+    month's end (those who joined by then and are still on the books).
+
+    Members who left are not kept by the schema, so the month-end count is of today's members:
+    it shows how the current membership was built up, tier by tier.
+    """
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    months = _months(now, GROWTH_MONTHS)
+    start = dt.datetime(int(months[0][:4]), int(months[0][5:]), 1, tzinfo=dt.UTC)
+    joined = _month(session, Member.joined_at)
+    with translating():
+        tier_codes = list(session.scalars(select(Tier.code).order_by(Tier.rank)))
+        before: Counter[str] = Counter(dict.fromkeys(tier_codes, 0))
+        for tier, count in session.execute(
+            select(Member.tier, func.count()).where(Member.joined_at < start).group_by(Member.tier)
+        ):
+            before[tier] += count
+        joins: dict[str, Counter[str]] = defaultdict(Counter)
+        for month, tier, count in session.execute(
+            select(joined, Member.tier, func.count())
+            .where(Member.joined_at >= start)
+            .group_by(joined, Member.tier)
+        ):
+            joins[tier][month] += count
+    tiers = []
+    for tier in sorted(set(before) | set(joins), key=_rank(tier_codes)):
+        running = before[tier]
+        per_month = []
+        for month in months:
+            running += joins[tier][month]
+            per_month.append({"month": month, "joined": joins[tier][month], "members": running})
+        tiers.append({"tier": tier, "months": per_month})
+    return {
+        "generated_at": serialize.iso_datetime(now),
+        "window": {"from": months[0], "to": months[-1], "months": len(months)},
+        "tiers": tiers,
+    }
+
+
+def _rank(order: list[str]) -> Any:
+    position = {code: index for index, code in enumerate(order)}
+    return lambda code: (position.get(code, len(position)), code)
+
+
 def hottest_member_ids(
     session: Session, limit: int, *, days: int = 365, now: dt.datetime | None = None
 ) -> list[int]:

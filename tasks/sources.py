@@ -3,12 +3,8 @@
 The only module of tasks/ that touches the data layer. Values come from db.queries, so a
 warmed key holds exactly what the API's read path would have stored for it.
 
-The names cached per data type are fixed here, one place for warm-up and invalidation::
-
-    lookup      tiers, statuses, countries        -> Keys.lookup(name)
-    analytics   dashboard                         -> Keys.analytics(name)
-    statistics  demographics                      -> Keys.statistics(name)
-    member      every member, by id               -> Keys.member(id)
+What is warmed, and with which query, is each kind's declaration (cache.kinds: ``query``
+names a function of db.queries, ``variants`` its arguments); :meth:`Source.load` runs it.
 
 Warming every member reads them as JSON rendered by PostgreSQL (``row_to_json``): a million
 members are a million small dicts otherwise, and building and serializing those in Python
@@ -20,7 +16,7 @@ serialized in Python.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol, cast
 
 import orjson
@@ -28,12 +24,9 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cache.kinds import Kind
 from config import Settings
 from db import make_engine, queries, resolve_database_url, session_factory
-
-LOOKUP_NAMES: Final = ("tiers", "statuses", "countries")
-ANALYTICS_NAMES: Final = ("dashboard",)
-STATISTICS_NAMES: Final = ("demographics",)
 
 Member = dict[str, Any]
 # (id, version, the member as JSON bytes, as db.serialize.member renders it)
@@ -70,11 +63,9 @@ MEMBER_JSON_SQL: Final = (
 class Source(Protocol):
     """Read side of warm-ups. Every method is one query unless it says otherwise."""
 
-    def lookup(self, name: str) -> Any: ...
-
-    def analytics(self, name: str) -> Any: ...
-
-    def statistics(self, name: str) -> Any: ...
+    def load(self, kind: Kind, params: Sequence[Any] = ()) -> Any:
+        """What ``kind`` holds for ``params``: its declared query."""
+        ...
 
     def hottest_member_ids(self, limit: int) -> list[int]: ...
 
@@ -92,6 +83,14 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def query_of(kind: Kind) -> Callable[..., Any]:
+    """The db.queries function a kind declares (``Kind.query``)."""
+    query = getattr(queries, kind.query or "", None)
+    if kind.query not in queries.__all__ or not callable(query):
+        raise ValueError(f"kind {kind.name!r} names no query of db.queries: {kind.query!r}")
+    return cast(Callable[..., Any], query)
+
+
 class SqlSource:
     """:class:`Source` over db/: one engine per worker process, one session per call."""
 
@@ -103,21 +102,9 @@ class SqlSource:
     def from_settings(cls, settings: Settings) -> SqlSource:
         return cls(make_engine(resolve_database_url(settings)))
 
-    def lookup(self, name: str) -> Any:
+    def load(self, kind: Kind, params: Sequence[Any] = ()) -> Any:
         with self._sessions() as session:
-            return queries.lookup(session, name)
-
-    def analytics(self, name: str) -> Any:
-        if name != "dashboard":
-            raise ValueError(f"unknown analytics {name!r}")
-        with self._sessions() as session:
-            return queries.analytics_dashboard(session)
-
-    def statistics(self, name: str) -> Any:
-        if name != "demographics":
-            raise ValueError(f"unknown statistics {name!r}")
-        with self._sessions() as session:
-            return queries.demographics(session)
+            return query_of(kind)(session, *params)
 
     def hottest_member_ids(self, limit: int) -> list[int]:
         with self._sessions() as session:

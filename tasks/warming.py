@@ -6,6 +6,12 @@ one write (one pipelined round trip), so a warm-up costs ``2 * members / batch_s
 trips, not one per key. Warming every member reads the next page while the current one is
 written (a reader thread), so the database and Redis work at the same time.
 
+What is warmed is declared per kind (cache.kinds): ``warmup critical`` fills every variant of
+the kinds marked ``Warm.CRITICAL`` and the hottest records of ``Warm.HOTTEST``. An aggregate is
+stored under ``Kind.key`` with the generations of its tags read *before* its query, the very
+key the API reads: a bump between the read and the write leaves the value under a retired key,
+never a stale value under the current one.
+
 Members are filled only where missing (tasks/bulkwrite.py: SET NX); ``written`` counts the
 keys stored, ``present`` those already cached. Aggregates are recomputed and replaced.
 
@@ -26,15 +32,10 @@ import orjson
 
 from cache import CacheService, DataType
 from cache.errors import CacheUnavailable
+from cache.invalidation import generations_sync
+from cache.kinds import KINDS, Kind, Warm
 from tasks.bulkwrite import fill_missing, fragment
-from tasks.sources import (
-    ANALYTICS_NAMES,
-    LOOKUP_NAMES,
-    STATISTICS_NAMES,
-    Member,
-    MemberRow,
-    Source,
-)
+from tasks.sources import Member, MemberRow, Source
 
 T = TypeVar("T")
 
@@ -44,12 +45,6 @@ PREFETCH: Final = 2  # pages read ahead of the writer
 
 # Reports progress as (done, total); called once per batch, never per key.
 Progress = Callable[[int, int], None]
-
-AGGREGATES: Final[Mapping[DataType, tuple[str, ...]]] = {
-    DataType.LOOKUP: LOOKUP_NAMES,
-    DataType.ANALYTICS: ANALYTICS_NAMES,
-    DataType.STATISTICS: STATISTICS_NAMES,
-}
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -124,24 +119,38 @@ def _store(cache: CacheService, items: Mapping[str, Any], data_type: DataType) -
     return len(items)
 
 
+def warm_kind(cache: CacheService, source: Source, kind: Kind, report: WarmReport) -> None:
+    """Every variant of one aggregate kind, under the key the API reads."""
+    gens = generations_sync(cache, kind.tags)  # before the query: see the module docstring
+    if gens is None:
+        raise CacheUnavailable(f"could not read the generations of {kind.name}")
+    items = {
+        kind.key(cache.keys, params, gens): source.load(kind, params) for params in kind.variants
+    }
+    report.written += _store(cache, items, kind.data_type)
+    report.done += len(kind.variants)
+
+
+def _aggregates(data_type: DataType | None = None) -> tuple[Kind, ...]:
+    return KINDS.warmed(Warm.CRITICAL, data_type)
+
+
 def warm_aggregates(
-    cache: CacheService, source: Source, data_type: DataType, report: WarmReport
+    cache: CacheService,
+    source: Source,
+    report: WarmReport,
+    data_type: DataType | None = None,
+    progress: Progress = _no_progress,
 ) -> None:
-    """Every cached name of one aggregate data type (lookup, analytics or statistics)."""
-    names = AGGREGATES[data_type]
-    read: dict[DataType, Callable[[str], Any]] = {
-        DataType.LOOKUP: source.lookup,
-        DataType.ANALYTICS: source.analytics,
-        DataType.STATISTICS: source.statistics,
-    }
-    key_of: dict[DataType, Callable[[str], str]] = {
-        DataType.LOOKUP: cache.keys.lookup,
-        DataType.ANALYTICS: cache.keys.analytics,
-        DataType.STATISTICS: cache.keys.statistics,
-    }
-    items = {key_of[data_type](name): read[data_type](name) for name in names}
-    report.written += _store(cache, items, data_type)
-    report.done += len(names)
+    """Every aggregate kind (of one data type, when given), each variant one query."""
+    for kind in _aggregates(data_type):
+        warm_kind(cache, source, kind, report)
+        progress(report.done, report.total)
+
+
+def aggregate_count(data_type: DataType | None = None) -> int:
+    """How many keys :func:`warm_aggregates` fills."""
+    return sum(len(kind.variants) for kind in _aggregates(data_type))
 
 
 def _fill_members(cache: CacheService, rows: list[MemberRow], report: WarmReport) -> None:
@@ -209,14 +218,13 @@ def warm_critical(
     batch_size: int = BATCH_SIZE,
     progress: Progress = _no_progress,
 ) -> WarmReport:
-    """What the first requests after a cold start need: lookups, the analytics dashboard,
-    the statistics, then the ``hottest`` most active members."""
+    """What the first requests after a cold start need: every aggregate kind marked
+    ``Warm.CRITICAL`` (lookups, analytics, statistics), then the ``hottest`` most active
+    members."""
     report = WarmReport(started=time.monotonic())
     ids = source.hottest_member_ids(hottest)
-    report.total = sum(len(names) for names in AGGREGATES.values()) + len(ids)
-    for data_type in AGGREGATES:
-        warm_aggregates(cache, source, data_type, report)
-        progress(report.done, report.total)
+    report.total = aggregate_count() + len(ids)
+    warm_aggregates(cache, source, report, progress=progress)
     report.total -= len(ids)  # warm_members adds them back
     return warm_members(cache, source, ids, batch_size=batch_size, progress=progress, report=report)
 
@@ -229,13 +237,16 @@ def warm_data_type(
     batch_size: int = BATCH_SIZE,
     progress: Progress = _no_progress,
 ) -> WarmReport:
-    """One data type: "lookup", "analytics", "statistics", or "member" (every member)."""
-    data_type = DataType(name)
-    if data_type is DataType.MEMBER:
-        return warm_all_members(cache, source, batch_size=batch_size, progress=progress)
-    if data_type not in AGGREGATES:
+    """One data type (cache.kinds.KINDS.warmable_types): its records, every one (members), or
+    its aggregate kinds."""
+    try:
+        data_type = DataType(name)
+    except ValueError:
+        data_type = DataType.DEFAULT
+    if data_type not in KINDS.warmable_types:
         raise ValueError(f"cannot warm data type {name!r}")
-    report = WarmReport(started=time.monotonic(), total=len(AGGREGATES[data_type]))
-    warm_aggregates(cache, source, data_type, report)
-    progress(report.done, report.total)
+    if KINDS.warmed(Warm.HOTTEST, data_type):
+        return warm_all_members(cache, source, batch_size=batch_size, progress=progress)
+    report = WarmReport(started=time.monotonic(), total=aggregate_count(data_type))
+    warm_aggregates(cache, source, report, data_type, progress)
     return report

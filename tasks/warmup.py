@@ -47,10 +47,8 @@ def warmup_all(self: Task[Any, Any]) -> dict[str, Any]:
     runtime = runtime_of(self)
     progress = progress_of(self)
     report = warming.warm_all_members(runtime.cache, runtime.source, progress=progress)
-    for data_type in warming.AGGREGATES:
-        report.total += len(warming.AGGREGATES[data_type])
-        warming.warm_aggregates(runtime.cache, runtime.source, data_type, report)
-    progress(report.done, report.total)
+    report.total += warming.aggregate_count()
+    warming.warm_aggregates(runtime.cache, runtime.source, report, progress=progress)
     return report.as_dict()
 
 
@@ -66,7 +64,7 @@ def warmup_members(self: Task[Any, Any], ids: list[int]) -> dict[str, Any]:
 
 @shared_task(bind=True, **routing.task_options(routing.WARMUP_DATA_TYPE, retry_on=RETRY_ON))
 def warmup_data_type(self: Task[Any, Any], name: str) -> dict[str, Any]:
-    """One data type: "lookup", "analytics", "statistics" or "member"."""
+    """One data type of cache.kinds.KINDS.warmable_types ("member": every member)."""
     runtime = runtime_of(self)
     report = warming.warm_data_type(runtime.cache, runtime.source, name, progress=progress_of(self))
     return report.as_dict()

@@ -26,12 +26,13 @@ from typing import Any, Final
 
 from celery.result import AsyncResult
 
+from cache.kinds import WARMUPS
 from config import Settings
 from workers import routing
 from workers.factory import create_app
 from workers.runtime import CacheCelery
 
-WARMUP_KINDS: Final = ("critical", "all", "members", "lookup", "analytics", "statistics")
+WARMUP_KINDS: Final = WARMUPS  # from the registry of cached kinds
 MEMBER_ACTIONS: Final = ("create", "update", "delete")
 BULK_KINDS: Final = ("import", "update", "delete")
 MAX_WARMUP_IDS: Final = 100_000
@@ -78,7 +79,8 @@ class TaskClient:
         return str(result.id)
 
     def enqueue_warmup(self, kind: str, ids: Iterable[int] | None = None) -> str:
-        """kind: critical | all | members (with ids) | lookup | analytics | statistics."""
+        """kind: one of cache.kinds.WARMUPS: critical | all | members (with ids) | a data
+        type with a warmed kind (lookup, analytics, statistics, member)."""
         if kind not in WARMUP_KINDS:
             raise ValueError(f"unknown warm-up {kind!r}; expected one of {WARMUP_KINDS}")
         if (kind == "members") != (ids is not None):

@@ -11,6 +11,7 @@
     GET    /reports                the maintenance reports
     GET    /dead-letters           write-behind events that could not be written
     POST   /dead-letters/replay    re-queue some of them (operator)
+    GET    /kinds                  the cached kinds (cache.kinds) with their TTLs
     GET    /audit                  the audit trail (admin)
 
 Actions (clear, warm-up, invalidation, replay) are recorded in the audit trail before they
@@ -44,8 +45,9 @@ from api_stub.management.schemas import (
     valid_stream_id,
 )
 from api_stub.routes import json_response
-from cache import invalidation
+from cache import DataType, invalidation
 from cache.errors import CacheError, CacheUnavailable
+from cache.kinds import KINDS
 from db import reports
 
 PREFIX: Final = "/api/v1/cache"
@@ -53,13 +55,6 @@ TASK_ID: Final = r"^[A-Za-z0-9\-]{1,64}$"
 LABEL: Final = r"^[A-Za-z0-9_.\-]{1,64}$"
 BROKER_TIMEOUT_S: Final = 5.0
 MAX_HISTORY: Final = dt.timedelta(days=31)  # a month of minute snapshots: ~45k rows read
-# Data types an invalidation can empty: the glob of their keys and the tag of what derives.
-DATA_TYPES: Final = {
-    "member": ("member:*", invalidation.TAG_MEMBERS),
-    "analytics": ("analytics:*", invalidation.TAG_ANALYTICS),
-    "statistics": ("statistics:*", invalidation.TAG_STATISTICS),
-    "lookup": ("lookup:*", None),
-}
 
 router = APIRouter(prefix=PREFIX, tags=["cache management"])
 T = TypeVar("T")
@@ -193,6 +188,21 @@ async def get_dead_letters(
     return json_response({"dead_letters": letters, "count": len(letters)})
 
 
+@router.get("/kinds", summary="The cached kinds: what each is, its TTL, how it is kept fresh")
+async def get_kinds(_who: Viewer, m: Management) -> Response:
+    policy = m.cache.core.policy
+    kinds = [
+        kind.describe()
+        | {
+            "ttl": policy.ttl(kind.data_type),
+            "stale_window": policy.stale_window(kind.data_type),
+        }
+        for kind in KINDS
+    ]
+    data_types = [data_type.value for data_type in DataType]
+    return json_response({"kinds": kinds, "data_types": data_types})
+
+
 @router.get("/audit", summary="The audit trail, newest first")
 async def get_audit(
     _who: Admin,
@@ -264,9 +274,10 @@ async def post_invalidation(
             answer["applied"] = await invalidation.bump(m.cache, body.tags)
             answer["tags"] = list(body.tags)
         elif body.data_type is not None:
-            glob, tag = DATA_TYPES[body.data_type]
-            answer["applied"] = await invalidation.bump(m.cache, [tag] if tag else [])
-            answer["cleared"] = (await _clear_or_503(m, glob)).as_dict()
+            # Its keys (Keys.entry) and the tags of its kinds, so responses derived go too.
+            data_type = DataType(body.data_type)
+            answer["applied"] = await invalidation.bump(m.cache, KINDS.tags_of_type(data_type))
+            answer["cleared"] = (await _clear_or_503(m, f"{data_type.value}:*")).as_dict()
         elif body.bulk is not None:
             bulk = body.bulk
             answer["task_ids"] = [

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cache.invalidation import MEMBER_TAGS
+from cache.kinds import KINDS, WARMUPS
 
 MAX_IDS = 10_000
 MAX_DEAD_IDS = 1_000
@@ -16,10 +16,15 @@ STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
 MAX_U64 = 2**64 - 1
 
 MemberId = Annotated[int, Field(ge=1, le=2**63 - 1)]
-WarmupKind = Literal["critical", "all", "members", "lookup", "analytics", "statistics"]
-# cache.invalidation.MEMBER_TAGS, spelled out for the schema (a test holds them equal).
-Tag = Literal["analytics", "statistics", "members"]
-InvalidatedType = Literal["member", "analytics", "statistics", "lookup"]
+# Enums of the schema, from the registry of cached kinds (cache.kinds).
+if TYPE_CHECKING:
+    WarmupKind = str
+    Tag = str
+    InvalidatedType = str
+else:
+    WarmupKind = Literal[WARMUPS]
+    Tag = Literal[KINDS.tags]
+    InvalidatedType = Literal[tuple(data_type.value for data_type in KINDS.data_types)]
 
 
 class _Body(BaseModel):
@@ -46,7 +51,7 @@ class InvalidationRequest(_Body):
     """Exactly one of: member ids, tags, a data type, a bulk-operation event."""
 
     member_ids: Annotated[list[MemberId], Field(min_length=1, max_length=MAX_IDS)] | None = None
-    tags: Annotated[list[Tag], Field(min_length=1, max_length=len(MEMBER_TAGS))] | None = None
+    tags: Annotated[list[Tag], Field(min_length=1, max_length=len(KINDS.tags))] | None = None
     data_type: InvalidatedType | None = None
     bulk: BulkEvent | None = None
 
