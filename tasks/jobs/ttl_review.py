@@ -32,6 +32,7 @@ HIT_RATE_TARGET: Final = 0.80
 MIN_TTL: Final = 60
 MAX_TTL: Final = 7 * 86_400
 
+
 def setting_of(data_type: DataType) -> str:
     """The variable that carries a data type's TTL (cache.types.TTL_SETTING)."""
     return TTL_SETTING[data_type].upper()
