@@ -94,6 +94,7 @@ def invalidate(
     tags = KINDS.tags_for(change)
     gens = generations_sync(cache, tags)
     if gens is None:
+        bump_sync(cache, tags)  # queued in the outbox: replayed by this process, and retried
         raise CacheUnavailable("redis unavailable; the generations could not be read")
     keys = affected_keys(cache.keys, change, dict(zip(tags, gens, strict=True)), member_id)
     ages = read_ages(cache, keys)

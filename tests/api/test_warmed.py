@@ -1,25 +1,26 @@
-"""The Celery warm-up's keys are the routes' entries: a warmed route answers without SQL.
+"""The warm-up's keys are the routes' entries: a warmed route answers without SQL.
 
-Lookups are warmed by tasks.warming as it is. The aggregates are written here under the key
-the warm-up must use, ``Keys.analytics("dashboard", gen)`` and
-``Keys.statistics("demographics", gen)``, gen being the generation of the data type's tag read
-before the query (a bump between the read and the write leaves the value under a retired key).
+The warm-up (tasks.warming, the code the Celery task runs) and the API build every key with
+the same ``Kind.key``, generations included, so after any member change a warm-up fills
+exactly what the next GET reads. tests/management/test_with_worker.py shows the same through
+a real worker and the management API.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from typing import Any
 
-import orjson
 import pytest
 from sqlalchemy import Engine
 
-from cache import CacheService, DataType, build_cache
-from cache.invalidation import TAG_ANALYTICS, TAG_STATISTICS, generations
+from api_stub import routes
+from api_stub.rules import rule_of
+from cache import CacheService, build_cache
+from cache.kinds import Kind, Warm
 from config import Settings
-from tasks.sources import LOOKUP_NAMES, SqlSource
-from tasks.warming import WarmReport, warm_aggregates
+from tasks.sources import SqlSource
+from tasks.warming import warm_critical
 from tests.api.conftest import Api
 from tests.api.test_members import new_member
 
@@ -34,50 +35,59 @@ def warmer(api_settings: Settings) -> Iterator[CacheService]:
     cache.close()
 
 
-async def test_lookups_warmed_by_the_warm_up_are_hits(
+def warmed_routes() -> list[tuple[str, Kind, tuple[object, ...]]]:
+    """(path, kind, variant) of every cached route whose kind the critical warm-up fills."""
+    found = []
+    for route in routes.router.routes:
+        rule = rule_of(route)
+        if rule is None or rule.kind.warm is not Warm.CRITICAL:
+            continue
+        for params in rule.kind.variants:
+            path = str(getattr(route, "path", ""))
+            for name, value in zip(rule.kind.params, params, strict=True):
+                path = path.replace("{" + name + "}", str(value))
+            found.append((path, rule.kind, params))
+    return found
+
+
+def _timeless(value: Any) -> Any:
+    """An aggregate without the moment it was generated at."""
+    return (
+        {k: v for k, v in value.items() if k != "generated_at"}
+        if isinstance(value, dict)
+        else value
+    )
+
+
+async def test_after_a_member_change_the_warm_up_fills_what_every_route_reads(
     api: Api, warmer: CacheService, engine: Engine
 ) -> None:
+    warmed = warmed_routes()
+    assert {kind.name for _, kind, _ in warmed} == {"dashboard", "growth", "demographics", "lookup"}
+    # A member change moves the aggregates to a new generation.
+    assert (await api.client.post("/api/v1/members", json=new_member())).status_code == 201
     source = SqlSource(engine)  # not closed: the engine is the session's
-    warm_aggregates(warmer, source, DataType.LOOKUP, WarmReport(started=time.monotonic()))
-    for name in LOOKUP_NAMES:
-        answer = await api.client.get(f"/api/v1/lookups/{name}")
-        assert (answer.status_code, answer.headers["x-cache"]) == (200, "HIT"), name
-        assert answer.content == orjson.dumps(source.lookup(name))
-    assert api.statements == [], "a warmed lookup runs no SQL"
+    warm_critical(warmer, source, hottest=0)
+    api.statements.clear()
+    for path, kind, params in warmed:
+        answer = await api.client.get(path)
+        assert (answer.status_code, answer.headers["x-cache"]) == (200, "HIT"), path
+        assert _timeless(answer.json()) == _timeless(source.load(kind, params)), path
+    assert api.statements == [], "a warmed route runs no SQL"
 
 
-@pytest.mark.parametrize(
-    ("path", "data_type", "tag", "name"),
-    [
-        ("/api/v1/analytics/dashboard", DataType.ANALYTICS, TAG_ANALYTICS, "dashboard"),
-        ("/api/v1/statistics/demographics", DataType.STATISTICS, TAG_STATISTICS, "demographics"),
-    ],
-)
-async def test_aggregates_warmed_under_their_generation_are_hits_until_a_bump(
-    api: Api,
-    warmer: CacheService,
-    engine: Engine,
-    path: str,
-    data_type: DataType,
-    tag: str,
-    name: str,
+async def test_a_member_write_retires_what_the_warm_up_wrote(
+    api: Api, warmer: CacheService, engine: Engine
 ) -> None:
-    source = SqlSource(engine)
-    gens = await generations(api.cache, (tag,))
-    assert gens is not None
-    read = source.analytics if data_type is DataType.ANALYTICS else source.statistics
-    value = read(name)
-    assert warmer.set_many({warmer.keys.entry(data_type, name, *gens): value}, data_type)
-
+    warm_critical(warmer, SqlSource(engine), hottest=0)
+    path = "/api/v1/analytics/growth"
     warmed = await api.client.get(path)
     assert (warmed.status_code, warmed.headers["x-cache"]) == (200, "HIT")
-    assert warmed.content == orjson.dumps(value)
-    assert api.statements == [], "a warmed aggregate runs no SQL"
 
     # A member write bumps the tag: the warmed value is retired, the route loads afresh.
     assert (await api.client.post("/api/v1/members", json=new_member())).status_code == 201
     after = await api.client.get(path)
     assert after.headers["x-cache"] == "MISS"
-    assert after.content != warmed.content
+    assert after.content != warmed.content  # the new member joined this month
     again = await api.client.get(path)
     assert (again.headers["x-cache"], again.headers["etag"]) == ("HIT", after.headers["etag"])

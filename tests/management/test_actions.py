@@ -10,7 +10,7 @@ import redis
 
 from api_stub.management import PREFIX
 from api_stub.management.schemas import MAX_IDS, Tag
-from cache.invalidation import MEMBER_TAGS
+from cache.kinds import KINDS
 from cache.writebehind import ActivityEvent
 from config import Settings
 from tests.conftest import TEST_REDIS_DB
@@ -35,7 +35,7 @@ def queues(broker: RedisProcess) -> Iterator[redis.Redis]:
 
 
 async def test_tags_of_the_schema_are_the_member_tags() -> None:
-    assert Tag.__args__ == MEMBER_TAGS
+    assert Tag.__args__ == KINDS.tags
 
 
 async def test_warmup_is_enqueued_and_its_state_readable(mgmt: Mgmt, queues: redis.Redis) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from api_stub.management import PREFIX
+from tests.api.test_members import new_member
+from tests.api.test_warmed import warmed_routes
 from tests.management.conftest import TEST_CONFIG, Tokens, serve
 from tests.workers import harness
 
@@ -52,3 +54,20 @@ async def test_health_and_warmup_with_a_live_worker(stack: harness.Stack, tokens
             time.sleep(0.1)
         assert state["state"] == "SUCCESS", state
         assert state["result"]["written"] == 3
+
+
+async def test_warm_up_through_the_worker_then_every_aggregate_route_hits(
+    stack: harness.Stack, tokens: Tokens
+) -> None:
+    """After a member change: ``warmup critical`` (as cachectl enqueues it, over HTTP, run by
+    a real worker), then the first GET of every aggregate and lookup route is a HIT."""
+    async with serve(stack.settings, tokens) as mgmt:
+        created = await mgmt.call("POST", "/api/v1/members", None, json=new_member())
+        assert created.status_code == 201, created.text
+        queued = await mgmt.call("POST", f"{PREFIX}/warmup", "operator", json={"kind": "critical"})
+        assert queued.status_code == 202
+        done = harness.final(mgmt.runtime.tasks, queued.json()["task_id"])
+        assert done.state == "SUCCESS", done.error
+        for path, _kind, _params in warmed_routes():
+            answer = await mgmt.call("GET", path, None)
+            assert (answer.status_code, answer.headers["x-cache"]) == (200, "HIT"), path

@@ -5,42 +5,48 @@ from __future__ import annotations
 
 import pytest
 
-from cache import CacheService, DataType, Keys
+from cache import Keys
 from cache.errors import CacheUnavailable
+from cache.invalidation import generations_sync
+from cache.kinds import KINDS, Change
 from config import Settings
-from tasks.invalidation import (
-    bulk_operation_keys,
-    invalidate,
-    member_aggregate_keys,
-    member_change_keys,
-)
+from tasks.invalidation import affected_keys, bulk_change, invalidate, member_change
 from tests.workers import harness
 
 KEYS = Keys("p:")
+GENS = {"analytics": 5, "statistics": 6, "members": 7}
 
 
 @pytest.mark.parametrize("action", ["create", "update", "delete"])
-def test_member_change_touches_the_member_and_the_member_aggregates(action: str) -> None:
-    assert member_change_keys(KEYS, action, 42) == [
+def test_member_change_touches_the_member_and_the_current_aggregates(action: str) -> None:
+    assert affected_keys(KEYS, member_change(action), GENS, 42) == [
         "p:member:42",
-        "p:analytics:dashboard",
-        "p:statistics:demographics",
+        "p:analytics:dashboard:5",
+        "p:analytics:growth:5",
+        "p:statistics:demographics:6",
     ]
+    assert KINDS.tags_for(member_change(action)) == ("members", "analytics", "statistics")
 
 
 def test_bulk_operation_touches_the_aggregates_once_whatever_the_count() -> None:
-    assert bulk_operation_keys(KEYS, "import", 100_000) == member_aggregate_keys(KEYS)
-    assert bulk_operation_keys(KEYS, "delete", 1) == member_aggregate_keys(KEYS)
-    assert bulk_operation_keys(KEYS, "update", 0) == []
+    for kind, count in [("import", 100_000), ("delete", 1), ("update", 3)]:
+        change = bulk_change(kind, count)
+        assert change is not None
+        assert affected_keys(KEYS, change, GENS) == [
+            "p:analytics:dashboard:5",
+            "p:analytics:growth:5",
+            "p:statistics:demographics:6",
+        ]
+    assert bulk_change("update", 0) is None
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: member_change_keys(KEYS, "upsert", 1),
-        lambda: member_change_keys(KEYS, "update", "1*"),
-        lambda: bulk_operation_keys(KEYS, "merge", 1),
-        lambda: bulk_operation_keys(KEYS, "import", -1),
+        lambda: member_change("upsert"),
+        lambda: affected_keys(KEYS, member_change("update"), GENS, "1*"),  # type: ignore[arg-type]
+        lambda: bulk_change("merge", 1),
+        lambda: bulk_change("import", -1),
     ],
 )
 def test_bad_input_is_refused(call: object) -> None:
@@ -54,27 +60,36 @@ def test_invalidate_raises_when_redis_did_not_take_it(unit_settings: Settings) -
     down = build_cache(unit_settings.model_copy(update={"redis_port": 1}))
     try:
         with pytest.raises(CacheUnavailable):
-            invalidate(down, member_change_keys(down.keys, "update", 1))
-        assert len(down.core.outbox) == 6  # kept for replay by this process, and retried
+            invalidate(down, Change.UPDATE, 1)
+        # The bumps are kept for replay by this process (and the task is retried).
+        assert len(down.core.outbox) == len(KINDS.tags_for(Change.UPDATE))
     finally:
         down.close()
 
 
-def _fill(cache: CacheService) -> dict[str, str]:
-    keys = cache.keys
-    values = {
-        keys.member(1): DataType.MEMBER,
-        keys.member(2): DataType.MEMBER,
-        keys.member(11): DataType.MEMBER,
-        keys.analytics("dashboard"): DataType.ANALYTICS,
-        keys.analytics("dashboard", "2025"): DataType.ANALYTICS,  # not a cached name today
-        keys.statistics("demographics"): DataType.STATISTICS,
-        keys.lookup("tiers"): DataType.LOOKUP,
-        keys.lookup("countries"): DataType.LOOKUP,
-    }
-    for key, data_type in values.items():
-        assert cache.set(key, {"k": key}, data_type)
-    return {key: data_type.value for key, data_type in values.items()}
+def _warm(stack: harness.Stack) -> set[str]:
+    """What the real warm-up writes: the aggregates and lookups, and members 1, 2 and 11."""
+    for task_id in (
+        stack.client.enqueue_warmup("critical"),
+        stack.client.enqueue_warmup("members", [1, 2, 11]),
+    ):
+        progress = stack.wait(task_id)
+        assert progress.state == "SUCCESS", progress.error
+    return stack.cache_keys()
+
+
+def _current(stack: harness.Stack, *names: str) -> set[str]:
+    """The keys the API reads now for these kinds (their tags' current generations)."""
+    found = set()
+    for name in names:
+        kind = KINDS[name]
+        gens = generations_sync(stack.cache, kind.tags)
+        assert gens is not None
+        found |= {kind.key(stack.cache.keys, params, gens) for params in kind.variants}
+    return found
+
+
+AGGREGATES = ("dashboard", "growth", "demographics")
 
 
 @pytest.mark.slow
@@ -83,40 +98,34 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
 ) -> None:
     stack = clean_stack
     keys = stack.cache.keys
-    generations = [keys.generation(tag) for tag in ("analytics", "statistics", "members")]
-    for key in generations:
-        stack.cache.clients.writer.set(key, 7)  # as the API's reads leave them
-    filled = set(_fill(stack.cache)) | set(generations)
-    before = stack.cache_keys()
-    assert before == filled
+    before = _warm(stack)
+    aggregates = _current(stack, *AGGREGATES)
+    assert aggregates <= before and keys.member(1) in before
+    tags = KINDS.tags_for(Change.UPDATE)
+    gens = generations_sync(stack.cache, tags)
+    assert gens is not None
 
     progress = stack.wait(stack.client.enqueue_member_change("update", 1))
     assert progress.state == "SUCCESS", progress.error
-    removed = {keys.member(1), keys.analytics("dashboard"), keys.statistics("demographics")}
+    removed = {keys.member(1)} | aggregates
     assert before - stack.cache_keys() == removed
-    assert stack.cache_keys() == before - removed
-    assert progress.result == {
-        "keys": [keys.member(1), keys.analytics("dashboard"), keys.statistics("demographics")],
-        "tags": ["analytics", "statistics", "members"],
-        "removed": 3,
-    }
+    assert progress.result["removed"] == len(removed)
+    assert set(progress.result["keys"]) == removed
+    assert progress.result["tags"] == list(tags)
     # The API's responses derived from members retire: their generations moved on.
-    assert stack.cache.clients.writer.mget(generations) == [b"8", b"8", b"8"]
+    assert generations_sync(stack.cache, tags) == tuple(gen + 1 for gen in gens)
+    assert _current(stack, "lookup") <= stack.cache_keys(), "lookups do not depend on members"
 
     # Again: nothing left to delete, still a success (a redelivered hook is harmless).
     again = stack.wait(stack.client.enqueue_member_change("update", 1))
     assert again.state == "SUCCESS" and again.result["removed"] == 0
-    assert stack.cache_keys() == before - removed
 
 
 @pytest.mark.slow
 def test_on_bulk_operation_deletes_only_the_aggregates(clean_stack: harness.Stack) -> None:
     stack = clean_stack
-    keys = stack.cache.keys
-    before = set(_fill(stack.cache))
+    before = _warm(stack)
+    aggregates = _current(stack, *AGGREGATES)
     progress = stack.wait(stack.client.enqueue_bulk_operation("import", 50_000))
     assert progress.state == "SUCCESS", progress.error
-    assert before - stack.cache_keys() == {
-        keys.analytics("dashboard"),
-        keys.statistics("demographics"),
-    }
+    assert before - stack.cache_keys() == aggregates

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 import pytest
 
-from cache import CacheService, DataType
+from cache import MISS, CacheService, DataType
 from cache.errors import CacheUnavailable
+from cache.invalidation import bump_sync, generations_sync
+from cache.kinds import KINDS, Kind, Warm
 from config import Settings
 from tasks import warming
 from tasks.bulkwrite import fill_missing
@@ -24,17 +26,9 @@ class FakeSource:
         }
         self.queries: list[str] = []
 
-    def lookup(self, name: str) -> Any:
-        self.queries.append(f"lookup:{name}")
-        return [{"code": name[:2]}]
-
-    def analytics(self, name: str) -> Any:
-        self.queries.append(f"analytics:{name}")
-        return {"total": len(self.rows)}
-
-    def statistics(self, name: str) -> Any:
-        self.queries.append(f"statistics:{name}")
-        return {"count": len(self.rows)}
+    def load(self, kind: Kind, params: Sequence[Any] = ()) -> Any:
+        self.queries.append(":".join([kind.name, *map(str, params)]))
+        return {"kind": kind.name, "params": list(params), "members": len(self.rows)}
 
     def hottest_member_ids(self, limit: int) -> list[int]:
         self.queries.append("hottest")
@@ -151,18 +145,37 @@ def test_warm_critical_covers_aggregates_then_hottest(unit_cache: CacheService) 
     report = warming.warm_critical(
         unit_cache, source, hottest=4, progress=lambda d, t: seen.append((d, t))
     )
-    assert report.total == report.done == 3 + 1 + 1 + 4
-    assert seen[-1] == (9, 9) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    aggregates = KINDS.warmed(Warm.CRITICAL)
+    variants = sum(len(kind.variants) for kind in aggregates)
+    assert variants == 3 + 1 + 1 + 1  # lookups, dashboard, growth, demographics
+    assert report.total == report.done == variants + 4
+    assert seen[-1] == (variants + 4,) * 2 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert sorted(source.queries[1:-1]) == sorted(
+        ":".join([kind.name, *params]) for kind in aggregates for params in kind.variants
+    )
     keys = unit_cache.keys
-    for key in [
-        keys.lookup("tiers"),
-        keys.lookup("countries"),
-        keys.analytics("dashboard"),
-        keys.statistics("demographics"),
-        *keys.members([20, 17]),
-    ]:
+    for kind in aggregates:
+        # Under the key the API reads: the kind's key with its tags' current generations.
+        gens = generations_sync(unit_cache, kind.tags)
+        assert gens is not None
+        for params in kind.variants:
+            key = kind.key(keys, params, gens)
+            assert unit_cache.get(key, kind.data_type) == source.load(kind, params), key
+    for key in keys.members([20, 17]):
         assert unit_cache.clients.writer.exists(key), key
     assert not unit_cache.clients.writer.exists(keys.member(16))
+
+
+def test_a_bump_retires_what_the_warm_up_wrote(unit_cache: CacheService) -> None:
+    kind = KINDS["dashboard"]
+    warming.warm_aggregates(unit_cache, FakeSource(3), warming.WarmReport(), kind.data_type)
+    gens = generations_sync(unit_cache, kind.tags)
+    assert gens is not None
+    assert unit_cache.get(kind.key(unit_cache.keys, (), gens), kind.data_type) is not None
+    assert bump_sync(unit_cache, kind.tags)
+    after = generations_sync(unit_cache, kind.tags)
+    assert after is not None and after != gens
+    assert unit_cache.get(kind.key(unit_cache.keys, (), after), kind.data_type) is MISS
 
 
 @pytest.mark.parametrize("name", ["lookup", "analytics", "statistics", "member"])
@@ -171,7 +184,7 @@ def test_warm_data_type(unit_cache: CacheService, name: str) -> None:
     assert (
         report.done
         == report.total
-        == {"lookup": 3, "analytics": 1, "statistics": 1, "member": 7}[name]
+        == {"lookup": 3, "analytics": 2, "statistics": 1, "member": 7}[name]
     )
     with pytest.raises(ValueError):
         warming.warm_data_type(unit_cache, FakeSource(1), "default")
