@@ -23,7 +23,7 @@ from api_stub.caching import cached
 from api_stub.runtime import Running, running
 from api_stub.schemas import MemberCreate, MemberPatch, MemberReplace
 from cache import invalidation
-from db import queries
+from db import analytics, queries
 
 PREFIX = "/api/v1"
 router = APIRouter(prefix=PREFIX)
@@ -157,7 +157,7 @@ async def analytics_dashboard(run: Run) -> Response:
 @router.get("/analytics/growth")
 @cached("growth")
 async def member_growth(run: Run) -> Response:
-    return json_response(await run.db.read(queries.member_growth))
+    return json_response(await run.db.read(analytics.member_growth))
 
 
 @router.get("/statistics/demographics")

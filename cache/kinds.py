@@ -14,7 +14,8 @@ table. Its declaration holds everything the platform must agree on::
     warm             how the Celery warm-up fills it (critical: every variant; hottest: the
                      hottest records in ``warmup critical``, every record in ``warmup all``)
     variants         the parameter values the warm-up fills (the lookup tables' names)
-    query            the function of db.queries that computes it (session, *params)
+    query            the function of db/ that computes it, "<module>.<function>" under db
+                     (called with a session and the variant's values)
 
 Readers: the API's caching rules (api_stub.rules) and routes' keys, the warm-up
 (tasks.warming), both invalidation paths (cache.invalidation for the API, tasks.invalidation
@@ -201,7 +202,7 @@ KINDS: Final = Registry(
             private=True,  # personal data: never in a shared cache
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.HOTTEST,
-            query="members_by_ids",
+            query="queries.members_by_ids",
         ),
         Kind(
             "member_list",
@@ -221,7 +222,7 @@ KINDS: Final = Registry(
             tags=(TAG_ANALYTICS,),
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.CRITICAL,
-            query="analytics_dashboard",
+            query="analytics.analytics_dashboard",
         ),
         Kind(
             "growth",
@@ -232,7 +233,7 @@ KINDS: Final = Registry(
             tags=(TAG_ANALYTICS,),
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.CRITICAL,
-            query="member_growth",
+            query="analytics.member_growth",
         ),
         Kind(
             "demographics",
@@ -243,7 +244,7 @@ KINDS: Final = Registry(
             tags=(TAG_STATISTICS,),
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.CRITICAL,
-            query="demographics",
+            query="analytics.demographics",
         ),
         Kind(
             "lookup",
@@ -253,7 +254,7 @@ KINDS: Final = Registry(
             params=("name",),
             warm=Warm.CRITICAL,
             variants=(("tiers",), ("statuses",), ("countries",)),
-            query="lookup",
+            query="queries.lookup",
         ),
     )
 )

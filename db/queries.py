@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, insert, null, or_, sel
 from sqlalchemy.orm import Session
 
 from db import serialize
-from db.analytics import analytics_dashboard, demographics, hottest_member_ids, member_growth
+from db.analytics import analytics_dashboard, demographics, hottest_member_ids
 from db.errors import Conflict, InvalidData, UnknownLookup, translating
 from db.models import Country, Member, MemberActivityDaily, Status, Tier
 
@@ -37,7 +37,6 @@ __all__ = [
     "insert_members",
     "list_members",
     "lookup",
-    "member_growth",
     "members_after",
     "members_by_ids",
     "taken_emails",

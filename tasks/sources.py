@@ -4,7 +4,7 @@ The only module of tasks/ that touches the data layer. Values come from db.queri
 warmed key holds exactly what the API's read path would have stored for it.
 
 What is warmed, and with which query, is each kind's declaration (cache.kinds: ``query``
-names a function of db.queries, ``variants`` its arguments); :meth:`Source.load` runs it.
+names a function of db/, ``variants`` its arguments); :meth:`Source.load` runs it.
 
 Warming every member reads them as JSON rendered by PostgreSQL (``row_to_json``): a million
 members are a million small dicts otherwise, and building and serializing those in Python
@@ -16,6 +16,7 @@ serialized in Python.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol, cast
 
@@ -84,10 +85,14 @@ class Source(Protocol):
 
 
 def query_of(kind: Kind) -> Callable[..., Any]:
-    """The db.queries function a kind declares (``Kind.query``)."""
-    query = getattr(queries, kind.query or "", None)
-    if kind.query not in queries.__all__ or not callable(query):
-        raise ValueError(f"kind {kind.name!r} names no query of db.queries: {kind.query!r}")
+    """The function of db/ a kind declares (``Kind.query``: "<module>.<function>")."""
+    module, _, name = (kind.query or "").rpartition(".")
+    try:
+        query = getattr(importlib.import_module(f"db.{module}"), name, None) if module else None
+    except ImportError:
+        query = None
+    if not callable(query) or name.startswith("_"):
+        raise ValueError(f"kind {kind.name!r} names no query of db/: {kind.query!r}")
     return cast(Callable[..., Any], query)
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from api_stub.caching import CacheMiddleware, cached
 from cache import AsyncCacheService, DataType
+from cache.kinds import Kind, Storage
 from tests.api.conftest import Api, api_settings_for, serve
 from tests.conftest import TEST_REDIS_DB
 
@@ -135,9 +136,10 @@ async def test_stale_entry_is_served_while_another_request_refreshes(
 @pytest.fixture
 async def vary_client(acache: AsyncCacheService) -> AsyncIterator[httpx.AsyncClient]:
     router = APIRouter()
+    greetings = Kind("greeting", DataType.LOOKUP, Storage.RESPONSE, "a response per language")
 
     @router.get("/greeting")
-    @cached(DataType.LOOKUP, vary=("Accept-Language",))
+    @cached(greetings, vary=("Accept-Language",))
     async def greeting(request: Request) -> Response:
         language = request.headers.get("accept-language", "en")
         return Response(f'{{"hello":"{language}"}}', media_type="application/json")

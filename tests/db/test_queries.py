@@ -4,6 +4,7 @@ transaction, which is rolled back afterwards)."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from typing import Any
 
@@ -29,6 +30,7 @@ from db import (
     members_by_ids,
     update_member,
 )
+from db.analytics import member_growth
 from db.models import Member, MemberActivityDaily, Payment
 
 NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC)
@@ -216,6 +218,22 @@ def test_analytics_dashboard(known: dict[str, int], session: Session) -> None:
         {"tier": "gold", "total": "104.98", "payments": 3},
         {"tier": "platinum", "total": "120.00", "payments": 1},
     ]
+
+
+def test_member_growth(known: dict[str, int], session: Session) -> None:
+    growth = member_growth(session, now=NOW)
+    json.dumps(growth)
+    assert growth["window"] == {"from": "2024-07", "to": "2025-06", "months": 12}
+    assert [row["tier"] for row in growth["tiers"]] == ["bronze", "silver", "gold", "platinum"]
+    months = {row["tier"]: row["months"] for row in growth["tiers"]}
+    assert all(len(rows) == 12 for rows in months.values())
+    # Two of the four joined inside the window (2025-05 and 2025-06), two before it.
+    assert sum(row["joined"] for rows in months.values() for row in rows) == 2
+    assert sum(rows[0]["members"] - rows[0]["joined"] for rows in months.values()) == 2
+    assert sum(rows[-1]["members"] for rows in months.values()) == 4
+    for rows in months.values():  # month-end counts never go down, and add each month's joins
+        for before, after in itertools.pairwise(rows):
+            assert after["members"] == before["members"] + after["joined"]
 
 
 def test_demographics(known: dict[str, int], session: Session) -> None:

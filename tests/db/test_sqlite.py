@@ -17,6 +17,7 @@ from db import (
     update_member,
     upgrade,
 )
+from db.analytics import member_growth
 
 
 def test_migrate_seed_and_query(tmp_path: Path) -> None:
@@ -40,6 +41,8 @@ def test_migrate_seed_and_query(tmp_path: Path) -> None:
             assert sum(row["joins"] for row in board["joins_per_month"]) > 0
             assert any(row["total"] != "0.00" for row in board["revenue_per_month"])
             assert demographics(session)["total"] == 300
+            growth = member_growth(session, now=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
+            assert sum(rows["months"][-1]["members"] for rows in growth["tiers"]) == 300
             json.dumps(board)
         # Re-seeding replaces, it does not add.
         assert seed(engine, 50, progress=False).members == 50

@@ -23,6 +23,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], str, int]] = [
     ("GET", "/health", {}, "viewer", 503),
     ("GET", "/metrics", {}, "viewer", 200),
     ("GET", "/metrics/history", {}, "viewer", 200),
+    ("GET", "/kinds", {}, "viewer", 200),
     ("GET", "/prometheus", {}, "viewer", 200),
     ("GET", "/reports", {}, "viewer", 200),
     ("GET", "/dead-letters", {}, "viewer", 200),

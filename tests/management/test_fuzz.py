@@ -30,6 +30,7 @@ OPERATIONS = [
     "GET /health",
     "GET /metrics",
     "GET /metrics/history",
+    "GET /kinds",
     "GET /prometheus",
     "GET /reports",
     "GET /dead-letters",

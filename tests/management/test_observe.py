@@ -13,7 +13,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from api_stub.management import PREFIX
-from cache import build_cache
+from cache import DataType, build_cache
+from cache.kinds import KINDS
 from config import Settings
 from db import reports
 from db.engine import make_engine
@@ -168,3 +169,15 @@ async def test_reports_are_listed_by_job(mgmt: Mgmt, engine: Engine) -> None:
     assert body["reports"][0]["payload"] == {"hit_rate": 0.9}
     unknown = await mgmt.call("GET", f"{PREFIX}/reports", "viewer", params={"job": "nope"})
     assert unknown.status_code == 400
+
+
+async def test_kinds_lists_the_registry_with_ttls(mgmt: Mgmt) -> None:
+    answer = await mgmt.call("GET", f"{PREFIX}/kinds", "viewer")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert [kind["name"] for kind in body["kinds"]] == list(KINDS.names)
+    growth = next(kind for kind in body["kinds"] if kind["name"] == "growth")
+    assert growth["data_type"] == "analytics" and growth["warm"] == "critical"
+    assert growth["ttl"] == mgmt.runtime.settings.cache_analytics_ttl
+    assert "import" in growth["invalidated_by"]
+    assert body["data_types"] == [data_type.value for data_type in DataType]
