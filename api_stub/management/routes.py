@@ -47,7 +47,7 @@ from api_stub.management.schemas import (
 from api_stub.routes import json_response
 from cache import DataType, invalidation
 from cache.errors import CacheError, CacheUnavailable
-from cache.kinds import KINDS
+from cache.kinds import KINDS, WARMUPS
 from db import reports
 
 PREFIX: Final = "/api/v1/cache"
@@ -199,8 +199,14 @@ async def get_kinds(_who: Viewer, m: Management) -> Response:
         }
         for kind in KINDS
     ]
-    data_types = [data_type.value for data_type in DataType]
-    return json_response({"kinds": kinds, "data_types": data_types})
+    return json_response(
+        {
+            "kinds": kinds,
+            "data_types": [data_type.value for data_type in DataType],
+            "warmups": list(WARMUPS),
+            "invalidatable": [data_type.value for data_type in KINDS.data_types],
+        }
+    )
 
 
 @router.get("/audit", summary="The audit trail, newest first")

@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from api_stub import routes
 from cache.keys import Keys
+from cache.kinds import KINDS, WARMUPS
 from tests.conftest import TEST_REDIS_DB
 from tests.dashboard import seed
 from tests.dashboard.conftest import Live
@@ -165,7 +166,7 @@ def test_dashboard_shows_the_snapshots_and_runs_a_warmup(
             wait_for(browser, chart, has_points(chart, seed.MINUTES))
         assert (
             attribute(browser, "#chart-hit-rate", "data-series")
-            == "member,analytics,statistics,lookup"
+            == "analytics,statistics,member,lookup"  # cache.types.DataType's order
         )
         for name, expected in seeded.last_hit_rate.items():
             value, text = legend(browser, "chart-hit-rate", name)
@@ -212,6 +213,21 @@ def test_dashboard_shows_the_snapshots_and_runs_a_warmup(
             for bar in browser.find_elements(By.CSS_SELECTOR, "#latency .bar")
         }
         assert groups == {"cached", "uncached"}
+
+        # The cached kinds, from the registry the API serves (GET /kinds), and the actions'
+        # choices with them.
+        wait_for(
+            browser,
+            "the kinds table",
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#kinds tr[data-kind='growth']"),
+        )
+        shown = [
+            row.get_attribute("data-kind")
+            for row in browser.find_elements(By.CSS_SELECTOR, "#kinds tbody tr")
+        ]
+        assert shown == list(KINDS.names)
+        choices = Select(find(browser, "#warmup-kind")).options
+        assert [option.get_attribute("value") for option in choices] == list(WARMUPS)
 
         # A warm-up from its button, followed to the end by polling its progress.
         Select(find(browser, "#warmup-kind")).select_by_value("all")

@@ -183,3 +183,34 @@ export function renderReports(reports) {
     }),
   );
 }
+
+// GET /kinds: one row per cached kind, and the choices of the action forms.
+export function renderKinds(answer) {
+  $("#kinds tbody").replaceChildren(
+    ...answer.kinds.map((kind) => {
+      const line = el("tr");
+      line.dataset.kind = kind.name;
+      line.append(
+        el("td", "mono", kind.name),
+        el("td", "mono", kind.data_type),
+        el("td", "", duration(kind.ttl)),
+        el("td", "", kind.storage),
+        el("td", "mono", kind.tags.join(", ")),
+        el("td", "", kind.warm),
+        el("td", "mono", kind.invalidated_by.join(", ")),
+        el("td", "muted", kind.description),
+      );
+      return line;
+    }),
+  );
+  const options = (select, values) =>
+    $(select).replaceChildren(
+      ...values.map((value) => {
+        const option = el("option", "", value);
+        option.value = value;
+        return option;
+      }),
+    );
+  options("#warmup-kind", answer.warmups);
+  options("#invalidate-type", answer.invalidatable);
+}

@@ -4,6 +4,7 @@
 //                GET /metrics/history (the charts)
 //   every 15 s   GET /health (the header and the tiles' colours)
 //   every 30 s   GET /reports
+//   at sign-in   GET /kinds (the data types, the kinds table, the choices of the actions)
 //
 // About 30 calls a minute, well under the default rate limit of a token (120 a minute),
 // leaving room for a warm-up's progress (one call a second while it runs).
@@ -14,6 +15,7 @@ import {
   renderBreakers,
   renderHealth,
   renderKeyspace,
+  renderKinds,
   renderLatency,
   renderReports,
   renderTiles,
@@ -87,6 +89,12 @@ async function refreshHealth() {
   renderHealth(await call(`${API}/health`, { accept: [503] }));
 }
 
+async function learnKinds() {
+  const answer = await call(`${API}/kinds`);
+  series.learnKinds(answer);
+  renderKinds(answer);
+}
+
 async function refreshReports() {
   renderReports((await call(`${API}/reports?${query({ limit: 8 })}`)).reports);
 }
@@ -148,7 +156,7 @@ function charts() {
   };
 }
 
-function start(who) {
+async function start(who) {
   $("#signin").hidden = true;
   $("#board").hidden = false;
   $("#session").hidden = false;
@@ -156,6 +164,7 @@ function start(who) {
   $("#who").dataset.role = who.role;
   allowActions(who.role);
   state.charts ??= charts();
+  await learnKinds().catch(onError); // the charts' series need the data types
   every(5000, refreshLive);
   every(15000, refreshHealth);
   every(30000, refreshReports);

@@ -4,7 +4,12 @@
 // the rate of what happened between two snapshots. A counter that went down means a process
 // restarted in between: that interval has no rate (a gap in the line, never a false spike).
 
-export const DATA_TYPES = ["member", "analytics", "statistics", "lookup", "default"];
+// The data types, as GET /kinds lists them (cache.kinds on the server): filled at sign-in.
+export const DATA_TYPES = [];
+
+export function learnKinds(answer) {
+  DATA_TYPES.splice(0, DATA_TYPES.length, ...answer.data_types);
+}
 
 const served = (c) => (c.hits ?? 0) + (c.stale ?? 0) + (c.negative_hits ?? 0);
 const lookups = (c) => served(c) + (c.misses ?? 0);
