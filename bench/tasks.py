@@ -153,24 +153,34 @@ def bench_redis_benchmark(value_size: int, requests: int = 1_000_000) -> dict[st
 
 
 def bench_invalidation(stack: _stack.Stack, rows: int) -> dict[str, Any]:
-    from cache.invalidation import MEMBER_TAGS
-    from db import analytics_dashboard, demographics, import_members, make_engine, session_factory
+    from cache.invalidation import generations_sync
+    from cache.kinds import KINDS, Change, Warm
+    from db import analytics_dashboard, import_members, make_engine, session_factory
+    from tasks.sources import SqlSource
+    from tasks.warming import WarmReport, warm_aggregates
 
-    cache, keys = stack.cache, stack.cache.keys
+    cache = stack.cache
     writer = cache.clients.writer
     engine = make_engine(stack.database_url)
     sessions = session_factory(engine)
+    dashboard_kind = KINDS["dashboard"]
+    tags = KINDS.tags_for(Change.IMPORT)
     try:
-        # Every affected read cached as the platform caches it: the aggregates, and the
-        # generations the API folds into its cached responses.
+        # Every affected read cached as the platform caches it: the warm-up fills the
+        # aggregates under the generations the API reads.
         with sessions() as session:
             before = analytics_dashboard(session)["members"]["total"]
-            cache.set(keys.analytics("dashboard"), analytics_dashboard(session), DataType.ANALYTICS)
-            cache.set(keys.statistics("demographics"), demographics(session), DataType.STATISTICS)
-        generations = [keys.generation(tag) for tag in MEMBER_TAGS]
-        for key in generations:
-            writer.set(key, 1_000)
-        aggregates = [keys.analytics("dashboard"), keys.statistics("demographics")]
+        warm_aggregates(cache, SqlSource(engine), WarmReport())
+        generations = generations_sync(cache, tags)
+        if generations is None:
+            raise RuntimeError("Redis did not answer the generations")
+        by_tag = dict(zip(tags, generations, strict=True))
+        aggregates = [
+            kind.key(cache.keys, params, [by_tag[tag] for tag in kind.tags])
+            for kind in KINDS.invalidated_by(Change.IMPORT)
+            if kind.warm is Warm.CRITICAL
+            for params in kind.variants
+        ]
         batch = f"{time.time_ns():x}"
         imported = [
             {
@@ -186,16 +196,15 @@ def bench_invalidation(stack: _stack.Stack, rows: int) -> dict[str, Any]:
             import_members(session, imported)
         committed = time.perf_counter()
         stack.client.enqueue_bulk_operation("import", rows)
-        while writer.exists(*aggregates) or any(
-            value == b"1000" for value in writer.mget(generations)
-        ):
+        while writer.exists(*aggregates) or generations_sync(cache, tags) == generations:
             time.sleep(0.001)
         fresh = time.perf_counter() - committed
         # Reads after it: the aggregate misses and loads the new totals.
         load_started = time.perf_counter()
+        current = generations_sync(cache, dashboard_kind.tags) or ()
         with sessions() as session:
             dashboard = cache.get_or_load(
-                keys.analytics("dashboard"),
+                dashboard_kind.key(cache.keys, (), current),
                 lambda: analytics_dashboard(session),
                 DataType.ANALYTICS,
             )
