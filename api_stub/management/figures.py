@@ -7,7 +7,8 @@ processes     every process that publishes its counters (workers/publisher.py): 
 overall       the sum of the two, per data type and overall, with hit and error rates
 latency       request latency of cached routes, cached vs uncached (p50/p95/p99), and
               the loaders' time per data type (the uncached work itself)
-redis         INFO of the master: memory vs maxmemory, keyspace hits/misses, evictions
+redis         INFO of the master: memory vs maxmemory, keyspace hits/misses, evictions,
+              its replicas with their lag
 writebehind   backlog, lag, dead letters
 keyspace      the key distribution by pattern (count and bytes) of the latest snapshot:
               sampling the keyspace is the snapshot job's work, once a minute
@@ -25,6 +26,7 @@ from api_stub.management.runtime import ManagementRuntime
 from cache.errors import CacheError
 from cache.metrics import COUNTER_NAMES as COUNTERS
 from cache.metrics import rates
+from cache.replication import replica_entries
 from db import reports
 from db.errors import DataError
 from workers.publisher import read_published
@@ -82,6 +84,16 @@ async def redis_figures(m: ManagementRuntime) -> dict[str, Any]:
     kept: dict[str, Any] = {name: info[name] for name in REDIS_FIELDS if name in info}
     limit = int(kept.get("maxmemory") or 0)
     kept["memory_ratio"] = round(int(kept.get("used_memory", 0)) / limit, 4) if limit else None
+    offset = int(info.get("master_repl_offset") or 0)
+    kept["replicas"] = [
+        {
+            "address": f"{entry.get('ip', '?')}:{entry.get('port', '?')}",
+            "state": entry.get("state"),
+            "lag_s": int(entry.get("lag") or 0),
+            "behind_bytes": max(offset - int(entry.get("offset") or 0), 0),
+        }
+        for entry in replica_entries(info)
+    ]
     return {"up": True} | kept
 
 

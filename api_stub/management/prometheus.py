@@ -12,6 +12,7 @@ process, and each publishing worker), as a multi-process Prometheus setup would 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
@@ -133,6 +134,27 @@ class CacheCollector:
             if name in redis:
                 family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
                 yield family(f"{NS}_redis_{name}", help_text, value=float(redis[name]))
+        replicas = redis.get("replicas")
+        if replicas is not None:
+            yield GaugeMetricFamily(
+                f"{NS}_redis_connected_replicas", "Replicas online", value=len(replicas)
+            )
+            lag = GaugeMetricFamily(
+                f"{NS}_redis_replica_lag_seconds",
+                "Seconds since the replica's last acknowledgement",
+                labels=["replica"],
+            )
+            behind = GaugeMetricFamily(
+                f"{NS}_redis_replica_behind_bytes",
+                "Replication offset the replica has yet to apply",
+                labels=["replica"],
+            )
+            for replica in replicas:
+                lag.add_metric([replica["address"]], replica["lag_s"])
+                behind.add_metric([replica["address"]], replica["behind_bytes"])
+            yield lag
+            yield behind
+        yield from self._processes_alive()
         wb = self.figures["writebehind"]
         if wb.get("available"):
             for name, help_text in (
@@ -152,6 +174,42 @@ class CacheCollector:
             size.add_metric([pattern], values.get("bytes", 0))
         yield keys
         yield size
+
+    def _processes_alive(self) -> Iterator[Metric]:
+        """Each process seen publishing (workers, other APIs), and how old the last metrics
+        snapshot is: beat schedules it every minute, so its age says whether beat runs."""
+        alive = GaugeMetricFamily(
+            f"{NS}_processes", "Processes publishing their counters, by role", labels=["role"]
+        )
+        roles: dict[str, int] = {}
+        for _name, doc in self.figures["processes"].items():
+            role = str(doc.get("role") or "unknown")
+            roles[role] = roles.get(role, 0) + 1
+        roles["api"] = roles.get("api", 0) + 1  # this process
+        for role, count in sorted(roles.items()):
+            alive.add_metric([role], count)
+        yield alive
+        taken = _epoch(self.figures.get("snapshot_taken_at"))
+        if taken is not None:
+            yield GaugeMetricFamily(
+                f"{NS}_snapshot_age_seconds",
+                "Age of the newest metrics snapshot (written every minute by beat's job)",
+                value=max(float(self.figures["taken_at"]) - taken, 0.0),
+            )
+
+
+def _epoch(value: Any) -> float | None:
+    """A snapshot's time (datetime, ISO text or epoch seconds) as epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    try:
+        return dt.datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
 
 
 def render(figures: Mapping[str, Any], live: Mapping[str, Any]) -> bytes:
