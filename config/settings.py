@@ -129,7 +129,9 @@ class Settings(BaseSettings):
     management_check_timeout_s: PositiveFloat = 2.0  # each health check's budget
     management_ping_timeout_s: PositiveFloat = 1.0  # celery inspect ping
     management_beat_max_age_s: PositiveInt = 180  # beat is dead after this long without a tick
+    management_health_window_s: PositiveInt = 600  # the window /health judges rates over
     management_max_error_rate: float = Field(0.05, ge=0, le=1)
+    management_min_hit_rate: float = Field(0.5, ge=0, le=1)  # hit-rate floor of /health
     management_min_lookups: NonNegativeInt = 100  # below this, hit and error rates are noise
     management_max_memory_ratio: float = Field(0.95, gt=0, le=1)
     management_max_writebehind_lag_s: PositiveFloat = 60

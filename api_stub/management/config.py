@@ -32,9 +32,13 @@ class ManagementConfig:
     ping_timeout_s: float = 1.0
     # Beat sends the metrics snapshot every minute: three missed minutes mean it is gone.
     beat_max_age_s: float = 180.0
-    # Health thresholds. A cold cache is not unhealthy, so the hit rate is shown, never judged.
+    # Health thresholds, judged over the last health_window_s of the cluster-wide snapshots:
+    # long enough that a warm-up after a restart or a clear (minutes) does not fail it,
+    # short enough that a collapse shows within the window.
+    health_window_s: int = 600
     max_error_rate: float = 0.05
-    min_lookups: int = 100  # below this many lookups an error rate says nothing
+    min_hit_rate: float = 0.5  # below it for a whole window: evictions, TTLs, a dead warm-up
+    min_lookups: int = 100  # below this many lookups the rates say nothing
     max_memory_ratio: float = 0.95  # used_memory / maxmemory: eviction is about to bite
     max_writebehind_lag_s: float = 60.0
     max_replica_lag_s: float = 10.0

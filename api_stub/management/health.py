@@ -6,7 +6,10 @@
                   (Sentinel's view of its replicas, else the master's INFO); at least
                   ``expected_replicas`` of them on a standalone master
     memory        used_memory / maxmemory below the bound (no maxmemory: shown, not judged)
-    cache         error rate of this process's cache calls below the bound; hit rate shown
+    cache         hit rate above its floor and error rate below its bound, over the last
+                  ``health_window_s`` of the cluster-wide metrics snapshots (every process's
+                  counters: tasks/counters.py Window); this process's live counters when
+                  there are no snapshots yet. Judged only past ``min_lookups`` lookups.
     breaker       the circuit breaker is closed
     writebehind   the oldest unflushed event is younger than the bound, the backlog not full
     workers       at least one worker answers ``celery inspect ping``
@@ -21,19 +24,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api_stub.management.config import ManagementConfig
 from api_stub.management.runtime import ManagementRuntime
 from cache.errors import CacheError
 from cache.flow import UNAVAILABLE
-from cache.metrics import rates
+from cache.metrics import COUNTER_NAMES, rates
 from cache.replication import replica_entries
 from db import reports
 from db.errors import DataError
+from tasks.counters import Window
 
 Check = Callable[[ManagementRuntime], Awaitable[dict[str, Any]]]
 Info = dict[str, Any]
@@ -147,14 +152,46 @@ async def memory(m: ManagementRuntime) -> dict[str, Any]:
     }
 
 
+def judge_rates(totals: Mapping[str, float], config: ManagementConfig) -> dict[str, Any]:
+    """The cache check's verdict on summed counters: hit rate >= ``min_hit_rate`` and error
+    rate <= ``max_error_rate``, each judged only past ``min_lookups`` lookups."""
+    figures = rates(totals)
+    judged = figures["lookups"] >= config.min_lookups
+    hit, error = figures["hit_rate"], figures["error_rate"]
+    hit_ok = not judged or hit is None or hit >= config.min_hit_rate
+    error_ok = not judged or error is None or error <= config.max_error_rate
+    failing = [name for name, ok in (("hit_rate", hit_ok), ("error_rate", error_ok)) if not ok]
+    return {
+        "ok": not failing,
+        **figures,
+        "judged": judged,
+        "failing": failing,
+        "min_hit_rate": config.min_hit_rate,
+        "max_error_rate": config.max_error_rate,
+    }
+
+
 async def cache_rates(m: ManagementRuntime) -> dict[str, Any]:
-    snapshot = m.cache.core.snapshot()
-    total = dict(snapshot["total"])
-    total["load_errors"] = sum(t["load_errors"] for t in snapshot["by_type"].values())
-    figures = rates(total)
-    judged = figures["lookups"] >= m.config.min_lookups and figures["error_rate"] is not None
-    ok = not judged or figures["error_rate"] <= m.config.max_error_rate
-    return {"ok": ok, **figures, "max_error_rate": m.config.max_error_rate}
+    end = dt.datetime.now(dt.UTC)
+    start = end - dt.timedelta(seconds=m.config.health_window_s)
+
+    def fold(session: Any) -> Window:
+        baseline = reports.snapshot_before(session, start)
+        return Window().fold(baseline, reports.iter_snapshots(session, start, end))
+
+    try:
+        window: Window | None = await m.db.read(fold)
+    except DataError:
+        window = None
+    if window is not None and window.snapshots:
+        totals, source = window.total(), "snapshots"
+    else:  # no history yet: what this process counted
+        snapshot = m.cache.core.snapshot()
+        totals = dict(snapshot["total"])
+        totals["load_errors"] = sum(t["load_errors"] for t in snapshot["by_type"].values())
+        source = "this process"
+    counted = {name: float(totals.get(name) or 0) for name in COUNTER_NAMES}
+    return judge_rates(counted, m.config) | {"source": source, "window_s": m.config.health_window_s}
 
 
 async def breaker(m: ManagementRuntime) -> dict[str, Any]:
