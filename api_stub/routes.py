@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 from api_stub import imports
 from api_stub.caching import cached
 from api_stub.runtime import Running, running
-from api_stub.schemas import MemberCreate, MemberPatch, MemberReplace
+from api_stub.schemas import BulkUpdate, MemberCreate, MemberPatch, MemberReplace
 from cache import invalidation
+from cache.kinds import Change
 from db import analytics, queries
 
 PREFIX = "/api/v1"
@@ -69,6 +70,43 @@ async def list_members(
         )
     )
     return json_response(found)
+
+
+Selector = Annotated[str | None, Query(min_length=1, max_length=16)]
+
+
+@router.patch("/members")
+async def bulk_update_members(
+    body: BulkUpdate,
+    run: Run,
+    status: Selector = None,
+    tier: Selector = None,
+    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+) -> Response:
+    """Set status or tier of every member with the given status, tier and country (at least
+    one); their cached records and the aggregates go in one Redis round trip."""
+    where = {"status": status, "tier": tier, "country": country}
+    ids = await run.db.write(
+        lambda session: queries.bulk_update_members(session, where, body.values())
+    )
+    if ids:
+        await invalidation.members_changed(run.cache, ids, Change.BULK_UPDATE)
+    return json_response({"updated": len(ids)})
+
+
+@router.delete("/members")
+async def bulk_delete_members(
+    run: Run,
+    status: Selector = None,
+    tier: Selector = None,
+    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+) -> Response:
+    """Delete every member with the given status, tier and country (at least one)."""
+    where = {"status": status, "tier": tier, "country": country}
+    ids = await run.db.write(lambda session: queries.bulk_delete_members(session, where))
+    if ids:
+        await invalidation.members_changed(run.cache, ids, Change.BULK_DELETE)
+    return json_response({"deleted": len(ids)})
 
 
 @router.post("/members", status_code=201)

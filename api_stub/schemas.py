@@ -92,3 +92,15 @@ class MemberPatch(BaseModel):
 
     def values(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"version"})
+
+
+class BulkUpdate(BaseModel):
+    """PATCH /members?status=&tier=&country=: what every selected member gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Code | None = None
+    tier: Code | None = None
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)

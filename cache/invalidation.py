@@ -5,6 +5,7 @@ What a member change touches (the kinds that declare it in cache.kinds)::
     member created or updated  -> write-through of the member (version-guarded) + bump MEMBER_TAGS
     member deleted             -> a NOT_FOUND entry at the deleted version + 1 + bump MEMBER_TAGS
     N members imported         -> bump MEMBER_TAGS + drop the N member keys, one round trip
+    N members updated/deleted in bulk -> the same: one round trip whatever N
 
 Entries computed from many members (aggregates, list pages) fold the generation of their tags
 into their key (see :func:`generations`). Bumping a tag with INCR moves every reader to new
@@ -196,6 +197,14 @@ async def members_imported(
     existed must not outlive the import, and the members are loaded when first read.
     """
     return await bump(cache, tags, drop=cache.keys.members(member_ids))
+
+
+async def members_changed(
+    cache: AsyncCacheService, member_ids: Iterable[int], change: Change
+) -> bool:
+    """Members were updated or deleted in bulk (committed): their records and what derives
+    from them go in one round trip however many (the records are loaded again when read)."""
+    return await bump(cache, KINDS.tags_for(change), drop=cache.keys.members(member_ids))
 
 
 async def replay_outbox(cache: AsyncCacheService, every: float = REPLAY_SECONDS) -> None:

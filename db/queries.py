@@ -27,6 +27,8 @@ from db.models import Country, Member, MemberActivityDaily, Status, Tier
 __all__ = [
     "MAX_PAGE_SIZE",
     "analytics_dashboard",
+    "bulk_delete_members",
+    "bulk_update_members",
     "count_members",
     "create_member",
     "delete_member",
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE: Final = 500
+BULK_FILTERS: Final = frozenset({"status", "tier", "country"})  # what a bulk change selects by
+BULK_UPDATABLE: Final = frozenset({"status", "tier"})  # what it may set
 IDS_PER_QUERY: Final = 5_000  # stays under SQLite's bound-parameter limit
 
 # A member's last sighting: that of its newest day of activity, one backward step of the
@@ -168,6 +172,46 @@ def list_members(
         )
         items = [serialize.member(row) for row in rows.mappings()]
         return {"items": items, "total": total.scalar_one(), "page": page, "page_size": page_size}
+
+
+def _filters(where: Mapping[str, str | None]) -> list[ColumnElement[bool]]:
+    """Equality on status, tier and country (upper-cased), for the bulk writes."""
+    unknown = set(where) - BULK_FILTERS
+    if unknown:
+        raise InvalidData(f"cannot select members by {sorted(unknown)}")
+    filters: list[ColumnElement[bool]] = []
+    for name, value in where.items():
+        if value is not None:
+            column = getattr(Member, name)
+            filters.append(column == (value.upper() if name == "country" else value))
+    if not filters:
+        raise InvalidData("a bulk change names at least one of status, tier, country")
+    return filters
+
+
+def bulk_update_members(
+    session: Session, where: Mapping[str, str | None], data: Mapping[str, Any]
+) -> list[int]:
+    """Change ``data`` (status, tier) of every member matching ``where``: one UPDATE that bumps
+    each version and updated_at; the ids changed."""
+    values = _clean(data, BULK_UPDATABLE)
+    if not values:
+        raise InvalidData(f"a bulk update sets at least one of {sorted(BULK_UPDATABLE)}")
+    stmt = (
+        update(Member)
+        .where(*_filters(where))
+        .values(**values, version=Member.version + 1, updated_at=dt.datetime.now(dt.UTC))
+        .returning(Member.id)
+    )
+    with translating():
+        return list(session.scalars(stmt, execution_options={"synchronize_session": False}))
+
+
+def bulk_delete_members(session: Session, where: Mapping[str, str | None]) -> list[int]:
+    """Delete every member matching ``where`` (payments and activity go with them); their ids."""
+    stmt = delete(Member).where(*_filters(where)).returning(Member.id)
+    with translating():
+        return list(session.scalars(stmt, execution_options={"synchronize_session": False}))
 
 
 def _prefix_filter(q: str) -> ColumnElement[bool]:
