@@ -30,12 +30,10 @@ from cache import CacheService, Keys
 from cache.errors import CacheUnavailable
 from cache.invalidation import MEMBER_TAGS, bump_sync
 from tasks.lifetimes import Lifetimes, read_ages, record_invalidations
+from tasks.runtime import runtime_of
 from tasks.sources import ANALYTICS_NAMES, STATISTICS_NAMES
 from workers import routing
-from workers.runtime import runtime_of
-
-MEMBER_ACTIONS: Final = ("create", "update", "delete")
-BULK_KINDS: Final = ("import", "update", "delete")
+from workers.routing import BULK_KINDS, MEMBER_ACTIONS
 
 RETRY_ON: Final = (CacheUnavailable,)
 

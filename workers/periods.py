@@ -19,17 +19,16 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from redis.exceptions import RedisError
 
 from cache import Keys
 from cache.client import SyncRedis
 from cache.errors import CacheUnavailable
+from workers.routing import Cadence
 
 log = logging.getLogger("workers.periods")
-
-Cadence = Literal["minute", "daily", "weekly", "monthly", "quarterly"]
 
 # How long the record of a done period is kept: two periods, so "already done" is still
 # known when the next period's first tick arrives, and records do not pile up.

@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 from db import make_engine, reports, session_factory
 from tests.workers import harness
 from workers import routing
-from workers.beat import JOBS, schedule
+from workers.beat import schedule
 from workers.periods import PeriodGuard
 
 pytestmark = pytest.mark.slow
 
-MAINTENANCE = [job.spec for job in JOBS if job.spec.queue == routing.Q_MAINTENANCE]
+MAINTENANCE = [spec for spec in routing.SCHEDULED if spec.queue == routing.Q_MAINTENANCE]
 PERIODS = {
     "daily": "2099-03-04",
     "weekly": "2099-W10",
@@ -28,13 +28,12 @@ PERIODS = {
 }
 
 
-@pytest.mark.parametrize("spec", MAINTENANCE, ids=lambda spec: spec.name.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("spec", MAINTENANCE, ids=lambda spec: spec.guarded_job)
 def test_same_job_same_period_runs_once(clean_stack: harness.Stack, spec: routing.TaskSpec) -> None:
     """Three sends of one job for one period, as from duplicated beat ticks, in flight
     together on a worker with two processes: exactly one runs the body."""
     stack = clean_stack
-    cadence = next(job.cadence for job in JOBS if job.spec is spec)
-    period = PERIODS[cadence]
+    period = PERIODS[spec.guarded_cadence]
     sent = [
         stack.client.app.send_task(spec.name, args=[period], queue=spec.queue) for _ in range(3)
     ]
@@ -45,7 +44,7 @@ def test_same_job_same_period_runs_once(clean_stack: harness.Stack, spec: routin
     assert {outcome.result["period"] for outcome in outcomes} == {period}
     # The period's record names the run that did the work.
     guard = PeriodGuard(stack.cache.clients.writer, stack.cache.keys)
-    job = spec.name.rsplit(".", 1)[-1]
+    job = spec.guarded_job
     record = guard.record(job, period)
     assert record is not None and record["state"] == "done"
     winner = next(r for r, o in zip(sent, outcomes, strict=True) if o.result["ran"])

@@ -16,6 +16,7 @@ from cache import CacheService
 from config import Settings, load_settings
 from tasks import invalidation
 from tasks.lifetimes import Lifetimes
+from tasks.runtime import SOURCE
 from tasks.sources import MemberRow, SqlSource
 from workers.factory import create_app
 
@@ -46,4 +47,4 @@ def slow_invalidate(
 
 
 invalidation.invalidate = slow_invalidate  # the task body looks the name up when it runs
-app = create_app(load_settings(), source_factory=SlowSource.build)
+app = create_app(load_settings(), parts={SOURCE: SlowSource.build})

@@ -28,7 +28,7 @@ def offline_client(unit_settings: object) -> TaskClient:
         ("members", [0]),
         ("members", [True]),
         ("members", ["7"]),
-        ("members", list(range(1, 100_002))),
+        ("members", list(range(1, routing.MAX_IDS + 2))),
     ],
 )
 def test_enqueue_warmup_refuses_bad_arguments(
