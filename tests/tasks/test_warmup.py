@@ -55,7 +55,9 @@ def test_bad_input_fails_once_without_retries(clean_stack: harness.Stack) -> Non
 def test_too_many_ids_in_one_message_fail(clean_stack: harness.Stack) -> None:
     stack = clean_stack
     sent = stack.client.app.send_task(
-        routing.WARMUP_MEMBERS.name, args=[list(range(1, 100_002))], queue=routing.Q_WARMUP
+        routing.WARMUP_MEMBERS.name,
+        args=[list(range(1, routing.MAX_IDS + 2))],
+        queue=routing.Q_WARMUP,
     )
     progress = stack.wait(sent.id)
-    assert progress.state == "FAILURE" and "at most 100000" in (progress.error or "")
+    assert progress.state == "FAILURE" and f"at most {routing.MAX_IDS}" in (progress.error or "")
