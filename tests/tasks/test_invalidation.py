@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from cache import CacheService, DataType, Keys
+from cache import Keys
 from cache.errors import CacheUnavailable
+from cache.invalidation import MEMBER_TAGS, generations_sync
 from config import Settings
 from tasks.invalidation import (
     bulk_operation_keys,
@@ -14,7 +15,7 @@ from tasks.invalidation import (
     member_aggregate_keys,
     member_change_keys,
 )
-from tests.workers import harness
+from tests.workers.conftest import InProcess
 
 KEYS = Keys("p:")
 
@@ -48,10 +49,10 @@ def test_bad_input_is_refused(call: object) -> None:
         call()  # type: ignore[operator]
 
 
-def test_invalidate_raises_when_redis_did_not_take_it(unit_settings: Settings) -> None:
+def test_invalidate_raises_when_redis_did_not_take_it(settings: Settings) -> None:
     from cache import build_cache
 
-    down = build_cache(unit_settings.model_copy(update={"redis_port": 1}))
+    down = build_cache(settings.model_copy(update={"redis_port": 1}))
     try:
         with pytest.raises(CacheUnavailable):
             invalidate(down, member_change_keys(down.keys, "update", 1))
@@ -60,63 +61,60 @@ def test_invalidate_raises_when_redis_did_not_take_it(unit_settings: Settings) -
         down.close()
 
 
-def _fill(cache: CacheService) -> dict[str, str]:
-    keys = cache.keys
-    values = {
-        keys.member(1): DataType.MEMBER,
-        keys.member(2): DataType.MEMBER,
-        keys.member(11): DataType.MEMBER,
-        keys.analytics("dashboard"): DataType.ANALYTICS,
-        keys.analytics("dashboard", "2025"): DataType.ANALYTICS,  # not a cached name today
-        keys.statistics("demographics"): DataType.STATISTICS,
-        keys.lookup("tiers"): DataType.LOOKUP,
-        keys.lookup("countries"): DataType.LOOKUP,
-    }
-    for key, data_type in values.items():
-        assert cache.set(key, {"k": key}, data_type)
-    return {key: data_type.value for key, data_type in values.items()}
+def _warm(worker: InProcess) -> set[str]:
+    """Members 1, 2 and 11, the lookups and the aggregates, written by the warm-ups (their
+    producer), and the member tags' generations started as a reader starts them."""
+    for task_id in (
+        worker.client.enqueue_warmup("members", [1, 2, 11]),
+        worker.client.enqueue_warmup("lookup"),
+        worker.client.enqueue_warmup("analytics"),
+        worker.client.enqueue_warmup("statistics"),
+    ):
+        assert worker.wait(task_id).state == "SUCCESS"
+    assert generations_sync(worker.cache, MEMBER_TAGS) is not None
+    keys = worker.cache.keys
+    generations = {keys.generation(tag) for tag in MEMBER_TAGS}
+    aggregates = {keys.analytics("dashboard"), keys.statistics("demographics")}
+    members = {keys.member(1), keys.member(2), keys.member(11)}
+    warmed = worker.cache_keys()
+    assert members | aggregates | generations <= warmed
+    assert any(key.startswith(keys.prefix + "lookup") for key in warmed)
+    return warmed
 
 
-@pytest.mark.slow
 def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
-    clean_stack: harness.Stack,
+    worker: InProcess,
 ) -> None:
-    stack = clean_stack
-    keys = stack.cache.keys
-    generations = [keys.generation(tag) for tag in ("analytics", "statistics", "members")]
-    for key in generations:
-        stack.cache.clients.writer.set(key, 7)  # as the API's reads leave them
-    filled = set(_fill(stack.cache)) | set(generations)
-    before = stack.cache_keys()
-    assert before == filled
+    keys = worker.cache.keys
+    before = _warm(worker)
+    generations = generations_sync(worker.cache, MEMBER_TAGS)
+    assert generations is not None
 
-    progress = stack.wait(stack.client.enqueue_member_change("update", 1))
+    progress = worker.wait(worker.client.enqueue_member_change("update", 1))
     assert progress.state == "SUCCESS", progress.error
     removed = {keys.member(1), keys.analytics("dashboard"), keys.statistics("demographics")}
-    assert before - stack.cache_keys() == removed
-    assert stack.cache_keys() == before - removed
+    assert before - worker.cache_keys() == removed
+    assert worker.cache_keys() == before - removed
     assert progress.result == {
         "keys": [keys.member(1), keys.analytics("dashboard"), keys.statistics("demographics")],
-        "tags": ["analytics", "statistics", "members"],
+        "tags": list(MEMBER_TAGS),
         "removed": 3,
     }
     # The API's responses derived from members retire: their generations moved on.
-    assert stack.cache.clients.writer.mget(generations) == [b"8", b"8", b"8"]
+    assert generations_sync(worker.cache, MEMBER_TAGS) == tuple(g + 1 for g in generations)
 
     # Again: nothing left to delete, still a success (a redelivered hook is harmless).
-    again = stack.wait(stack.client.enqueue_member_change("update", 1))
+    again = worker.wait(worker.client.enqueue_member_change("update", 1))
     assert again.state == "SUCCESS" and again.result["removed"] == 0
-    assert stack.cache_keys() == before - removed
+    assert worker.cache_keys() == before - removed
 
 
-@pytest.mark.slow
-def test_on_bulk_operation_deletes_only_the_aggregates(clean_stack: harness.Stack) -> None:
-    stack = clean_stack
-    keys = stack.cache.keys
-    before = set(_fill(stack.cache))
-    progress = stack.wait(stack.client.enqueue_bulk_operation("import", 50_000))
+def test_on_bulk_operation_deletes_only_the_aggregates(worker: InProcess) -> None:
+    keys = worker.cache.keys
+    before = _warm(worker)
+    progress = worker.wait(worker.client.enqueue_bulk_operation("import", 50_000))
     assert progress.state == "SUCCESS", progress.error
-    assert before - stack.cache_keys() == {
+    assert before - worker.cache_keys() == {
         keys.analytics("dashboard"),
         keys.statistics("demographics"),
     }

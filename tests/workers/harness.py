@@ -7,8 +7,8 @@ killed and the database dropped, so nothing is cleaned key by key and two sessio
 pytest-xdist workers) never share a queue. One stack serves tests/workers and tests/tasks:
 :func:`acquire` and :func:`release` count users and the last release stops it.
 
-Unit tests that need no worker use the shared Redis on 127.0.0.1:6379 (database 11, a
-prefix per test; see :func:`settings_env`).
+This stack is for fault and failover tests (processes killed, two beats, the entry point);
+task behaviour runs on an in-process worker (tests/workers/conftest.py).
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ from workers.client import Progress, TaskClient
 
 __all__ = ["REPO", "Stack", "WorkerProcess", "acquire", "release", "wait_for"]
 
-HOST = "127.0.0.1"
-PORT = 6379  # the shared Redis, for unit tests
-CACHE_DB = 11
 MEMBERS = 30  # seeded members; ids 1..30
 SEED_NOW = services.SEED_NOW
 
@@ -45,18 +42,6 @@ def unlink_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
         for start in range(0, len(batch), 500):
             removed += int(client.unlink(*batch[start : start + 500]))
     return removed
-
-
-def settings_env(prefix: str, database_url: str) -> dict[str, str]:
-    """The Settings environment of a unit test on the shared Redis (no worker)."""
-    return {
-        "REDIS_HOST": HOST,
-        "REDIS_PORT": str(PORT),
-        "REDIS_DB": str(CACHE_DB),
-        "REDIS_KEY_PREFIX": prefix,
-        "DATABASE_URL": database_url,
-        "ENVIRONMENT": "test",
-    }
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:

@@ -13,9 +13,9 @@ from workers.client import TaskClient
 
 
 @pytest.fixture
-def offline_client(unit_settings: object) -> TaskClient:
+def offline_client(settings: object) -> TaskClient:
     # Validation happens before anything is sent: no worker, no broker connection needed.
-    return TaskClient(unit_settings)  # type: ignore[arg-type]
+    return TaskClient(settings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

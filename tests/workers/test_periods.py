@@ -20,8 +20,8 @@ from workers.periods import (
 
 
 @pytest.fixture
-def guard(unit_cache: CacheService) -> PeriodGuard:
-    return PeriodGuard(unit_cache.clients.writer, unit_cache.keys, lease_seconds=30)
+def guard(cache: CacheService) -> PeriodGuard:
+    return PeriodGuard(cache.clients.writer, cache.keys, lease_seconds=30)
 
 
 WHEN = dt.datetime(2025, 12, 31, 23, 59, 30, tzinfo=dt.UTC)

@@ -23,9 +23,9 @@ JOBS = [spec for spec in routing.SCHEDULED if spec.cadence is not None]
 EVERY, LEASE = 1.0, 3.0
 
 
-def test_lease_is_exclusive_renewable_and_released(unit_cache: CacheService) -> None:
-    key = unit_cache.keys.system("beat", "leader")
-    client = unit_cache.clients.writer
+def test_lease_is_exclusive_renewable_and_released(cache: CacheService) -> None:
+    key = cache.keys.system("beat", "leader")
+    client = cache.clients.writer
     first, second = LeaderLease(client, key, 2.0), LeaderLease(client, key, 2.0)
     assert first.hold() and not second.hold()
     first._checked = 0.0  # force a renewal round trip
