@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping: the ready check)
 import pytest
@@ -92,8 +93,13 @@ def task_redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def task_settings(task_redis: RedisProcess, pg_database: str) -> Settings:
-    env = services.stack_env(f"test-task-{uuid.uuid4().hex[:8]}:", task_redis.port, pg_database)
+def task_settings(task_redis: RedisProcess, pg_database: str, tmp_path: Path) -> Settings:
+    """Settings of the in-process worker: the session's redis-server, pg_database, a cache
+    prefix and a backup directory of the test's own."""
+    prefix = f"test-task-{uuid.uuid4().hex[:8]}:"
+    env = services.stack_env(
+        prefix, task_redis.port, pg_database, BACKUP_DIR=str(tmp_path / "backups")
+    )
     return harness.settings_from_env(env)
 
 
