@@ -40,7 +40,7 @@ from tests.workers import harness, services
 from workers import routing
 from workers.client import Progress, TaskClient
 from workers.factory import create_app
-from workers.runtime import CacheCelery, Runtime
+from workers.runtime import CacheCelery, Parts, Runtime
 
 PG_MEMBERS = 200  # seeded in pg_database; ids 1..200
 
@@ -93,14 +93,24 @@ def task_redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def task_settings(task_redis: RedisProcess, pg_database: str, tmp_path: Path) -> Settings:
-    """Settings of the in-process worker: the session's redis-server, pg_database, a cache
-    prefix and a backup directory of the test's own."""
+def task_env(task_redis: RedisProcess, pg_database: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of the in-process worker's Settings: the session's redis-server,
+    pg_database, a cache prefix and a backup directory of the test's own."""
     prefix = f"test-task-{uuid.uuid4().hex[:8]}:"
-    env = services.stack_env(
-        prefix, task_redis.port, pg_database, BACKUP_DIR=str(tmp_path / "backups")
-    )
-    return harness.settings_from_env(env)
+    backups = str(tmp_path / "backups")
+    return services.stack_env(prefix, task_redis.port, pg_database, BACKUP_DIR=backups)
+
+
+@pytest.fixture
+def task_settings(task_env: dict[str, str]) -> Settings:
+    return harness.settings_from_env(task_env)
+
+
+@pytest.fixture
+def celery_parts() -> Parts:
+    """Runtime parts the app builds with another factory (a module redefines it: a slow
+    source, say); none by default."""
+    return {}
 
 
 @pytest.fixture(scope="session")
@@ -114,10 +124,12 @@ def celery_worker_parameters() -> dict[str, object]:
 
 
 @pytest.fixture
-def celery_app(task_settings: Settings, task_redis: RedisProcess) -> Iterator[CacheCelery]:
+def celery_app(
+    task_settings: Settings, task_redis: RedisProcess, celery_parts: Parts
+) -> Iterator[CacheCelery]:
     """celery.contrib.pytest's app fixture, redefined as the platform's app: the worker
     (celery_worker) runs the real task modules, routes and limits of workers/routing.py."""
-    app = create_app(task_settings)
+    app = create_app(task_settings, parts=celery_parts)
     try:
         yield app
     finally:
