@@ -214,7 +214,6 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     MONTHLY_CAPACITY,
     QUARTERLY_AUDIT,
 )
-BY_NAME: Final = {spec.name: spec for spec in TASKS}
 # Tasks beat sends, in table order.
 SCHEDULED: Final = tuple(spec for spec in TASKS if spec.beat is not None)
 # The job names of maintenance_reports rows (db/reports.py, the API's /reports filter).

@@ -32,7 +32,6 @@ from workers.client import Progress, TaskClient
 __all__ = ["REPO", "Stack", "WorkerProcess", "acquire", "release", "wait_for"]
 
 MEMBERS = 30  # seeded members; ids 1..30
-SEED_NOW = services.SEED_NOW
 
 
 def unlink_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
@@ -61,10 +60,6 @@ class Stack:
     results: redis.Redis
     database: str
     worker: WorkerProcess
-
-    @property
-    def port(self) -> int:
-        return self.redis_proc.port
 
     @property
     def database_url(self) -> str:

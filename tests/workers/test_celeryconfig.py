@@ -30,7 +30,7 @@ def test_explicit_queues_and_routes() -> None:
     routes = conf["task_routes"]
     assert isinstance(routes, dict)
     assert {route["queue"] for route in routes.values()} <= set(declared)
-    assert set(routes) == set(routing.BY_NAME)
+    assert set(routes) == {spec.name for spec in routing.TASKS}
     # Every beat entry names a routed task on that task's own queue.
     for entry in conf["beat_schedule"].values():  # type: ignore[attr-defined]
         assert routes[entry["task"]]["queue"] == entry["options"]["queue"]

@@ -35,7 +35,7 @@ def test_report_job_names_are_the_tables() -> None:
 
 def test_wire_names_are_unchanged() -> None:
     """Task names are part of the message format: the table keeps the names producers send."""
-    assert set(routing.BY_NAME) == {
+    assert {spec.name for spec in routing.TASKS} == {
         "tasks.warmup.warmup_critical",
         "tasks.warmup.warmup_all",
         "tasks.warmup.warmup_members",
