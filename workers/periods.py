@@ -204,10 +204,6 @@ class PeriodGuard:
         self._call(self._complete, key, token, json.dumps(record), RECORD_SECONDS[cadence])
         return Outcome(True, job, period, result=result)
 
-    def record(self, job: str, period: str) -> dict[str, Any] | None:
-        raw = self.client.get(self.key(job, period))
-        return json.loads(raw) if raw else None
-
     def _call(self, script: Any, key: str, *args: object) -> None:
         try:
             script(keys=[key], args=list(args))

@@ -91,10 +91,12 @@ def test_snapshot_task_stores_a_row_once_per_minute(worker: InProcess, pg_engine
 
     now = dt.datetime.now(dt.UTC)
     with session_factory(pg_engine)() as session:
-        recent = reports.iter_snapshots(
-            session, now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=1)
-        )
-        row = next(r for r in recent if r["id"] == summary["id"])  # taken just now
+        recent = list(
+            reports.iter_snapshots(
+                session, now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=1)
+            )
+        )  # read to the end: the server-side cursor closes
+    row = next(r for r in recent if r["id"] == summary["id"])  # taken just now
     payload = row["payload"]
     (process,) = payload["processes"].values()
     assert process["role"] == "worker"

@@ -32,9 +32,12 @@ def test_lease_is_exclusive_renewable_and_released(cache: CacheService) -> None:
     assert first.hold() and 1000 < client.pttl(key) <= 2000
     first.release()
     assert second.hold() and not first.hold()
-    client.set(key, "someone-else")  # the lease lapsed and another beat took it
+    client.delete(key)  # the lease lapsed (a paused leader) ...
+    third = LeaderLease(client, key, 2.0)
+    assert third.hold()  # ... and another beat took it
     second._checked = 0.0
     assert not second.hold()  # renewal is compare-and-set: no stealing back
+    assert third.hold()
 
 
 def _results_since(stack: harness.Stack, since: dt.datetime) -> list[dict[str, Any]]:
