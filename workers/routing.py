@@ -8,7 +8,7 @@ arq's ``WorkerSettings`` and a dramatiq actor's options: a task's policy sits on
 Read by every party that must agree, none of which keeps a second list::
 
     celeryconfig.py          declared queues, task_routes, the visibility timeout (longest
-                             hard limit), beat_schedule (workers/beat.py renders BEAT entries)
+                             hard limit), beat_schedule (workers/beat.py renders each Beat)
     tasks/                   decorator options (task_options), cadence and job name of a run,
                              the limits and argument vocabularies they check
     workers/client.py        sends by name on the task's queue, checks the same vocabularies
