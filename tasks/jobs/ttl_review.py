@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cache import DataType
-from config import Settings
+from cache.ttl import TtlPolicy
+from cache.types import TTL_SETTING
 from tasks.jobs.base import JobContext, Report, judged, window_dict
 from tasks.lifetimes import median_age
 
@@ -31,23 +32,10 @@ HIT_RATE_TARGET: Final = 0.80
 MIN_TTL: Final = 60
 MAX_TTL: Final = 7 * 86_400
 
-SETTING: Final[dict[DataType, str]] = {
-    DataType.MEMBER: "CACHE_MEMBER_TTL",
-    DataType.ANALYTICS: "CACHE_ANALYTICS_TTL",
-    DataType.STATISTICS: "CACHE_STATISTICS_TTL",
-    DataType.LOOKUP: "CACHE_LOOKUP_TTL",
-    DataType.DEFAULT: "REDIS_DEFAULT_TTL",
-}
 
-
-def current_ttls(settings: Settings) -> dict[DataType, int]:
-    return {
-        DataType.MEMBER: settings.cache_member_ttl,
-        DataType.ANALYTICS: settings.cache_analytics_ttl,
-        DataType.STATISTICS: settings.cache_statistics_ttl,
-        DataType.LOOKUP: settings.cache_lookup_ttl,
-        DataType.DEFAULT: settings.redis_default_ttl,
-    }
+def setting_of(data_type: DataType) -> str:
+    """The variable that carries a data type's TTL (cache.types.TTL_SETTING, upper-cased)."""
+    return TTL_SETTING[data_type].upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +83,7 @@ def run(ctx: JobContext) -> Report:
     by_type, lifetimes = window.by_type(), window.lifetimes()
     rows: dict[str, Any] = {}
     changes: list[str] = []
-    for data_type, ttl in current_ttls(ctx.settings).items():
+    for data_type, ttl in TtlPolicy.from_settings(ctx.settings).base.items():
         counts = by_type.get(data_type.value, {})
         life = lifetimes.get(data_type.value, {})
         evidence = Evidence(
@@ -108,7 +96,7 @@ def run(ctx: JobContext) -> Report:
         )
         recommended, why = recommend(evidence)
         rows[data_type.value] = {
-            "setting": SETTING[data_type],
+            "setting": setting_of(data_type),
             "current_ttl": ttl,
             "recommended_ttl": recommended,
             "reason": why,
@@ -121,7 +109,7 @@ def run(ctx: JobContext) -> Report:
             "mean_age_at_invalidation": life.get("mean_age"),
         }
         if recommended != ttl:
-            changes.append(f"{SETTING[data_type]} {ttl} -> {recommended}")
+            changes.append(f"{setting_of(data_type)} {ttl} -> {recommended}")
     payload = {"window": window_dict(start, end), "snapshots": window.snapshots, "types": rows}
     # A recommended change is worth a look, not a page: it is reported as an alert state.
     return judged(payload, changes, has_data=window.snapshots > 0)
