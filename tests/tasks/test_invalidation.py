@@ -16,6 +16,7 @@ from tasks.invalidation import (
     member_change_keys,
 )
 from tests.workers.conftest import InProcess
+from workers.publisher import read_published
 
 KEYS = Keys("p:")
 
@@ -102,6 +103,15 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
     }
     # The API's responses derived from members retire: their generations moved on.
     assert generations_sync(worker.cache, MEMBER_TAGS) == tuple(g + 1 for g in generations)
+    # The worker publishes the ages of what it removed, for the weekly TTL review.
+    assert worker.runtime.publisher.publish()
+    (published,) = read_published(worker.cache).values()
+    lifetimes = published["lifetimes"]
+    assert {name: row["invalidated"] for name, row in lifetimes.items()} == {
+        "member": 1,
+        "analytics": 1,
+        "statistics": 1,
+    }
 
     # Again: nothing left to delete, still a success (a redelivered hook is harmless).
     again = worker.wait(worker.client.enqueue_member_change("update", 1))
