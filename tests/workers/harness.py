@@ -4,11 +4,12 @@ The stack's redis-server (tests/workers/services.py) carries the broker (databas
 results (2) and the cache (0, under a prefix of the session's own); its data is a seeded
 PostgreSQL database created for it. Everything is thrown away afterwards: the server is
 killed and the database dropped, so nothing is cleaned key by key and two sessions (or
-pytest-xdist workers) never share a queue. One stack serves tests/workers and tests/tasks:
-:func:`acquire` and :func:`release` count users and the last release stops it.
+pytest-xdist workers) never share a queue. :func:`acquire` and :func:`release` count users
+and the last release stops it.
 
-This stack is for fault and failover tests (processes killed, two beats, the entry point);
-task behaviour runs on an in-process worker (tests/workers/conftest.py).
+The stack is for what needs real processes: fault and failover tests (a worker killed, two
+beats), the entry point, Flower. Task behaviour runs on an in-process worker
+(celery.contrib.pytest's celery_worker, tests/workers/conftest.py).
 """
 
 from __future__ import annotations
