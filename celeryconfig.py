@@ -1,6 +1,6 @@
 """Celery settings, derived from the one Settings object.
 
-``from_settings(settings)`` returns a plain dict that ``workers.app.create_app`` hands to
+``from_settings(settings)`` returns a plain dict that ``workers.factory.create_app`` hands to
 ``app.conf.update``. Nothing here reads the environment: the entry point builds Settings once
 and passes it (see workers/app.py). Each setting says why it has its value and links the
 Celery reference, ``DOCS#std-setting-<name>``.
@@ -137,7 +137,7 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "event_serializer": "json",
         # --- queues and routes ----------------------------------------------------------------
-        # DOCS#std-setting-task_queues: the five queues of workers/routing.py, declared.
+        # DOCS#std-setting-task_queues: the five queues of the routing table, declared.
         "task_queues": task_queues(),
         # DOCS#std-setting-task_create_missing_queues: off, so a route or a send_task naming
         # an undeclared queue raises QueueNotFound instead of creating a queue nobody consumes.
@@ -211,7 +211,8 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # days, weeks, months and quarters, the same in every process whatever its TZ.
         "timezone": "UTC",
         "enable_utc": True,
-        # DOCS#std-setting-beat_schedule: workers/beat.py.
+        # DOCS#std-setting-beat_schedule: each scheduled TaskSpec's Beat (workers/routing.py),
+        # rendered by workers/beat.py.
         "beat_schedule": beat.schedule(),
         # DOCS#std-setting-beat_scheduler: sends only while holding the leader lease, so a
         # second beat (another host, a restart overlapping the old one) stays idle

@@ -12,7 +12,12 @@ decide retry. The logic lives in plain functions a test calls without a worker.
     keyspace.py      key distribution by pattern (sampled SCAN + MEMORY USAGE)
     metrics.py       snapshot (every minute), stored in PostgreSQL
     maintenance.py   the beat cadence, each job once per period; bodies in jobs/
+    runtime.py       runtime_of(task): the worker's Runtime plus the task side's parts
+                     (source, records, lifetimes), declared here and built per process
 
-Task names, queues and time limits are in workers/routing.py; tasks register with
-``shared_task`` so any app from workers.factory.create_app runs them.
+Task names, queues, limits, schedules and cadences are the routing table's
+(workers/routing.py); tasks register with ``shared_task`` so any app from
+workers.factory.create_app runs them. The dependency runs one way: tasks/ import workers/,
+workers/ never import tasks/ (the worker loads the task modules by name at start-up;
+tests/workers/test_layers.py holds the rule).
 """

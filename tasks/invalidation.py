@@ -32,11 +32,10 @@ from cache.errors import CacheUnavailable
 from cache.invalidation import bump_sync, generations_sync
 from cache.kinds import KINDS, Change, Storage
 from tasks.lifetimes import Lifetimes, read_ages, record_invalidations
+from tasks.runtime import runtime_of
 from workers import routing
-from workers.runtime import runtime_of
+from workers.routing import BULK_KINDS, MEMBER_ACTIONS
 
-MEMBER_ACTIONS: Final = ("create", "update", "delete")
-BULK_KINDS: Final = ("import", "update", "delete")
 _BULK_CHANGES: Final = {
     "import": Change.IMPORT,
     "update": Change.BULK_UPDATE,

@@ -1,10 +1,11 @@
 """The maintenance cadence (queue maintenance), each job at most once per period.
 
-Beat sends these on the schedule of workers/beat.py. Every run goes through the period guard
-(workers/periods.py): a second run for the same job and period, from a second beat or a
-redelivery, returns ``ran: false`` and changes nothing. The body (tasks/jobs/) returns a
-Report, stored as the (job, period) row of ``maintenance_reports``, where the API reads it;
-the guard's record keeps the report's status and id.
+Each job's TaskSpec (workers/routing.py) carries its schedule, its cadence and its job name;
+beat sends it on that schedule. Every run goes through the period guard (workers/periods.py):
+a second run for the same job and period, from a second beat or a redelivery, returns
+``ran: false`` and changes nothing. The body (tasks/jobs/) returns a Report, stored as the
+(job, period) row of ``maintenance_reports``, where the API reads it; the guard's record
+keeps the report's status and id.
 
 A task takes an optional period id to backfill a missed period; without one it runs for the
 current period (UTC now), which is what beat sends.
@@ -22,10 +23,9 @@ from cache.errors import CacheUnavailable
 from db.errors import DatabaseUnavailable
 from tasks.jobs import audit, backup, capacity, daily, ttl_review
 from tasks.jobs.base import JobContext, Report
+from tasks.runtime import runtime_of
 from workers import routing
-from workers.beat import CADENCE_OF
 from workers.periods import check_period, period_of
-from workers.runtime import runtime_of
 
 RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)
 
@@ -37,8 +37,7 @@ def run_job(
 ) -> dict[str, Any]:
     """Run ``body`` once for (job, period) across every worker and beat; store its report."""
     runtime = runtime_of(task)
-    job = spec.name.rsplit(".", 1)[-1]
-    cadence = CADENCE_OF[spec.name]
+    job, cadence = spec.guarded_job, spec.guarded_cadence
     period = (
         period_of(cadence, dt.datetime.now(dt.UTC))
         if period is None

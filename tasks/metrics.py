@@ -8,7 +8,8 @@ A snapshot is one row of ``metrics_snapshots`` (db/reports.py)::
     redis      INFO fields: memory, hit/miss counts, evictions, replication, persistence
     keyspace   the key distribution by pattern (tasks/keyspace.py: sampled SCAN + MEMORY USAGE)
 
-It is taken at most once per minute (the period guard), so two beats do not double it, and
+It is taken at most once per minute (the period guard, its cadence and job name on its
+TaskSpec in workers/routing.py), so two beats do not double it, and
 rows older than RETENTION are pruned in the same run: the monthly capacity analysis reads a
 month of them back.
 """
@@ -25,9 +26,9 @@ from cache.errors import CacheUnavailable
 from cache.replication import replica_entries
 from db.errors import DatabaseUnavailable
 from tasks import counters, keyspace
+from tasks.runtime import runtime_of
 from workers import routing
 from workers.publisher import MetricsPublisher, read_published
-from workers.runtime import runtime_of
 
 # Kept long enough for the monthly capacity analysis to see a whole month and its neighbours.
 RETENTION: Final = dt.timedelta(days=35)
@@ -115,7 +116,10 @@ def take_snapshot(
     }
 
 
-@shared_task(bind=True, **routing.task_options(routing.METRICS_SNAPSHOT, retry_on=RETRY_ON))
+SPEC: Final = routing.METRICS_SNAPSHOT
+
+
+@shared_task(bind=True, **routing.task_options(SPEC, retry_on=RETRY_ON))
 def snapshot(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
     """Take and store this minute's snapshot, prune old ones; a second call this minute is a
     no-op."""
@@ -137,4 +141,6 @@ def snapshot(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
         }
 
     token = self.request.id or "direct"
-    return runtime.guard.run_once("metrics_snapshot", "minute", period, token, body).as_dict()
+    return runtime.guard.run_once(
+        SPEC.guarded_job, SPEC.guarded_cadence, period, token, body
+    ).as_dict()

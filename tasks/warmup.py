@@ -13,10 +13,9 @@ from celery import Task, shared_task
 from cache.errors import CacheUnavailable
 from db.errors import DatabaseUnavailable
 from tasks import warming
+from tasks.runtime import runtime_of
 from workers import routing
-from workers.runtime import runtime_of
-
-MAX_IDS: Final = 100_000  # a message is not a bulk channel: use warmup_all beyond this
+from workers.routing import MAX_IDS
 
 # Connection errors only: Redis or the database away. Anything else is a bug or bad input.
 RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)

@@ -1,8 +1,9 @@
 """The write-behind flush task (queue cache.writebehind): drain the activity stream for a while.
 
-Beat sends it every ``DRAIN_SECONDS``; each run drains for up to that long, so one run
-follows another and the lag stays near the linger time. Runs on several workers coordinate
-through the stream's pending list (cache/writebehind/): one applies, the others wait. With
+Beat sends it every ``routing.DRAIN_SECONDS`` (its TaskSpec in workers/routing.py); each run
+drains for up to that long, so one run follows another and the lag stays near the linger time.
+Runs on several workers coordinate through the stream's pending list (cache/writebehind/):
+one applies, the others wait. With
 ``writebehind_partitions`` > 1 a run sent without a partition sends one run per partition
 and returns: the partitions flush side by side, each in order, each exactly once.
 A database or Redis outage fails the run with a retry (backoff, jitter); the entries stay
@@ -10,13 +11,14 @@ pending in Redis and are applied first by the next run, exactly once.
 
 The consumer name is stable per worker process (worker name + pool index), so a worker
 restarted under the same name resumes its own pending entries at once instead of waiting
-``claim_idle_ms`` for another consumer to claim them.
+``claim_idle_ms`` for another consumer to claim them. Each worker process keeps one database
+engine and one Flusher per (consumer, partition): the runtime part FLUSHERS, closed with the
+process's runtime.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any, Final
 
 from billiard.process import current_process
@@ -33,21 +35,16 @@ from cache.writebehind import (
     WriteBehind,
     WriteBehindConfig,
 )
+from config import Settings
 from db import make_engine, resolve_database_url
 from db import writebehind as db_writebehind
 from db.errors import DatabaseUnavailable, InvalidData
+from tasks.runtime import TaskRuntime, runtime_of
 from workers import routing
-from workers.runtime import Runtime, runtime_of
+from workers.runtime import Part
 
-FLUSH_WRITEBEHIND: Final = routing.TaskSpec(
-    "tasks.writebehind.flush_writebehind", routing.Q_WRITEBEHIND, 30, 45
-)
-DRAIN_SECONDS: Final = 10.0  # one run's share; the soft limit leaves room for the last batch
+FLUSH_WRITEBEHIND: Final = routing.FLUSH_WRITEBEHIND
 RETRY_ON: Final = (DatabaseUnavailable, CacheUnavailable)
-
-_flushers: weakref.WeakKeyDictionary[Runtime, tuple[Engine, dict[tuple[str, int], Flusher]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def sql_apply(engine: Engine) -> Apply:
@@ -74,28 +71,44 @@ def consumer_name(task: Task[Any, Any]) -> str:
     return f"{task.request.hostname or 'worker'}/{os.getpid() if index is None else index}"
 
 
-def flusher_of(runtime: Runtime, consumer: str, partition: int = 0) -> Flusher:
-    """This process's flusher of a partition (one engine per runtime, built on first use)."""
-    engine, flushers = _flushers.get(runtime) or (None, {})
-    if engine is None:
-        engine = make_engine(resolve_database_url(runtime.settings))
-        _flushers[runtime] = (engine, flushers)
-    if (consumer, partition) not in flushers:
+class Flushers:
+    """One process's database engine and its flushers, by (consumer, partition)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine: Engine = make_engine(resolve_database_url(settings))
+        self.config = WriteBehindConfig.from_settings(settings)
+        self.by_consumer: dict[tuple[str, int], Flusher] = {}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _close_flushers(flushers: Flushers) -> None:
+    flushers.close()
+
+
+FLUSHERS: Final[Part[Flushers]] = Part("writebehind_flushers", Flushers, _close_flushers)
+
+
+def flusher_of(runtime: TaskRuntime, consumer: str, partition: int = 0) -> Flusher:
+    """This process's flusher of a partition (one engine per process, built on first use)."""
+    flushers = runtime.worker.part(FLUSHERS)
+    if (consumer, partition) not in flushers.by_consumer:
         cache = runtime.cache
-        config = WriteBehindConfig.from_settings(runtime.settings)
-        wb = WriteBehind(cache.clients.writer, cache.keys, config)
-        flushers[consumer, partition] = Flusher(wb, sql_apply(engine), consumer, partition)
-    return flushers[consumer, partition]
+        wb = WriteBehind(cache.clients.writer, cache.keys, flushers.config)
+        flushers.by_consumer[consumer, partition] = Flusher(
+            wb, sql_apply(flushers.engine), consumer, partition
+        )
+    return flushers.by_consumer[consumer, partition]
 
 
 @shared_task(
     bind=True,
     acks_late=True,  # a worker lost mid-run: the message is delivered again
-    queue=FLUSH_WRITEBEHIND.queue,
     **routing.task_options(FLUSH_WRITEBEHIND, retry_on=RETRY_ON),
 )
 def flush_writebehind(
-    self: Task[Any, Any], seconds: float = DRAIN_SECONDS, partition: int | None = None
+    self: Task[Any, Any], seconds: float = routing.DRAIN_SECONDS, partition: int | None = None
 ) -> dict[str, Any]:
     """Drain a partition for up to ``seconds`` (capped below the soft time limit); counts of
     this run. Without a partition: the only one, or one run sent per partition."""

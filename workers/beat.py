@@ -1,109 +1,62 @@
-"""The beat schedule: the every-minute metrics snapshot and the maintenance cadence.
+"""The beat schedule, rendered from the routing table (workers/routing.py): nothing is declared
+here. Each scheduled TaskSpec carries its Beat (entry, crontab or interval, expiry, kwargs);
+this module turns them into Celery's ``beat_schedule`` (celeryconfig.py).
 
-All times are UTC (celeryconfig sets ``timezone="UTC"``). Jobs start a few minutes past the
-hour so they do not coincide with the top-of-the-hour traffic of other schedulers.
-
-Each job is idempotent per period (workers/periods.py): a tick duplicated by a second beat, a
-restart or a redelivery does nothing. Each entry also ``expires`` well inside its period, so a
-tick that waited in the queue (workers down) is dropped rather than run in the next period,
-where it would take the next period's slot: the period a task computes at run time is then
-always the period of its tick.
-
-Entries (https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html#crontab-schedules)::
-
-    metrics-snapshot         every minute
-    daily-report             00:05 every day        hit rate, error rate, alert state
-    daily-backup             00:20 every day        BGSAVE, LASTSAVE moved, copy, retention
-    weekly-ttl-review        01:05 Monday           TTL recommendations per data type
-    monthly-capacity         01:35 on the 1st       memory trend, days until maxmemory
-    quarterly-audit          02:05 on Jan/Apr/Jul/Oct 1st   version and security audit
+All times are UTC (celeryconfig sets ``timezone="UTC"``). A task with a cadence is idempotent
+per period (workers/periods.py): a tick duplicated by a second beat, a restart or a
+redelivery does nothing. Each entry ``expires`` well inside its period, so a tick that waited
+in the queue (workers down) is dropped rather than run in the next period, where it would
+take the next period's slot: the period a task computes at run time is then always the period
+of its tick. (https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from celery.schedules import crontab
 
 from workers import routing
-from workers.periods import Cadence
-
-HOUR: Final = 3600
-DAY: Final = 86_400
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One scheduled task: its name, cadence, when it fires and how long a tick stays valid."""
+def crontab_of(cron: routing.Cron) -> crontab:
+    return crontab(
+        minute=cron.minute,
+        hour=cron.hour,
+        day_of_week=cron.day_of_week,
+        day_of_month=cron.day_of_month,
+        month_of_year=cron.month_of_year,
+    )
 
-    entry: str
-    spec: routing.TaskSpec
-    cadence: Cadence
-    schedule: crontab
-    expires: int  # seconds; shorter than the period (see the module docstring)
 
+def entry(spec: routing.TaskSpec, every: float | None = None) -> dict[str, Any]:
+    """The ``beat_schedule`` entry of a scheduled task: sent by name, on its own queue.
 
-WRITEBEHIND_FLUSH_EVERY: Final = 10.0  # seconds: bounds write-behind lag when no flush is running
-
-JOBS: Final[tuple[Job, ...]] = (
-    Job("metrics-snapshot", routing.METRICS_SNAPSHOT, "minute", crontab(), 50),
-    Job("daily-report", routing.DAILY_REPORT, "daily", crontab(minute=5, hour=0), 12 * HOUR),
-    Job("daily-backup", routing.DAILY_BACKUP, "daily", crontab(minute=20, hour=0), 12 * HOUR),
-    Job(
-        "weekly-ttl-review",
-        routing.WEEKLY_TTL_REVIEW,
-        "weekly",
-        crontab(minute=5, hour=1, day_of_week="mon"),
-        3 * DAY,
-    ),
-    Job(
-        "monthly-capacity",
-        routing.MONTHLY_CAPACITY,
-        "monthly",
-        crontab(minute=35, hour=1, day_of_month=1),
-        7 * DAY,
-    ),
-    Job(
-        "quarterly-audit",
-        routing.QUARTERLY_AUDIT,
-        "quarterly",
-        crontab(minute=5, hour=2, day_of_month=1, month_of_year="1,4,7,10"),
-        14 * DAY,
-    ),
-)
-
-CADENCE_OF: Final[dict[str, Cadence]] = {job.spec.name: job.cadence for job in JOBS}
+    ``every`` replaces a crontab by a fixed interval in seconds (tests that watch beats tick
+    within seconds); a task with a cadence still runs once per period, which is what such a
+    test checks. A task already on an interval keeps it.
+    """
+    beat = spec.beat
+    if beat is None:
+        raise ValueError(f"{spec.name} is not scheduled")
+    schedule: crontab | float
+    expires = beat.expires
+    if isinstance(beat.every, routing.Cron):
+        schedule = crontab_of(beat.every) if every is None else every
+        if every is not None:
+            expires = min(expires, every * 10)
+    else:
+        schedule = beat.every
+    found: dict[str, Any] = {
+        "task": spec.name,
+        "schedule": schedule,
+        "options": {"queue": spec.queue, "expires": expires},
+    }
+    if beat.kwargs:
+        found["kwargs"] = dict(beat.kwargs)
+    return found
 
 
 def schedule(every: float | None = None) -> dict[str, dict[str, Any]]:
-    """``beat_schedule``: entries send by task name, on the task's own queue.
-
-    ``every`` replaces each crontab by a fixed interval in seconds, for tests that watch
-    beats tick within seconds; the jobs still run once per period (their guard), which is
-    what such a test checks.
-
-    The write-behind flush is no periodic job but a steady drain: every 10 s, no period guard
-    (overlapping runs share the stream's consumer group; the flush itself is exactly-once).
-    """
-    entries = {
-        job.entry: {
-            "task": job.spec.name,
-            "schedule": job.schedule if every is None else every,
-            "options": {
-                "queue": job.spec.queue,
-                "expires": job.expires if every is None else min(job.expires, every * 10),
-            },
-        }
-        for job in JOBS
-    }
-    entries["writebehind-flush"] = {
-        "task": routing.FLUSH_WRITEBEHIND.name,
-        "schedule": WRITEBEHIND_FLUSH_EVERY,
-        "kwargs": {"seconds": WRITEBEHIND_FLUSH_EVERY},
-        "options": {
-            "queue": routing.FLUSH_WRITEBEHIND.queue,
-            "expires": WRITEBEHIND_FLUSH_EVERY - 1,
-        },
-    }
-    return entries
+    """``beat_schedule``: one entry per scheduled task of the routing table."""
+    return {spec.beat.entry: entry(spec, every) for spec in routing.SCHEDULED if spec.beat}

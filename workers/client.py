@@ -14,8 +14,10 @@ it (it holds a pooled broker connection)::
 Every call is a single LPUSH on the broker and returns the task id at once; nothing here
 waits for a result. Messages are JSON, sent with the task's name on the task's queue (the
 table in workers/routing.py), so a worker routes and runs them exactly as if the task had
-been called directly. ``enqueue_*`` raise ValueError for arguments the task would refuse,
-before anything is sent, and kombu's OperationalError when the broker cannot be reached.
+been called directly. The argument vocabularies (member actions, bulk kinds) and the id
+limit are the table's too, so client and task refuse the same things: ``enqueue_*`` raise
+ValueError for arguments the task would refuse, before anything is sent, and kombu's
+OperationalError when the broker cannot be reached.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ from workers.factory import create_app
 from workers.runtime import CacheCelery
 
 WARMUP_KINDS: Final = WARMUPS  # from the registry of cached kinds
-MEMBER_ACTIONS: Final = ("create", "update", "delete")
-BULK_KINDS: Final = ("import", "update", "delete")
-MAX_WARMUP_IDS: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +90,25 @@ class TaskClient:
             return self.send(routing.WARMUP_ALL)
         if kind == "members":
             wanted = [_positive_int(member_id, "member id") for member_id in ids or ()]
-            if not wanted or len(wanted) > MAX_WARMUP_IDS:
-                raise ValueError(f"between 1 and {MAX_WARMUP_IDS} ids, got {len(wanted)}")
+            if not wanted or len(wanted) > routing.MAX_IDS:
+                raise ValueError(f"between 1 and {routing.MAX_IDS} ids, got {len(wanted)}")
             return self.send(routing.WARMUP_MEMBERS, wanted)
         return self.send(routing.WARMUP_DATA_TYPE, kind)
 
     def enqueue_member_change(self, action: str, member_id: int) -> str:
         """After a member's create, update or delete has committed."""
-        if action not in MEMBER_ACTIONS:
-            raise ValueError(f"unknown member action {action!r}; expected one of {MEMBER_ACTIONS}")
+        if action not in routing.MEMBER_ACTIONS:
+            raise ValueError(
+                f"unknown member action {action!r}; expected one of {routing.MEMBER_ACTIONS}"
+            )
         return self.send(routing.ON_MEMBER_CHANGE, action, _positive_int(member_id, "member id"))
 
     def enqueue_bulk_operation(self, kind: str, affected_count: int) -> str:
         """After a bulk import, update or delete of ``affected_count`` members has committed."""
-        if kind not in BULK_KINDS:
-            raise ValueError(f"unknown bulk operation {kind!r}; expected one of {BULK_KINDS}")
+        if kind not in routing.BULK_KINDS:
+            raise ValueError(
+                f"unknown bulk operation {kind!r}; expected one of {routing.BULK_KINDS}"
+            )
         count = int(affected_count)
         if count < 0:
             raise ValueError("affected_count must be >= 0")

@@ -11,16 +11,11 @@ from typing import Final
 
 import celeryconfig
 from config import Settings
-from workers.runtime import (
-    CacheCelery,
-    RecordsFactory,
-    SourceFactory,
-    default_records_factory,
-    default_source_factory,
-)
+from workers.runtime import CacheCelery, Parts
 
 APP_NAME: Final = "membership_cache"
-# Imported by the worker at start-up (and by nothing else): producers send by name.
+# Imported by the worker at start-up, by name (workers/ never imports tasks/): producers send
+# by name and load none of them.
 TASK_MODULES: Final = (
     "tasks.warmup",
     "tasks.invalidation",
@@ -30,20 +25,13 @@ TASK_MODULES: Final = (
 )
 
 
-def create_app(
-    settings: Settings,
-    *,
-    source_factory: SourceFactory = default_source_factory,
-    records_factory: RecordsFactory = default_records_factory,
-) -> CacheCelery:
-    """A configured app. ``source_factory`` builds the database source a worker process reads,
-    ``records_factory`` where the jobs store snapshots and reports (tests pass fakes; the
-    defaults use db/ through Settings)."""
+def create_app(settings: Settings, *, parts: Parts | None = None) -> CacheCelery:
+    """A configured app. ``parts`` replaces the factory of runtime parts the tasks declare
+    (tasks/runtime.py: the database source, the records), by part; tests pass fakes."""
     app = CacheCelery(
         settings,
         APP_NAME,
-        source_factory=source_factory,
-        records_factory=records_factory,
+        parts=parts,
         include=list(TASK_MODULES),
         set_as_current=False,
     )

@@ -19,17 +19,16 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from redis.exceptions import RedisError
 
 from cache import Keys
 from cache.client import SyncRedis
 from cache.errors import CacheUnavailable
+from workers.routing import Cadence
 
 log = logging.getLogger("workers.periods")
-
-Cadence = Literal["minute", "daily", "weekly", "monthly", "quarterly"]
 
 # How long the record of a done period is kept: two periods, so "already done" is still
 # known when the next period's first tick arrives, and records do not pile up.
@@ -204,10 +203,6 @@ class PeriodGuard:
         record = claim | {"state": "done", "finished_at": time.time(), "result": result}
         self._call(self._complete, key, token, json.dumps(record), RECORD_SECONDS[cadence])
         return Outcome(True, job, period, result=result)
-
-    def record(self, job: str, period: str) -> dict[str, Any] | None:
-        raw = self.client.get(self.key(job, period))
-        return json.loads(raw) if raw else None
 
     def _call(self, script: Any, key: str, *args: object) -> None:
         try:

@@ -2,7 +2,7 @@
 
 Counters live in process (cache.metrics, no round trip to record). Every ``interval`` seconds a
 daemon thread publishes ``CacheService.core.snapshot()`` plus any extra sections (the
-invalidation lifetimes of tasks/lifetimes.py) in one pipelined step::
+invalidation lifetimes of tasks/lifetimes.py, a runtime part) in one pipelined step::
 
     SET  <prefix>sys:metrics:<process>  {"process", "role", "published_at", "snapshot", ...}  EX ttl
     ZADD <prefix>sys:processes  <now> <process>        the index the reader walks (never KEYS)
@@ -75,7 +75,8 @@ class MetricsPublisher:
             "published_at": time.time(),
             "snapshot": self.cache.core.snapshot(),
         }
-        for name, extra in self.extras.items():
+        # A copy: a part built on another thread may add an extra meanwhile (workers/runtime.py).
+        for name, extra in tuple(self.extras.items()):
             doc[name] = extra()
         return doc
 

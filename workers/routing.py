@@ -1,9 +1,23 @@
-"""Queues and task names: every task the platform runs, its queue and its time limits.
+"""The routing table: every task the platform runs, declared once, and what is derived from it.
 
-One table, read by three parties that must agree: celeryconfig.py (declared queues, routes,
-the visibility timeout derived from the longest hard limit), the task decorators in tasks/
-(names and limits), and workers/client.py (which enqueues by name and never imports tasks/).
-Nothing here imports Celery.
+One :class:`TaskSpec` per task carries its wire name, queue, time limits and, for a scheduled
+task, its beat entry (:class:`Beat`) and its cadence (run at most once per period, under the
+period guard of workers/periods.py) and whether it stores a maintenance report. The model is
+arq's ``WorkerSettings`` and a dramatiq actor's options: a task's policy sits on the task.
+
+Read by every party that must agree, none of which keeps a second list::
+
+    celeryconfig.py          declared queues, task_routes, the visibility timeout (longest
+                             hard limit), beat_schedule (workers/beat.py renders each Beat)
+    tasks/                   decorator options (task_options), cadence and job name of a run,
+                             the limits and argument vocabularies they check
+    workers/client.py        sends by name on the task's queue, checks the same vocabularies
+    db/reports.py            the report job names (REPORT_JOBS), which the API lists
+    api_stub/management      the id limit of a request (MAX_IDS)
+
+Nothing here imports Celery or any other package of the project: producers (the API,
+cachectl) and the data layer import it for free. workers/ never imports tasks/; tasks/ import
+this table (the dependency runs one way, see workers/__init__.py).
 
 Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, not a queue)::
 
@@ -12,12 +26,24 @@ Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, 
     cache.writebehind  write-behind flushes: the stream drained into PostgreSQL in batches
     metrics            the every-minute snapshot
     maintenance        the beat cadence (daily/weekly/monthly/quarterly jobs); also the default
+
+Schedule (UTC; jobs start a few minutes past the hour, away from other schedulers' top of the
+hour; each tick ``expires`` well inside its period, see workers/beat.py)::
+
+    metrics-snapshot     every minute
+    writebehind-flush    every DRAIN_SECONDS (no period guard: a steady drain)
+    daily-report         00:05 every day        hit rate, error rate, alert state
+    daily-backup         00:20 every day        BGSAVE, LASTSAVE moved, copy, retention
+    weekly-ttl-review    01:05 Monday           TTL recommendations per data type
+    monthly-capacity     01:35 on the 1st       memory trend, days until maxmemory
+    quarterly-audit      02:05 on Jan/Apr/Jul/Oct 1st   version and security audit
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 Q_WARMUP: Final = "cache.warmup"
 Q_INVALIDATE: Final = "cache.invalidate"
@@ -30,16 +56,102 @@ QUEUES: Final = (Q_WARMUP, Q_INVALIDATE, Q_WRITEBEHIND, Q_METRICS, Q_MAINTENANCE
 # invalidations or warm-ups. Every task below has a route, so this catches only strays.
 DEFAULT_QUEUE: Final = Q_MAINTENANCE
 
+# --- what both sides of the wire check ----------------------------------------------------
+# The client refuses before sending what the task would refuse after receiving.
+MEMBER_ACTIONS: Final = ("create", "update", "delete")  # on_member_change(action, member_id)
+BULK_KINDS: Final = ("import", "update", "delete")  # on_bulk_operation(kind, affected_count)
+# Member ids in one message or one management request: a message is not a bulk channel
+# (warmup_all covers every member); 10,000 ids are about 70 KB of JSON.
+MAX_IDS: Final = 10_000
+# One write-behind flush run drains for this long, and beat sends one this often: one run
+# follows another and the lag stays near the linger time.
+DRAIN_SECONDS: Final = 10.0
+
+# Retries of tasks that hit a connection error: 1 s, 2 s, 4 s ... capped at RETRY_BACKOFF_MAX,
+# each with full jitter so a Redis restart is not followed by a synchronized stampede.
+RETRY_BACKOFF_MAX: Final = 60
+MAX_RETRIES: Final = 10
+
+# A period of the once-per-period guard (workers/periods.py gives each its id and bounds).
+Cadence = Literal["minute", "daily", "weekly", "monthly", "quarterly"]
+
+HOUR: Final = 3600
+DAY: Final = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A crontab in Celery's field syntax, as plain data (workers/beat.py makes the crontab)."""
+
+    minute: str = "*"
+    hour: str = "*"
+    day_of_week: str = "*"
+    day_of_month: str = "*"
+    month_of_year: str = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """When beat sends a task: an entry name, a crontab or a fixed interval in seconds, how
+    long a tick stays valid (shorter than the period: a tick that waited in the queue is
+    dropped rather than run in the next period) and the keyword arguments it sends."""
+
+    entry: str
+    every: Cron | float
+    expires: float  # seconds
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
-    name: str
+    name: str  # the wire name: part of the message format, change with care
     queue: str
     soft_time_limit: int  # SoftTimeLimitExceeded is raised in the task: it can clean up
     time_limit: int  # the process running it is killed: the last resort
+    beat: Beat | None = None  # sent by beat
+    cadence: Cadence | None = None  # run at most once per period (the period guard)
+    job: str | None = None  # the guard's job name (and the report's) when it has a cadence
+    reports: bool = False  # stores a maintenance report under ``job`` (db/reports.py)
+
+    def __post_init__(self) -> None:
+        if self.queue not in QUEUES:
+            raise ValueError(f"{self.name}: undeclared queue {self.queue!r}")
+        if (self.cadence is None) != (self.job is None):
+            raise ValueError(f"{self.name}: a cadence goes with a job name, and only with it")
+        if self.reports and self.cadence is None:
+            raise ValueError(f"{self.name}: a report is stored per period; give a cadence")
+
+    @property
+    def guarded_job(self) -> str:
+        """The period guard's job name; ValueError for a task without a cadence."""
+        if self.job is None:
+            raise ValueError(f"{self.name} has no cadence")
+        return self.job
+
+    @property
+    def guarded_cadence(self) -> Cadence:
+        if self.cadence is None:
+            raise ValueError(f"{self.name} has no cadence")
+        return self.cadence
 
 
-# Task names are part of the wire format (the client sends them by name): change with care.
+def _maintenance(
+    job: str, soft: int, hard: int, cadence: Cadence, when: Cron, expires: int
+) -> TaskSpec:
+    """A maintenance job: once per period, its report stored, sent by beat."""
+    entry = job.replace("_", "-")
+    return TaskSpec(
+        f"tasks.maintenance.{job}",
+        Q_MAINTENANCE,
+        soft,
+        hard,
+        beat=Beat(entry, when, expires),
+        cadence=cadence,
+        job=job,
+        reports=True,
+    )
+
+
 WARMUP_CRITICAL: Final = TaskSpec("tasks.warmup.warmup_critical", Q_WARMUP, 300, 330)
 WARMUP_ALL: Final = TaskSpec("tasks.warmup.warmup_all", Q_WARMUP, 1800, 1860)
 WARMUP_MEMBERS: Final = TaskSpec("tasks.warmup.warmup_members", Q_WARMUP, 300, 330)
@@ -48,17 +160,44 @@ WARMUP_DATA_TYPE: Final = TaskSpec("tasks.warmup.warmup_data_type", Q_WARMUP, 60
 ON_MEMBER_CHANGE: Final = TaskSpec("tasks.invalidation.on_member_change", Q_INVALIDATE, 20, 30)
 ON_BULK_OPERATION: Final = TaskSpec("tasks.invalidation.on_bulk_operation", Q_INVALIDATE, 20, 30)
 
-METRICS_SNAPSHOT: Final = TaskSpec("tasks.metrics.snapshot", Q_METRICS, 30, 45)
+METRICS_SNAPSHOT: Final = TaskSpec(
+    "tasks.metrics.snapshot",
+    Q_METRICS,
+    30,
+    45,
+    beat=Beat("metrics-snapshot", Cron(), 50),
+    cadence="minute",
+    job="metrics_snapshot",
+)
 
-# Drains the write-behind stream for up to ~25 s per run; beat starts one every 10 s and
-# overlapping runs coordinate through the stream's consumer group.
-FLUSH_WRITEBEHIND: Final = TaskSpec("tasks.writebehind.flush_writebehind", Q_WRITEBEHIND, 30, 45)
+# Drains the write-behind stream for up to DRAIN_SECONDS per run; overlapping runs
+# coordinate through the stream's consumer group, so there is no period guard.
+FLUSH_WRITEBEHIND: Final = TaskSpec(
+    "tasks.writebehind.flush_writebehind",
+    Q_WRITEBEHIND,
+    30,
+    45,
+    beat=Beat("writebehind-flush", DRAIN_SECONDS, DRAIN_SECONDS - 1, {"seconds": DRAIN_SECONDS}),
+)
 
-DAILY_REPORT: Final = TaskSpec("tasks.maintenance.daily_report", Q_MAINTENANCE, 300, 330)
-DAILY_BACKUP: Final = TaskSpec("tasks.maintenance.daily_backup", Q_MAINTENANCE, 900, 960)
-WEEKLY_TTL_REVIEW: Final = TaskSpec("tasks.maintenance.weekly_ttl_review", Q_MAINTENANCE, 600, 660)
-MONTHLY_CAPACITY: Final = TaskSpec("tasks.maintenance.monthly_capacity", Q_MAINTENANCE, 600, 660)
-QUARTERLY_AUDIT: Final = TaskSpec("tasks.maintenance.quarterly_audit", Q_MAINTENANCE, 300, 330)
+DAILY_REPORT: Final = _maintenance(
+    "daily_report", 300, 330, "daily", Cron(minute="5", hour="0"), 12 * HOUR
+)
+DAILY_BACKUP: Final = _maintenance(
+    "daily_backup", 900, 960, "daily", Cron(minute="20", hour="0"), 12 * HOUR
+)
+WEEKLY_TTL_REVIEW: Final = _maintenance(
+    "weekly_ttl_review", 600, 660, "weekly", Cron(minute="5", hour="1", day_of_week="mon"),
+    3 * DAY,
+)  # fmt: skip
+MONTHLY_CAPACITY: Final = _maintenance(
+    "monthly_capacity", 600, 660, "monthly", Cron(minute="35", hour="1", day_of_month="1"),
+    7 * DAY,
+)  # fmt: skip
+QUARTERLY_AUDIT: Final = _maintenance(
+    "quarterly_audit", 300, 330, "quarterly",
+    Cron(minute="5", hour="2", day_of_month="1", month_of_year="1,4,7,10"), 14 * DAY,
+)  # fmt: skip
 
 TASKS: Final[tuple[TaskSpec, ...]] = (
     WARMUP_CRITICAL,
@@ -75,12 +214,10 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     MONTHLY_CAPACITY,
     QUARTERLY_AUDIT,
 )
-BY_NAME: Final = {spec.name: spec for spec in TASKS}
-
-# Retries of tasks that hit a connection error: 1 s, 2 s, 4 s ... capped at RETRY_BACKOFF_MAX,
-# each with full jitter so a Redis restart is not followed by a synchronized stampede.
-RETRY_BACKOFF_MAX: Final = 60
-MAX_RETRIES: Final = 10
+# Tasks beat sends, in table order.
+SCHEDULED: Final = tuple(spec for spec in TASKS if spec.beat is not None)
+# The job names of maintenance_reports rows (db/reports.py, the API's /reports filter).
+REPORT_JOBS: Final = tuple(spec.guarded_job for spec in TASKS if spec.reports)
 
 
 def routes() -> dict[str, dict[str, str]]:

@@ -7,14 +7,21 @@ Redis or database sockets: the process id is checked on every access.
 
 A runtime publishes its process's cache counters to Redis every few seconds
 (workers/publisher.py), for the metrics snapshot to merge.
+
+workers/ never imports tasks/. What only tasks use (the database source of the warm-ups, the
+records of the jobs, the invalidation lifetimes) is declared on the task side as a
+:class:`Part` (tasks/runtime.py) and built here on first use, per process, closed with the
+runtime; a part with ``publish`` is published with the process's counters. An app may
+replace a part's factory (``create_app(settings, parts={SOURCE: fake})``): tests do.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from celery import Celery
 
@@ -27,36 +34,31 @@ if TYPE_CHECKING:
     from celery import Task
 
     from config import Settings
-    from tasks.records import Records
-    from tasks.sources import Source
 
-SourceFactory = Callable[["Settings"], "Source"]
-RecordsFactory = Callable[["Settings"], "Records"]
+T = TypeVar("T")
+Factory = Callable[["Settings"], T]
 
 
-def default_source_factory(settings: Settings) -> Source:
-    from tasks.sources import SqlSource  # the data layer is loaded only where it is used
+@dataclass(frozen=True, eq=False)
+class Part(Generic[T]):
+    """A per-process resource declared by the code that uses it: built from Settings on first
+    use, closed with the runtime and, with ``publish``, published under ``name``."""
 
-    return SqlSource.from_settings(settings)
+    name: str
+    build: Factory[T]
+    close: Callable[[T], None] | None = None
+    publish: Callable[[T], dict[str, Any]] | None = None
 
 
-def default_records_factory(settings: Settings) -> Records:
-    from tasks.records import SqlRecords
-
-    return SqlRecords.from_settings(settings)
+Parts = Mapping[Part[Any], Factory[Any]]
 
 
 class Runtime:
-    """One process's cache service, period guard, metrics publisher and (lazily) database
-    source and records."""
+    """One process's cache service, period guard and metrics publisher, and (lazily) the
+    parts its tasks ask for."""
 
     def __init__(
-        self,
-        settings: Settings,
-        source_factory: SourceFactory,
-        records_factory: RecordsFactory = default_records_factory,
-        *,
-        publish: bool = True,
+        self, settings: Settings, parts: Parts | None = None, *, publish: bool = True
     ) -> None:
         self.settings = settings
         self.cache: CacheService = build_cache(settings)
@@ -64,40 +66,31 @@ class Runtime:
         self.guard = PeriodGuard(
             self.cache.clients.writer, self.cache.keys, lease_seconds=routing.longest_hard_limit()
         )
-        from tasks.lifetimes import Lifetimes  # task-side code: loaded only where tasks run
-
-        self.lifetimes = Lifetimes()
-        self.publisher = MetricsPublisher(
-            self.cache, "worker", extras={"lifetimes": self.lifetimes.snapshot}
-        )
+        self.publisher = MetricsPublisher(self.cache, "worker")
         if publish:
             self.publisher.start()
-        self._source_factory = source_factory
-        self._records_factory = records_factory
-        self._source: Source | None = None
-        self._records: Records | None = None
+        self._factories: dict[Part[Any], Factory[Any]] = dict(parts or {})
+        self._parts: dict[Part[Any], Any] = {}
         self._lock = threading.Lock()
 
-    @property
-    def source(self) -> Source:
+    def part(self, part: Part[T]) -> T:
+        """This process's instance of ``part``, built on first use."""
         with self._lock:
-            if self._source is None:
-                self._source = self._source_factory(self.settings)
-            return self._source
-
-    @property
-    def records(self) -> Records:
-        with self._lock:
-            if self._records is None:
-                self._records = self._records_factory(self.settings)
-            return self._records
+            if part not in self._parts:
+                value = self._factories.get(part, part.build)(self.settings)
+                self._parts[part] = value
+                if part.publish is not None:
+                    publish = part.publish
+                    self.publisher.extras[part.name] = lambda: publish(value)
+            return cast(T, self._parts[part])
 
     def close(self) -> None:
         self.publisher.stop()
-        if self._source is not None:
-            self._source.close()
-        if self._records is not None:
-            self._records.close()
+        with self._lock:
+            built, self._parts = list(self._parts.items()), {}
+        for part, value in reversed(built):
+            if part.close is not None:
+                part.close(value)
         self.cache.close()
 
 
@@ -108,14 +101,12 @@ class CacheCelery(Celery):
         self,
         settings: Settings,
         *args: Any,
-        source_factory: SourceFactory = default_source_factory,
-        records_factory: RecordsFactory = default_records_factory,
+        parts: Parts | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
-        self._source_factory = source_factory
-        self._records_factory = records_factory
+        self._part_factories: dict[Part[Any], Factory[Any]] = dict(parts or {})
         self._runtime: Runtime | None = None
         self._runtime_pid = 0
         self._runtime_lock = threading.Lock()
@@ -126,7 +117,7 @@ class CacheCelery(Celery):
             if self._runtime is None or self._runtime_pid != pid:
                 # After a fork the parent's runtime is dropped, not closed: its sockets belong
                 # to the parent.
-                self._runtime = Runtime(self.settings, self._source_factory, self._records_factory)
+                self._runtime = Runtime(self.settings, self._part_factories)
                 self._runtime_pid = pid
             return self._runtime
 

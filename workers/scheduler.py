@@ -11,8 +11,9 @@ period guard (workers/periods.py) makes a tick that slips through anyway (a lead
 past its lease, a takeover that sends the entries missed meanwhile) a no-op. Celery's
 PersistentScheduler does the scheduling; only ``tick`` is gated.
 
-Configuration (``app.conf``): ``beat_leader_lease`` seconds (default LEASE_SECONDS); the
-beat's ``beat_max_loop_interval`` must stay well below it so renewals come in time.
+Configuration (``app.conf``): ``beat_leader_lease`` seconds (celeryconfig.BEAT_LEADER_LEASE
+for an app celeryconfig did not configure); the beat's ``beat_max_loop_interval`` must stay
+well below it so renewals come in time.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Any, Final
 from celery.beat import PersistentScheduler
 from redis.exceptions import RedisError
 
+import celeryconfig
 from cache import Keys
 from cache.client import connect
 from workers.runtime import CacheCelery
 
 log = logging.getLogger("workers.scheduler")
 
-LEASE_SECONDS: Final = 30.0
+LEASE_SECONDS: Final = celeryconfig.BEAT_LEADER_LEASE  # defined once, with its reason
 RENEW_EVERY: Final = 1.0  # seconds between renewals while ticking fast (a burst of sends)
 
 # Extend only a lease we still hold; a leader that lost it must not steal it back by renewal.

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cache.kinds import KINDS, WARMUPS
+from workers.routing import MAX_IDS
 
-MAX_IDS = 10_000
 MAX_DEAD_IDS = 1_000
 # A write-behind stream id: <ms>-<seq>.
 STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"

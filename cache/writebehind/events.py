@@ -89,10 +89,6 @@ def day_of(day_no: int) -> dt.date:
     return _EPOCH_DATE + dt.timedelta(days=day_no)
 
 
-def encode_entry(member_id: int, code: str, at_ms: int, times: int) -> str:
-    return f"{member_id},{code},{at_ms},{times}"
-
-
 def entry_fields(fields: dict[str, str]) -> dict[str, str]:
     """A stored entry's fields in the four-field form (``e`` unpacked), for people to read."""
     if "e" not in fields:

@@ -10,7 +10,8 @@ from cache import CacheService
 from config import Settings
 from tasks.counters import Window
 from tasks.records import Records
-from workers.periods import Cadence, bounds, previous
+from workers.periods import bounds, previous
+from workers.routing import Cadence
 
 OK: Final = "ok"
 ALERT: Final = "alert"

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cache import DataType
+from cache.ttl import TtlPolicy
 from cache.types import TTL_SETTING
-from config import Settings
 from tasks.jobs.base import JobContext, Report, judged, window_dict
 from tasks.lifetimes import median_age
 
@@ -34,12 +34,8 @@ MAX_TTL: Final = 7 * 86_400
 
 
 def setting_of(data_type: DataType) -> str:
-    """The variable that carries a data type's TTL (cache.types.TTL_SETTING)."""
+    """The variable that carries a data type's TTL (cache.types.TTL_SETTING, upper-cased)."""
     return TTL_SETTING[data_type].upper()
-
-
-def current_ttls(settings: Settings) -> dict[DataType, int]:
-    return {data_type: int(getattr(settings, field)) for data_type, field in TTL_SETTING.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +83,7 @@ def run(ctx: JobContext) -> Report:
     by_type, lifetimes = window.by_type(), window.lifetimes()
     rows: dict[str, Any] = {}
     changes: list[str] = []
-    for data_type, ttl in current_ttls(ctx.settings).items():
+    for data_type, ttl in TtlPolicy.from_settings(ctx.settings).base.items():
         counts = by_type.get(data_type.value, {})
         life = lifetimes.get(data_type.value, {})
         evidence = Evidence(

@@ -1,10 +1,3 @@
-from tests.workers.fixtures import (
-    clean_stack,
-    pg_database,
-    pg_engine,
-    stack,
-    unit_cache,
-    unit_settings,
-)
+"""tests/tasks share the one conftest of the Celery tests, tests/workers/conftest.py."""
 
-__all__ = ["clean_stack", "pg_database", "pg_engine", "stack", "unit_cache", "unit_settings"]
+from tests.workers.conftest import *  # noqa: F403

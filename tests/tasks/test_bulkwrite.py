@@ -10,39 +10,39 @@ from config import Settings
 from tasks.bulkwrite import fill_missing, fragment
 
 
-def test_values_round_trip_through_the_core(unit_cache: CacheService) -> None:
-    keys = unit_cache.keys
+def test_values_round_trip_through_the_core(cache: CacheService) -> None:
+    keys = cache.keys
     big = {"notes": "é" * 10_000}  # compressed: above the 4 KB threshold
     items = [
         (keys.member(1), {"id": 1, "name": "Ünal"}, 3),
         (keys.member(2), fragment(b'{"id":2,"tags":["a","b"]}'), 1),
         (keys.member(3), big, 1),
     ]
-    assert fill_missing(unit_cache, items, DataType.MEMBER) == 3
-    assert unit_cache.get_many(keys.members([1, 2, 3]), DataType.MEMBER) == [
+    assert fill_missing(cache, items, DataType.MEMBER) == 3
+    assert cache.get_many(keys.members([1, 2, 3]), DataType.MEMBER) == [
         {"id": 1, "name": "Ünal"},
         {"id": 2, "tags": ["a", "b"]},
         big,
     ]
-    client = unit_cache.clients.writer
+    client = cache.clients.writer
     ttl = client.pttl(keys.member(1))
-    policy = unit_cache.core.policy
+    policy = cache.core.policy
     assert 0 < ttl <= policy.ttl(DataType.MEMBER) * (1 + policy.jitter) * 1000 * 1.5 + 1
-    assert unit_cache.metrics.of(DataType.MEMBER).writes == 3
+    assert cache.metrics.of(DataType.MEMBER).writes == 3
     # The connection is still in step: an ordinary command right after works.
-    assert unit_cache.ping()
+    assert cache.ping()
 
 
-def test_existing_keys_are_left_alone(unit_cache: CacheService) -> None:
-    key = unit_cache.keys.member(9)
-    assert unit_cache.set(key, {"kept": True}, DataType.MEMBER)
-    assert fill_missing(unit_cache, [(key, {"kept": False}, 99)], DataType.MEMBER) == 0
-    assert unit_cache.get(key, DataType.MEMBER) == {"kept": True}
-    assert fill_missing(unit_cache, [], DataType.MEMBER) == 0
+def test_existing_keys_are_left_alone(cache: CacheService) -> None:
+    key = cache.keys.member(9)
+    assert cache.set(key, {"kept": True}, DataType.MEMBER)
+    assert fill_missing(cache, [(key, {"kept": False}, 99)], DataType.MEMBER) == 0
+    assert cache.get(key, DataType.MEMBER) == {"kept": True}
+    assert fill_missing(cache, [], DataType.MEMBER) == 0
 
 
-def test_redis_down_is_cache_unavailable(unit_settings: Settings) -> None:
-    down = build_cache(unit_settings.model_copy(update={"redis_port": 1}))
+def test_redis_down_is_cache_unavailable(settings: Settings) -> None:
+    down = build_cache(settings.model_copy(update={"redis_port": 1}))
     try:
         with pytest.raises(CacheUnavailable):
             fill_missing(down, [(down.keys.member(1), {}, 1)], DataType.MEMBER)
@@ -51,8 +51,8 @@ def test_redis_down_is_cache_unavailable(unit_settings: Settings) -> None:
         down.close()
 
 
-def test_cache_disabled_writes_nothing(unit_settings: Settings) -> None:
-    off = build_cache(unit_settings.model_copy(update={"cache_enabled": False}))
+def test_cache_disabled_writes_nothing(settings: Settings) -> None:
+    off = build_cache(settings.model_copy(update={"cache_enabled": False}))
     try:
         assert fill_missing(off, [(off.keys.member(1), {}, 1)], DataType.MEMBER) == 0
         assert not off.clients.writer.exists(off.keys.member(1))

@@ -11,7 +11,8 @@ from cache.invalidation import generations_sync
 from cache.kinds import KINDS, Change
 from config import Settings
 from tasks.invalidation import affected_keys, bulk_change, invalidate, member_change
-from tests.workers import harness
+from tests.workers.conftest import InProcess
+from workers.publisher import read_published
 
 KEYS = Keys("p:")
 GENS = {"analytics": 5, "statistics": 6, "members": 7}
@@ -54,10 +55,10 @@ def test_bad_input_is_refused(call: object) -> None:
         call()  # type: ignore[operator]
 
 
-def test_invalidate_raises_when_redis_did_not_take_it(unit_settings: Settings) -> None:
+def test_invalidate_raises_when_redis_did_not_take_it(settings: Settings) -> None:
     from cache import build_cache
 
-    down = build_cache(unit_settings.model_copy(update={"redis_port": 1}))
+    down = build_cache(settings.model_copy(update={"redis_port": 1}))
     try:
         with pytest.raises(CacheUnavailable):
             invalidate(down, Change.UPDATE, 1)
@@ -67,65 +68,70 @@ def test_invalidate_raises_when_redis_did_not_take_it(unit_settings: Settings) -
         down.close()
 
 
-def _warm(stack: harness.Stack) -> set[str]:
-    """What the real warm-up writes: the aggregates and lookups, and members 1, 2 and 11."""
+def _warm(worker: InProcess) -> set[str]:
+    """What the real warm-ups write: the aggregates and lookups, and members 1, 2 and 11."""
     for task_id in (
-        stack.client.enqueue_warmup("critical"),
-        stack.client.enqueue_warmup("members", [1, 2, 11]),
+        worker.client.enqueue_warmup("critical"),
+        worker.client.enqueue_warmup("members", [1, 2, 11]),
     ):
-        progress = stack.wait(task_id)
+        progress = worker.wait(task_id)
         assert progress.state == "SUCCESS", progress.error
-    return stack.cache_keys()
+    return worker.cache_keys()
 
 
-def _current(stack: harness.Stack, *names: str) -> set[str]:
+def _current(worker: InProcess, *names: str) -> set[str]:
     """The keys the API reads now for these kinds (their tags' current generations)."""
     found = set()
     for name in names:
         kind = KINDS[name]
-        gens = generations_sync(stack.cache, kind.tags)
+        gens = generations_sync(worker.cache, kind.tags)
         assert gens is not None
-        found |= {kind.key(stack.cache.keys, params, gens) for params in kind.variants}
+        found |= {kind.key(worker.cache.keys, params, gens) for params in kind.variants}
     return found
 
 
 AGGREGATES = ("dashboard", "growth", "demographics")
 
 
-@pytest.mark.slow
 def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
-    clean_stack: harness.Stack,
+    worker: InProcess,
 ) -> None:
-    stack = clean_stack
-    keys = stack.cache.keys
-    before = _warm(stack)
-    aggregates = _current(stack, *AGGREGATES)
+    keys = worker.cache.keys
+    before = _warm(worker)
+    aggregates = _current(worker, *AGGREGATES)
     assert aggregates <= before and keys.member(1) in before
     tags = KINDS.tags_for(Change.UPDATE)
-    gens = generations_sync(stack.cache, tags)
+    gens = generations_sync(worker.cache, tags)
     assert gens is not None
 
-    progress = stack.wait(stack.client.enqueue_member_change("update", 1))
+    progress = worker.wait(worker.client.enqueue_member_change("update", 1))
     assert progress.state == "SUCCESS", progress.error
     removed = {keys.member(1)} | aggregates
-    assert before - stack.cache_keys() == removed
+    assert before - worker.cache_keys() == removed
     assert progress.result["removed"] == len(removed)
     assert set(progress.result["keys"]) == removed
     assert progress.result["tags"] == list(tags)
     # The API's responses derived from members retire: their generations moved on.
-    assert generations_sync(stack.cache, tags) == tuple(gen + 1 for gen in gens)
-    assert _current(stack, "lookup") <= stack.cache_keys(), "lookups do not depend on members"
+    assert generations_sync(worker.cache, tags) == tuple(gen + 1 for gen in gens)
+    assert _current(worker, "lookup") <= worker.cache_keys(), "lookups do not depend on members"
+    # The worker publishes the ages of what it removed, for the weekly TTL review.
+    assert worker.runtime.publisher.publish()
+    (published,) = read_published(worker.cache).values()
+    lifetimes = published["lifetimes"]
+    assert {name: row["invalidated"] for name, row in lifetimes.items()} == {
+        "member": 1,
+        "analytics": 2,
+        "statistics": 1,
+    }
 
     # Again: nothing left to delete, still a success (a redelivered hook is harmless).
-    again = stack.wait(stack.client.enqueue_member_change("update", 1))
+    again = worker.wait(worker.client.enqueue_member_change("update", 1))
     assert again.state == "SUCCESS" and again.result["removed"] == 0
 
 
-@pytest.mark.slow
-def test_on_bulk_operation_deletes_only_the_aggregates(clean_stack: harness.Stack) -> None:
-    stack = clean_stack
-    before = _warm(stack)
-    aggregates = _current(stack, *AGGREGATES)
-    progress = stack.wait(stack.client.enqueue_bulk_operation("import", 50_000))
+def test_on_bulk_operation_deletes_only_the_aggregates(worker: InProcess) -> None:
+    before = _warm(worker)
+    aggregates = _current(worker, *AGGREGATES)
+    progress = worker.wait(worker.client.enqueue_bulk_operation("import", 50_000))
     assert progress.state == "SUCCESS", progress.error
-    assert before - stack.cache_keys() == aggregates
+    assert before - worker.cache_keys() == aggregates

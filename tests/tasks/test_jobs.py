@@ -179,7 +179,7 @@ def test_audit_rules() -> None:
     assert [f["severity"] for f in loopback] == ["info"]
 
 
-def test_audit_of_the_shared_development_redis(unit_cache: CacheService) -> None:
-    found = audit.audit(unit_cache.clients.writer)
+def test_audit_of_the_shared_development_redis(cache: CacheService) -> None:
+    found = audit.audit(cache.clients.writer)
     checks = {f["check"] for f in found}
     assert {"version", "commands"} <= checks  # FLUSHALL and friends are open to the default user

@@ -5,26 +5,26 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
+from sqlalchemy import Engine
 
 from cache import CacheService, DataType, build_cache
-from config import load_settings
+from config import Settings, load_settings
 from db import reports, session_factory
 from tasks.keyspace import distribution, pattern_of
 from tasks.metrics import INFO_FIELDS, take_snapshot
 from tests.support.redis_procs import start_redis
-from tests.workers import harness
+from tests.workers.conftest import PG_MEMBERS, InProcess
 from workers import routing
 from workers.publisher import MetricsPublisher
 
 
-def test_snapshot_merges_processes_and_reads_redis(unit_cache: CacheService) -> None:
-    unit_cache.set(unit_cache.keys.lookup("tiers"), [1], DataType.LOOKUP)
-    unit_cache.get(unit_cache.keys.lookup("tiers"), DataType.LOOKUP)
-    unit_cache.get(unit_cache.keys.lookup("statuses"), DataType.LOOKUP)
-    other = MetricsPublisher(unit_cache, "api", process="api-elsewhere")
+def test_snapshot_merges_processes_and_reads_redis(cache: CacheService, settings: Settings) -> None:
+    cache.set(cache.keys.lookup("tiers"), [1], DataType.LOOKUP)
+    cache.get(cache.keys.lookup("tiers"), DataType.LOOKUP)
+    cache.get(cache.keys.lookup("statuses"), DataType.LOOKUP)
+    other = MetricsPublisher(cache, "api", process="api-elsewhere")
     assert other.publish()  # as if another process had published the same counters
-    payload = take_snapshot(unit_cache, MetricsPublisher(unit_cache, "worker", process="me"))
+    payload = take_snapshot(cache, MetricsPublisher(cache, "worker", process="me"))
     assert set(payload["processes"]) == {"me", "api-elsewhere"}
     lookups = payload["total"]["by_type"]["lookup"]
     assert (lookups["hits"], lookups["misses"], lookups["writes"]) == (2, 2, 2)
@@ -33,7 +33,7 @@ def test_snapshot_merges_processes_and_reads_redis(unit_cache: CacheService) -> 
     assert redis["used_memory"] > 0 and redis["role"] == "master"
     assert {"keyspace_hits", "keyspace_misses", "evicted_keys", "run_id"} <= set(redis)
     assert set(redis) - {"replicas", "keyspace"} <= set(INFO_FIELDS)
-    assert f"db{harness.CACHE_DB}" in redis["keyspace"]
+    assert f"db{settings.redis_db}" in redis["keyspace"]
     assert payload["keyspace"]["patterns"]["lookup"]["sampled"] >= 1
 
 
@@ -77,36 +77,32 @@ def test_pattern_of() -> None:
     assert pattern_of("p:", "p:oops") == "other"
 
 
-@pytest.mark.slow
-def test_snapshot_task_stores_a_row_once_per_minute(clean_stack: harness.Stack) -> None:
-    stack = clean_stack
-    assert stack.wait(stack.client.enqueue_warmup("all")).state == "SUCCESS"
+def test_snapshot_task_stores_a_row_once_per_minute(worker: InProcess, pg_engine: Engine) -> None:
+    """Warm every member, then snapshot twice in one minute: one row, holding the warm-up's
+    writes as the worker counted them and the keys it left."""
+    assert worker.wait(worker.client.enqueue_warmup("all")).state == "SUCCESS"
     minute = "2099-01-01T0000"
-    send = routing.METRICS_SNAPSHOT
-    first = stack.wait(stack.client.app.send_task(send.name, args=[minute], queue=send.queue).id)
-    second = stack.wait(stack.client.app.send_task(send.name, args=[minute], queue=send.queue).id)
+    first = worker.run(routing.METRICS_SNAPSHOT, minute)
+    second = worker.run(routing.METRICS_SNAPSHOT, minute)
     assert first.state == second.state == "SUCCESS", (first.error, second.error)
     assert (first.result["ran"], second.result["ran"]) == (True, False)
     summary = first.result["result"]
-    assert summary["processes"] >= 1 and summary["used_memory"] > 0
+    assert summary["processes"] == 1 and summary["used_memory"] > 0
 
-    from db import make_engine
-
-    engine = make_engine(stack.database_url)
-    try:
-        now = dt.datetime.now(dt.UTC)
-        with session_factory(engine)() as session:
-            recent = reports.iter_snapshots(
+    now = dt.datetime.now(dt.UTC)
+    with session_factory(pg_engine)() as session:
+        recent = list(
+            reports.iter_snapshots(
                 session, now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=1)
             )
-            row = next(r for r in recent if r["id"] == summary["id"])  # taken just now
-    finally:
-        engine.dispose()
+        )  # read to the end: the server-side cursor closes
+    row = next(r for r in recent if r["id"] == summary["id"])  # taken just now
     payload = row["payload"]
-    workers = [p for p in payload["processes"].values() if p["role"] == "worker"]
-    assert sum(p["by_type"].get("member", {}).get("writes", 0) for p in workers) >= harness.MEMBERS
-    assert payload["total"]["by_type"]["member"]["writes"] >= harness.MEMBERS
+    (process,) = payload["processes"].values()
+    assert process["role"] == "worker"
+    assert process["by_type"]["member"]["writes"] == PG_MEMBERS
+    assert payload["total"]["by_type"]["member"]["writes"] == PG_MEMBERS
     assert payload["redis"]["used_memory"] > 0 and payload["redis"]["role"] == "master"
     patterns = payload["keyspace"]["patterns"]
-    assert payload["keyspace"]["complete"] and patterns["member"]["keys"] == harness.MEMBERS
+    assert payload["keyspace"]["complete"] and patterns["member"]["keys"] == PG_MEMBERS
     assert patterns["member"]["bytes"] > 0

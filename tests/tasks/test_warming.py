@@ -70,45 +70,45 @@ class CountingFills:
 
 
 def test_warm_all_members_one_query_and_one_pipeline_per_batch(
-    unit_cache: CacheService, monkeypatch: pytest.MonkeyPatch
+    cache: CacheService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, counter = FakeSource(12_345), CountingFills(monkeypatch)
     seen: list[tuple[int, int]] = []
-    report = warming.warm_all_members(unit_cache, source, progress=lambda d, t: seen.append((d, t)))
+    report = warming.warm_all_members(cache, source, progress=lambda d, t: seen.append((d, t)))
     assert (report.done, report.total, report.written) == (12_345, 12_345, 12_345)
     assert counter.calls == [5_000, 5_000, 2_345]
     assert source.queries == ["count", "page", "page", "page", "page"]
     assert seen == [(0, 12_345), (5_000, 12_345), (10_000, 12_345), (12_345, 12_345)]
-    keys = unit_cache.keys.members([1, 5_000, 5_001, 12_345])
-    assert unit_cache.get_many(keys, DataType.MEMBER) == [
+    keys = cache.keys.members([1, 5_000, 5_001, 12_345])
+    assert cache.get_many(keys, DataType.MEMBER) == [
         source.rows[i] for i in (1, 5_000, 5_001, 12_345)
     ]
 
 
 def test_warm_members_batches_and_counts_missing(
-    unit_cache: CacheService, monkeypatch: pytest.MonkeyPatch
+    cache: CacheService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, counter = FakeSource(50), CountingFills(monkeypatch)
-    report = warming.warm_members(unit_cache, source, [3, 1, 2, 3, 99, 4, 5], batch_size=2)
+    report = warming.warm_members(cache, source, [3, 1, 2, 3, 99, 4, 5], batch_size=2)
     assert (report.total, report.done, report.written, report.missing) == (6, 6, 5, 1)
     assert counter.calls == [2, 1, 2]  # ids 3,1 | 2,99 | 4,5 ; 99 is missing
     assert source.queries == ["members"] * 3
 
 
-def test_warm_up_fills_what_is_missing_and_never_replaces(unit_cache: CacheService) -> None:
+def test_warm_up_fills_what_is_missing_and_never_replaces(cache: CacheService) -> None:
     """A write that landed after the warm-up read its row is kept: the warm-up's row is older."""
     source = FakeSource(3)
     newer = {**source.rows[2], "email": "new@example.org", "version": 2}
-    assert unit_cache.write_through(unit_cache.keys.member(2), newer, 2, DataType.MEMBER)
-    report = warming.warm_all_members(unit_cache, source)
+    assert cache.write_through(cache.keys.member(2), newer, 2, DataType.MEMBER)
+    report = warming.warm_all_members(cache, source)
     assert (report.written, report.present) == (2, 1)
-    keys = unit_cache.keys.members([1, 2, 3])
-    assert unit_cache.get_many(keys, DataType.MEMBER) == [
+    keys = cache.keys.members([1, 2, 3])
+    assert cache.get_many(keys, DataType.MEMBER) == [
         source.rows[1],
         newer,
         source.rows[3],
     ]
-    again = warming.warm_all_members(unit_cache, source)
+    again = warming.warm_all_members(cache, source)
     assert (again.written, again.present) == (0, 3)
 
 
@@ -139,11 +139,11 @@ def test_prefetched_reads_ahead_and_hands_errors_over() -> None:
     assert threading.active_count() <= reader_count
 
 
-def test_warm_critical_covers_aggregates_then_hottest(unit_cache: CacheService) -> None:
+def test_warm_critical_covers_aggregates_then_hottest(cache: CacheService) -> None:
     source = FakeSource(20)
     seen: list[tuple[int, int]] = []
     report = warming.warm_critical(
-        unit_cache, source, hottest=4, progress=lambda d, t: seen.append((d, t))
+        cache, source, hottest=4, progress=lambda d, t: seen.append((d, t))
     )
     aggregates = KINDS.warmed(Warm.CRITICAL)
     variants = sum(len(kind.variants) for kind in aggregates)
@@ -153,48 +153,48 @@ def test_warm_critical_covers_aggregates_then_hottest(unit_cache: CacheService) 
     assert sorted(source.queries[1:-1]) == sorted(
         ":".join([kind.name, *params]) for kind in aggregates for params in kind.variants
     )
-    keys = unit_cache.keys
+    keys = cache.keys
     for kind in aggregates:
         # Under the key the API reads: the kind's key with its tags' current generations.
-        gens = generations_sync(unit_cache, kind.tags)
+        gens = generations_sync(cache, kind.tags)
         assert gens is not None
         for params in kind.variants:
             key = kind.key(keys, params, gens)
-            assert unit_cache.get(key, kind.data_type) == source.load(kind, params), key
+            assert cache.get(key, kind.data_type) == source.load(kind, params), key
     for key in keys.members([20, 17]):
-        assert unit_cache.clients.writer.exists(key), key
-    assert not unit_cache.clients.writer.exists(keys.member(16))
+        assert cache.clients.writer.exists(key), key
+    assert not cache.clients.writer.exists(keys.member(16))
 
 
-def test_a_bump_retires_what_the_warm_up_wrote(unit_cache: CacheService) -> None:
+def test_a_bump_retires_what_the_warm_up_wrote(cache: CacheService) -> None:
     kind = KINDS["dashboard"]
-    warming.warm_aggregates(unit_cache, FakeSource(3), warming.WarmReport(), kind.data_type)
-    gens = generations_sync(unit_cache, kind.tags)
+    warming.warm_aggregates(cache, FakeSource(3), warming.WarmReport(), kind.data_type)
+    gens = generations_sync(cache, kind.tags)
     assert gens is not None
-    assert unit_cache.get(kind.key(unit_cache.keys, (), gens), kind.data_type) is not None
-    assert bump_sync(unit_cache, kind.tags)
-    after = generations_sync(unit_cache, kind.tags)
+    assert cache.get(kind.key(cache.keys, (), gens), kind.data_type) is not None
+    assert bump_sync(cache, kind.tags)
+    after = generations_sync(cache, kind.tags)
     assert after is not None and after != gens
-    assert unit_cache.get(kind.key(unit_cache.keys, (), after), kind.data_type) is MISS
+    assert cache.get(kind.key(cache.keys, (), after), kind.data_type) is MISS
 
 
 @pytest.mark.parametrize("name", ["lookup", "analytics", "statistics", "member"])
-def test_warm_data_type(unit_cache: CacheService, name: str) -> None:
-    report = warming.warm_data_type(unit_cache, FakeSource(7), name)
+def test_warm_data_type(cache: CacheService, name: str) -> None:
+    report = warming.warm_data_type(cache, FakeSource(7), name)
     assert (
         report.done
         == report.total
         == {"lookup": 3, "analytics": 2, "statistics": 1, "member": 7}[name]
     )
     with pytest.raises(ValueError):
-        warming.warm_data_type(unit_cache, FakeSource(1), "default")
+        warming.warm_data_type(cache, FakeSource(1), "default")
 
 
-def test_redis_down_raises_for_a_retry(unit_settings: Settings) -> None:
+def test_redis_down_raises_for_a_retry(settings: Settings) -> None:
     from cache import build_cache
 
     # A port nothing listens on: the service fails open, the warm-up must not pretend.
-    down = build_cache(unit_settings.model_copy(update={"redis_port": 1}))
+    down = build_cache(settings.model_copy(update={"redis_port": 1}))
     try:
         with pytest.raises(CacheUnavailable):
             warming.warm_members(down, FakeSource(3), [1, 2, 3])

@@ -1,27 +1,28 @@
-"""Warm-up tasks on a real worker: progress while running, failures that are not retried."""
+"""Warm-up tasks on a real (in-process) worker: progress while running, failures that are not
+retried."""
 
 from __future__ import annotations
 
 import json
 import time
 
-import pytest
-
-from tests.workers import harness, services
+from tasks.warming import aggregate_count
+from tests.support.redis_procs import RedisProcess
+from tests.workers import services
+from tests.workers.conftest import PG_MEMBERS, InProcess
 from workers import routing
 
-pytestmark = pytest.mark.slow
 
-
-def test_progress_is_published_while_the_warmup_runs(clean_stack: harness.Stack) -> None:
+def test_progress_is_published_while_the_warmup_runs(
+    worker: InProcess, task_redis: RedisProcess
+) -> None:
     """The result backend announces PROGRESS (done/total) before SUCCESS, as Flower and the
     API's progress endpoint see it."""
-    stack = clean_stack
-    listener = stack.redis_proc.client(db=services.RESULTS_DB)
+    listener = task_redis.client(db=services.RESULTS_DB)
     pubsub = listener.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("celery-task-meta-*")  # pub/sub is server-wide: filtered by id below
     try:
-        task_id = stack.client.enqueue_warmup("all")
+        task_id = worker.client.enqueue_warmup("all")
         states: list[tuple[str, object]] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (not states or states[-1][0] != "SUCCESS"):
@@ -35,27 +36,23 @@ def test_progress_is_published_while_the_warmup_runs(clean_stack: harness.Stack)
     names = [state for state, _ in states]
     assert names[0] == "STARTED" and names[-1] == "SUCCESS"
     progress = [meta for state, meta in states if state == "PROGRESS"]
-    assert progress[0] == {"done": 0, "total": harness.MEMBERS}
-    assert {"done": harness.MEMBERS, "total": harness.MEMBERS} in progress
-    assert progress[-1] == {"done": harness.MEMBERS + 5, "total": harness.MEMBERS + 5}
+    assert progress[0] == {"done": 0, "total": PG_MEMBERS}
+    assert {"done": PG_MEMBERS, "total": PG_MEMBERS} in progress
+    everything = PG_MEMBERS + aggregate_count()
+    assert progress[-1] == {"done": everything, "total": everything}
 
 
-def test_bad_input_fails_once_without_retries(clean_stack: harness.Stack) -> None:
-    stack = clean_stack
-    sent = stack.client.app.send_task(
-        routing.WARMUP_DATA_TYPE.name, args=["default"], queue=routing.Q_WARMUP
-    )
-    progress = stack.wait(sent.id)
+def test_bad_input_fails_once_without_retries(worker: InProcess) -> None:
+    task_id = worker.client.send(routing.WARMUP_DATA_TYPE, "default")
+    progress = worker.wait(task_id)
     assert progress.state == "FAILURE"
     assert progress.error is not None and progress.error.startswith("ValueError")
-    assert sent.retries in (0, None)
-    assert not stack.cache_keys()
+    assert worker.app.AsyncResult(task_id).retries in (0, None)
+    assert not worker.cache_keys()
 
 
-def test_too_many_ids_in_one_message_fail(clean_stack: harness.Stack) -> None:
-    stack = clean_stack
-    sent = stack.client.app.send_task(
-        routing.WARMUP_MEMBERS.name, args=[list(range(1, 100_002))], queue=routing.Q_WARMUP
-    )
-    progress = stack.wait(sent.id)
-    assert progress.state == "FAILURE" and "at most 100000" in (progress.error or "")
+def test_too_many_ids_in_one_message_fail(worker: InProcess) -> None:
+    """The client refuses them; a producer that sends anyway gets a failure, not a warm-up."""
+    progress = worker.run(routing.WARMUP_MEMBERS, list(range(1, routing.MAX_IDS + 2)))
+    assert progress.state == "FAILURE" and f"at most {routing.MAX_IDS}" in (progress.error or "")
+    assert not worker.cache_keys()

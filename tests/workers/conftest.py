@@ -1,10 +1,184 @@
-from tests.workers.fixtures import (
-    clean_stack,
-    pg_database,
-    pg_engine,
-    stack,
-    unit_cache,
-    unit_settings,
-)
+"""The one conftest of the Celery tests: tests/workers and tests/tasks (whose conftest is this
+module, re-exported).
 
-__all__ = ["clean_stack", "pg_database", "pg_engine", "stack", "unit_cache", "unit_settings"]
+Two ways to run tasks on a real worker:
+
+- in this process, for task behaviour: celery.contrib.pytest's ``celery_worker`` (a worker
+  thread, threads pool of two) on ``celery_app``, here the platform's own app
+  (workers.factory.create_app) rather than a bare test app, since tasks reach their runtime
+  through it. Broker, results and cache live on a redis-server of the session's own (databases
+  1, 2 and 0; emptied after each test), the cache under a prefix of the test's own; the tasks'
+  PostgreSQL database is ``pg_database``. :class:`InProcess` (fixture ``worker``) is the
+  producer's view of it: send through the client, wait for the result, read the cache.
+- in real processes, for fault and failover tests (a killed worker, two beats, Flower, the
+  entry point): ``stack`` and ``clean_stack`` (tests/workers/harness.py).
+
+Unit tests without a worker use the root conftest's ``settings`` and ``cache`` (the shared
+Redis, database 13, a prefix per test).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping: the ready check)
+import pytest
+
+# celery.contrib.pytest's in-process worker: pytest-celery 1.x's plugin re-exports it, then
+# shadows the name with its docker-based worker; a conftest fixture takes precedence again.
+from celery.contrib.pytest import celery_worker as celery_worker
+from sqlalchemy import Engine
+
+from cache import CacheService
+from config import Settings
+from db import make_engine
+from tests.support.redis_procs import RedisProcess, start_redis
+from tests.workers import harness, services
+from workers import routing
+from workers.client import Progress, TaskClient
+from workers.factory import create_app
+from workers.runtime import CacheCelery, Parts, Runtime
+
+PG_MEMBERS = 200  # seeded in pg_database; ids 1..200
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[harness.Stack]:
+    """A running worker process consuming all five queues, with its client, cache and Redis."""
+    shared = harness.acquire()
+    try:
+        yield shared
+    finally:
+        harness.release()
+
+
+@pytest.fixture
+def clean_stack(stack: harness.Stack) -> Iterator[harness.Stack]:
+    """The stack with no cache keys under its prefix, before and after the test."""
+    stack.clear_cache()
+    yield stack
+    stack.clear_cache()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A migrated PostgreSQL database seeded with PG_MEMBERS members; dropped afterwards.
+    Tests that write to it use their own rows (or their own periods)."""
+    name, url = services.create_database(PG_MEMBERS)
+    try:
+        yield url
+    finally:
+        services.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_database: str) -> Iterator[Engine]:
+    engine = make_engine(pg_database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def task_redis() -> Iterator[RedisProcess]:
+    """The redis-server of the in-process worker: the session's own, so its queues meet no
+    other session's and BGSAVE and CONFIG (the backup and audit jobs) are the test's to use."""
+    proc = start_redis()
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@pytest.fixture
+def task_env(task_redis: RedisProcess, pg_database: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of the in-process worker's Settings: the session's redis-server,
+    pg_database, a cache prefix and a backup directory of the test's own."""
+    prefix = f"test-task-{uuid.uuid4().hex[:8]}:"
+    backups = str(tmp_path / "backups")
+    return services.stack_env(prefix, task_redis.port, pg_database, BACKUP_DIR=backups)
+
+
+@pytest.fixture
+def task_settings(task_env: dict[str, str]) -> Settings:
+    return harness.settings_from_env(task_env)
+
+
+@pytest.fixture
+def celery_parts() -> Parts:
+    """Runtime parts the app builds with another factory (a module redefines it: a slow
+    source, say); none by default."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def celery_worker_pool() -> str:
+    return "threads"  # two tasks in flight at once, in this process
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict[str, object]:
+    return {"concurrency": 2}
+
+
+@pytest.fixture
+def celery_app(
+    task_settings: Settings, task_redis: RedisProcess, celery_parts: Parts
+) -> Iterator[CacheCelery]:
+    """celery.contrib.pytest's app fixture, redefined as the platform's app: the worker
+    (celery_worker) runs the real task modules, routes and limits of workers/routing.py."""
+    app = create_app(task_settings, parts=celery_parts)
+    try:
+        yield app
+    finally:
+        app.close_runtime()
+        app.close()
+        for db in (services.CACHE_DB, services.BROKER_DB, services.RESULTS_DB):
+            client = task_redis.client(db=db)
+            try:
+                client.flushdb()  # the session's own server: nothing else lives there
+            finally:
+                client.close()
+
+
+@dataclass
+class InProcess:
+    """The in-process worker seen from a producer: its client, its results, its cache."""
+
+    app: CacheCelery
+    client: TaskClient
+    settings: Settings
+
+    @property
+    def runtime(self) -> Runtime:
+        """The worker's runtime: its threads run in this process, so this is theirs."""
+        return self.app.runtime()
+
+    @property
+    def cache(self) -> CacheService:
+        return self.runtime.cache
+
+    def wait(self, task_id: str, timeout: float = 20.0) -> Progress:
+        """Poll the result backend until the task is SUCCESS or FAILURE."""
+        return harness.final(self.client, task_id, timeout)
+
+    def run(self, spec: routing.TaskSpec, *args: object) -> Progress:
+        """Send by name on the task's queue, as a producer does, and wait for the outcome."""
+        return self.wait(self.client.send(spec, *args))
+
+    def cache_keys(self) -> set[str]:
+        """The cache keys under the prefix, platform state (sys:) excluded."""
+        prefix = self.settings.redis_key_prefix
+        return {
+            key.decode()
+            for key in self.cache.clients.writer.scan_iter(match=prefix + "*", count=1000)
+            if not key.startswith(f"{prefix}sys:".encode())
+        }
+
+
+@pytest.fixture
+def worker(celery_app: CacheCelery, celery_worker: object, task_settings: Settings) -> InProcess:
+    """A worker thread consuming every queue of the platform's app (celery_worker)."""
+    return InProcess(celery_app, TaskClient(task_settings, app=celery_app), task_settings)

@@ -4,11 +4,12 @@ The stack's redis-server (tests/workers/services.py) carries the broker (databas
 results (2) and the cache (0, under a prefix of the session's own); its data is a seeded
 PostgreSQL database created for it. Everything is thrown away afterwards: the server is
 killed and the database dropped, so nothing is cleaned key by key and two sessions (or
-pytest-xdist workers) never share a queue. One stack serves tests/workers and tests/tasks:
-:func:`acquire` and :func:`release` count users and the last release stops it.
+pytest-xdist workers) never share a queue. :func:`acquire` and :func:`release` count users
+and the last release stops it.
 
-Unit tests that need no worker use the shared Redis on 127.0.0.1:6379 (database 11, a
-prefix per test; see :func:`settings_env`).
+The stack is for what needs real processes: fault and failover tests (a worker killed, two
+beats), the entry point, Flower. Task behaviour runs on an in-process worker
+(celery.contrib.pytest's celery_worker, tests/workers/conftest.py).
 """
 
 from __future__ import annotations
@@ -31,11 +32,7 @@ from workers.client import Progress, TaskClient
 
 __all__ = ["REPO", "Stack", "WorkerProcess", "acquire", "release", "wait_for"]
 
-HOST = "127.0.0.1"
-PORT = 6379  # the shared Redis, for unit tests
-CACHE_DB = 11
 MEMBERS = 30  # seeded members; ids 1..30
-SEED_NOW = services.SEED_NOW
 
 
 def unlink_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
@@ -45,18 +42,6 @@ def unlink_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
         for start in range(0, len(batch), 500):
             removed += int(client.unlink(*batch[start : start + 500]))
     return removed
-
-
-def settings_env(prefix: str, database_url: str) -> dict[str, str]:
-    """The Settings environment of a unit test on the shared Redis (no worker)."""
-    return {
-        "REDIS_HOST": HOST,
-        "REDIS_PORT": str(PORT),
-        "REDIS_DB": str(CACHE_DB),
-        "REDIS_KEY_PREFIX": prefix,
-        "DATABASE_URL": database_url,
-        "ENVIRONMENT": "test",
-    }
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -76,10 +61,6 @@ class Stack:
     results: redis.Redis
     database: str
     worker: WorkerProcess
-
-    @property
-    def port(self) -> int:
-        return self.redis_proc.port
 
     @property
     def database_url(self) -> str:

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from cache import CacheService
+from cache.kinds import Change
 from config import Settings, load_settings
 from tasks import invalidation
 from tasks.lifetimes import Lifetimes
+from tasks.runtime import SOURCE
 from tasks.sources import MemberRow, SqlSource
 from workers.factory import create_app
 
@@ -39,11 +41,14 @@ _invalidate = invalidation.invalidate
 
 
 def slow_invalidate(
-    cache: CacheService, keys: list[str], lifetimes: Lifetimes | None = None
+    cache: CacheService,
+    change: Change,
+    member_id: int | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> Any:
     time.sleep(INVALIDATION_DELAY)
-    return _invalidate(cache, keys, lifetimes)
+    return _invalidate(cache, change, member_id, lifetimes)
 
 
 invalidation.invalidate = slow_invalidate  # the task body looks the name up when it runs
-app = create_app(load_settings(), source_factory=SlowSource.build)
+app = create_app(load_settings(), parts={SOURCE: SlowSource.build})

@@ -7,7 +7,6 @@ import pytest
 import celeryconfig
 from config import load_settings
 from workers import routing
-from workers.beat import JOBS
 
 
 def make(**overrides: object) -> dict[str, object]:
@@ -31,10 +30,10 @@ def test_explicit_queues_and_routes() -> None:
     routes = conf["task_routes"]
     assert isinstance(routes, dict)
     assert {route["queue"] for route in routes.values()} <= set(declared)
-    assert set(routes) == set(routing.BY_NAME)
+    assert set(routes) == {spec.name for spec in routing.TASKS}
     # Every beat entry names a routed task on that task's own queue.
-    for job in JOBS:
-        assert routes[job.spec.name]["queue"] == job.spec.queue
+    for entry in conf["beat_schedule"].values():  # type: ignore[attr-defined]
+        assert routes[entry["task"]]["queue"] == entry["options"]["queue"]
 
 
 def test_delivery_guarantees_and_events() -> None:

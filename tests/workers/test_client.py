@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from celery.contrib.testing.worker import start_worker
+from sqlalchemy import Engine
 
 from cache import MISS, DataType
-from tests.workers import harness
+from config import Settings
+from db import get_member, session_factory
+from tasks.runtime import SOURCE
+from tasks.sources import MemberRow, SqlSource
+from tasks.warming import aggregate_count
+from tests.support.redis_procs import RedisProcess
+from tests.workers import harness, services
+from tests.workers.conftest import PG_MEMBERS, InProcess
 from workers import routing
 from workers.client import TaskClient
+from workers.runtime import CacheCelery
 
 
 @pytest.fixture
-def offline_client(unit_settings: object) -> TaskClient:
+def offline_client(settings: object) -> TaskClient:
     # Validation happens before anything is sent: no worker, no broker connection needed.
-    return TaskClient(unit_settings)  # type: ignore[arg-type]
+    return TaskClient(settings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -28,7 +45,7 @@ def offline_client(unit_settings: object) -> TaskClient:
         ("members", [0]),
         ("members", [True]),
         ("members", ["7"]),
-        ("members", list(range(1, 100_002))),
+        ("members", list(range(1, routing.MAX_IDS + 2))),
     ],
 )
 def test_enqueue_warmup_refuses_bad_arguments(
@@ -49,97 +66,110 @@ def test_enqueue_hooks_refuse_bad_arguments(offline_client: TaskClient) -> None:
         offline_client.enqueue_bulk_operation("import", -5)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "ids", "done"),
     [
         ("members", [1, 2, 3, 999_999], 4),
-        ("lookup", None, 3),
-        ("analytics", None, 1),
-        ("statistics", None, 1),
-        ("all", None, harness.MEMBERS + 5),
+        ("lookup", None, aggregate_count(DataType.LOOKUP)),
+        ("analytics", None, aggregate_count(DataType.ANALYTICS)),
+        ("statistics", None, aggregate_count(DataType.STATISTICS)),
+        ("all", None, PG_MEMBERS + aggregate_count()),
         ("critical", None, None),
     ],
 )
 def test_enqueue_warmup_runs_on_a_worker(
-    clean_stack: harness.Stack, kind: str, ids: list[int] | None, done: int | None
+    worker: InProcess, kind: str, ids: list[int] | None, done: int | None
 ) -> None:
-    stack = clean_stack
-    task_id = stack.client.enqueue_warmup(kind, ids)
-    progress = stack.wait(task_id)
+    progress = worker.wait(worker.client.enqueue_warmup(kind, ids))
     assert progress.state == "SUCCESS", progress.error
     assert progress.done == progress.total and progress.fraction == 1.0
     if done is not None:
         assert progress.done == done
-    assert progress.result["written"] == len(stack.cache_keys()) > 0
+    # Every key written is an entry; the tags' generation counters are read, not warmed.
+    entries = {key for key in worker.cache_keys() if ":gen:" not in key}
+    assert progress.result["written"] == len(entries) > 0
 
 
-@pytest.mark.slow
-def test_each_enqueue_lands_on_its_queue(stack: harness.Stack) -> None:
-    """Sent with no worker consuming: every message is on its task's queue, JSON encoded."""
-    import json
-
-    stack.worker.stop()
+def test_each_enqueue_lands_on_its_queue(
+    celery_app: CacheCelery, task_settings: Settings, task_redis: RedisProcess
+) -> None:
+    """Sent with no worker consuming: every message is on its task's queue, JSON encoded;
+    a worker started afterwards drains them."""
+    client = TaskClient(task_settings, app=celery_app)
+    warmup = client.enqueue_warmup("critical")
+    change = client.enqueue_member_change("delete", 5)
+    bulk = client.enqueue_bulk_operation("import", 100)
+    expected = {routing.Q_WARMUP: {warmup}, routing.Q_INVALIDATE: {change, bulk}}
+    broker = task_redis.client(db=services.BROKER_DB)
     try:
-        sent = {
-            routing.Q_WARMUP: stack.client.enqueue_warmup("critical"),
-            routing.Q_INVALIDATE: stack.client.enqueue_member_change("delete", 5),
-        }
-        bulk = stack.client.enqueue_bulk_operation("import", 100)
-        for queue, task_id in sent.items():
-            messages = [json.loads(raw) for raw in stack.broker.lrange(queue, 0, -1)]
-            assert [m["headers"]["id"] for m in messages if m["headers"]["id"] == task_id]
+        for queue in routing.QUEUES:
+            messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+            assert {m["headers"]["id"] for m in messages} == expected.get(queue, set())
             assert all(m["content-type"] == "application/json" for m in messages)
-        assert bulk.encode() in b"".join(stack.broker.lrange(routing.Q_INVALIDATE, 0, -1))
     finally:
-        stack.worker = harness.WorkerProcess(stack.env, stack.directory).start()
-        stack.worker.wait_ready(stack.client)
-    # The restarted worker drains what was queued meanwhile.
-    for task_id in [*sent.values(), bulk]:
-        assert stack.wait(task_id).state == "SUCCESS"
+        broker.close()
+    with start_worker(celery_app, pool="threads", concurrency=2):
+        for task_id in (warmup, change, bulk):
+            assert harness.final(client, task_id, 20).state == "SUCCESS"
 
 
-@pytest.mark.slow
-def test_progress_reads_the_backend_without_waiting(stack: harness.Stack) -> None:
+class SlowSource(SqlSource):
+    """Member pages of PAGE members, each read after a pause: a warm-up that takes a while."""
+
+    PAGE, PAUSE = 20, 0.05
+
+    @classmethod
+    def build(cls, settings: Settings) -> SlowSource:
+        return cls(SqlSource.from_settings(settings).engine)
+
+    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
+        for page in super().member_pages(self.PAGE):
+            time.sleep(self.PAUSE)
+            yield page
+
+
+@pytest.mark.parametrize("celery_parts", [{SOURCE: SlowSource.build}])
+def test_progress_reads_the_backend_without_waiting(worker: InProcess) -> None:
+    """PENDING for an unknown id; PROGRESS with done/total while a warm-up runs; the error of
+    a task that failed. Each a single read of the backend."""
     unknown = str(uuid.uuid4())
-    assert stack.client.progress(unknown).state == "PENDING"
-    assert not stack.client.progress(unknown).ready
+    assert worker.client.progress(unknown).state == "PENDING"
+    assert not worker.client.progress(unknown).ready
 
-    running = str(uuid.uuid4())
-    stack.client.app.backend.store_result(running, {"done": 5000, "total": 20000}, "PROGRESS")
-    progress = stack.client.progress(running)
-    assert (progress.state, progress.done, progress.total) == ("PROGRESS", 5000, 20000)
-    assert progress.fraction == 0.25 and not progress.ready
+    running = worker.client.enqueue_warmup("all")
+    seen = harness.wait_for(
+        lambda: (
+            (p := worker.client.progress(running)).state == "PROGRESS"
+            and 0 < (p.done or 0) < PG_MEMBERS
+            and p
+        ),
+        20,
+        "the warm-up's progress",
+        poll=0.01,
+    )
+    assert seen.total == PG_MEMBERS and not seen.ready
+    assert seen.fraction == (seen.done or 0) / PG_MEMBERS
+    assert worker.wait(running).state == "SUCCESS"
 
-    failed = str(uuid.uuid4())
-    stack.client.app.backend.mark_as_failure(failed, ValueError("bad id"))
-    progress = stack.client.progress(failed)
-    assert progress.ready and progress.error == "ValueError: bad id"
-
-
-@pytest.mark.slow
-def test_warmed_values_are_what_the_read_path_would_store(clean_stack: harness.Stack) -> None:
-    stack = clean_stack
-    assert stack.wait(stack.client.enqueue_warmup("members", [7])).state == "SUCCESS"
-    from db import get_member, make_engine, session_factory
-
-    engine = make_engine(stack.settings.database_url)
-    try:
-        with session_factory(engine)() as session:
-            expected = get_member(session, 7)
-    finally:
-        engine.dispose()
-    assert stack.cache.get(stack.cache.keys.member(7), DataType.MEMBER) == expected
-    assert stack.cache.get(stack.cache.keys.member(8), DataType.MEMBER) is MISS
+    failed = worker.client.send(routing.WARMUP_DATA_TYPE, "no-such-type")
+    progress = worker.wait(failed)
+    assert progress.ready and (progress.error or "").startswith("ValueError: ")
 
 
-@pytest.mark.slow
-def test_client_imports_no_task_or_data_code(stack: harness.Stack) -> None:
+def test_warmed_values_are_what_the_read_path_would_store(
+    worker: InProcess, pg_engine: Engine
+) -> None:
+    assert worker.wait(worker.client.enqueue_warmup("members", [7])).state == "SUCCESS"
+    with session_factory(pg_engine)() as session:
+        expected = get_member(session, 7)
+    assert worker.cache.get(worker.cache.keys.member(7), DataType.MEMBER) == expected
+    assert worker.cache.get(worker.cache.keys.member(8), DataType.MEMBER) is MISS
+
+
+def test_client_imports_no_task_or_data_code(
+    worker: InProcess, task_env: dict[str, str], tmp_path: Path
+) -> None:
     """An app (the API, cachectl) enqueues by name: no tasks/, db/ or SQLAlchemy import."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from config import load_settings\n"
@@ -150,14 +180,14 @@ def test_client_imports_no_task_or_data_code(stack: harness.Stack) -> None:
         "assert not loaded, loaded\n"
         "assert 'workers.app' not in sys.modules\n"
     )
-    env = {**os.environ, **stack.env, "PYTHONPATH": str(harness.REPO)}
+    env = {**os.environ, **task_env, "PYTHONPATH": str(harness.REPO)}
     done = subprocess.run(
         [sys.executable, "-c", code],
         env=env,
-        cwd=stack.directory,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert stack.wait(done.stdout.strip()).state == "SUCCESS"
+    assert worker.wait(done.stdout.strip()).state == "SUCCESS"

@@ -9,49 +9,49 @@ from config import Settings
 from workers.publisher import MetricsPublisher, process_id, read_published
 
 
-def test_publish_writes_the_document_with_a_ttl_and_indexes_it(unit_cache: CacheService) -> None:
-    unit_cache.get(unit_cache.keys.member(1), DataType.MEMBER)  # one miss counted
+def test_publish_writes_the_document_with_a_ttl_and_indexes_it(cache: CacheService) -> None:
+    cache.get(cache.keys.member(1), DataType.MEMBER)  # one miss counted
     publisher = MetricsPublisher(
-        unit_cache, "worker", interval=2, extras={"lifetimes": lambda: {"member": {}}}
+        cache, "worker", interval=2, extras={"lifetimes": lambda: {"member": {}}}
     )
     assert publisher.publish()
-    client = unit_cache.clients.writer
-    key = unit_cache.keys.system("metrics", publisher.process)
+    client = cache.clients.writer
+    key = cache.keys.system("metrics", publisher.process)
     assert 0 < client.ttl(key) <= publisher.ttl == 6
-    assert client.zscore(unit_cache.keys.system("processes"), publisher.process)
-    found = read_published(unit_cache)
+    assert client.zscore(cache.keys.system("processes"), publisher.process)
+    found = read_published(cache)
     document = found[publisher.process]
     assert document["role"] == "worker" and document["lifetimes"] == {"member": {}}
     assert document["snapshot"]["by_type"]["member"]["misses"] == 1
 
 
 def test_every_live_process_is_read_and_expired_ones_are_not(
-    unit_cache: CacheService, unit_settings: Settings
+    cache: CacheService, settings: Settings
 ) -> None:
-    other = build_cache(unit_settings)
+    other = build_cache(settings)
     try:
         other.get(other.keys.lookup("tiers"), DataType.LOOKUP)
-        first = MetricsPublisher(unit_cache, "worker", process="worker-a")
+        first = MetricsPublisher(cache, "worker", process="worker-a")
         second = MetricsPublisher(other, "api", process="api-b")
         assert first.publish() and second.publish()
-        assert set(read_published(unit_cache)) == {"worker-a", "api-b"}
-        unit_cache.clients.writer.delete(unit_cache.keys.system("metrics", "api-b"))  # "expired"
-        assert set(read_published(unit_cache)) == {"worker-a"}
+        assert set(read_published(cache)) == {"worker-a", "api-b"}
+        cache.clients.writer.delete(cache.keys.system("metrics", "api-b"))  # "expired"
+        assert set(read_published(cache)) == {"worker-a"}
     finally:
         other.close()
 
 
 def test_the_thread_publishes_every_interval_and_flushes_on_stop(
-    unit_cache: CacheService,
+    cache: CacheService,
 ) -> None:
-    publisher = MetricsPublisher(unit_cache, "worker", interval=0.1).start()
+    publisher = MetricsPublisher(cache, "worker", interval=0.1).start()
     try:
         time.sleep(0.35)
-        seen = read_published(unit_cache)[publisher.process]["published_at"]
-        unit_cache.get(unit_cache.keys.member(5), DataType.MEMBER)
+        seen = read_published(cache)[publisher.process]["published_at"]
+        cache.get(cache.keys.member(5), DataType.MEMBER)
     finally:
         publisher.stop()
-    last = read_published(unit_cache)[publisher.process]
+    last = read_published(cache)[publisher.process]
     assert last["published_at"] > seen
     assert last["snapshot"]["by_type"]["member"]["misses"] == 1  # the final flush
 

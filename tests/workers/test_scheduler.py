@@ -14,25 +14,30 @@ import pytest
 from cache import CacheService
 from tests.workers import harness
 from tests.workers.processes import BeatProcess, wait_for
-from workers.beat import JOBS
+from workers import routing
 from workers.scheduler import LeaderLease
 
 SENT = "Scheduler: Sending due task"
+# The jobs run once per period; the beat app ticks them every EVERY seconds.
+JOBS = [spec for spec in routing.SCHEDULED if spec.cadence is not None]
 EVERY, LEASE = 1.0, 3.0
 
 
-def test_lease_is_exclusive_renewable_and_released(unit_cache: CacheService) -> None:
-    key = unit_cache.keys.system("beat", "leader")
-    client = unit_cache.clients.writer
+def test_lease_is_exclusive_renewable_and_released(cache: CacheService) -> None:
+    key = cache.keys.system("beat", "leader")
+    client = cache.clients.writer
     first, second = LeaderLease(client, key, 2.0), LeaderLease(client, key, 2.0)
     assert first.hold() and not second.hold()
     first._checked = 0.0  # force a renewal round trip
     assert first.hold() and 1000 < client.pttl(key) <= 2000
     first.release()
     assert second.hold() and not first.hold()
-    client.set(key, "someone-else")  # the lease lapsed and another beat took it
+    client.delete(key)  # the lease lapsed (a paused leader) ...
+    third = LeaderLease(client, key, 2.0)
+    assert third.hold()  # ... and another beat took it
     second._checked = 0.0
     assert not second.hold()  # renewal is compare-and-set: no stealing back
+    assert third.hold()
 
 
 def _results_since(stack: harness.Stack, since: dt.datetime) -> list[dict[str, Any]]:
@@ -90,7 +95,7 @@ def test_two_beats_one_sender_each_job_once_per_period(clean_stack: harness.Stac
         for meta in metas
         if meta["status"] == "SUCCESS" and meta["result"]["ran"]
     )
-    assert set(name for name, _ in ran) == {job.spec.name for job in JOBS}
+    assert set(name for name, _ in ran) == {spec.name for spec in JOBS}
     assert set(ran.values()) == {1}, ran
     ticks = Counter(meta["name"] for meta in metas)
     assert all(count >= 3 for count in ticks.values()), ticks  # many ticks, one run each
