@@ -30,10 +30,8 @@ from cache.writebehind import (
     BatchOverlap,
     Flusher,
     Unwritable,
-    WriteBehind,
     WriteBehindConfig,
 )
-from db import make_engine, resolve_database_url
 from db import writebehind as db_writebehind
 from db.errors import DatabaseUnavailable, InvalidData
 from workers import routing
@@ -45,7 +43,7 @@ FLUSH_WRITEBEHIND: Final = routing.TaskSpec(
 DRAIN_SECONDS: Final = 10.0  # one run's share; the soft limit leaves room for the last batch
 RETRY_ON: Final = (DatabaseUnavailable, CacheUnavailable)
 
-_flushers: weakref.WeakKeyDictionary[Runtime, tuple[Engine, dict[tuple[str, int], Flusher]]] = (
+_flushers: weakref.WeakKeyDictionary[Runtime, dict[tuple[str, int], Flusher]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -75,16 +73,14 @@ def consumer_name(task: Task[Any, Any]) -> str:
 
 
 def flusher_of(runtime: Runtime, consumer: str, partition: int = 0) -> Flusher:
-    """This process's flusher of a partition (one engine per runtime, built on first use)."""
-    engine, flushers = _flushers.get(runtime) or (None, {})
-    if engine is None:
-        engine = make_engine(resolve_database_url(runtime.settings))
-        _flushers[runtime] = (engine, flushers)
+    """This process's flusher of a partition, over the process's write-behind buffer and
+    database engine (runtime.services)."""
+    flushers = _flushers.setdefault(runtime, {})
     if (consumer, partition) not in flushers:
-        cache = runtime.cache
-        config = WriteBehindConfig.from_settings(runtime.settings)
-        wb = WriteBehind(cache.clients.writer, cache.keys, config)
-        flushers[consumer, partition] = Flusher(wb, sql_apply(engine), consumer, partition)
+        services = runtime.services
+        flushers[consumer, partition] = Flusher(
+            services.writebehind, sql_apply(services.engine), consumer, partition
+        )
     return flushers[consumer, partition]
 
 

@@ -1,12 +1,16 @@
 """What a task needs at run time, built once per worker process from the app's Settings.
 
 The Celery app carries the Settings it was built from (``CacheCelery.settings``); tasks reach
-their process's :class:`Runtime` through :func:`runtime_of`. The runtime is built lazily in the
-process that runs tasks, never before a fork, so a prefork child never shares a parent's
-Redis or database sockets: the process id is checked on every access.
+their process's :class:`Runtime` through :func:`runtime_of`. The runtime wraps the process's
+one services object (services.Services: the cache core and its sync front, the Redis clients
+per role, the database engine, the write-behind buffer) and adds what tasks use on top of it:
+the period guard, the metrics publisher, the invalidation lifetimes, and the database source
+and records, built on first use over the services' engine.
 
-A runtime publishes its process's cache counters to Redis every few seconds
-(workers/publisher.py), for the metrics snapshot to merge.
+It is built lazily in the process that runs tasks, never before a fork, so a prefork child
+never shares a parent's Redis or database sockets: the process id is checked on every access.
+It publishes its process's cache counters to Redis every few seconds (workers/publisher.py),
+for the metrics snapshot to merge.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from cache import CacheService, build_cache
+from cache import CacheService
+from services import Services
 from workers import routing
 from workers.periods import PeriodGuard
 from workers.publisher import MetricsPublisher
@@ -30,25 +35,25 @@ if TYPE_CHECKING:
     from tasks.records import Records
     from tasks.sources import Source
 
-SourceFactory = Callable[["Settings"], "Source"]
-RecordsFactory = Callable[["Settings"], "Records"]
+SourceFactory = Callable[[Services], "Source"]
+RecordsFactory = Callable[[Services], "Records"]
 
 
-def default_source_factory(settings: Settings) -> Source:
+def default_source_factory(services: Services) -> Source:
     from tasks.sources import SqlSource  # the data layer is loaded only where it is used
 
-    return SqlSource.from_settings(settings)
+    return SqlSource(services.engine)
 
 
-def default_records_factory(settings: Settings) -> Records:
+def default_records_factory(services: Services) -> Records:
     from tasks.records import SqlRecords
 
-    return SqlRecords.from_settings(settings)
+    return SqlRecords(services.engine)
 
 
 class Runtime:
-    """One process's cache service, period guard, metrics publisher and (lazily) database
-    source and records."""
+    """One process's services, period guard, metrics publisher and (lazily) database source
+    and records, the last two over the services' engine."""
 
     def __init__(
         self,
@@ -59,16 +64,22 @@ class Runtime:
         publish: bool = True,
     ) -> None:
         self.settings = settings
-        self.cache: CacheService = build_cache(settings)
+        self.services = Services.open(settings)
+        self.cache: CacheService = self.services.cache
         # The lease outlives any task's hard limit, so a claim cannot expire under a live run.
         self.guard = PeriodGuard(
-            self.cache.clients.writer, self.cache.keys, lease_seconds=routing.longest_hard_limit()
+            self.services.redis("durable"),
+            self.services.keys,
+            lease_seconds=routing.longest_hard_limit(),
         )
         from tasks.lifetimes import Lifetimes  # task-side code: loaded only where tasks run
 
         self.lifetimes = Lifetimes()
         self.publisher = MetricsPublisher(
-            self.cache, "worker", extras={"lifetimes": self.lifetimes.snapshot}
+            self.cache,
+            "worker",
+            extras={"lifetimes": self.lifetimes.snapshot},
+            client=self.services.redis("durable"),
         )
         if publish:
             self.publisher.start()
@@ -82,23 +93,25 @@ class Runtime:
     def source(self) -> Source:
         with self._lock:
             if self._source is None:
-                self._source = self._source_factory(self.settings)
+                self._source = self._source_factory(self.services)
             return self._source
 
     @property
     def records(self) -> Records:
         with self._lock:
             if self._records is None:
-                self._records = self._records_factory(self.settings)
+                self._records = self._records_factory(self.services)
             return self._records
 
     def close(self) -> None:
-        self.publisher.stop()
-        if self._source is not None:
-            self._source.close()
-        if self._records is not None:
-            self._records.close()
-        self.cache.close()
+        try:
+            self.publisher.stop()
+            if self._source is not None:
+                self._source.close()
+            if self._records is not None:
+                self._records.close()
+        finally:
+            self.services.close()
 
 
 class CacheCelery(Celery):
