@@ -37,8 +37,8 @@ def create_app(
     records_factory: RecordsFactory = default_records_factory,
 ) -> CacheCelery:
     """A configured app. ``source_factory`` builds the database source a worker process reads,
-    ``records_factory`` where the jobs store snapshots and reports (tests pass fakes; the
-    defaults use db/ through Settings)."""
+    ``records_factory`` where the jobs store snapshots and reports; both receive the process's
+    services (services.Services; the defaults use its engine, tests may pass fakes)."""
     app = CacheCelery(
         settings,
         APP_NAME,
