@@ -1,8 +1,15 @@
 """The app factory: ``create_app(settings)`` builds the membership API stub.
 
-The lifespan opens the database engine and the async cache and closes them; the caching
-middleware answers cached routes before FastAPI routes them (api_stub.caching). Errors of the
-data layer become HTTP answers here, in one place::
+The app's one lifespan opens the process's services (services.Services: one cache core under
+the async front of the requests and the sync front of threadpool code, the Redis clients, the
+database engine, the write-behind buffer and its recorder, the task client), sets
+``app.state.running`` (api_stub.runtime.Running) and closes them all when the app stops. The
+activity routes, the management API and the dashboard only add routes and middleware and read
+``app.state.running``; nobody else chains a lifespan. Redis down at start-up is logged, not
+fatal: the breaker serves from the database until it answers.
+
+The caching middleware answers cached routes before FastAPI routes them (api_stub.caching).
+Errors of the data layer become HTTP answers here, in one place::
 
     InvalidData          422, naming the field when a status, tier or country is unknown
     NotFound, UnknownLookup  404
@@ -30,12 +37,12 @@ from api_stub.caching import CacheMiddleware
 from api_stub.dashboard import install as install_dashboard
 from api_stub.imports import ImportRejected
 from api_stub.management import install as install_management
-from api_stub.runtime import Database, Services
-from cache import build_async_cache
+from api_stub.runtime import Running, started
+from cache import AsyncCacheService
 from cache.invalidation import replay_outbox
 from config import Settings
-from db.engine import make_engine, resolve_database_url
 from db.errors import Conflict, DatabaseUnavailable, InvalidData, NotFound, UnknownLookup
+from services import Services
 
 log = logging.getLogger("api_stub")
 
@@ -44,26 +51,27 @@ _FOREIGN_KEY: Final = re.compile(r"fk_members_(status|tier|country)_")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    services = Services()
-
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        url = await run_in_threadpool(resolve_database_url, settings)
-        db = Database(make_engine(url))
-        cache = build_async_cache(settings)
-        if not await cache.ping():
+    async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
+        services = Services.open(settings, asyncio=True, tasks=True)
+        try:
+            # Resolving the database URL may probe the local PostgreSQL: not on the loop.
+            running = await run_in_threadpool(Running.over, services)
+        except BaseException:
+            await services.aclose()
+            raise
+        if not await running.cache.ping():
             log.warning("Redis is not answering: serving from the database until it does")
-        services.cache, services.db = cache, db
-        replaying = asyncio.create_task(replay_outbox(cache), name="outbox-replay")
+        running_app.state.running = running
+        replaying = asyncio.create_task(replay_outbox(running.cache), name="outbox-replay")
         try:
             yield
         finally:
             replaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replaying
-            services.cache = services.db = None
-            await cache.close()
-            db.close()
+            running_app.state.running = None
+            await services.aclose()
 
     # No per-request OpenTelemetry probe: the platform publishes its own metrics
     # (cache.metrics), and the probe costs more than a cache hit's own work.
@@ -71,17 +79,22 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="membership API (stub)", version="1", lifespan=lifespan, telemetry=telemetry
     )
-    app.state.services = services
+    app.state.running = None
     app.state.settings = settings
+
+    def cache() -> AsyncCacheService | None:
+        found = started(app)
+        return None if found is None else found.cache
+
     app.include_router(routes.router)
-    app.add_middleware(CacheMiddleware, cache=services.get_cache, routes=routes.router.routes)
+    app.add_middleware(CacheMiddleware, cache=cache, routes=routes.router.routes)
     app.add_exception_handler(InvalidData, _invalid)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(UnknownLookup, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
     app.add_exception_handler(ImportRejected, _rejected)
-    install_activity(app, settings)  # member activity, written behind
+    install_activity(app)  # member activity, written behind
     install_management(app, settings)  # /api/v1/cache: operators only
     install_dashboard(app, settings)  # /dashboard: a page over the routes above
     return app

@@ -1,4 +1,11 @@
-"""What the routes share: the database and the async cache, built by the app's lifespan."""
+"""What the routes share, read from ``app.state.running`` (None outside the app's lifespan).
+
+The app's one lifespan (api_stub/app.py) opens the process's services (services.Services:
+one cache core under an async front for requests and a sync front for threadpool code, the
+Redis clients, the engine, the write-behind buffer, the task client) and sets a
+:class:`Running` over them; the routes, the caching middleware, the activity routes and the
+management API read it. Nothing here builds a client or an engine of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cache import AsyncCacheService
 from db.engine import session_factory
+from services import Services
 
 T = TypeVar("T")
 
@@ -46,26 +54,28 @@ class Database:
         self.engine.dispose()
 
 
-@dataclass
-class Services:
-    """Filled by the lifespan; None outside it."""
-
-    cache: AsyncCacheService | None = None
-    db: Database | None = None
-
-    def get_cache(self) -> AsyncCacheService | None:
-        return self.cache
-
-
 @dataclass(frozen=True, slots=True)
 class Running:
-    cache: AsyncCacheService
-    db: Database
+    """The started API process: its services, and the views of them the routes use."""
+
+    services: Services
+    cache: AsyncCacheService  # services.async_cache
+    db: Database  # sessions on services.engine, run in the threadpool
+
+    @classmethod
+    def over(cls, services: Services) -> Running:
+        return cls(services, services.async_cache, Database(services.engine))
+
+
+def started(app: FastAPI) -> Running | None:
+    """The app's running services, or None outside its lifespan."""
+    found: Running | None = getattr(app.state, "running", None)
+    return found
 
 
 def running(request: Request) -> Running:
     """Dependency: the started services of the app serving the request."""
-    services: Services = request.app.state.services
-    if services.cache is None or services.db is None:
+    found = started(request.app)
+    if found is None:
         raise RuntimeError("the app is not started: run it under its lifespan")
-    return Running(services.cache, services.db)
+    return found

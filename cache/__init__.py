@@ -1,7 +1,9 @@
 """The cache core: keys, envelope codec, TTL policy, breaker, metrics, sync and async fronts.
 
 It imports nothing from db/, tasks/, workers/ or api_stub/. Build it from Settings with
-:func:`build_cache` (sync) or :func:`build_async_cache` (asyncio).
+:func:`build_cache` (sync) or :func:`build_async_cache` (asyncio). A process that needs both
+fronts builds one :class:`CacheCore` and passes it to both builders, so they share one
+breaker, one outbox and one metrics registry (services.Services does this).
 """
 
 from __future__ import annotations
@@ -16,15 +18,25 @@ from cache.service import CacheService
 from cache.types import MISS, NOT_FOUND, DataType
 
 if TYPE_CHECKING:
+    from cache.client import AsyncClients, SyncClients
     from config import Settings
 
 
-def build_cache(settings: Settings) -> CacheService:
-    return CacheService(CacheCore.from_settings(settings), connect(settings))
+def build_cache(
+    settings: Settings, *, core: CacheCore | None = None, clients: SyncClients | None = None
+) -> CacheService:
+    """The sync front: over ``core`` when given (else a new one), on ``clients`` when given
+    (else new ones, which the front closes)."""
+    return CacheService(core or CacheCore.from_settings(settings), clients or connect(settings))
 
 
-def build_async_cache(settings: Settings) -> AsyncCacheService:
-    return AsyncCacheService(CacheCore.from_settings(settings), connect_async(settings))
+def build_async_cache(
+    settings: Settings, *, core: CacheCore | None = None, clients: AsyncClients | None = None
+) -> AsyncCacheService:
+    """The asyncio front; ``core`` and ``clients`` as for :func:`build_cache`."""
+    return AsyncCacheService(
+        core or CacheCore.from_settings(settings), clients or connect_async(settings)
+    )
 
 
 __all__ = [

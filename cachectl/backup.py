@@ -32,8 +32,8 @@ from redis.exceptions import BusyLoadingError, RedisError
 from rich.console import Console
 from rich.table import Table
 
-from cache.client import connect
 from config import ConfigError, Settings, load_settings
+from services import Services
 from tasks.jobs.backup import RDB_MAGIC, BackupError
 from tasks.jobs.backup import backup as run_backup
 
@@ -78,18 +78,19 @@ def backup(
     settings = _settings()
     if settings.redis_mode == "cluster":
         _fail(2, "a cluster is backed up node by node; point cachectl at one node instead")
-    clients = connect(settings)
+    services = Services.open(settings)
+    client = services.redis("durable")
     # Seconds in the name: several manual copies a day, sorting after that day's daily one.
     label = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     try:
         target = Path(settings.backup_dir) / "manual" if dest is None else dest
-        done = run_backup(clients.writer, target, label, dump_files=settings.dump_files)
+        done = run_backup(client, target, label, dump_files=settings.dump_files)
         # Right after the save: equal to the copy's count unless writers are busy meanwhile.
-        done["keys"] = int(clients.writer.dbsize())
+        done["keys"] = int(client.dbsize())
     except (BackupError, RedisError, OSError) as exc:
         _fail(1, f"backup failed: {exc}")
     finally:
-        clients.close()
+        services.close()
     done["db"] = settings.redis_db
     if as_json:
         print(json.dumps(done))
@@ -293,13 +294,11 @@ def restore(
         result["port"] = server.port
         result["keys"] = int(client.dbsize())
         if verify:
-            source = connect(settings)
-            try:
+            with Services.open(settings) as services:
+                source = services.redis("durable")
                 keys = sample_keys(client, sample)
-                comparison = compare(client, source.writer, keys)
-                result["source_keys"] = int(source.writer.dbsize())
-            finally:
-                source.close()
+                comparison = compare(client, source, keys)
+                result["source_keys"] = int(source.dbsize())
     except BaseException as exc:
         client.close()
         server.stop()  # kept running only after a completed check

@@ -1,6 +1,10 @@
 """cachectl: the operator's command line.
 
 Exit codes: 0 ok, 1 unhealthy or failed, 2 usage or configuration error.
+
+A command that needs the cache, the database or the task client opens this process's
+services once (services.Services) and closes them when it ends; ``config`` and the commands
+of cachectl/remote.py (which go through the management API) open none.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cache import DataType, build_cache
+from cache import DataType
 from cachectl import backup, remote
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import ConfigError, Settings, load_settings, mask_url
+from services import Services
 
 app = typer.Typer(help="Operate the membership cache.", no_args_is_help=True)
 console = Console()
@@ -70,8 +75,8 @@ def _redis_for(settings: Settings, workdir: Path) -> Iterator[Settings]:
 
 def _round_trip(settings: Settings) -> float:
     """Write, read back and delete one value; seconds taken. Raises when the cache is unusable."""
-    cache = build_cache(settings)
-    try:
+    with Services.open(settings) as services:
+        cache = services.cache
         key = cache.keys.system("selfcheck", str(time.time_ns()))
         started = time.perf_counter()
         if not cache.set(key, {"ok": True}, DataType.DEFAULT, ttl=30):
@@ -80,8 +85,6 @@ def _round_trip(settings: Settings) -> float:
             raise RuntimeError("value read back differs from the value written")
         cache.delete(key)
         return time.perf_counter() - started
-    finally:
-        cache.close()
 
 
 @app.command()
@@ -100,22 +103,19 @@ def check(as_json: JsonOption = False) -> None:
 def _prepare_database(settings: Settings, members: int) -> str:
     """Migrate the database and seed it when it has no members yet; returns its URL."""
     # Imported here so that `cachectl config` works without touching the data layer.
-    from db.engine import make_engine, resolve_database_url, session_factory
+    from db.engine import session_factory
     from db.migrate import upgrade
     from db.queries import count_members
     from db.seed import seed as seed_members
 
-    url = resolve_database_url(settings)
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with session_factory(engine)() as session:
+    with Services.open(settings) as services:
+        url = services.database_url
+        upgrade(url)
+        with session_factory(services.engine)() as session:
             existing = count_members(session)
         if existing == 0 and members > 0:
-            report = seed_members(engine, members, progress=True)
+            report = seed_members(services.engine, members, progress=True)
             console.print(f"seeded {report.members:,} members in {report.seconds:.1f} s")
-    finally:
-        engine.dispose()
     return url
 
 
@@ -125,18 +125,12 @@ def seed(
     seed_value: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
 ) -> None:
     """Generate realistic demo data (replaces existing members), migrating first."""
-    from db.engine import make_engine, resolve_database_url
     from db.migrate import upgrade
     from db.seed import seed as seed_members
 
-    settings = _settings()
-    url = resolve_database_url(settings)
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        report = seed_members(engine, members, progress=True, seed=seed_value)
-    finally:
-        engine.dispose()
+    with Services.open(_settings()) as services:
+        upgrade(services.database_url)
+        report = seed_members(services.engine, members, progress=True, seed=seed_value)
     console.print(
         f"seeded {report.members:,} members and {report.payments:,} payments "
         f"into {report.dialect} in {report.seconds:.1f} s"
@@ -174,7 +168,6 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
     """Start the children, wait until each is ready, print where they are, run until
     SIGINT/SIGTERM, then stop them all."""
     from cachectl import stack
-    from workers.client import TaskClient
 
     try:
         user, password, generated = stack.flower_credentials(settings)
@@ -187,7 +180,7 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     supervisor = stack.Supervisor(workdir, stack.child_env(settings, database, password))
-    client = TaskClient(settings)
+    services = Services.open(settings, tasks=True)
     code = 0
     try:
         started = {
@@ -196,7 +189,7 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
         }
         console.print(f"started {', '.join(started)}; logs in {workdir / 'logs'}")
         late = stack.wait_ready(
-            supervisor, stack.checks(settings, client, started), stopping=stopping.is_set
+            supervisor, stack.checks(services, started), stopping=stopping.is_set
         )
         if late and not stopping.is_set():
             raise RuntimeError(f"not ready in time: {', '.join(late)}")
@@ -212,7 +205,7 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
     finally:
         console.print("stopping ...")
         supervisor.stop_all()
-        client.close()
+        services.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     console.print("stopped")
@@ -244,18 +237,14 @@ def warmup(
 ) -> None:
     """Enqueue a warm-up and show its progress until it is done."""
     from cachectl.progress import follow
-    from workers.client import TaskClient
 
     if kind not in ("critical", "all"):
         err.print(f"[red]unknown warm-up {kind!r}[/red]: critical or all")
         raise typer.Exit(2)
-    client = TaskClient(_settings())
-    try:
-        task_id = client.enqueue_warmup(kind)
+    with Services.open(_settings(), tasks=True) as services:
+        task_id = services.tasks.enqueue_warmup(kind)
         console.print(f"warm-up {kind} enqueued: {task_id}")
-        final = follow(client, task_id, timeout=timeout, console=console)
-    finally:
-        client.close()
+        final = follow(services.tasks, task_id, timeout=timeout, console=console)
     if final is None:
         err.print(f"[red]not done after {timeout:.0f} s[/red] (is a worker running?)")
         raise typer.Exit(1)

@@ -7,7 +7,9 @@ finishes or hands back what it is running). A child that lingers past the timeou
 whole group killed, pool processes included, so nothing outlives ``cachectl up``.
 
 Readiness is checked, not assumed: the worker answers ``celery inspect ping``, the beat holds
-the leader lease, the API answers HTTP, Flower answers its health check.
+the leader lease, the API answers HTTP, Flower answers its health check. The probes use the
+services cachectl opened for the run (services.Services: its task client, its durable Redis
+role), never a connection of their own.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ from typing import Final
 import httpx
 from redis.exceptions import RedisError
 
-from cache import Keys
-from cache.client import connect
 from config import Settings
+from services import Services
 from workers import flower, routing
 from workers.client import TaskClient
 
@@ -167,16 +168,12 @@ def worker_ready(client: TaskClient) -> bool:
     return any(name in reply for reply in replies)
 
 
-def beat_ready(settings: Settings) -> bool:
+def beat_ready(services: Services) -> bool:
     """A beat holds the leader lease (ours, unless another beat already leads: fine too)."""
-    clients = connect(settings)
     try:
-        key = Keys(settings.redis_key_prefix).system("beat", "leader")
-        return bool(clients.writer.exists(key))
+        return bool(services.redis("durable").exists(services.keys.system("beat", "leader")))
     except RedisError:
         return False
-    finally:
-        clients.close()
 
 
 def http_ready(url: str) -> bool:
@@ -186,12 +183,12 @@ def http_ready(url: str) -> bool:
         return False
 
 
-def checks(
-    settings: Settings, client: TaskClient, started: Mapping[str, Child]
-) -> dict[str, Callable[[], bool]]:
+def checks(services: Services, started: Mapping[str, Child]) -> dict[str, Callable[[], bool]]:
+    """The readiness probe of each child, over ``services`` (opened with ``tasks=True``)."""
+    settings = services.settings
     found: dict[str, Callable[[], bool]] = {
-        "worker": lambda: worker_ready(client),
-        "beat": lambda: beat_ready(settings),
+        "worker": lambda: worker_ready(services.tasks),
+        "beat": lambda: beat_ready(services),
         "flower": lambda: http_ready(f"http://127.0.0.1:{settings.flower_port}/healthcheck"),
     }
     if "api" in started:

@@ -25,6 +25,7 @@ from celery import Task
 
 from cache import CacheService
 from config import Settings
+from services import Services
 from tasks.lifetimes import Lifetimes
 from tasks.records import Records, SqlRecords
 from tasks.sources import Source, SqlSource
@@ -34,24 +35,25 @@ from workers.publisher import MetricsPublisher
 from workers.runtime import Part, Runtime
 
 
-def _close_source(source: Source) -> None:
-    source.close()
-
-
-def _close_records(records: Records) -> None:
-    records.close()
-
-
-def _new_lifetimes(_: Settings) -> Lifetimes:
+def _new_lifetimes(_: Services) -> Lifetimes:
     return Lifetimes()
+
+
+def _new_source(services: Services) -> Source:
+    return SqlSource(services.engine)
+
+
+def _new_records(services: Services) -> Records:
+    return SqlRecords(services.engine)
 
 
 def _publish_lifetimes(lifetimes: Lifetimes) -> dict[str, Any]:
     return lifetimes.snapshot()
 
 
-SOURCE: Final[Part[Source]] = Part("source", SqlSource.from_settings, _close_source)
-RECORDS: Final[Part[Records]] = Part("records", SqlRecords.from_settings, _close_records)
+# Over the process's one engine (services.Services.engine), which the services dispose of.
+SOURCE: Final[Part[Source]] = Part("source", _new_source)
+RECORDS: Final[Part[Records]] = Part("records", _new_records)
 LIFETIMES: Final[Part[Lifetimes]] = Part("lifetimes", _new_lifetimes, publish=_publish_lifetimes)
 
 

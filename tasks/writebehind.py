@@ -32,13 +32,11 @@ from cache.writebehind import (
     BatchOverlap,
     Flusher,
     Unwritable,
-    WriteBehind,
     WriteBehindConfig,
 )
-from config import Settings
-from db import make_engine, resolve_database_url
 from db import writebehind as db_writebehind
 from db.errors import DatabaseUnavailable, InvalidData
+from services import Services
 from tasks.runtime import TaskRuntime, runtime_of
 from workers import routing
 from workers.runtime import Part
@@ -72,32 +70,24 @@ def consumer_name(task: Task[Any, Any]) -> str:
 
 
 class Flushers:
-    """One process's database engine and its flushers, by (consumer, partition)."""
+    """One process's flushers, by (consumer, partition), over its services' write-behind
+    buffer and database engine."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.engine: Engine = make_engine(resolve_database_url(settings))
-        self.config = WriteBehindConfig.from_settings(settings)
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self.by_consumer: dict[tuple[str, int], Flusher] = {}
 
-    def close(self) -> None:
-        self.engine.dispose()
 
-
-def _close_flushers(flushers: Flushers) -> None:
-    flushers.close()
-
-
-FLUSHERS: Final[Part[Flushers]] = Part("writebehind_flushers", Flushers, _close_flushers)
+FLUSHERS: Final[Part[Flushers]] = Part("writebehind_flushers", Flushers)
 
 
 def flusher_of(runtime: TaskRuntime, consumer: str, partition: int = 0) -> Flusher:
-    """This process's flusher of a partition (one engine per process, built on first use)."""
+    """This process's flusher of a partition, built on first use."""
     flushers = runtime.worker.part(FLUSHERS)
     if (consumer, partition) not in flushers.by_consumer:
-        cache = runtime.cache
-        wb = WriteBehind(cache.clients.writer, cache.keys, flushers.config)
+        services = flushers.services
         flushers.by_consumer[consumer, partition] = Flusher(
-            wb, sql_apply(flushers.engine), consumer, partition
+            services.writebehind, sql_apply(services.engine), consumer, partition
         )
     return flushers.by_consumer[consumer, partition]
 

@@ -21,7 +21,8 @@ app = create_app(load_settings())
 @worker_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     # A pool process (or a solo worker) going away publishes its last counters and closes
-    # its sockets; a process that never ran a task has no runtime and nothing to do.
+    # its services (cache clients, engine); a process that never ran a task has no runtime
+    # and nothing to do.
     app.close_runtime()
 
 

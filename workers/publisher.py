@@ -14,6 +14,9 @@ counters are cumulative since the process started (``started_at`` tells one run 
 the next), so readers compute deltas, never trust a single value as "per minute".
 
 Publishing is best effort: a failure is logged and the next interval tries again.
+
+The documents are platform state: a process passes its durable role's client
+(``services.redis("durable")``) as ``client``; without one they go to the cache front's own.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from cache import CacheService
+from cache.client import SyncRedis
 from cache.flow import UNAVAILABLE
 
 log = logging.getLogger("workers.publisher")
@@ -56,8 +60,10 @@ class MetricsPublisher:
         interval: float = INTERVAL,
         extras: Mapping[str, Extra] | None = None,
         process: str | None = None,
+        client: SyncRedis | None = None,
     ) -> None:
         self.cache = cache
+        self.client = client if client is not None else cache.clients.writer
         self.role = role
         self.interval = interval
         self.ttl = max(1, round(interval * TTL_INTERVALS))
@@ -84,7 +90,7 @@ class MetricsPublisher:
         """One pipelined publication; False when Redis did not take it."""
         keys = self.cache.keys
         now = time.time()
-        pipe = self.cache.clients.writer.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.system("metrics", self.process), json.dumps(self.document()), ex=self.ttl)
         pipe.zadd(keys.system("processes"), {self.process: now})
         pipe.zremrangebyscore(keys.system("processes"), "-inf", now - self.ttl)
@@ -119,11 +125,14 @@ class MetricsPublisher:
             self.publish()
 
 
-def read_published(cache: CacheService) -> dict[str, dict[str, Any]]:
+def read_published(
+    cache: CacheService, client: SyncRedis | None = None
+) -> dict[str, dict[str, Any]]:
     """The documents of every live process, by process id: two round trips, whatever the
-    size of the keyspace (the index, then one pipelined GET per process)."""
+    size of the keyspace (the index, then one pipelined GET per process). ``client`` as for
+    MetricsPublisher."""
     keys = cache.keys
-    client = cache.clients.writer
+    client = client if client is not None else cache.clients.writer
     try:
         members = client.zrangebyscore(keys.system("processes"), time.time() - 3600, "+inf")
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]

@@ -14,6 +14,9 @@ PersistentScheduler does the scheduling; only ``tick`` is gated.
 Configuration (``app.conf``): ``beat_leader_lease`` seconds (celeryconfig.BEAT_LEADER_LEASE
 for an app celeryconfig did not configure); the beat's ``beat_max_loop_interval`` must stay
 well below it so renewals come in time.
+
+The scheduler opens the beat process's services (services.Services) when it sets up its
+schedule and closes them with itself; the lease is on their durable Redis role.
 """
 
 from __future__ import annotations
@@ -27,8 +30,7 @@ from celery.beat import PersistentScheduler
 from redis.exceptions import RedisError
 
 import celeryconfig
-from cache import Keys
-from cache.client import connect
+from services import Services
 from workers.runtime import CacheCelery
 
 log = logging.getLogger("workers.scheduler")
@@ -96,6 +98,7 @@ class LeaderScheduler(PersistentScheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.lease: LeaderLease | None = None
+        self.services: Services | None = None
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -103,11 +106,11 @@ class LeaderScheduler(PersistentScheduler):
         app = self.app
         if not isinstance(app, CacheCelery):
             raise TypeError(f"{type(self).__name__} needs an app from workers.factory")
-        settings = app.settings
         seconds = float(app.conf.get("beat_leader_lease") or LEASE_SECONDS)
-        keys = Keys(settings.redis_key_prefix)
-        self._clients = connect(settings)
-        self.lease = LeaderLease(self._clients.writer, keys.system("beat", "leader"), seconds)
+        self.services = services = Services.open(app.settings)
+        self.lease = LeaderLease(
+            services.redis("durable"), services.keys.system("beat", "leader"), seconds
+        )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         assert self.lease is not None
@@ -122,4 +125,5 @@ class LeaderScheduler(PersistentScheduler):
         finally:
             if self.lease is not None:
                 self.lease.release()
-                self._clients.close()
+            if self.services is not None:
+                self.services.close()

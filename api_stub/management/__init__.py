@@ -8,19 +8,16 @@ Modules::
     audit       every action recorded (db/audit.py) before it runs, closed with its outcome
     routes      the endpoints; health, figures, prometheus, clear do the work
     latency     cached vs uncached request latency, from the X-Cache header
-    runtime     what the routes share, built by the app's lifespan
+    runtime     what the routes share: a view of the process's services (app.state.running)
 
-:func:`install` adds all of it to an app made by api_stub.app.create_app::
+:func:`install` adds the routes and the latency layer to an app made by
+api_stub.app.create_app (which calls it); the connections are the app's own, opened by its
+one lifespan::
 
-    app = create_app(settings)
-    install(app, settings)          # tokens from MANAGEMENT_TOKENS
+    app = create_app(settings)      # installs it, tokens from MANAGEMENT_TOKENS
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -30,7 +27,6 @@ from api_stub.management.latency import LatencyMiddleware
 from api_stub.management.routes import PREFIX, router
 from api_stub.management.runtime import Holder, ManagementRuntime
 from config import Settings
-from workers.client import TaskClient
 
 __all__ = [
     "PREFIX",
@@ -51,35 +47,19 @@ def install(
     *,
     config: ManagementConfig | None = None,
     tokens: TokenTable | str | None = None,
-    tasks: TaskClient | None = None,
 ) -> Holder:
-    """Add the management routes, the latency layer and their runtime to ``app``.
+    """Add the management routes and the latency layer to ``app``; its runtime is a view of
+    the app's running services (``app.state.running``), built on first use in each run.
 
     ``config`` defaults to ManagementConfig.from_settings(settings); ``tokens`` (a table, or
-    ``role:sha256hex[:label],...``) overrides its tokens. Call before the app starts: the
-    runtime is built inside the app's own lifespan, after its cache and database.
+    ``role:sha256hex[:label],...``) overrides its tokens.
     """
     config = config or ManagementConfig.from_settings(settings)
     if tokens is None:
         tokens = config.tokens
     table = tokens if isinstance(tokens, TokenTable) else TokenTable.parse(tokens)
-    holder = Holder(config, table)
+    holder = Holder(app, config, table)
     app.state.management = holder
     app.include_router(router, max_body_size=config.max_body_bytes)
     app.add_middleware(LatencyMiddleware, recorder=holder.latency)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(running: FastAPI) -> AsyncIterator[Any]:
-        async with inner(running) as state:
-            holder.runtime = ManagementRuntime.start(
-                settings, config, table, running.state.services, holder.latency, tasks
-            )
-            try:
-                yield state
-            finally:
-                runtime, holder.runtime = holder.runtime, None
-                runtime.close()
-
-    app.router.lifespan_context = lifespan
     return holder

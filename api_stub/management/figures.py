@@ -63,7 +63,7 @@ def _with_rates(by_type: dict[str, dict[str, int]]) -> dict[str, Any]:
 
 async def published(m: ManagementRuntime) -> dict[str, dict[str, Any]]:
     """The published documents of live processes (two round trips, in the threadpool)."""
-    documents = await run_in_threadpool(read_published, m.sync_cache)
+    documents = await run_in_threadpool(read_published, m.sync_cache, m.services.redis("durable"))
     now = time.time()
     return {
         name: {

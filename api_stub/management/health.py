@@ -220,7 +220,8 @@ async def workers(m: ManagementRuntime) -> dict[str, Any]:
 
 async def beat(m: ManagementRuntime) -> dict[str, Any]:
     key = m.cache.keys.system(*BEAT_LEASE_PARTS)
-    lease_ms = await m.cache.run(m.cache.clients.writer.pttl, key)
+    # The lease is platform state: the durable role's client, through the breaker.
+    lease_ms = await m.cache.run(m.services.async_redis("durable").pttl, key)
     lease = None if lease_ms is UNAVAILABLE or int(lease_ms) < 0 else int(lease_ms)
     age: float | None = None
     try:

@@ -7,6 +7,9 @@ precise enough, and it needs no script.
 
 Fail-open: when Redis is unavailable (or the breaker is open) the request is let through.
 The management API must keep working when Redis is the thing being repaired.
+
+The counters are platform state: they go to the durable role's client the process's services
+hand out (``services.async_redis("durable")``), through the cache front's breaker.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cache import AsyncCacheService
+from cache.client import AsyncRedis
 from cache.flow import UNAVAILABLE
 
 
@@ -33,11 +37,13 @@ class RateLimiter:
     def __init__(
         self,
         cache: AsyncCacheService,
+        client: AsyncRedis,
         limit: int,
         window_s: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.cache = cache
+        self.cache = cache  # its keys, and its breaker (``run``)
+        self.client = client
         self.limit = limit
         self.window_s = window_s
         self._clock = clock
@@ -48,7 +54,7 @@ class RateLimiter:
         window = int(now // self.window_s)
         retry_after = max(1, math.ceil((window + 1) * self.window_s - now))
         key = self.cache.keys.system("mgmt", "rate", token_id, window)
-        pipe: Any = self.cache.clients.writer.pipeline(transaction=False)
+        pipe: Any = self.client.pipeline(transaction=False)
         pipe.incr(key)
         pipe.pexpire(key, (self.window_s + 1) * 1000)
         replies = await self.cache.run(pipe.execute)

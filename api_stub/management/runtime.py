@@ -1,9 +1,14 @@
-"""What the management routes share, built when the app starts and closed when it stops.
+"""What the management routes share: a view of the API process's services, plus their own.
 
-Beside the app's own async cache and database (api_stub.runtime.Services) it holds a sync
-cache front for the write-behind buffer and the published process counters (both sync code,
-run in the threadpool), a Celery producer (workers.client.TaskClient: enqueue, progress,
-``inspect ping``), the rate limiter and the auditor.
+Everything that holds a connection is the process's (services.Services, read from
+``app.state.running``): the async cache front of the requests, the sync front over the same
+cache core (for the published process counters, sync code run in the threadpool), the
+database, the write-behind buffer and the task client (workers.client.TaskClient: enqueue,
+progress, ``inspect ping``). The runtime adds what is the management API's own: its config and
+tokens, the rate limiter (on the durable Redis role), the auditor and the latency recorder.
+
+:class:`Holder` (``app.state.management``) builds the runtime on first use in each run of the
+app's lifespan and keeps it for that run; it has nothing to close.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from api_stub.management.audit import Auditor
@@ -19,10 +24,11 @@ from api_stub.management.auth import TokenTable
 from api_stub.management.config import ManagementConfig
 from api_stub.management.latency import LatencyRecorder
 from api_stub.management.ratelimit import RateLimiter
-from api_stub.runtime import Database, Services
-from cache import AsyncCacheService, CacheService, build_cache
-from cache.writebehind import WriteBehind, WriteBehindConfig
+from api_stub.runtime import Database, Running, started
+from cache import AsyncCacheService, CacheService
+from cache.writebehind import WriteBehind
 from config import Settings
+from services import Services
 from workers.client import TaskClient
 from workers.publisher import process_id
 
@@ -34,11 +40,9 @@ class ManagementRuntime:
     settings: Settings
     config: ManagementConfig
     tokens: TokenTable
+    services: Services
     cache: AsyncCacheService
     db: Database
-    sync_cache: CacheService
-    writebehind: WriteBehind
-    tasks: TaskClient
     limiter: RateLimiter
     auditor: Auditor
     latency: LatencyRecorder
@@ -46,34 +50,41 @@ class ManagementRuntime:
     ping: PingWorkers | None = None
 
     @classmethod
-    def start(
+    def over(
         cls,
-        settings: Settings,
+        running: Running,
         config: ManagementConfig,
         tokens: TokenTable,
-        services: Services,
         latency: LatencyRecorder,
-        tasks: TaskClient | None = None,
     ) -> ManagementRuntime:
-        if services.cache is None or services.db is None:
-            raise RuntimeError("the app's services must be started before management")
-        sync_cache = build_cache(settings)
-        writebehind = WriteBehind(
-            sync_cache.clients.writer, sync_cache.keys, WriteBehindConfig.from_settings(settings)
+        services = running.services
+        limiter = RateLimiter(
+            running.cache, services.async_redis("durable"), config.rate_limit, config.rate_window_s
         )
         return cls(
-            settings=settings,
+            settings=services.settings,
             config=config,
             tokens=tokens,
-            cache=services.cache,
-            db=services.db,
-            sync_cache=sync_cache,
-            writebehind=writebehind,
-            tasks=tasks if tasks is not None else TaskClient(settings),
-            limiter=RateLimiter(services.cache, config.rate_limit, config.rate_window_s),
-            auditor=Auditor(services.db),
+            services=services,
+            cache=running.cache,
+            db=running.db,
+            limiter=limiter,
+            auditor=Auditor(running.db),
             latency=latency,
         )
+
+    @property
+    def sync_cache(self) -> CacheService:
+        """The process's sync front: the same core (breaker, outbox, metrics) as ``cache``."""
+        return self.services.cache
+
+    @property
+    def writebehind(self) -> WriteBehind:
+        return self.services.writebehind
+
+    @property
+    def tasks(self) -> TaskClient:
+        return self.services.tasks
 
     async def ping_workers(self, timeout: float) -> list[str]:
         """Names of the workers that answered ``celery inspect ping`` within ``timeout``."""
@@ -86,24 +97,34 @@ class ManagementRuntime:
 
         return await run_in_threadpool(ping)
 
-    def close(self) -> None:
-        self.tasks.close()
-        self.sync_cache.close()
-
 
 @dataclass
 class Holder:
-    """Installed on ``app.state.management``; the lifespan fills and empties it."""
+    """Installed on ``app.state.management``: the runtime of the app's current run."""
 
+    app: FastAPI
     config: ManagementConfig
     tokens: TokenTable
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
-    runtime: ManagementRuntime | None = None
+    _runtime: ManagementRuntime | None = None
+
+    @property
+    def runtime(self) -> ManagementRuntime | None:
+        """The runtime over the app's running services; None outside its lifespan."""
+        running = started(self.app)
+        if running is None:
+            return None
+        current = self._runtime
+        if current is None or current.services is not running.services:
+            current = ManagementRuntime.over(running, self.config, self.tokens, self.latency)
+            self._runtime = current
+        return current
 
 
 def management_of(request: Request) -> ManagementRuntime:
     """Dependency: the started management runtime, or 503 outside the lifespan."""
     holder: Holder = request.app.state.management
-    if holder.runtime is None:
+    runtime = holder.runtime
+    if runtime is None:
         raise HTTPException(503, "the management API is not started")
-    return holder.runtime
+    return runtime

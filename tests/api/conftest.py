@@ -72,7 +72,7 @@ class Api:
 
     @property
     def cache(self) -> AsyncCacheService:
-        cache = self.app.state.services.cache
+        cache = self.app.state.running.cache
         assert cache is not None
         return cache
 
@@ -86,7 +86,7 @@ async def serve(settings: Settings) -> AsyncIterator[Api]:
         def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             statements.append(statement)
 
-        db_engine = app.state.services.db.engine
+        db_engine = app.state.running.db.engine
         event.listen(db_engine, "before_cursor_execute", record)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, text
 
-from cache import build_cache
-from cache.writebehind import Flusher, WriteBehind, WriteBehindConfig
+from cache.writebehind import Flusher
 from config import Settings
+from services import Services
 from tasks.writebehind import sql_apply
 from tests.api.conftest import Api, api_settings_for, serve
 
@@ -18,12 +18,10 @@ PAGE_VIEWS = text(
 
 
 def _drain(settings: Settings, engine: Engine) -> None:
-    cache = build_cache(settings)
-    try:
-        wb = WriteBehind(cache.clients.writer, cache.keys, WriteBehindConfig())
-        Flusher(wb, sql_apply(engine), "test-flusher").drain(10, until_empty=True)
-    finally:
-        cache.close()
+    """What a flush worker does, with the services a worker process opens."""
+    with Services.open(settings) as services:
+        flusher = Flusher(services.writebehind, sql_apply(engine), "test-flusher")
+        flusher.drain(10, until_empty=True)
 
 
 async def test_activity_is_readable_at_once_and_lands_once(

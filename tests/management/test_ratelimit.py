@@ -21,7 +21,10 @@ async def test_a_token_over_its_limit_gets_429_with_retry_after(
 ) -> None:
     async with serve(mgmt_settings, tokens, LIMITED) as mgmt:
         # 45 s into a window, whatever the wall clock does: the window ends in 15 s.
-        mgmt.runtime.limiter = RateLimiter(mgmt.runtime.cache, 5, 60, clock=lambda: 600_045.0)
+        runtime = mgmt.runtime
+        runtime.limiter = RateLimiter(
+            runtime.cache, runtime.limiter.client, 5, 60, clock=lambda: 600_045.0
+        )
         codes = [(await mgmt.call("GET", f"{PREFIX}/metrics", "viewer")).status_code
                  for _ in range(7)]  # fmt: skip
         assert codes == [200] * 5 + [429] * 2
@@ -47,7 +50,9 @@ async def test_the_count_is_shared_by_every_process(
     ):
         clock = 1_000_000.0  # one window for both limiters, whatever the wall clock does
         for m in (one, two):
-            m.runtime.limiter = RateLimiter(m.runtime.cache, 5, 60, clock=lambda: clock)
+            m.runtime.limiter = RateLimiter(
+                m.runtime.cache, m.runtime.limiter.client, 5, 60, clock=lambda: clock
+            )
         codes = [
             (await (one if i % 2 else two).call("GET", f"{PREFIX}/metrics", "viewer")).status_code
             for i in range(6)

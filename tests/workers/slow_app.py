@@ -14,7 +14,8 @@ from typing import Any
 
 from cache import CacheService
 from cache.kinds import Change
-from config import Settings, load_settings
+from config import load_settings
+from services import Services
 from tasks import invalidation
 from tasks.lifetimes import Lifetimes
 from tasks.runtime import SOURCE
@@ -27,9 +28,8 @@ INVALIDATION_DELAY = float(os.environ.get("SLOW_INVALIDATION_SECONDS", "0.5"))
 
 class SlowSource(SqlSource):
     @classmethod
-    def build(cls, settings: Settings) -> SlowSource:
-        source = SqlSource.from_settings(settings)
-        return cls(source.engine)
+    def build(cls, services: Services) -> SlowSource:
+        return cls(services.engine)
 
     def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
         for page in super().member_pages(5):

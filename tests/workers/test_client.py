@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from cache import MISS, DataType
 from config import Settings
 from db import get_member, session_factory
+from services import Services
 from tasks.runtime import SOURCE
 from tasks.sources import MemberRow, SqlSource
 from tasks.warming import aggregate_count
@@ -119,8 +120,8 @@ class SlowSource(SqlSource):
     PAGE, PAUSE = 20, 0.05
 
     @classmethod
-    def build(cls, settings: Settings) -> SlowSource:
-        return cls(SqlSource.from_settings(settings).engine)
+    def build(cls, services: Services) -> SlowSource:
+        return cls(services.engine)
 
     def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
         for page in super().member_pages(self.PAGE):
