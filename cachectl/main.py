@@ -17,17 +17,21 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from cache import DataType
+from cache.kinds import WARMUPS
 from cachectl import backup, remote
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import ConfigError, Settings, load_settings, mask_url
 from services import Services
+
+# Warm-ups by name (cache.kinds.WARMUPS); "members" takes ids: the management API's.
+WARMUPS_BY_NAME: Final = tuple(name for name in WARMUPS if name != "members")
 
 app = typer.Typer(help="Operate the membership cache.", no_args_is_help=True)
 console = Console()
@@ -232,14 +236,14 @@ def _print_urls(
 
 @app.command()
 def warmup(
-    kind: Annotated[str, typer.Argument(help="critical or all")] = "critical",
+    kind: Annotated[str, typer.Argument(help=f"one of {', '.join(WARMUPS_BY_NAME)}")] = "critical",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the end.")] = 3600.0,
 ) -> None:
     """Enqueue a warm-up and show its progress until it is done."""
     from cachectl.progress import follow
 
-    if kind not in ("critical", "all"):
-        err.print(f"[red]unknown warm-up {kind!r}[/red]: critical or all")
+    if kind not in WARMUPS_BY_NAME:
+        err.print(f"[red]unknown warm-up {kind!r}[/red]: one of {', '.join(WARMUPS_BY_NAME)}")
         raise typer.Exit(2)
     with Services.open(_settings(), tasks=True) as services:
         task_id = services.tasks.enqueue_warmup(kind)
