@@ -12,6 +12,7 @@ from cache.aio import AsyncCacheService
 from cache.client import connect, connect_async
 from cache.flow import CacheCore
 from cache.keys import Keys
+from cache.ops import Fetched, Outcome
 from cache.service import CacheService
 from cache.types import MISS, NOT_FOUND, DataType
 
@@ -34,7 +35,9 @@ __all__ = [
     "CacheCore",
     "CacheService",
     "DataType",
+    "Fetched",
     "Keys",
+    "Outcome",
     "build_async_cache",
     "build_cache",
 ]

@@ -58,13 +58,14 @@ def fetch(
         return (yield from _bypass(core, loader, counters))
     now = core.clock()
     entry = None if raw is None else core.decode(raw, counters, key)
+    if entry is not None:
+        fresh = now < entry.soft_expires_at
+        if fresh and not core.refresh_early(entry, now):
+            return _served(core, entry, counters, now)  # the hit path: nothing more to do
     lease_key, token = core.keys.lease(key), core.new_token()
     fill = _Fill(core, key, lease_key, token, loader, data_type, ttl, version_of, counters)
 
     if entry is not None:
-        fresh = now < entry.soft_expires_at
-        if fresh and not core.refresh_early(entry, now):
-            return _served(core, entry, counters, now)
         # Stale, or drawn for an early refresh: one caller refreshes, the rest are served.
         if (yield TakeLease(lease_key, token, core.lease_ms)) is not True:
             return _served(core, entry, counters, now)
