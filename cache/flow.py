@@ -10,7 +10,7 @@ miss, writes are skipped, invalidations wait in the outbox (fail-open).
 What runs around every command is decided here too: :meth:`CacheCore.admit` (the breaker),
 :meth:`CacheCore.replay` (pending invalidations first), :meth:`CacheCore.failed` and
 :meth:`CacheCore.succeeded`. The single-flight fetch (lease, early refresh, stale serving,
-version guard) is in cache/loading.py.
+version guard) is in cache/loading.py, the tag generations in cache/generations.py.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-from cache import codec, loading
+from cache import codec, generations, loading
 from cache.breaker import CircuitBreaker
 from cache.errors import CorruptEntry
 from cache.keys import Keys
@@ -39,7 +38,6 @@ from cache.ops import (
     Op,
     Outcome,
     Ping,
-    Pipeline,
     Read,
     ReadMany,
     ReleaseLease,
@@ -57,12 +55,6 @@ from cache.types import MISS, NOT_FOUND, DataType, Sentinel
 log = logging.getLogger("cache")
 
 VersionOf = Callable[[Any], int]
-GENERATION_BITS: Final = 62  # leaves 2**62 INCRs before the signed 64-bit counter overflows
-
-
-def fresh_generation() -> int:
-    """The first value of a generation key: random, so a restart never repeats a generation."""
-    return secrets.randbits(GENERATION_BITS)
 
 
 @dataclass
@@ -363,52 +355,14 @@ class CacheCore:
             return 0
         return int(removed)
 
-    # --- generations ---------------------------------------------------------------------------
+    # --- generations (cache/generations.py) -----------------------------------------------------
     def generations(self, tags: Sequence[str]) -> Flow:
-        """The current generation of each tag: one round trip, two when a key must be started.
-
-        Read from the master (a replica behind a bump would serve old entries). A missing key
-        starts at a random value, never at one an earlier generation used. None when Redis is
-        unavailable: then nothing derived from the tags may be read or stored.
-        """
-        if not tags:
-            return ()
-        keys = [self.keys.generation(tag) for tag in tags]
-        raws = yield ReadMany(keys, primary=True)
-        if raws is UNAVAILABLE:
-            return None
-        if None in raws:
-            commands: list[tuple[Any, ...]] = [
-                ("SET", key, fresh_generation(), "NX")
-                for key, raw in zip(keys, raws, strict=True)
-                if raw is None
-            ]
-            commands += [("GET", key) for key in keys]
-            replies = yield Pipeline(commands)
-            if replies is UNAVAILABLE:
-                return None
-            raws = replies[-len(keys) :]
-        return tuple(int(raw) for raw in raws)
+        """The current generation of each tag; None when Redis is unavailable."""
+        return generations.read(self, tags)
 
     def bump(self, tags: Iterable[str], drop: Collection[str]) -> Flow:
-        """Start a new generation of each tag and delete ``drop`` with their leases, in one
-        round trip. True when Redis took it; else everything waits in the outbox, whose replay
-        deletes the generation keys, which is a bump too (they restart at random values)."""
-        if not self.enabled:
-            return False
-        gen_keys = [self.keys.generation(tag) for tag in tags]
-        if not gen_keys and not drop:
-            return True
-        commands: list[tuple[Any, ...]] = []
-        for key in gen_keys:
-            # SET NX first: a missing key must start at a random value, not at INCR's 1.
-            commands += [("SET", key, fresh_generation(), "NX"), ("INCR", key)]
-        if drop:
-            commands.append(("UNLINK", *self.with_leases(drop)))
-        if (yield Pipeline(commands)) is UNAVAILABLE:
-            self.outbox.add([*gen_keys, *drop])
-            return False
-        return True
+        """New generations of ``tags``, ``drop`` deleted; queued in the outbox when down."""
+        return generations.bump(self, tags, drop)
 
     # --- server ------------------------------------------------------------------------------
     def ping(self) -> Flow:
@@ -421,7 +375,6 @@ class CacheCore:
 
 
 __all__ = [
-    "GENERATION_BITS",
     "MISS",
     "NOT_FOUND",
     "UNAVAILABLE",
@@ -438,5 +391,4 @@ __all__ = [
     "Sleep",
     "TakeLease",
     "VersionOf",
-    "fresh_generation",
 ]

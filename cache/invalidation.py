@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from cache.aio import AsyncCacheService
-from cache.flow import GENERATION_BITS, fresh_generation
+from cache.generations import GENERATION_BITS, fresh_generation
 from cache.service import CacheService
 from cache.types import NOT_FOUND, DataType
 

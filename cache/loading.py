@@ -189,12 +189,15 @@ class _Fill:
         core, counters = self.core, self.counters
         try:
             value, seconds = yield from _load(core, self.loader, counters)
+            version_of = self.version_of
+            version = version_of(value) if version_of and value is not NOT_FOUND else 0
+            # A value the codec refuses (not JSON) raises here too: the lease goes first.
+            payload, px, soft = core.envelope_soft(
+                value, self.data_type, self.ttl, seconds, version
+            )
         except BaseException:
             yield ReleaseLease(self.lease_key, self.token)
             raise
-        version_of = self.version_of
-        version = version_of(value) if version_of is not None and value is not NOT_FOUND else 0
-        payload, px, soft = core.envelope_soft(value, self.data_type, self.ttl, seconds, version)
         stored = yield Fill(self.key, self.lease_key, self.token, payload, px, version)
         if stored is UNAVAILABLE:
             counters.skipped_writes += 1
