@@ -1,7 +1,8 @@
 """The cache core: keys, envelope codec, TTL policy, breaker, metrics, sync and async fronts.
 
 It imports nothing from db/, tasks/, workers/ or api_stub/. Build it from Settings with
-:func:`build_cache` (sync) or :func:`build_async_cache` (asyncio).
+:func:`build_cache` (sync) or :func:`build_async_cache` (asyncio); application functions are
+cached with :class:`CacheRegion` (cache/decorator.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cache.aio import AsyncCacheService
 from cache.client import connect, connect_async
+from cache.decorator import CacheRegion
 from cache.flow import CacheCore
 from cache.keys import Keys
 from cache.ops import Fetched, Outcome
@@ -33,6 +35,7 @@ __all__ = [
     "NOT_FOUND",
     "AsyncCacheService",
     "CacheCore",
+    "CacheRegion",
     "CacheService",
     "DataType",
     "Fetched",
