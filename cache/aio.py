@@ -153,7 +153,7 @@ class AsyncCacheService:
         return await self._get(op.key)
 
     async def _read_many(self, op: ReadMany) -> Any:
-        return await (self._mget_primary if op.primary else self._mget)(op.keys)
+        return await self._mget_primary(op.keys)
 
     async def _write(self, op: Write) -> Any:
         return await self._writer.set(op.key, op.payload, px=op.px)
@@ -217,14 +217,18 @@ class AsyncCacheService:
     # --- reads ---------------------------------------------------------------------------------
     async def get(self, key: str, data_type: DataType = DataType.DEFAULT) -> Any:
         """The cached value (stale ones included), NOT_FOUND for a cached absence, else MISS."""
-        return await self._drive(self.core.get(key, data_type))
+        # The hot path: one guarded GET and the core's decision, no flow (CacheCore.read_one).
+        core = self.core
+        raw = await self.run(self._get, key) if core.enabled else None
+        return core.read_one(raw, key, data_type)
 
     async def get_many(
         self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT
     ) -> list[Any]:
         """Values in the order of ``keys`` (MISS where absent), in one round trip."""
-        result: list[Any] = await self._drive(self.core.get_many(keys, data_type))
-        return result
+        core = self.core
+        raws = await self.run(self._mget, list(keys)) if keys and core.enabled else None
+        return core.read_many(keys, raws, data_type)
 
     async def fetch(
         self,

@@ -39,7 +39,6 @@ from cache.ops import (
     Outcome,
     Ping,
     Read,
-    ReadMany,
     ReleaseLease,
     Sleep,
     TakeLease,
@@ -193,8 +192,14 @@ class CacheCore:
         )
         return payload, expiry.hard_ms, expiry.soft_seconds
 
-    def read_one(self, raw: Any, counters: TypeCounters, key: str) -> Any:
-        """What get() returns for the bytes Redis answered (None, UNAVAILABLE or an envelope)."""
+    def read_one(self, raw: Any, key: str, data_type: DataType) -> Any:
+        """get(): what Redis answered for ``key`` (bytes, None when absent or not asked, or
+        UNAVAILABLE) means: the value (stale ones included), NOT_FOUND, or MISS; counted.
+
+        get and get_many are the hot path (bench.hotpath), so they are no flow: the front
+        performs its one GET (MGET) behind :meth:`admit` and hands the answer here.
+        """
+        counters = self.metrics.by_type[data_type]
         if raw is None or raw is UNAVAILABLE:
             counters.misses += 1
             return MISS
@@ -205,8 +210,10 @@ class CacheCore:
         self.count_served(entry, counters, self.clock())
         return NOT_FOUND if entry.not_found else entry.value
 
-    def read_many(self, keys: Sequence[str], raws: Any, counters: TypeCounters) -> list[Any]:
-        if raws is UNAVAILABLE:
+    def read_many(self, keys: Sequence[str], raws: Any, data_type: DataType) -> list[Any]:
+        """get_many(): :meth:`read_one` for an MGET's answer (None when not asked)."""
+        counters = self.metrics.by_type[data_type]
+        if raws is None or raws is UNAVAILABLE:
             counters.misses += len(keys)
             return [MISS] * len(keys)
         now, out = self.clock(), []
@@ -259,27 +266,7 @@ class CacheCore:
     def new_token() -> str:
         return os.urandom(12).hex()
 
-    # --- reads -------------------------------------------------------------------------------
-    def get(self, key: str, data_type: DataType) -> Flow:
-        """The cached value (stale ones included), NOT_FOUND for a cached absence, else MISS."""
-        counters = self.metrics.by_type[data_type]
-        if not self.enabled:
-            counters.misses += 1
-            return MISS
-        raw = yield Read(key)
-        return self.read_one(raw, counters, key)
-
-    def get_many(self, keys: Sequence[str], data_type: DataType) -> Flow:
-        """Values in the order of ``keys`` (MISS where absent), in one round trip."""
-        counters = self.metrics.by_type[data_type]
-        if not keys:
-            return []
-        if not self.enabled:
-            counters.misses += len(keys)
-            return [MISS] * len(keys)
-        raws = yield ReadMany(list(keys))
-        return self.read_many(keys, raws, counters)
-
+    # --- cache-aside (cache/loading.py) ------------------------------------------------------
     def fetch(
         self,
         key: str,

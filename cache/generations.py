@@ -36,7 +36,7 @@ def read(core: CacheCore, tags: Sequence[str]) -> Flow:
     if not tags:
         return ()
     keys = [core.keys.generation(tag) for tag in tags]
-    raws = yield ReadMany(keys, primary=True)
+    raws = yield ReadMany(keys)
     if raws is UNAVAILABLE:
         return None
     if None in raws:

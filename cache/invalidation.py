@@ -7,8 +7,8 @@ What a member change touches::
     N members imported         -> bump MEMBER_TAGS + drop the N member keys, one round trip
 
 Entries computed from many members (aggregates, list pages) fold the generation of their tags
-into their key (see :func:`generations`; the decisions are CacheCore.generations and
-CacheCore.bump in cache/flow.py, so both fronts share them). Bumping a tag with INCR moves
+into their key (see :func:`generations`; the decisions are the flows of cache/generations.py,
+which both fronts drive). Bumping a tag with INCR moves
 every reader to new keys at once, whatever the number of entries; the orphans expire on their
 own TTL.
 

@@ -30,13 +30,10 @@ class Read:
 
 @dataclass(slots=True)
 class ReadMany:
-    """MGET (one per node on Cluster): a list of bytes or None, in order.
-
-    ``primary``: read the master, for values a lagging replica must not answer (generations).
-    """
+    """MGET of the master (one per node on Cluster): a list of bytes or None, in order. The
+    master, because what it reads (generations) must not come from a lagging replica."""
 
     keys: list[str]
-    primary: bool = False
 
 
 @dataclass(slots=True)

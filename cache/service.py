@@ -156,7 +156,7 @@ class CacheService:
         return self._get(op.key)
 
     def _read_many(self, op: ReadMany) -> Any:
-        return (self._mget_primary if op.primary else self._mget)(op.keys)
+        return self._mget_primary(op.keys)
 
     def _write(self, op: Write) -> Any:
         return self._writer.set(op.key, op.payload, px=op.px)
@@ -216,12 +216,16 @@ class CacheService:
     # --- reads ---------------------------------------------------------------------------------
     def get(self, key: str, data_type: DataType = DataType.DEFAULT) -> Any:
         """The cached value (stale ones included), NOT_FOUND for a cached absence, else MISS."""
-        return self._drive(self.core.get(key, data_type))
+        # The hot path: one guarded GET and the core's decision, no flow (CacheCore.read_one).
+        core = self.core
+        raw = self.run(self._get, key) if core.enabled else None
+        return core.read_one(raw, key, data_type)
 
     def get_many(self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT) -> list[Any]:
         """Values in the order of ``keys`` (MISS where absent), in one round trip."""
-        result: list[Any] = self._drive(self.core.get_many(keys, data_type))
-        return result
+        core = self.core
+        raws = self.run(self._mget, list(keys)) if keys and core.enabled else None
+        return core.read_many(keys, raws, data_type)
 
     def fetch(
         self,
