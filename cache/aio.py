@@ -22,6 +22,7 @@ from cache import scripts
 from cache.aiodirect import DirectAsyncReader
 from cache.client import AsyncClients
 from cache.flow import CacheCore, VersionOf
+from cache.loading import Seen
 from cache.ops import (
     UNAVAILABLE,
     Fetched,
@@ -241,7 +242,14 @@ class AsyncCacheService:
     ) -> Fetched:
         """Cache-aside in one read (see cache/loading.py): the value and how it was served
         (HIT, STALE or MISS, and how long it stays fresh, for Cache-Control)."""
-        flow = self.core.fetch(key, loader, data_type, ttl, version_of)
+        core = self.core
+        seen: Seen | None = None
+        if core.enabled:  # a hit takes one guarded GET and no flow, like get()
+            first = core.fetched(await self.run(self._get, key), key, data_type)
+            if isinstance(first, Fetched):
+                return first
+            seen = first
+        flow = core.fetch(key, loader, data_type, ttl, version_of, seen)
         fetched: Fetched = await self._drive(flow)
         return fetched
 

@@ -274,9 +274,17 @@ class CacheCore:
         data_type: DataType,
         ttl: float | None = None,
         version_of: VersionOf | None = None,
+        seen: loading.Seen | None = None,
     ) -> Flow:
-        """Cache-aside with single flight; returns a :class:`Fetched` (see cache/loading.py)."""
-        return loading.fetch(self, key, loader, data_type, ttl, version_of)
+        """Cache-aside with single flight; returns a :class:`Fetched` (see cache/loading.py).
+
+        ``seen``: what the front's own first read found (:meth:`fetched`), when it made one.
+        """
+        return loading.fetch(self, key, loader, data_type, ttl, version_of, seen)
+
+    # The first read of a fetch, decided without a flow: a plain hit is served there (a plain
+    # function, so the hit path pays no extra call).
+    fetched = loading.first
 
     # --- writes ------------------------------------------------------------------------------
     def set(

@@ -15,6 +15,7 @@ the API's middleware needs no second read to set X-Cache and Cache-Control.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cache.codec import Entry
@@ -41,6 +42,35 @@ FIRST_POLL = 0.002  # seconds before the first re-read while another caller load
 LAST_POLL = 0.05  # the re-read interval doubles up to this
 
 
+@dataclass(slots=True)
+class Seen:
+    """What the first read of a fetch found, when it was not simply served."""
+
+    unavailable: bool  # Redis did not answer
+    entry: Entry | None  # None: nothing (readable) cached
+    now: float
+    fresh: bool
+
+
+def first(core: CacheCore, raw: Any, key: str, data_type: DataType) -> Fetched | Seen:
+    """Decide on the first read's answer: a fresh entry that XFetch does not pick for an early
+    refresh is served (HIT). Anything else is a :class:`Seen` for :func:`fetch` to go on from.
+
+    A front calls this itself after its one GET, so a hit runs no flow (like get()).
+    """
+    counters = core.metrics.by_type[data_type]
+    now = core.clock()
+    if raw is None or raw is UNAVAILABLE:
+        return Seen(raw is UNAVAILABLE, None, now, False)
+    entry = core.decode(raw, counters, key)
+    if entry is None:
+        return Seen(False, None, now, False)
+    fresh = now < entry.soft_expires_at
+    if fresh and not core.refresh_early(entry, now):
+        return _served(core, entry, counters, now)
+    return Seen(False, entry, now, fresh)
+
+
 def fetch(
     core: CacheCore,
     key: str,
@@ -48,20 +78,21 @@ def fetch(
     data_type: DataType,
     ttl: float | None = None,
     version_of: VersionOf | None = None,
+    seen: Seen | None = None,
 ) -> Flow:
+    """The fetch, as a flow; ``seen``: the front made the first read already (see first())."""
     counters = core.metrics.by_type[data_type]
     if not core.enabled:
         counters.misses += 1
         return (yield from _bypass(core, loader, counters))
-    raw = yield Read(key)
-    if raw is UNAVAILABLE:
+    if seen is None:
+        answer = first(core, (yield Read(key)), key, data_type)
+        if isinstance(answer, Fetched):
+            return answer
+        seen = answer
+    if seen.unavailable:
         return (yield from _bypass(core, loader, counters))
-    now = core.clock()
-    entry = None if raw is None else core.decode(raw, counters, key)
-    if entry is not None:
-        fresh = now < entry.soft_expires_at
-        if fresh and not core.refresh_early(entry, now):
-            return _served(core, entry, counters, now)  # the hit path: nothing more to do
+    entry, now, fresh = seen.entry, seen.now, seen.fresh
     lease_key, token = core.keys.lease(key), core.new_token()
     fill = _Fill(core, key, lease_key, token, loader, data_type, ttl, version_of, counters)
 
@@ -110,8 +141,9 @@ def fetch(
 def _served(core: CacheCore, entry: Entry, counters: TypeCounters, now: float) -> Fetched:
     """The entry we read, served as it is: HIT while fresh, else STALE."""
     core.count_served(entry, counters, now)
-    outcome = HIT if now < entry.soft_expires_at else STALE
-    return Fetched(core.present(entry), outcome, _fresh_for(entry, now))
+    left = entry.soft_expires_at - now
+    value = NOT_FOUND if entry.not_found else entry.value
+    return Fetched(value, HIT, left) if left > 0 else Fetched(value, STALE, 0.0)
 
 
 def _fresh_for(entry: Entry, now: float) -> float:

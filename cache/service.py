@@ -21,6 +21,7 @@ from cache import scripts
 from cache.client import SyncClients
 from cache.direct import DirectReader
 from cache.flow import CacheCore, VersionOf
+from cache.loading import Seen
 from cache.ops import (
     UNAVAILABLE,
     Fetched,
@@ -237,7 +238,15 @@ class CacheService:
         version_of: VersionOf | None = None,
     ) -> Fetched:
         """Cache-aside (see cache/loading.py): the value and how it was served."""
-        fetched: Fetched = self._drive(self.core.fetch(key, loader, data_type, ttl, version_of))
+        core = self.core
+        seen: Seen | None = None
+        if core.enabled:  # a hit takes one guarded GET and no flow, like get()
+            first = core.fetched(self.run(self._get, key), key, data_type)
+            if isinstance(first, Fetched):
+                return first
+            seen = first
+        flow = core.fetch(key, loader, data_type, ttl, version_of, seen)
+        fetched: Fetched = self._drive(flow)
         return fetched
 
     def get_or_load(

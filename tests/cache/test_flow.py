@@ -398,3 +398,23 @@ def test_redis_unavailable_runs_the_loader_and_stores_nothing() -> None:
     fetched, ops = drive(core.fetch("t:k", lambda: 5, DataType.ANALYTICS), answer)
     assert kinds(ops) == ["Read", "Load"]
     assert fetched == Fetched(5, Outcome.MISS, None)
+
+
+def test_a_front_that_made_the_first_read_continues_the_flow_from_it() -> None:
+    """fetch's hit path runs no flow: the front reads, CacheCore.fetched decides."""
+    core = make_core(Clock())
+    hit = core.fetched(entry(core, "v", age=1), "t:k", DataType.ANALYTICS)
+    assert hit == Fetched("v", Outcome.HIT, TTL - 1)
+
+    seen = core.fetched(entry(core, "old", age=TTL + 1), "t:k", DataType.ANALYTICS)
+    assert not isinstance(seen, Fetched) and seen.entry is not None and not seen.fresh
+    flow = core.fetch("t:k", pytest.fail, DataType.ANALYTICS, seen=seen)
+    fetched, ops = drive(flow, lambda op: False)  # someone else holds the lease
+    assert kinds(ops) == ["TakeLease"]  # no second read of the key
+    assert fetched == Fetched("old", Outcome.STALE, 0.0)
+
+    down = core.fetched(UNAVAILABLE, "t:k", DataType.ANALYTICS)
+    assert not isinstance(down, Fetched) and down.unavailable
+    flow = core.fetch("t:k", lambda: 3, DataType.ANALYTICS, seen=down)
+    fetched, ops = drive(flow, lambda op: 3)
+    assert kinds(ops) == ["Load"] and fetched == Fetched(3, Outcome.MISS, None)
