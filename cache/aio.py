@@ -1,7 +1,8 @@
 """The async front of the cache (the API): service.CacheService for asyncio.
 
-It drives the same flows of the core (cache/flow.py, cache/loading.py) with redis.asyncio;
-only the awaiting differs. Loaders may be coroutine functions or plain callables.
+It drives the same flows of the core (cache/flow.py, cache/loading.py) and hands the same
+answers to the same decisions on the hot path, with redis.asyncio; only the awaiting differs.
+Loaders may be coroutine functions or plain callables.
 
 Reads (GET, MGET) of a standalone server take cache/aiodirect.py, the asyncio counterpart of
 cache/direct.py.

@@ -1,7 +1,9 @@
 """The cache's decisions, written once for the sync and the async front.
 
 Every operation of the cache is a generator here: it yields operations (cache/ops.py: read a
-key, write an envelope, run a pipeline, take a lease, load...) and receives their results. The
+key, write an envelope, run a pipeline, take a lease, load...) and receives their results;
+the one-command reads of the hot path (get, get_many, a fetch's first read) are plain
+decisions on the answer instead (:meth:`CacheCore.read_one`, ``read_many``, ``fetched``). The
 sync front (service.py) calls redis-py and the async front (aio.py) awaits redis.asyncio; both
 only perform what a flow asks, so they behave identically, and a test drives a flow without
 Redis (tests/cache/test_flow.py). A Redis failure comes back as ``UNAVAILABLE``: reads then

@@ -4,6 +4,9 @@ Each public method drives one flow of the core (cache/flow.py) with :meth:`Cache
 every Redis operation the flow yields goes through :meth:`CacheService.run` (the core's
 breaker check, then its outbox replay, then the command; a Redis error becomes
 ``UNAVAILABLE``, never an exception) and is performed by one small method per operation.
+The hot path is the exception: get, get_many and a fetch's first read make their one command
+through :meth:`run` and hand the answer to the core's decision (CacheCore.read_one,
+read_many, fetched), since a generator per hit costs more than the decision itself.
 aio.py is the same front for asyncio, awaiting where this one calls.
 """
 
