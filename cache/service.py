@@ -116,6 +116,10 @@ class CacheService:
         """CACHE_ENABLED: when False every read misses and nothing is written."""
         return self.core.enabled
 
+    def snapshot(self) -> dict[str, Any]:
+        """Metrics, breaker and outbox state (health, metrics and Prometheus endpoints)."""
+        return self.core.snapshot()
+
     # --- the driver ----------------------------------------------------------------------------
     def _drive(self, flow: Flow, guarded: bool = True) -> Any:
         """Run a flow to its end. Redis operations go through :meth:`run` (unless ``guarded``
