@@ -3,12 +3,15 @@
 A route opts in with :func:`cached` (api_stub.rules: the kinds of entry and the config per
 data type). A hit costs one Redis round trip for a record or an untagged data entry, two for
 a tagged data entry or a response (generations, then the entry), and runs no routing,
-dependency or validation code. A miss runs the route through the core's get_or_load, so one
-request per key loads while the others wait or are served the stale value. Only 200 responses
+dependency or validation code. The entry is read once, by the core's ``fetch``: a miss runs
+the route under the key's lease, so one request per key loads while the others wait or are
+served the stale value, and the fetch reports HIT, STALE or MISS and how long the value stays
+fresh (Cache-Control max-age). Only 200 responses
 are stored (and a record route's 404). Every answer of a cached route carries
 ``X-Cache: HIT | MISS | STALE``, a strong ETag (blake2b of the body: the same in every
 process) honoured by If-None-Match with a 304, and Cache-Control with max-age and
-stale-while-revalidate. When Redis is unavailable the route runs as if uncached.
+stale-while-revalidate. When Redis is unavailable the route runs as if uncached
+(``no-cache``).
 
 Cached routes answer JSON: a stored body is sent back as application/json, without the
 route's other headers. Documents are rendered with orjson, as the routes render them, so a
@@ -30,16 +33,15 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_stub.rules import CacheRule, cached, rule_of
-from cache import NOT_FOUND, AsyncCacheService
-from cache.codec import Entry
+from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
 from cache.errors import InvalidKey
-from cache.invalidation import generations
 
 __all__ = ["CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
 
 NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPException(404)
 JSON: Final = b"application/json"
 HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
+_OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
 
 
 class _Uncacheable(Exception):
@@ -87,7 +89,7 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         cache = self._cache()
-        found = self._match(scope) if cache is not None and cache.core.enabled else None
+        found = self._match(scope) if cache is not None and cache.enabled else None
         if cache is None or found is None:
             await self.app(scope, receive, send)
             return
@@ -129,7 +131,7 @@ class CacheMiddleware:
         """The key of the route's entry; None when Redis cannot tell the generations."""
         if rule.record is not None:
             return rule.record(cache.keys, params)
-        gens = await generations(cache, rule.tags)
+        gens = await cache.generations(rule.tags)
         if gens is None:
             return None
         if rule.entry is not None:
@@ -147,29 +149,7 @@ class CacheMiddleware:
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
     ) -> None:
-        counters = cache.metrics.of(rule.data_type)
-        # The core's get() hands back only the value; the envelope's expiry tells HIT from
-        # STALE. run() keeps the breaker and replays the outbox before the read.
-        raw = await cache.get_raw(key)
-        seen: Entry | None = None
-        if isinstance(raw, bytes):  # not None (absent) nor UNAVAILABLE
-            seen = cache.core.decode(raw, counters, key)
-        now = cache.core.clock()
-        if (
-            seen is not None
-            and now < seen.soft_expires_at
-            and not cache.core.refresh_early(seen, now)
-        ):
-            cache.core.count_served(seen, counters, now)
-            value = cache.core.present(seen)
-            await _send(send, *self._render(cache, rule, headers, value, seen, HIT, now))
-            return
-
-        loaded = False
-
         async def load() -> Any:
-            nonlocal loaded
-            loaded = True
             response = await _capture(self.app, scope, receive)
             if response.status == 200:
                 return response.body if rule.stores_body else orjson.loads(response.body)
@@ -178,22 +158,15 @@ class CacheMiddleware:
             raise _Uncacheable(response)
 
         try:
-            value = await cache.get_or_load(
+            # One read decides: a hit never runs the route; a miss runs it under the key's
+            # lease, and the fetch says how the answer was served.
+            fetched = await cache.fetch(
                 key, load, rule.data_type, version_of=_version if rule.record else None
             )
         except _Uncacheable as passed:
             await _replay(send, passed.response)
             return
-        if loaded:
-            rendered = self._render(cache, rule, headers, value, None, MISS, now)
-        elif seen is not None:
-            # Served while another request refreshes: the entry we saw, stale or (when an
-            # early refresh was drawn) still fresh.
-            outcome = STALE if now >= seen.soft_expires_at else HIT
-            rendered = self._render(cache, rule, headers, value, seen, outcome, now)
-        else:  # filled by the request that held the lease while this one waited
-            rendered = self._render(cache, rule, headers, value, None, HIT, now)
-        await _send(send, *rendered)
+        await _send(send, *self._render(cache, rule, headers, fetched))
 
     async def _uncached(
         self,
@@ -220,12 +193,10 @@ class CacheMiddleware:
         cache: AsyncCacheService,
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
-        value: Any,
-        entry: Entry | None,
-        outcome: bytes,
-        now: float,
+        fetched: Fetched,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Status, headers and body of the answer for a value the cache gave."""
+        """Status, headers and body of the answer for what the cache served."""
+        value, outcome = fetched.value, _OUTCOME[fetched.outcome]
         if value is NOT_FOUND:
             # Never kept by clients: the member may be created the next moment.
             extra = [(b"cache-control", b"no-cache"), (b"x-cache", outcome)]
@@ -234,16 +205,14 @@ class CacheMiddleware:
         control = self._controls.get(rule)
         if control is None:
             control = self._controls[rule] = _control(cache, rule)
-        if outcome is STALE:
-            max_age = 0
-        elif entry is not None:
-            max_age = max(int(entry.soft_expires_at - now), 0)
-        else:
-            max_age = control.ttl
         etag = _etag(body)
+        if fetched.fresh_for is None:  # not in the cache (Redis unavailable): nor in clients
+            cache_control = b"no-cache"
+        else:
+            cache_control = b"%s%d%s" % (control.head, int(fetched.fresh_for), control.tail)
         extra = [
             (b"etag", etag),
-            (b"cache-control", b"%s%d%s" % (control.head, max_age, control.tail)),
+            (b"cache-control", cache_control),
             (b"x-cache", outcome),
             *control.vary,
         ]
@@ -258,18 +227,15 @@ class _Control:
 
     head: bytes  # b"public, max-age="
     tail: bytes  # b", stale-while-revalidate=<window>"
-    ttl: int
     vary: tuple[tuple[bytes, bytes], ...]
 
 
 def _control(cache: AsyncCacheService, rule: CacheRule) -> _Control:
-    policy = cache.core.policy
     visibility = b"private" if rule.private else b"public"
-    window = policy.stale_window(rule.data_type)
+    window = cache.policy.stale_window(rule.data_type)
     return _Control(
         head=visibility + b", max-age=",
         tail=b", stale-while-revalidate=%d" % window,
-        ttl=policy.ttl(rule.data_type),
         vary=tuple(_vary(rule)),
     )
 

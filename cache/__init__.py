@@ -3,7 +3,8 @@
 It imports nothing from db/, tasks/, workers/ or api_stub/. Build it from Settings with
 :func:`build_cache` (sync) or :func:`build_async_cache` (asyncio). A process that needs both
 fronts builds one :class:`CacheCore` and passes it to both builders, so they share one
-breaker, one outbox and one metrics registry (services.Services does this).
+breaker, one outbox and one metrics registry (services.Services does this). Application
+functions are cached with :class:`CacheRegion` (cache/decorator.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from cache.aio import AsyncCacheService
 from cache.client import connect, connect_async
+from cache.decorator import CacheRegion
 from cache.flow import CacheCore
 from cache.keys import Keys
+from cache.ops import Fetched, Outcome
 from cache.service import CacheService
 from cache.types import MISS, NOT_FOUND, DataType
 
@@ -44,9 +47,12 @@ __all__ = [
     "NOT_FOUND",
     "AsyncCacheService",
     "CacheCore",
+    "CacheRegion",
     "CacheService",
     "DataType",
+    "Fetched",
     "Keys",
+    "Outcome",
     "build_async_cache",
     "build_cache",
 ]

@@ -1,7 +1,8 @@
-"""The async front of the cache (the API): the same operations as service.CacheService.
+"""The async front of the cache (the API): service.CacheService for asyncio.
 
-It runs the same flows (flow.CacheCore) with redis.asyncio; only the awaiting differs. Loaders
-may be coroutine functions or plain callables.
+It drives the same flows of the core (cache/flow.py, cache/loading.py) and hands the same
+answers to the same decisions on the hot path, with redis.asyncio; only the awaiting differs.
+Loaders may be coroutine functions or plain callables.
 
 Reads (GET, MGET) of a standalone server take cache/aiodirect.py, the asyncio counterpart of
 cache/direct.py.
@@ -12,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -22,22 +22,34 @@ from redis.exceptions import RedisError
 from cache import scripts
 from cache.aiodirect import DirectAsyncReader
 from cache.client import AsyncClients
-from cache.flow import (
+from cache.flow import CacheCore, VersionOf
+from cache.loading import Seen
+from cache.ops import (
     UNAVAILABLE,
-    CacheCore,
+    Fetched,
     Fill,
     Flow,
+    Info,
     Load,
+    Op,
+    Ping,
+    Pipeline,
     Read,
+    ReadMany,
     ReleaseLease,
     Sleep,
     TakeLease,
-    VersionOf,
+    Unlink,
+    Write,
+    WriteGuarded,
+    WriteMany,
 )
-from cache.types import MISS, DataType
+from cache.service import queue_commands
+from cache.types import DataType
 
 log = logging.getLogger("cache")
 T = TypeVar("T")
+Perform = Callable[[Any], Awaitable[Any]]
 
 
 class AsyncCacheService:
@@ -47,8 +59,10 @@ class AsyncCacheService:
         self.keys = core.keys
         self.metrics = core.metrics
         self.breaker = core.breaker
+        self.policy = core.policy  # TTLs per data type (HTTP Cache-Control reads them)
         self._writer = clients.writer
         self._reader = clients.reader
+        self._cluster = clients.mode == "cluster"
         self._direct: DirectAsyncReader | None = None
         if (
             clients.mode == "standalone"
@@ -59,155 +73,190 @@ class AsyncCacheService:
         self._get: Callable[[str], Awaitable[Any]] = (
             self._direct.get if self._direct else clients.reader.get
         )
+        # Cluster: MGET per slot node, still one round trip per node.
+        self._mget: Callable[[list[str]], Awaitable[Any]] = (
+            self._direct.mget
+            if self._direct
+            else getattr(clients.reader, "mget_nonatomic", clients.reader.mget)
+        )
+        self._mget_primary: Callable[[list[str]], Awaitable[Any]] = getattr(
+            clients.writer, "mget_nonatomic", clients.writer.mget
+        )
         self._fill = clients.writer.register_script(scripts.FILL)
         self._write_guarded = clients.writer.register_script(scripts.WRITE_GUARDED)
         self._release = clients.writer.register_script(scripts.RELEASE)
-        self._replaying = False
+        self._redis_ops: dict[type, Perform] = {
+            Read: self._read,
+            ReadMany: self._read_many,
+            Write: self._write,
+            WriteGuarded: self._write_guarded_one,
+            WriteMany: self._write_many,
+            Unlink: self._unlink,
+            TakeLease: self._take_lease,
+            ReleaseLease: self._release_lease,
+            Fill: self._fill_one,
+            Pipeline: self._pipeline,
+            Ping: self._ping,
+            Info: self._info,
+        }
+        self._local_ops: dict[type, Perform] = {Load: self._load, Sleep: self._sleep}
 
     async def close(self) -> None:
         if self._direct is not None:
             self._direct.close()
         await self.clients.close()
 
-    # --- plumbing -------------------------------------------------------------------------------
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T | Any:
-        if not self.breaker.allow():
-            self.metrics.breaker_skips += 1
-            return UNAVAILABLE
-        try:
-            if len(self.core.outbox) and not self._replaying:
-                await self._replay_outbox()
-            result = await fn(*args, **kwargs)
-        except RedisError as exc:
-            self.breaker.failure()
-            log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
-            return UNAVAILABLE
-        self.breaker.success()
-        return result
+    @property
+    def enabled(self) -> bool:
+        """CACHE_ENABLED: when False every read misses and nothing is written."""
+        return self.core.enabled
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T | Any:
-        """Run one Redis call through the breaker and the outbox replay; UNAVAILABLE on failure.
+    def snapshot(self) -> dict[str, Any]:
+        """Metrics, breaker and outbox state (health, metrics and Prometheus endpoints)."""
+        return self.core.snapshot()
 
-        For modules that build their own commands (pipelines, generations) on this front.
-        """
-        return await self._call(fn, *args, **kwargs)
-
-    async def _replay_outbox(self) -> None:
-        """Apply invalidations that failed while Redis was away, before serving anything."""
-        self._replaying = True
-        try:
-            while keys := self.core.outbox.drain():
-                try:
-                    await self._unlink(keys)
-                except RedisError:
-                    self.core.outbox.restore(keys)
-                    raise
-                self.metrics.outbox_replayed += len(keys)
-        finally:
-            self._replaying = False
-
-    async def _unlink(self, keys: Sequence[str]) -> int:
-        leases = [self.keys.lease(key) for key in keys]
-        if self.clients.mode == "cluster":
-            # Cross-slot UNLINK is not allowed; redis-py splits the keys per slot node.
-            return int(await self._writer.delete(*keys, *leases))
-        return int(await self._writer.unlink(*keys, *leases))
-
-    async def _run(self, flow: Flow, loader: Callable[[], Any], data_type: DataType) -> Any:
+    # --- the driver ----------------------------------------------------------------------------
+    async def _drive(self, flow: Flow, guarded: bool = True) -> Any:
+        """Run a flow to its end. Redis operations go through :meth:`run` (unless ``guarded``
+        is False: the outbox replay, already inside it); an operation's exception (the
+        loader's, a cancellation, or a Redis error when unguarded) is thrown into the flow."""
+        redis_ops, local_ops, run = self._redis_ops, self._local_ops, self.run
+        send: Callable[[Any], Op] = flow.send
         result: Any = None
         while True:
             try:
-                op = flow.send(result)
+                op = send(result)
             except StopIteration as done:
                 return done.value
-            if isinstance(op, Read):
-                result = await self._call(self._get, op.key)
-            elif isinstance(op, TakeLease):
-                taken = await self._call(
-                    self._writer.set, op.lease_key, op.token, nx=True, px=op.ms
-                )
-                result = UNAVAILABLE if taken is UNAVAILABLE else bool(taken)
-            elif isinstance(op, Load):
-                try:
-                    result = await self._timed_load(loader, data_type)
-                except BaseException as exc:
-                    await self._abort(flow, exc)
-                    raise
-            elif isinstance(op, Fill):
-                stored = await self._call(
-                    self._fill,
-                    keys=[op.key, op.lease_key],
-                    args=[op.token, op.payload, op.px, op.version],
-                )
-                result = UNAVAILABLE if stored is UNAVAILABLE else stored == 1
-            elif isinstance(op, Sleep):
-                await asyncio.sleep(op.seconds)
-                result = None
-            elif isinstance(op, ReleaseLease):
-                result = await self._call(self._release, keys=[op.lease_key], args=[op.token])
+            try:
+                perform = redis_ops.get(type(op))
+                if perform is None:
+                    result = await local_ops[type(op)](op)
+                else:
+                    result = await (run(perform, op) if guarded else perform(op))
+                send = flow.send
+            except BaseException as exc:
+                result, send = exc, flow.throw
 
-    async def _abort(self, flow: Flow, exc: BaseException) -> None:
-        """The loader failed: let the flow release its lease, then end it."""
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T | Any:
+        """Run one Redis call behind the core's breaker and outbox replay; UNAVAILABLE on
+        failure. Flows use it for every command; other modules for the commands they build
+        themselves (pipelines, scans) on this front."""
+        core = self.core
+        if not core.admit():
+            return UNAVAILABLE
         try:
-            op = flow.throw(exc)
-        except BaseException:
-            return
-        if isinstance(op, ReleaseLease):
-            await self._call(self._release, keys=[op.lease_key], args=[op.token])
-        flow.close()
+            if len(core.outbox):
+                await self._drive(core.replay(), guarded=False)
+            result = await fn(*args, **kwargs)
+        except RedisError as exc:
+            return core.failed(exc)
+        core.succeeded()
+        return result
 
-    async def _timed_load(
-        self, loader: Callable[[], Any], data_type: DataType
-    ) -> tuple[Any, float]:
-        counters = self.metrics.of(data_type)
-        started = time.perf_counter()
-        try:
-            value = loader()
-            if inspect.isawaitable(value):
-                value = await value
-        except BaseException:
-            counters.load_errors += 1
-            raise
-        seconds = time.perf_counter() - started
-        counters.loads += 1
-        counters.load_seconds.observe(seconds)
-        return value, seconds
+    # --- operations: I/O only ------------------------------------------------------------------
+    async def _read(self, op: Read) -> Any:
+        return await self._get(op.key)
 
-    # --- reads ----------------------------------------------------------------------------------
+    async def _read_many(self, op: ReadMany) -> Any:
+        return await self._mget_primary(op.keys)
+
+    async def _write(self, op: Write) -> Any:
+        return await self._writer.set(op.key, op.payload, px=op.px)
+
+    async def _write_guarded_one(self, op: WriteGuarded) -> Any:
+        return await self._write_guarded(
+            keys=[op.key, op.lease_key], args=[op.payload, op.px, op.version]
+        )
+
+    async def _write_many(self, op: WriteMany) -> Any:
+        pipe = self._writer.pipeline(transaction=False)
+        for item in op.items:
+            if op.guarded:
+                # Queued on the pipeline (redis-py accepts pipelines here; its stubs do not say so).
+                await self._write_guarded(
+                    keys=[item.key, item.lease_key],
+                    args=[item.payload, item.px, item.version],
+                    client=pipe,  # type: ignore[arg-type]
+                )
+            else:
+                pipe.set(item.key, item.payload, px=item.px)
+        return await pipe.execute()
+
+    async def _unlink(self, op: Unlink) -> int:
+        if self._cluster:
+            # Cross-slot UNLINK is not allowed; redis-py splits DEL per slot node.
+            return int(await self._writer.delete(*op.keys))
+        return int(await self._writer.unlink(*op.keys))
+
+    async def _take_lease(self, op: TakeLease) -> bool:
+        return bool(await self._writer.set(op.lease_key, op.token, nx=True, px=op.ms))
+
+    async def _release_lease(self, op: ReleaseLease) -> Any:
+        return await self._release(keys=[op.lease_key], args=[op.token])
+
+    async def _fill_one(self, op: Fill) -> Any:
+        return await self._fill(
+            keys=[op.key, op.lease_key], args=[op.token, op.payload, op.px, op.version]
+        )
+
+    async def _pipeline(self, op: Pipeline) -> Any:
+        pipe = self._writer.pipeline(transaction=False)
+        queue_commands(pipe, op.commands, self._cluster)
+        return await pipe.execute()
+
+    async def _ping(self, op: Ping) -> Any:
+        return await self._writer.ping()
+
+    async def _info(self, op: Info) -> Any:
+        return await self._writer.info(op.section)
+
+    async def _load(self, op: Load) -> Any:
+        value = op.loader()
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def _sleep(self, op: Sleep) -> None:
+        await asyncio.sleep(op.seconds)
+
+    # --- reads ---------------------------------------------------------------------------------
     async def get(self, key: str, data_type: DataType = DataType.DEFAULT) -> Any:
         """The cached value (stale ones included), NOT_FOUND for a cached absence, else MISS."""
-        counters = self.metrics.by_type[data_type]
-        if not self.core.enabled:
-            counters.misses += 1
-            return MISS
-        raw = await self._call(self._get, key)
-        return self.core.read_one(raw, counters, key)
-
-    async def get_raw(self, key: str) -> Any:
-        """The stored bytes of ``key`` (None when absent), or UNAVAILABLE; nothing decoded.
-
-        For callers that read the envelope themselves (the API's cached routes).
-        """
-        return await self._call(self._get, key)
+        # The hot path: one guarded GET and the core's decision, no flow (CacheCore.read_one).
+        core = self.core
+        raw = await self.run(self._get, key) if core.enabled else None
+        return core.read_one(raw, key, data_type)
 
     async def get_many(
         self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT
     ) -> list[Any]:
         """Values in the order of ``keys`` (MISS where absent), in one round trip."""
-        counters = self.metrics.by_type[data_type]
-        if not keys:
-            return []
-        if not self.core.enabled:
-            counters.misses += len(keys)
-            return [MISS] * len(keys)
-        # Cluster: MGET per slot node, still one round trip per node.
-        mget = (
-            self._direct.mget
-            if self._direct
-            else getattr(self._reader, "mget_nonatomic", self._reader.mget)
-        )
-        raws = await self._call(mget, list(keys))
-        return self.core.read_many(keys, raws, counters)
+        core = self.core
+        raws = await self.run(self._mget, list(keys)) if keys and core.enabled else None
+        return core.read_many(keys, raws, data_type)
+
+    async def fetch(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        data_type: DataType = DataType.DEFAULT,
+        *,
+        ttl: float | None = None,
+        version_of: VersionOf | None = None,
+    ) -> Fetched:
+        """Cache-aside in one read (see cache/loading.py): the value and how it was served
+        (HIT, STALE or MISS, and how long it stays fresh, for Cache-Control)."""
+        core = self.core
+        seen: Seen | None = None
+        if core.enabled:  # a hit takes one guarded GET and no flow, like get()
+            first = core.fetched(await self.run(self._get, key), key, data_type)
+            if isinstance(first, Fetched):
+                return first
+            seen = first
+        flow = core.fetch(key, loader, data_type, ttl, version_of, seen)
+        fetched: Fetched = await self._drive(flow)
+        return fetched
 
     async def get_or_load(
         self,
@@ -219,14 +268,9 @@ class AsyncCacheService:
         version_of: VersionOf | None = None,
     ) -> Any:
         """Cache-aside. ``loader`` returns the value, or NOT_FOUND to cache an absence briefly."""
-        if not self.core.enabled:
-            self.metrics.by_type[data_type].misses += 1
-            return (await self._timed_load(loader, data_type))[0]
-        return await self._run(
-            self.core.get_or_load(key, data_type, ttl, version_of), loader, data_type
-        )
+        return (await self.fetch(key, loader, data_type, ttl=ttl, version_of=version_of)).value
 
-    # --- writes ---------------------------------------------------------------------------------
+    # --- writes --------------------------------------------------------------------------------
     async def set(
         self,
         key: str,
@@ -236,13 +280,7 @@ class AsyncCacheService:
         ttl: float | None = None,
         version: int = 0,
     ) -> bool:
-        counters = self.metrics.by_type[data_type]
-        if not self.core.enabled:
-            counters.skipped_writes += 1
-            return False
-        payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
-        stored = await self._call(self._writer.set, key, payload, px=px)
-        return self.core.written(stored, counters)
+        return bool(await self._drive(self.core.set(key, value, data_type, ttl, version)))
 
     async def set_many(
         self,
@@ -257,27 +295,7 @@ class AsyncCacheService:
         With ``versions`` (key -> source version) each write is version-guarded like
         write_through, so a warm-up that read a row before a newer write cannot undo it.
         """
-        counters = self.metrics.by_type[data_type]
-        if not self.core.enabled or not items:
-            counters.skipped_writes += len(items) if not self.core.enabled else 0
-            return not items
-        pipe = self._writer.pipeline(transaction=False)
-        for key, value in items.items():
-            version = versions.get(key, 0) if versions is not None else 0
-            payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
-            if versions is None:
-                pipe.set(key, payload, px=px)
-            else:
-                # Queued on the pipeline (redis-py accepts pipelines here; its stubs do not say so).
-                await self._write_guarded(
-                    keys=[key, self.keys.lease(key)],
-                    args=[payload, px, version],
-                    client=pipe,  # type: ignore[arg-type]
-                )
-        stored = await self._call(pipe.execute)
-        if stored is UNAVAILABLE or versions is None:
-            return self.core.written(stored, counters, len(items))
-        return self.core.written_each(stored, counters)
+        return bool(await self._drive(self.core.set_many(items, data_type, ttl, versions)))
 
     async def write_through(
         self,
@@ -293,35 +311,29 @@ class AsyncCacheService:
         Returns True when stored. When Redis is unavailable the key is queued for
         invalidation instead, so an old cached value cannot outlive the outage.
         """
-        counters = self.metrics.by_type[data_type]
-        if not self.core.enabled:
-            counters.skipped_writes += 1
-            return False
-        payload, px = self.core.envelope(value, data_type, ttl=ttl, version=version)
-        stored = await self._call(
-            self._write_guarded, keys=[key, self.keys.lease(key)], args=[payload, px, version]
-        )
-        if stored is UNAVAILABLE:
-            self.core.outbox.add([key])
-        return self.core.written(stored, counters)
+        flow = self.core.write_through(key, value, version, data_type, ttl)
+        return bool(await self._drive(flow))
 
     async def delete(self, *keys: str) -> int:
         """Remove keys (and kill their in-flight fills); queued for replay if Redis is down."""
-        if not keys or not self.core.enabled:
-            return 0
-        removed = await self._call(self._unlink, list(keys))
-        if removed is UNAVAILABLE:
-            self.core.outbox.add(keys)
-            return 0
-        return int(removed)
+        return int(await self._drive(self.core.delete(keys)))
 
     async def invalidate(self, keys: Iterable[str]) -> int:
         return await self.delete(*keys)
 
+    async def generations(self, tags: Sequence[str]) -> tuple[int, ...] | None:
+        """The current generation of each tag (see CacheCore.generations); None when down."""
+        gens: tuple[int, ...] | None = await self._drive(self.core.generations(tags))
+        return gens
+
+    async def bump(self, tags: Iterable[str], *, drop: Collection[str] = ()) -> bool:
+        """New generations for ``tags`` and ``drop`` deleted, one round trip (CacheCore.bump)."""
+        return bool(await self._drive(self.core.bump(tags, drop)))
+
     async def ping(self) -> bool:
-        return await self._call(self._writer.ping) is True
+        return bool(await self._drive(self.core.ping()))
 
     async def info(self, section: str | None = None) -> dict[str, Any] | None:
         """Redis INFO of the writer (the master), or None when Redis is unavailable."""
-        answer = await self._call(self._writer.info, section)
-        return None if answer is UNAVAILABLE else dict(answer)
+        answer: dict[str, Any] | None = await self._drive(self.core.info(section))
+        return answer

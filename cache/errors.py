@@ -5,6 +5,7 @@
     │   └── BreakerOpen       the circuit breaker is open: Redis was not even tried
     ├── CorruptEntry          stored bytes are not an envelope this code can read
     ├── InvalidKey            a key part would break the keyspace (glob characters, braces)
+    ├── RegionError           a @region.cached function has no front of its kind (sync/async)
     └── (write-behind, cache/writebehind/)
         ├── Backpressure      the buffer is past its limit: refuse (503), never drop
         ├── InvalidEvent      an event that can never be recorded as given
@@ -36,3 +37,7 @@ class CorruptEntry(CacheError):
 
 class InvalidKey(CacheError, ValueError):
     """A key part contains characters that would let it escape its place in the keyspace."""
+
+
+class RegionError(CacheError, RuntimeError):
+    """A cached function was called on a region bound without the front it needs."""

@@ -1,10 +1,18 @@
-"""The cache's decisions, shared by the sync and the async front.
+"""The cache's decisions, written once for the sync and the async front.
 
-``get_or_load`` is written once, as a generator that yields I/O operations (read a key, take a
-lease, load, fill, sleep) and receives their results. The sync front (service.py) and the async
-front (aio.py) only execute those operations, so both behave identically and the logic can be
-driven by a test without Redis. A Redis failure comes back as ``UNAVAILABLE``; the flow then
-serves from the loader (fail-open).
+Every operation of the cache is a generator here: it yields operations (cache/ops.py: read a
+key, write an envelope, run a pipeline, take a lease, load...) and receives their results;
+the one-command reads of the hot path (get, get_many, a fetch's first read) are plain
+decisions on the answer instead (:meth:`CacheCore.read_one`, ``read_many``, ``fetched``). The
+sync front (service.py) calls redis-py and the async front (aio.py) awaits redis.asyncio; both
+only perform what a flow asks, so they behave identically, and a test drives a flow without
+Redis (tests/cache/test_flow.py). A Redis failure comes back as ``UNAVAILABLE``: reads then
+miss, writes are skipped, invalidations wait in the outbox (fail-open).
+
+What runs around every command is decided here too: :meth:`CacheCore.admit` (the breaker),
+:meth:`CacheCore.replay` (pending invalidations first), :meth:`CacheCore.failed` and
+:meth:`CacheCore.succeeded`. The single-flight fetch (lease, early refresh, stale serving,
+version guard) is in cache/loading.py, the tag generations in cache/generations.py.
 """
 
 from __future__ import annotations
@@ -13,73 +21,51 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-from cache import codec
+from cache import codec, generations, loading
 from cache.breaker import CircuitBreaker
 from cache.errors import CorruptEntry
 from cache.keys import Keys
 from cache.metrics import CacheMetrics, TypeCounters
+from cache.ops import (
+    UNAVAILABLE,
+    Fetched,
+    Fill,
+    Flow,
+    Info,
+    Load,
+    Op,
+    Outcome,
+    Ping,
+    Read,
+    ReleaseLease,
+    Sleep,
+    TakeLease,
+    Unlink,
+    Write,
+    WriteGuarded,
+    WriteMany,
+)
 from cache.outbox import MemoryOutbox, Outbox
 from cache.ttl import TtlPolicy, should_refresh_early
 from cache.types import MISS, NOT_FOUND, DataType, Sentinel
 
 log = logging.getLogger("cache")
 
-# Sent back by a front when Redis could not run an operation (error, timeout, breaker open).
-UNAVAILABLE: Final = Sentinel("UNAVAILABLE")
-
 VersionOf = Callable[[Any], int]
-
-
-# --- Operations a flow yields ------------------------------------------------------------------
-@dataclass(slots=True)
-class Read:
-    key: str
-
-
-@dataclass(slots=True)
-class TakeLease:
-    lease_key: str
-    token: str
-    ms: int
-
-
-@dataclass(slots=True)
-class ReleaseLease:
-    lease_key: str
-    token: str
-
-
-@dataclass(slots=True)
-class Load:
-    """Call the loader; the front answers (value, seconds it took)."""
-
-
-@dataclass(slots=True)
-class Fill:
-    key: str
-    lease_key: str
-    token: str
-    payload: bytes
-    px: int
-    version: int
-
-
-@dataclass(slots=True)
-class Sleep:
-    seconds: float
-
-
-Op = Read | TakeLease | ReleaseLease | Load | Fill | Sleep
-Flow = Generator[Op, Any, Any]
 
 
 @dataclass
 class CacheCore:
-    """Configuration and state shared by both fronts; no I/O here."""
+    """Configuration, state and decisions shared by both fronts; no I/O here.
+
+    The clocks and the random draw are fields so that a test can drive time: ``clock`` is wall
+    time (envelopes), ``monotonic`` bounds the wait on another caller's lease, ``timer`` times
+    loads, ``rand`` draws XFetch's early refresh.
+    """
 
     keys: Keys
     policy: TtlPolicy
@@ -91,6 +77,9 @@ class CacheCore:
     lease_ms: int = 5000
     xfetch_beta: float = 1.0
     clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    timer: Callable[[], float] = time.perf_counter
+    rand: Callable[[], float] = random.random
 
     @classmethod
     def from_settings(cls, settings: Any) -> CacheCore:
@@ -118,6 +107,43 @@ class CacheCore:
             "outbox_pending": len(self.outbox),
         }
 
+    # --- around every command ----------------------------------------------------------------
+    def admit(self) -> bool:
+        """May a command go to Redis? Not while the breaker is open (then it is counted)."""
+        if self.breaker.allow():
+            return True
+        self.metrics.breaker_skips += 1
+        return False
+
+    def failed(self, exc: Exception) -> Sentinel:
+        """A command failed: tell the breaker; the caller gets UNAVAILABLE, never the error."""
+        self.breaker.failure()
+        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+        return UNAVAILABLE
+
+    def succeeded(self) -> None:
+        self.breaker.success()
+
+    def replay(self) -> Flow:
+        """Invalidations that failed while Redis was away, applied before the next command.
+
+        Oldest first, in batches. A batch whose UNLINK fails goes back to the outbox and the
+        failure propagates, so the command it preceded is not run against stale data. The
+        front performs these operations directly, outside the breaker it is already inside.
+        """
+        while keys := self.outbox.drain():
+            try:
+                yield Unlink(self.with_leases(keys))
+            except BaseException:
+                self.outbox.restore(keys)
+                raise
+            self.metrics.outbox_replayed += len(keys)
+
+    def with_leases(self, keys: Iterable[str]) -> list[str]:
+        """The keys and their leases: deleting a lease makes an in-flight fill fail."""
+        keys = list(keys)
+        return [*keys, *(self.keys.lease(key) for key in keys)]
+
     # --- envelopes ---------------------------------------------------------------------------
     def decode(self, raw: bytes, counters: TypeCounters, key: str) -> codec.Entry | None:
         """An entry, or None for bytes that are not ours (logged and counted, never raised)."""
@@ -138,13 +164,25 @@ class CacheCore:
         version: int = 0,
     ) -> tuple[bytes, int]:
         """(payload, hard TTL in ms) for a value; NOT_FOUND gets the short negative TTL."""
+        payload, px, _soft = self.envelope_soft(value, data_type, ttl, compute_time, version)
+        return payload, px
+
+    def envelope_soft(
+        self,
+        value: Any,
+        data_type: DataType,
+        ttl: float | None = None,
+        compute_time: float = 0.0,
+        version: int = 0,
+    ) -> tuple[bytes, int, float]:
+        """:meth:`envelope` plus the soft TTL in seconds (how long the value stays fresh)."""
         now = self.clock()
         if value is NOT_FOUND:
             expiry = self.policy.negative()
             payload = codec.encode_not_found(
                 created_at=now, soft_expires_at=now + expiry.soft_seconds, version=version
             )
-            return payload, expiry.hard_ms
+            return payload, expiry.hard_ms, expiry.soft_seconds
         expiry = self.policy.expiry(data_type, ttl)
         payload = codec.encode(
             value,
@@ -154,10 +192,16 @@ class CacheCore:
             version=version,
             compress_threshold=self.compress_threshold,
         )
-        return payload, expiry.hard_ms
+        return payload, expiry.hard_ms, expiry.soft_seconds
 
-    def read_one(self, raw: Any, counters: TypeCounters, key: str) -> Any:
-        """What get() returns for the bytes Redis answered (None, UNAVAILABLE or an envelope)."""
+    def read_one(self, raw: Any, key: str, data_type: DataType) -> Any:
+        """get(): what Redis answered for ``key`` (bytes, None when absent or not asked, or
+        UNAVAILABLE) means: the value (stale ones included), NOT_FOUND, or MISS; counted.
+
+        get and get_many are the hot path (bench.hotpath), so they are no flow: the front
+        performs its one GET (MGET) behind :meth:`admit` and hands the answer here.
+        """
+        counters = self.metrics.by_type[data_type]
         if raw is None or raw is UNAVAILABLE:
             counters.misses += 1
             return MISS
@@ -166,10 +210,12 @@ class CacheCore:
             counters.misses += 1
             return MISS
         self.count_served(entry, counters, self.clock())
-        return self.present(entry)
+        return NOT_FOUND if entry.not_found else entry.value
 
-    def read_many(self, keys: Sequence[str], raws: Any, counters: TypeCounters) -> list[Any]:
-        if raws is UNAVAILABLE:
+    def read_many(self, keys: Sequence[str], raws: Any, data_type: DataType) -> list[Any]:
+        """get_many(): :meth:`read_one` for an MGET's answer (None when not asked)."""
+        counters = self.metrics.by_type[data_type]
+        if raws is None or raws is UNAVAILABLE:
             counters.misses += len(keys)
             return [MISS] * len(keys)
         now, out = self.clock(), []
@@ -215,136 +261,114 @@ class CacheCore:
 
     def refresh_early(self, entry: codec.Entry, now: float) -> bool:
         return should_refresh_early(
-            now, entry.soft_expires_at, entry.compute_time, self.xfetch_beta, 1.0 - random.random()
+            now, entry.soft_expires_at, entry.compute_time, self.xfetch_beta, 1.0 - self.rand()
         )
 
     @staticmethod
     def new_token() -> str:
         return os.urandom(12).hex()
 
-    # --- get_or_load ---------------------------------------------------------------------------
-    def get_or_load(
+    # --- cache-aside (cache/loading.py) ------------------------------------------------------
+    def fetch(
         self,
         key: str,
+        loader: Callable[[], Any],
         data_type: DataType,
         ttl: float | None = None,
         version_of: VersionOf | None = None,
+        seen: loading.Seen | None = None,
     ) -> Flow:
-        """Cache-aside with single-flight leases, stale serving and early refresh."""
-        counters = self.metrics.of(data_type)
-        raw = yield Read(key)
-        if raw is UNAVAILABLE:
-            return (yield Load())[0]
-        now = self.clock()
-        entry = None if raw is None else self.decode(raw, counters, key)
-        lease_key, token = self.keys.lease(key), self.new_token()
+        """Cache-aside with single flight; returns a :class:`Fetched` (see cache/loading.py).
 
-        if entry is not None:
-            fresh = now < entry.soft_expires_at
-            if fresh and not self.refresh_early(entry, now):
-                self.count_served(entry, counters, now)
-                return self.present(entry)
-            # Stale, or drawn for an early refresh: one caller refreshes, the rest are served.
-            if (yield TakeLease(lease_key, token, self.lease_ms)) is not True:
-                self.count_served(entry, counters, now)
-                return self.present(entry)
-            if (
-                newer := (
-                    yield from self._filled_meanwhile(
-                        key, lease_key, token, counters, entry.created_at
-                    )
-                )
-            ) is not None:
-                return self.present(newer)
-            if fresh:
-                counters.early_refreshes += 1
-            else:
-                counters.misses += 1
-            return (
-                yield from self._load_and_fill(
-                    key, lease_key, token, data_type, ttl, version_of, counters
-                )
-            )
+        ``seen``: what the front's own first read found (:meth:`fetched`), when it made one.
+        """
+        return loading.fetch(self, key, loader, data_type, ttl, version_of, seen)
 
-        counters.misses += 1
-        taken = yield TakeLease(lease_key, token, self.lease_ms)
-        if taken is True:
-            if (
-                newer := (yield from self._filled_meanwhile(key, lease_key, token, counters, 0.0))
-            ) is not None:
-                return self.present(newer)
-            return (
-                yield from self._load_and_fill(
-                    key, lease_key, token, data_type, ttl, version_of, counters
-                )
-            )
-        if taken is UNAVAILABLE:
-            return (yield Load())[0]
+    # The first read of a fetch, decided without a flow: a plain hit is served there (a plain
+    # function, so the hit path pays no extra call).
+    fetched = loading.first
 
-        # Another caller holds the lease and is loading: wait for its value.
-        counters.lease_waits += 1
-        deadline = time.monotonic() + self.lease_ms / 1000
-        delay = 0.002
-        while time.monotonic() < deadline:
-            yield Sleep(delay)
-            raw = yield Read(key)
-            if raw is UNAVAILABLE:
-                break
-            if raw is not None and (entry := self.decode(raw, counters, key)) is not None:
-                return self.present(entry)
-            delay = min(delay * 2, 0.05)
-
-        # The lease holder is late or gone: load ourselves; fill only if the lease is ours now.
-        if (yield TakeLease(lease_key, token, self.lease_ms)) is True:
-            return (
-                yield from self._load_and_fill(
-                    key, lease_key, token, data_type, ttl, version_of, counters
-                )
-            )
-        return (yield Load())[0]
-
-    def _filled_meanwhile(
-        self, key: str, lease_key: str, token: str, counters: TypeCounters, seen_created: float
+    # --- writes ------------------------------------------------------------------------------
+    def set(
+        self, key: str, value: Any, data_type: DataType, ttl: float | None, version: int
     ) -> Flow:
-        """After taking the lease, read again: another caller may have filled the key between
-        our read and our lease (its fill frees the lease). Then its value is served."""
-        raw = yield Read(key)
-        if raw is None or raw is UNAVAILABLE:
-            return None
-        entry = self.decode(raw, counters, key)
-        if entry is None or entry.created_at <= seen_created or entry.is_stale(self.clock()):
-            return None
-        yield ReleaseLease(lease_key, token)
-        self.count_served(entry, counters, self.clock())
-        return entry
+        counters = self.metrics.by_type[data_type]
+        if not self.enabled:
+            counters.skipped_writes += 1
+            return False
+        payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
+        return self.written((yield Write(key, payload, px)), counters)
 
-    def _load_and_fill(
+    def set_many(
         self,
-        key: str,
-        lease_key: str,
-        token: str,
+        items: Mapping[str, Any],
         data_type: DataType,
         ttl: float | None,
-        version_of: VersionOf | None,
-        counters: TypeCounters,
+        versions: Mapping[str, int] | None,
     ) -> Flow:
-        try:
-            value, seconds = yield Load()
-        except BaseException:
-            yield ReleaseLease(lease_key, token)
-            raise
-        version = version_of(value) if version_of is not None and value is not NOT_FOUND else 0
-        payload, px = self.envelope(
-            value, data_type, ttl=ttl, compute_time=seconds, version=version
-        )
-        stored = yield Fill(key, lease_key, token, payload, px, version)
-        if stored is True:
-            counters.writes += 1
-        elif stored is UNAVAILABLE:
+        """Many values in one pipelined round trip, each with its own jittered TTL; with
+        ``versions`` each write is version-guarded like write_through."""
+        counters = self.metrics.by_type[data_type]
+        if not items:
+            return True
+        if not self.enabled:
+            counters.skipped_writes += len(items)
+            return False
+        guarded = versions is not None
+        writes = []
+        for key, value in items.items():
+            version = versions.get(key, 0) if versions is not None else 0
+            payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
+            lease_key = self.keys.lease(key) if guarded else ""
+            writes.append(WriteGuarded(key, lease_key, payload, px, version))
+        stored = yield WriteMany(writes, guarded)
+        if stored is UNAVAILABLE or not guarded:
+            return self.written(stored, counters, len(items))
+        return self.written_each(stored, counters)
+
+    def write_through(
+        self, key: str, value: Any, version: int, data_type: DataType, ttl: float | None
+    ) -> Flow:
+        """Store a value just committed to the source unless a newer version is cached; when
+        Redis is unavailable the key waits in the outbox, so the old value cannot outlive the
+        outage."""
+        counters = self.metrics.by_type[data_type]
+        if not self.enabled:
             counters.skipped_writes += 1
-        else:
-            counters.writes_rejected += 1
-        return value
+            return False
+        payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
+        stored = yield WriteGuarded(key, self.keys.lease(key), payload, px, version)
+        if stored is UNAVAILABLE:
+            self.outbox.add([key])
+        return self.written(stored, counters)
+
+    def delete(self, keys: Sequence[str]) -> Flow:
+        """Remove keys and their leases (in-flight fills then fail); queued if Redis is down."""
+        if not keys or not self.enabled:
+            return 0
+        removed = yield Unlink(self.with_leases(keys))
+        if removed is UNAVAILABLE:
+            self.outbox.add(keys)
+            return 0
+        return int(removed)
+
+    # --- generations (cache/generations.py) -----------------------------------------------------
+    def generations(self, tags: Sequence[str]) -> Flow:
+        """The current generation of each tag; None when Redis is unavailable."""
+        return generations.read(self, tags)
+
+    def bump(self, tags: Iterable[str], drop: Collection[str]) -> Flow:
+        """New generations of ``tags``, ``drop`` deleted; queued in the outbox when down."""
+        return generations.bump(self, tags, drop)
+
+    # --- server ------------------------------------------------------------------------------
+    def ping(self) -> Flow:
+        return (yield Ping()) is True
+
+    def info(self, section: str | None) -> Flow:
+        """Redis INFO of the master, or None when Redis is unavailable."""
+        answer = yield Info(section)
+        return None if answer is UNAVAILABLE else dict(answer)
 
 
 __all__ = [
@@ -352,13 +376,16 @@ __all__ = [
     "NOT_FOUND",
     "UNAVAILABLE",
     "CacheCore",
+    "Fetched",
     "Fill",
     "Flow",
     "Load",
     "MemoryOutbox",
     "Op",
+    "Outcome",
     "Read",
     "ReleaseLease",
     "Sleep",
     "TakeLease",
+    "VersionOf",
 ]

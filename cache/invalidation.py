@@ -8,8 +8,10 @@ What a member change touches (the kinds that declare it in cache.kinds)::
     N members updated/deleted in bulk -> the same: one round trip whatever N
 
 Entries computed from many members (aggregates, list pages) fold the generation of their tags
-into their key (see :func:`generations`). Bumping a tag with INCR moves every reader to new
-keys at once, whatever the number of entries; the orphans expire on their own TTL.
+into their key (see :func:`generations`; the decisions are the flows of cache/generations.py,
+which both fronts drive). Bumping a tag with INCR moves
+every reader to new keys at once, whatever the number of entries; the orphans expire on their
+own TTL.
 
 A generation key that is missing (never set, evicted, or deleted) starts again at a random
 62-bit value, never at one an earlier generation used. Deleting a generation key is therefore
@@ -23,12 +25,11 @@ stores under the old generation, which nobody reads after the bump.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from cache.aio import AsyncCacheService
-from cache.flow import UNAVAILABLE
+from cache.generations import GENERATION_BITS, fresh_generation
 from cache.kinds import KINDS, Change
 from cache.service import CacheService
 from cache.types import NOT_FOUND, DataType
@@ -37,99 +38,21 @@ from cache.types import NOT_FOUND, DataType
 MEMBER_TAGS: Final = KINDS.tags_for(Change.UPDATE)
 
 REPLAY_SECONDS: Final = 0.5  # how long an idle process may leave its outbox pending
-GENERATION_BITS: Final = 62  # leaves 2**62 INCRs before the signed 64-bit counter overflows
 
 
-def fresh_generation() -> int:
-    """The first value of a generation key: random, so a restart never repeats a generation."""
-    return secrets.randbits(GENERATION_BITS)
-
-
-def _start_pipeline(
-    cache: AsyncCacheService | CacheService, keys: Sequence[str], raws: Sequence[Any]
-) -> Any:
-    """Pipeline that starts the missing generation keys and reads all of them again."""
-    pipe = cache.clients.writer.pipeline(transaction=False)
-    for key, raw in zip(keys, raws, strict=True):
-        if raw is None:
-            pipe.set(key, fresh_generation(), nx=True)
-    for key in keys:
-        pipe.get(key)
-    return pipe
-
-
-def _generation_reader(cache: AsyncCacheService | CacheService, keys: list[str]) -> Any:
-    # Generations are read from the master: a replica behind a bump would serve old entries.
-    writer = cache.clients.writer
-    return getattr(writer, "mget_nonatomic", writer.mget)  # Cluster: one MGET per node
-
-
+# The generation machinery is one flow of the core (CacheCore.generations, CacheCore.bump),
+# driven by either front; these are the names the rest of the code calls.
 async def generations(cache: AsyncCacheService, tags: Sequence[str]) -> tuple[int, ...] | None:
     """The current generation of each tag: one round trip, two when a key must be started.
 
     None when Redis is unavailable: then nothing derived from the tags may be read or stored.
     """
-    if not tags:
-        return ()
-    keys = [cache.keys.generation(tag) for tag in tags]
-    raws = await cache.run(_generation_reader(cache, keys), keys)
-    if raws is UNAVAILABLE:
-        return None
-    if None in raws:
-        replies = await cache.run(_start_pipeline(cache, keys, raws).execute)
-        if replies is UNAVAILABLE:
-            return None
-        raws = replies[-len(keys) :]
-    return tuple(int(raw) for raw in raws)
+    return await cache.generations(tags)
 
 
 def generations_sync(cache: CacheService, tags: Sequence[str]) -> tuple[int, ...] | None:
     """:func:`generations` for the sync front (the Celery warm-up)."""
-    if not tags:
-        return ()
-    keys = [cache.keys.generation(tag) for tag in tags]
-    raws = cache.run(_generation_reader(cache, keys), keys)
-    if raws is UNAVAILABLE:
-        return None
-    if None in raws:
-        replies = cache.run(_start_pipeline(cache, keys, raws).execute)
-        if replies is UNAVAILABLE:
-            return None
-        raws = replies[-len(keys) :]
-    return tuple(int(raw) for raw in raws)
-
-
-def _bump_pipeline(
-    cache: AsyncCacheService | CacheService, tags: Iterable[str], drop: Collection[str]
-) -> tuple[Any, list[str]]:
-    """The one pipelined step of a bump, for either front: (pipeline, generation keys)."""
-    gen_keys = [cache.keys.generation(tag) for tag in tags]
-    pipe = cache.clients.writer.pipeline(transaction=False)
-    for key in gen_keys:
-        # SET NX first: a missing key must start at a random value, not at INCR's 1.
-        pipe.set(key, fresh_generation(), nx=True)
-        pipe.incr(key)
-    if drop:
-        # Deleting the leases too makes in-flight fills of these keys fail (see scripts.FILL).
-        doomed = [*drop, *(cache.keys.lease(key) for key in drop)]
-        if cache.clients.mode == "cluster":
-            for key in doomed:  # no cross-slot UNLINK on Cluster; still one round trip per node
-                pipe.unlink(key)
-        else:
-            pipe.unlink(*doomed)
-    return pipe, gen_keys
-
-
-def _bumped(
-    cache: AsyncCacheService | CacheService,
-    result: Any,
-    gen_keys: list[str],
-    drop: Collection[str],
-) -> bool:
-    if result is UNAVAILABLE:
-        cache.core.outbox.add([*gen_keys, *drop])
-        return False
-    return True
+    return cache.generations(tags)
 
 
 async def bump(
@@ -137,22 +60,12 @@ async def bump(
 ) -> bool:
     """Start a new generation of each tag and delete ``drop`` (with their leases), in one
     round trip. True when Redis took it; else it is queued in the outbox for replay."""
-    if not cache.core.enabled:
-        return False
-    pipe, gen_keys = _bump_pipeline(cache, tags, drop)
-    if not gen_keys and not drop:
-        return True
-    return _bumped(cache, await cache.run(pipe.execute), gen_keys, drop)
+    return await cache.bump(tags, drop=drop)
 
 
 def bump_sync(cache: CacheService, tags: Iterable[str], *, drop: Collection[str] = ()) -> bool:
     """:func:`bump` for the sync front (Celery workers)."""
-    if not cache.core.enabled:
-        return False
-    pipe, gen_keys = _bump_pipeline(cache, tags, drop)
-    if not gen_keys and not drop:
-        return True
-    return _bumped(cache, cache.run(pipe.execute), gen_keys, drop)
+    return cache.bump(tags, drop=drop)
 
 
 async def member_saved(
@@ -217,3 +130,20 @@ async def replay_outbox(cache: AsyncCacheService, every: float = REPLAY_SECONDS)
         await asyncio.sleep(every)
         if len(cache.core.outbox):
             await cache.ping()  # the front replays the outbox before the command
+
+
+__all__ = [
+    "GENERATION_BITS",
+    "MEMBER_TAGS",
+    "REPLAY_SECONDS",
+    "bump",
+    "bump_sync",
+    "fresh_generation",
+    "generations",
+    "generations_sync",
+    "member_deleted",
+    "member_saved",
+    "members_changed",
+    "members_imported",
+    "replay_outbox",
+]

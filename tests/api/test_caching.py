@@ -15,6 +15,7 @@ from cache import AsyncCacheService, DataType
 from cache.kinds import Kind, Storage
 from tests.api.conftest import Api, api_settings_for, serve
 from tests.conftest import TEST_REDIS_DB
+from tests.support.redis_procs import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +195,17 @@ async def test_concurrent_misses_run_the_route_once(api: Api) -> None:
     await api.cache.delete(*_keys(api, "statistics:demographics:*"))
     await api.client.get(path)
     assert len(api.statements) == 2 * one_load  # the 20 requests cost one load
+
+
+async def test_a_record_read_while_redis_is_down_is_not_kept_by_clients(
+    prefix: str, database_url: str
+) -> None:
+    """Not in the cache, so not in a browser either: no max-age for what Redis did not take."""
+    settings = api_settings_for(prefix, database_url, redis_port=free_port())  # nobody there
+    async with serve(settings) as api:
+        for path in ("/api/v1/members/12", "/api/v1/lookups/tiers"):
+            answer = await api.client.get(path)
+            assert (answer.status_code, answer.headers["x-cache"]) == (200, "MISS"), path
+            assert answer.headers["cache-control"] == "no-cache", path
+            again = await api.client.get(path, headers={"if-none-match": answer.headers["etag"]})
+            assert again.status_code == 304, path

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cache import MISS, NOT_FOUND, AsyncCacheService, CacheService, DataType
+from cache import MISS, NOT_FOUND, AsyncCacheService, CacheService, DataType, Outcome
 
 
 def test_set_get_delete(cache: CacheService) -> None:
@@ -230,3 +230,18 @@ def test_counter_names_cover_every_integer_counter() -> None:
 
     integers = {name for name in TypeCounters.__slots__ if name != "load_seconds"}
     assert set(COUNTER_NAMES) == integers and len(COUNTER_NAMES) == len(integers)
+
+
+def test_fetch_reports_how_each_value_was_served(cache: CacheService) -> None:
+    key = cache.keys.statistics("served")
+    first = cache.fetch(key, lambda: "v1", DataType.STATISTICS, ttl=0.3)
+    assert (first.value, first.outcome) == ("v1", Outcome.MISS)
+    assert first.fresh_for is not None and 0.25 <= first.fresh_for <= 0.35  # jittered TTL
+    second = cache.fetch(key, lambda: "unused", DataType.STATISTICS)
+    assert (second.value, second.outcome) == ("v1", Outcome.HIT)
+    assert second.fresh_for is not None and 0 < second.fresh_for <= first.fresh_for
+    time.sleep(0.35)  # soft-expired; another caller is refreshing it
+    cache.clients.writer.set(cache.keys.lease(key), "someone-else", px=5000)
+    stale = cache.fetch(key, lambda: "unused", DataType.STATISTICS)
+    assert (stale.value, stale.outcome, stale.fresh_for) == ("v1", Outcome.STALE, 0.0)
+    assert cache.snapshot()["by_type"]["statistics"]["stale"] == 1
