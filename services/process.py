@@ -33,7 +33,14 @@ import os
 import threading
 from typing import TYPE_CHECKING, Final, Literal
 
-from cache import AsyncCacheService, CacheCore, CacheService, build_async_cache, build_cache
+from cache import (
+    AsyncCacheService,
+    CacheCore,
+    CacheRegion,
+    CacheService,
+    build_async_cache,
+    build_cache,
+)
 from cache.client import AsyncClients, AsyncRedis, SyncClients, SyncRedis
 from cache.keys import Keys
 from cache.writebehind import AsyncGroupRecorder, WriteBehind, WriteBehindConfig
@@ -124,6 +131,15 @@ class Services:
         if self._tasks is None:
             raise RuntimeError("these services have no task client: open them with tasks=True")
         return self._tasks
+
+    def bind(self, *regions: CacheRegion) -> None:
+        """Bind the application's cache regions (``@region.cached``) to this process's fronts:
+        the sync one, and the async one when the process has it."""
+        fronts: list[CacheService | AsyncCacheService] = [self.cache]
+        if self._async_cache is not None:
+            fronts.append(self._async_cache)
+        for region in regions:
+            region.bind(*fronts)
 
     def redis(self, role: Role) -> SyncRedis:
         """The sync client (the master) of a Redis role, for state kept beside the cache."""

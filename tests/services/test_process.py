@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import text
 
-from cache import MISS, CacheCore, DataType, build_async_cache, build_cache
+from cache import MISS, CacheCore, CacheRegion, DataType, build_async_cache, build_cache
 from cache.breaker import BreakerState
 from cache.flow import UNAVAILABLE
 from config import Settings
@@ -141,3 +141,34 @@ def test_close_in_a_forked_child_leaves_the_parents_sockets(settings: Settings) 
         assert services.owned_here()
         assert services.cache.ping()  # the parent's connection still works
         assert services.redis("cache").ping()
+
+
+@pytest.mark.anyio
+async def test_bind_puts_the_applications_regions_on_the_process_fronts(
+    settings: Settings,
+) -> None:
+    """The decorator's region runs on the process's fronts: one core, one set of counters."""
+    region = CacheRegion()
+    calls: list[str] = []
+
+    @region.cached("lookup")
+    def lookup(name: str) -> list[str]:
+        calls.append(name)
+        return [name]
+
+    @region.cached("lookup")
+    async def lookup_async(name: str) -> list[str]:
+        calls.append(name)
+        return [name]
+
+    services = Services.open(settings, asyncio=True)
+    try:
+        services.bind(region)
+        assert lookup("bind-test") == lookup("bind-test") == ["bind-test"]
+        assert await lookup_async("bind-test") == ["bind-test"]  # the sync call's entry
+        assert calls == ["bind-test"]
+        assert services.core.metrics.of(DataType.LOOKUP).hits == 2
+        await services.async_cache.delete(services.keys.lookup("bind-test"))
+    finally:
+        region.unbind()
+        await services.aclose()
