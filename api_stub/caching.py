@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
-from cache.errors import InvalidKey
+from cache.errors import InvalidKey, LoadDeclined
 
 __all__ = ["CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
 
@@ -45,7 +45,17 @@ _OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
 
 
 class _Uncacheable(Exception):
-    """The route answered something that must not be stored; it is sent as it is."""
+    """The route failed (a 5xx): nothing is stored, the answer is sent as it is, and the
+    cache counts a load error."""
+
+    def __init__(self, response: _Captured) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _Declined(LoadDeclined):
+    """The route refused the client's request (a 4xx): sent as it is, nothing stored, and
+    counted apart from errors and misses (a scraper's unknown names are not a sick cache)."""
 
     def __init__(self, response: _Captured) -> None:
         super().__init__(response.status)
@@ -155,6 +165,8 @@ class CacheMiddleware:
                 return response.body if rule.stores_body else orjson.loads(response.body)
             if response.status == 404 and rule.record is not None:
                 return NOT_FOUND
+            if 400 <= response.status < 500:
+                raise _Declined(response)
             raise _Uncacheable(response)
 
         try:
@@ -163,7 +175,7 @@ class CacheMiddleware:
             fetched = await cache.fetch(
                 key, load, rule.data_type, version_of=_version if rule.record else None
             )
-        except _Uncacheable as passed:
+        except (_Uncacheable, _Declined) as passed:
             await _replay(send, passed.response)
             return
         await _send(send, *self._render(cache, rule, headers, fetched))

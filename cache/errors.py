@@ -6,6 +6,8 @@
     ├── CorruptEntry          stored bytes are not an envelope this code can read
     ├── InvalidKey            a key part would break the keyspace (glob characters, braces)
     ├── RegionError           a @region.cached function has no front of its kind (sync/async)
+    ├── LoadDeclined          raised by a loader: the source refused the request (a client's
+    │                         404 or 422); nothing is cached, counted apart from errors
     └── (write-behind, cache/writebehind/)
         ├── Backpressure      the buffer is past its limit: refuse (503), never drop
         ├── InvalidEvent      an event that can never be recorded as given
@@ -37,6 +39,11 @@ class CorruptEntry(CacheError):
 
 class InvalidKey(CacheError, ValueError):
     """A key part contains characters that would let it escape its place in the keyspace."""
+
+
+class LoadDeclined(CacheError):
+    """Raised by a loader: the source refused this request (the client asked for something
+    that does not exist or is invalid). Not an error of the cache: counted as ``declined``."""
 
 
 class RegionError(CacheError, RuntimeError):

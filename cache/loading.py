@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cache.codec import Entry
+from cache.errors import LoadDeclined
 from cache.metrics import TypeCounters
 from cache.ops import (
     UNAVAILABLE,
@@ -84,14 +85,14 @@ def fetch(
     counters = core.metrics.by_type[data_type]
     if not core.enabled:
         counters.misses += 1
-        return (yield from _bypass(core, loader, counters))
+        return (yield from _bypass(core, loader, counters, missed=True))
     if seen is None:
         answer = first(core, (yield Read(key)), key, data_type)
         if isinstance(answer, Fetched):
             return answer
         seen = answer
     if seen.unavailable:
-        return (yield from _bypass(core, loader, counters))
+        return (yield from _bypass(core, loader, counters, missed=False))
     entry, now, fresh = seen.entry, seen.now, seen.fresh
     lease_key, token = core.keys.lease(key), core.new_token()
     fill = _Fill(core, key, lease_key, token, loader, data_type, ttl, version_of, counters)
@@ -107,7 +108,7 @@ def fetch(
             counters.early_refreshes += 1
         else:
             counters.misses += 1
-        return (yield from fill.load_and_fill())
+        return (yield from fill.load_and_fill(missed=not fresh))
 
     counters.misses += 1
     taken = yield TakeLease(lease_key, token, core.lease_ms)
@@ -115,9 +116,9 @@ def fetch(
         newer = yield from _filled_meanwhile(core, fill, 0.0)
         if newer is not None:
             return newer
-        return (yield from fill.load_and_fill())
+        return (yield from fill.load_and_fill(missed=True))
     if taken is UNAVAILABLE:
-        return (yield from _bypass(core, loader, counters))
+        return (yield from _bypass(core, loader, counters, missed=True))
 
     # Another caller holds the lease and is loading: wait for its value.
     counters.lease_waits += 1
@@ -134,8 +135,8 @@ def fetch(
 
     # The lease holder is late or gone: load ourselves; fill only if the lease is ours now.
     if (yield TakeLease(lease_key, token, core.lease_ms)) is True:
-        return (yield from fill.load_and_fill())
-    return (yield from _bypass(core, loader, counters))
+        return (yield from fill.load_and_fill(missed=True))
+    return (yield from _bypass(core, loader, counters, missed=True))
 
 
 def _served(core: CacheCore, entry: Entry, counters: TypeCounters, now: float) -> Fetched:
@@ -165,17 +166,32 @@ def _filled_meanwhile(core: CacheCore, fill: _Fill, seen_created: float) -> Flow
     return Fetched(core.present(entry), HIT, _fresh_for(entry, now))
 
 
-def _bypass(core: CacheCore, loader: Callable[[], Any], counters: TypeCounters) -> Flow:
+def _bypass(
+    core: CacheCore, loader: Callable[[], Any], counters: TypeCounters, *, missed: bool
+) -> Flow:
     """Load without the cache (disabled, or Redis unavailable): MISS, not cached."""
-    value, _seconds = yield from _load(core, loader, counters)
+    value, _seconds = yield from _load(core, loader, counters, missed=missed)
     return Fetched(value, MISS, None)
 
 
-def _load(core: CacheCore, loader: Callable[[], Any], counters: TypeCounters) -> Flow:
-    """Run the loader, timed and counted; its error is counted and raised."""
+def _load(
+    core: CacheCore, loader: Callable[[], Any], counters: TypeCounters, *, missed: bool
+) -> Flow:
+    """Run the loader, timed and counted; its error is counted and raised.
+
+    A loader that declines (LoadDeclined: the source refused the caller's request, a 404 or
+    a 422) is no error of the cache and no miss either: it is counted as ``declined``, so a
+    scraper asking for what does not exist moves neither the error rate nor the hit rate.
+    ``missed``: this fetch counted a miss before loading, which the decline takes back.
+    """
     started = core.timer()
     try:
         value = yield Load(loader)
+    except LoadDeclined:
+        counters.declined += 1
+        if missed:
+            counters.misses -= 1
+        raise
     except BaseException:
         counters.load_errors += 1
         raise
@@ -216,11 +232,11 @@ class _Fill:
         self.loader, self.data_type, self.ttl, self.version_of = loader, data_type, ttl, version_of
         self.counters = counters
 
-    def load_and_fill(self) -> Flow:
+    def load_and_fill(self, *, missed: bool) -> Flow:
         """Load under our lease and fill: MISS, fresh for the new soft TTL when stored."""
         core, counters = self.core, self.counters
         try:
-            value, seconds = yield from _load(core, self.loader, counters)
+            value, seconds = yield from _load(core, self.loader, counters, missed=missed)
             version_of = self.version_of
             version = version_of(value) if version_of and value is not NOT_FOUND else 0
             # A value the codec refuses (not JSON) raises here too: the lease goes first.

@@ -79,6 +79,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "misses",
     "loads",
     "load_errors",
+    "declined",
     "errors",
     "writes",
     "writes_rejected",
@@ -103,6 +104,7 @@ def rates(totals: Mapping[str, float]) -> dict[str, Any]:
 
 class TypeCounters:
     __slots__ = (
+        "declined",
         "early_refreshes",
         "errors",
         "hits",
@@ -124,7 +126,8 @@ class TypeCounters:
         self.negative_hits = 0  # cached "not found" served
         self.misses = 0
         self.loads = 0  # loader calls
-        self.load_errors = 0
+        self.load_errors = 0  # loaders that failed (the database, a bug)
+        self.declined = 0  # loaders the source refused for the caller (a 404, a 422)
         self.load_seconds = Histogram()
         self.early_refreshes = 0  # XFetch recomputations before expiry
         self.lease_waits = 0  # callers that waited for another process's load
@@ -156,21 +159,7 @@ class CacheMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         per_type = {dt.value: counters.snapshot() for dt, counters in self.by_type.items()}
-        totals = {
-            name: sum(t[name] for t in per_type.values())
-            for name in (
-                "hits",
-                "stale",
-                "negative_hits",
-                "misses",
-                "loads",
-                "errors",
-                "writes",
-                "skipped_writes",
-                "writes_rejected",
-                "early_refreshes",
-            )
-        }
+        totals = {name: sum(t[name] for t in per_type.values()) for name in COUNTER_NAMES}
         served = totals["hits"] + totals["stale"] + totals["negative_hits"]
         lookups = served + totals["misses"]
         totals["hit_rate"] = round(served / lookups, 6) if lookups else None

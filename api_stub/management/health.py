@@ -188,7 +188,6 @@ async def cache_rates(m: ManagementRuntime) -> dict[str, Any]:
     else:  # no history yet: what this process counted
         snapshot = m.cache.core.snapshot()
         totals = dict(snapshot["total"])
-        totals["load_errors"] = sum(t["load_errors"] for t in snapshot["by_type"].values())
         source = "this process"
     counted = {name: float(totals.get(name) or 0) for name in COUNTER_NAMES}
     return judge_rates(counted, m.config) | {"source": source, "window_s": m.config.health_window_s}

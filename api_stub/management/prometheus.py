@@ -67,6 +67,7 @@ class CacheCollector:
             for name, help_text in (
                 ("loads", "Loader calls (cache misses computed)"),
                 ("load_errors", "Loader calls that raised"),
+                ("declined", "Loader calls the source refused for the client (404, 422)"),
                 ("errors", "Redis errors and unreadable entries"),
                 ("writes", "Values stored"),
                 ("writes_rejected", "Fills refused by a version guard or a lost lease"),

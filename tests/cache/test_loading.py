@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cache import NOT_FOUND, DataType
+from cache.errors import LoadDeclined
 from cache.ops import (
     UNAVAILABLE,
     Fetched,
@@ -124,6 +125,29 @@ def test_a_failed_load_releases_the_lease_and_raises() -> None:
     release = performed[-1]
     assert isinstance(release, ReleaseLease) and release.lease_key == "t:lease:{t:k}"
     assert counters(core).load_errors == 1
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_declined_load_is_neither_an_error_nor_a_miss(cached: bool) -> None:
+    """The source refused the caller's request (LoadDeclined: a 404 or 422 of the API): the
+    lease goes, nothing is stored, and the fetch counts as declined, not as a miss."""
+    core = make_core(Clock())
+    if not cached:
+        core.enabled = False  # the bypass path counts the same
+
+    def refused() -> Any:
+        raise LoadDeclined("unknown name")
+
+    def answer(op: Op) -> Any:
+        if isinstance(op, Load):
+            return op.loader()
+        return None if isinstance(op, Read) else True
+
+    with pytest.raises(LoadDeclined):
+        drive(core.fetch("t:k", refused, DataType.ANALYTICS), answer)
+    c = counters(core)
+    assert (c.declined, c.misses, c.load_errors, c.loads) == (1, 0, 0, 0)
+    assert core.metrics.snapshot()["total"]["declined"] == 1
 
 
 def test_waiters_poll_until_the_fill_and_count_a_hit() -> None:
