@@ -30,6 +30,7 @@ from cache.breaker import CircuitBreaker
 from cache.errors import CorruptEntry
 from cache.keys import Keys
 from cache.metrics import CacheMetrics, TypeCounters
+from cache.near import NearCache, NearNode, near_types, off_reason
 from cache.ops import (
     UNAVAILABLE,
     Fetched,
@@ -80,13 +81,26 @@ class CacheCore:
     monotonic: Callable[[], float] = time.monotonic
     timer: Callable[[], float] = time.perf_counter
     rand: Callable[[], float] = random.random
+    # The near tier (cache/near.py), None when off; it serves only while a tracker
+    # (cache/tracking.py, started by services.Services) keeps it live.
+    near: NearCache | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> CacheCore:
+        metrics = CacheMetrics()
+        reason = off_reason(settings)
+        if reason is not None and settings.cache_near_enabled and settings.cache_enabled:
+            log.info("near cache off: %s", reason)
+        near = (
+            NearCache(settings.cache_near_max_bytes, near_types(), metrics.near)
+            if reason is None
+            else None
+        )
         return cls(
             keys=Keys(settings.redis_key_prefix),
             policy=TtlPolicy.from_settings(settings),
-            metrics=CacheMetrics(),
+            metrics=metrics,
+            near=near,
             breaker=CircuitBreaker(
                 settings.cache_breaker_failures, settings.cache_breaker_reset_seconds
             ),
@@ -194,9 +208,11 @@ class CacheCore:
         )
         return payload, expiry.hard_ms, expiry.soft_seconds
 
-    def read_one(self, raw: Any, key: str, data_type: DataType) -> Any:
+    def read_one(self, raw: Any, key: str, data_type: DataType, ticket: int = -1) -> Any:
         """get(): what Redis answered for ``key`` (bytes, None when absent or not asked, or
         UNAVAILABLE) means: the value (stale ones included), NOT_FOUND, or MISS; counted.
+        ``ticket``: the near tier's ticket taken before the GET (:meth:`near_for`), -1 when
+        the near tier is not asked; a fresh entry is then kept there.
 
         get and get_many are the hot path (bench.hotpath), so they are no flow: the front
         performs its one GET (MGET) behind :meth:`admit` and hands the answer here.
@@ -209,8 +225,40 @@ class CacheCore:
         if entry is None:
             counters.misses += 1
             return MISS
-        self.count_served(entry, counters, self.clock())
+        now = self.clock()
+        self.count_served(entry, counters, now)
+        if ticket >= 0 and now < entry.soft_expires_at and self.near is not None:
+            self.near.keep(key, entry, ticket)
         return NOT_FOUND if entry.not_found else entry.value
+
+    # --- the near tier -----------------------------------------------------------------------
+    def near_for(self, data_type: DataType) -> NearCache | None:
+        """The near tier when it holds ``data_type`` (and the cache is on), else None."""
+        near = self.near
+        if near is None or not self.enabled or data_type not in near.types:
+            return None
+        return near
+
+    def near_value(self, node: NearNode, data_type: DataType) -> Any:
+        """get(): a near hit's value, counted as a hit of its data type."""
+        entry = node.entry
+        counters = self.metrics.by_type[data_type]
+        if entry.not_found:
+            counters.negative_hits += 1
+            return NOT_FOUND
+        counters.hits += 1
+        return entry.value
+
+    def near_fetched(self, node: NearNode, data_type: DataType) -> Fetched:
+        """fetch(): a near hit, served as a HIT from the near tier."""
+        value = self.near_value(node, data_type)
+        left = node.entry.soft_expires_at - self.clock()
+        return Fetched(value, Outcome.HIT, max(left, 0.0), "near", node)
+
+    def _near_drop(self, keys: Iterable[str]) -> None:
+        """Own writes: the near tier forgets the keys before the write is sent."""
+        if self.near is not None:
+            self.near.drop(keys)
 
     def read_many(self, keys: Sequence[str], raws: Any, data_type: DataType) -> list[Any]:
         """get_many(): :meth:`read_one` for an MGET's answer (None when not asked)."""
@@ -297,6 +345,7 @@ class CacheCore:
             counters.skipped_writes += 1
             return False
         payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
+        self._near_drop([key])
         return self.written((yield Write(key, payload, px)), counters)
 
     def set_many(
@@ -321,6 +370,7 @@ class CacheCore:
             payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
             lease_key = self.keys.lease(key) if guarded else ""
             writes.append(WriteGuarded(key, lease_key, payload, px, version))
+        self._near_drop(items)
         stored = yield WriteMany(writes, guarded)
         if stored is UNAVAILABLE or not guarded:
             return self.written(stored, counters, len(items))
@@ -337,15 +387,24 @@ class CacheCore:
             counters.skipped_writes += 1
             return False
         payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
+        near = self.near_for(data_type)
+        if near is not None:  # the old value is never served from here once this is sent
+            near.drop([key])
+        ticket = near.seq if near is not None else -1
         stored = yield WriteGuarded(key, self.keys.lease(key), payload, px, version)
         if stored is UNAVAILABLE:
             self.outbox.add([key])
+        elif near is not None and stored == 1:
+            # Read-your-writes in process: what Redis accepted, unless a later write's push
+            # (or a flush) was handled meanwhile; never over a newer version.
+            near.keep(key, codec.decode(payload), ticket)
         return self.written(stored, counters)
 
     def delete(self, keys: Sequence[str]) -> Flow:
         """Remove keys and their leases (in-flight fills then fail); queued if Redis is down."""
         if not keys or not self.enabled:
             return 0
+        self._near_drop(keys)
         removed = yield Unlink(self.with_leases(keys))
         if removed is UNAVAILABLE:
             self.outbox.add(keys)

@@ -69,6 +69,13 @@ class Keys:
     def http(self, digest: str) -> str:
         return f"{self.prefix}http:{_part(digest)}"
 
+    def tracked(self, data_types: Iterable[DataType]) -> list[str]:
+        """The prefixes the near tier's tracking subscribes to (BCAST): the entries of its
+        data types and the HTTP responses, never leases, generations or platform state."""
+        return [self.prefix + DataType(dt).value + ":" for dt in data_types] + [
+            self.prefix + "http:"
+        ]
+
     def generation(self, tag: str) -> str:
         return f"{self.prefix}gen:{_part(tag)}"
 

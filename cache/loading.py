@@ -53,9 +53,13 @@ class Seen:
     fresh: bool
 
 
-def first(core: CacheCore, raw: Any, key: str, data_type: DataType) -> Fetched | Seen:
+def first(
+    core: CacheCore, raw: Any, key: str, data_type: DataType, ticket: int = -1
+) -> Fetched | Seen:
     """Decide on the first read's answer: a fresh entry that XFetch does not pick for an early
     refresh is served (HIT). Anything else is a :class:`Seen` for :func:`fetch` to go on from.
+    ``ticket``: the near tier's, taken before the GET (-1: not asked); a served entry is kept
+    there (cache.near.NearCache.keep decides).
 
     A front calls this itself after its one GET, so a hit runs no flow (like get()).
     """
@@ -68,7 +72,10 @@ def first(core: CacheCore, raw: Any, key: str, data_type: DataType) -> Fetched |
         return Seen(False, None, now, False)
     fresh = now < entry.soft_expires_at
     if fresh and not core.refresh_early(entry, now):
-        return _served(core, entry, counters, now)
+        served = _served(core, entry, counters, now)
+        if ticket >= 0 and core.near is not None:
+            served.node = core.near.keep(key, entry, ticket)
+        return served
     return Seen(False, entry, now, fresh)
 
 

@@ -147,12 +147,53 @@ class TypeCounters:
         return out
 
 
+class NearCounters:
+    """The near tier's figures (cache/near.py): counters, plus ``bytes`` and ``entries`` as
+    gauges of what it holds now."""
+
+    __slots__ = (
+        "bytes",
+        "entries",
+        "evictions",
+        "flushes",
+        "hits",
+        "invalidations",
+        "misses",
+        "refused",
+    )
+
+    def __init__(self) -> None:
+        self.hits = 0  # served from process memory
+        self.misses = 0  # looked up, not held (or stale, or tracking down): Redis was read
+        self.evictions = 0  # dropped to stay within the byte budget
+        self.invalidations = 0  # keys named by Redis invalidation pushes
+        self.flushes = 0  # everything dropped: tracking lost or reconnected, FLUSHDB
+        self.refused = 0  # reads not kept: invalidated (or flushed) while in flight
+        self.bytes = 0  # estimated bytes held
+        self.entries = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+# The near tier's counters (not gauges), as published and summed.
+NEAR_COUNTER_NAMES: tuple[str, ...] = (
+    "hits",
+    "misses",
+    "evictions",
+    "invalidations",
+    "flushes",
+    "refused",
+)
+
+
 class CacheMetrics:
     def __init__(self) -> None:
         self.started_at = time.time()
         self.by_type: dict[DataType, TypeCounters] = {dt: TypeCounters() for dt in DataType}
         self.breaker_skips = 0  # calls that skipped Redis because the breaker was open
         self.outbox_replayed = 0
+        self.near = NearCounters()
 
     def of(self, data_type: DataType) -> TypeCounters:
         return self.by_type[data_type]
@@ -170,4 +211,5 @@ class CacheMetrics:
             "by_type": per_type,
             "breaker_skips": self.breaker_skips,
             "outbox_replayed": self.outbox_replayed,
+            "near": self.near.snapshot(),
         }

@@ -12,9 +12,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cache.types import Sentinel
+
+if TYPE_CHECKING:
+    from cache.near import NearNode
 
 # Sent back by a front when Redis could not run an operation (error, timeout, breaker open).
 UNAVAILABLE: Final = Sentinel("UNAVAILABLE")
@@ -166,9 +169,13 @@ class Fetched:
 
     ``fresh_for``: seconds the value stays fresh (0 when stale), for Cache-Control max-age;
     None when it is not in the cache (Redis unavailable, cache disabled, fill refused), so a
-    client must not keep it either.
+    client must not keep it either. ``tier``: which tier served a HIT or STALE ("near":
+    process memory, "redis"). ``node``: the near tier's entry that served it or now holds
+    it, where the HTTP layer keeps the rendered body (cache.near.NearCache.attach).
     """
 
     value: Any
     outcome: Outcome
     fresh_for: float | None
+    tier: Literal["near", "redis"] = "redis"
+    node: NearNode | None = None

@@ -226,8 +226,15 @@ class CacheService:
         """The cached value (stale ones included), NOT_FOUND for a cached absence, else MISS."""
         # The hot path: one guarded GET and the core's decision, no flow (CacheCore.read_one).
         core = self.core
-        raw = self.run(self._get, key) if core.enabled else None
-        return core.read_one(raw, key, data_type)
+        near = core.near_for(data_type)
+        if near is None:
+            raw = self.run(self._get, key) if core.enabled else None
+            return core.read_one(raw, key, data_type)
+        node = near.hit(key)
+        if node is not None:
+            return core.near_value(node, data_type)
+        ticket = near.seq  # before the GET: an invalidation after it refuses the keep
+        return core.read_one(self.run(self._get, key), key, data_type, ticket)
 
     def get_many(self, keys: Sequence[str], data_type: DataType = DataType.DEFAULT) -> list[Any]:
         """Values in the order of ``keys`` (MISS where absent), in one round trip."""
@@ -248,7 +255,14 @@ class CacheService:
         core = self.core
         seen: Seen | None = None
         if core.enabled:  # a hit takes one guarded GET and no flow, like get()
-            first = core.fetched(self.run(self._get, key), key, data_type)
+            near = core.near_for(data_type)
+            ticket = -1
+            if near is not None:
+                node = near.hit(key)
+                if node is not None:
+                    return core.near_fetched(node, data_type)
+                ticket = near.seq  # before the GET (see cache/near.py)
+            first = core.fetched(self.run(self._get, key), key, data_type, ticket)
             if isinstance(first, Fetched):
                 return first
             seen = first

@@ -43,6 +43,7 @@ from cache import (
 )
 from cache.client import AsyncClients, AsyncRedis, SyncClients, SyncRedis
 from cache.keys import Keys
+from cache.tracking import Tracker, tracker_for
 from cache.writebehind import AsyncGroupRecorder, WriteBehind, WriteBehindConfig
 from config import Settings
 
@@ -91,6 +92,14 @@ class Services:
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self.closed = False
+        # The near tier serves nothing until its tracking connection is subscribed.
+        self.tracker: Tracker | None = tracker_for(
+            core.near,
+            core.keys.tracked(core.near.types) if core.near is not None else [],
+            getattr(cache.clients.writer, "connection_pool", None),
+        )
+        if self.tracker is not None:
+            self.tracker.start()
 
     @classmethod
     def open(
@@ -186,6 +195,8 @@ class Services:
         if not self.owned_here():
             return
         try:
+            if self.tracker is not None:
+                self.tracker.stop()
             if self._tasks is not None:
                 self._tasks.close()
         finally:
