@@ -54,6 +54,7 @@ MAX_DIRTY: Final = 65_536
 # waiting for the tracker thread to win the GIL (up to sys.getswitchinterval(), 5 ms).
 DRAIN_EVERY: Final = 0.0005
 
+
 def sizeof(value: Any) -> int:
     """Estimated bytes of a decoded JSON value (dicts, lists, strings, numbers) or bytes.
 
