@@ -8,7 +8,9 @@ the route under the key's lease, so one request per key loads while the others w
 served the stale value, and the fetch reports HIT, STALE or MISS and how long the value stays
 fresh (Cache-Control max-age). Only 200 responses
 are stored (and a record route's 404). Every answer of a cached route carries
-``X-Cache: HIT | MISS | STALE``, a strong ETag (blake2b of the body: the same in every
+``X-Cache: HIT | MISS | STALE`` (with ``X-Cache-Tier: near | redis`` on a HIT or STALE:
+which tier served it; a near hit sends the body and ETag rendered when it was kept, encoding
+nothing), a strong ETag (blake2b of the body: the same in every
 process) honoured by If-None-Match with a 304, and Cache-Control with max-age and
 stale-while-revalidate. When Redis is unavailable the route runs as if uncached
 (``no-cache``).
@@ -42,6 +44,7 @@ NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPExce
 JSON: Final = b"application/json"
 HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
 _OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
+_TIER: Final = {"near": b"near", "redis": b"redis"}
 
 
 class _Uncacheable(Exception):
@@ -209,15 +212,22 @@ class CacheMiddleware:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Status, headers and body of the answer for what the cache served."""
         value, outcome = fetched.value, _OUTCOME[fetched.outcome]
+        tier = [(b"x-cache-tier", _TIER[fetched.tier])] if outcome is not MISS else []
         if value is NOT_FOUND:
             # Never kept by clients: the member may be created the next moment.
-            extra = [(b"cache-control", b"no-cache"), (b"x-cache", outcome)]
+            extra = [(b"cache-control", b"no-cache"), (b"x-cache", outcome), *tier]
             return 404, _json_headers(NOT_FOUND_BODY) + extra, NOT_FOUND_BODY
-        body = value if isinstance(value, bytes) else orjson.dumps(value)
+        node = fetched.node
+        if node is not None and node.rendered is not None:  # a near hit: nothing to encode
+            body, etag = node.rendered
+        else:
+            body = value if isinstance(value, bytes) else orjson.dumps(value)
+            etag = _etag(body)
+            if node is not None and cache.core.near is not None:
+                cache.core.near.attach(node, body, etag)
         control = self._controls.get(rule)
         if control is None:
             control = self._controls[rule] = _control(cache, rule)
-        etag = _etag(body)
         if fetched.fresh_for is None:  # not in the cache (Redis unavailable): nor in clients
             cache_control = b"no-cache"
         else:
@@ -226,6 +236,7 @@ class CacheMiddleware:
             (b"etag", etag),
             (b"cache-control", cache_control),
             (b"x-cache", outcome),
+            *tier,
             *control.vary,
         ]
         if _not_modified(headers, etag):

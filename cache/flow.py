@@ -255,7 +255,7 @@ class CacheCore:
         left = node.entry.soft_expires_at - self.clock()
         return Fetched(value, Outcome.HIT, max(left, 0.0), "near", node)
 
-    def _near_drop(self, keys: Iterable[str]) -> None:
+    def near_drop(self, keys: Iterable[str]) -> None:
         """Own writes: the near tier forgets the keys before the write is sent."""
         if self.near is not None:
             self.near.drop(keys)
@@ -345,7 +345,7 @@ class CacheCore:
             counters.skipped_writes += 1
             return False
         payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
-        self._near_drop([key])
+        self.near_drop([key])
         return self.written((yield Write(key, payload, px)), counters)
 
     def set_many(
@@ -370,7 +370,7 @@ class CacheCore:
             payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
             lease_key = self.keys.lease(key) if guarded else ""
             writes.append(WriteGuarded(key, lease_key, payload, px, version))
-        self._near_drop(items)
+        self.near_drop(items)
         stored = yield WriteMany(writes, guarded)
         if stored is UNAVAILABLE or not guarded:
             return self.written(stored, counters, len(items))
@@ -404,7 +404,7 @@ class CacheCore:
         """Remove keys and their leases (in-flight fills then fail); queued if Redis is down."""
         if not keys or not self.enabled:
             return 0
-        self._near_drop(keys)
+        self.near_drop(keys)
         removed = yield Unlink(self.with_leases(keys))
         if removed is UNAVAILABLE:
             self.outbox.add(keys)

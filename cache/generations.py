@@ -66,6 +66,7 @@ def bump(core: CacheCore, tags: Iterable[str], drop: Collection[str]) -> Flow:
         # SET NX first: a missing key must start at a random value, not at INCR's 1.
         commands += [("SET", key, fresh_generation(), "NX"), ("INCR", key)]
     if drop:
+        core.near_drop(drop)
         commands.append(("UNLINK", *core.with_leases(drop)))
     if (yield Pipeline(commands)) is UNAVAILABLE:
         core.outbox.add([*gen_keys, *drop])

@@ -181,8 +181,10 @@ class Tracker:
 
     def drain(self) -> None:
         """Read pending invalidations now, without blocking (the near tier's hit path)."""
-        if not self._lock.acquire(blocking=False):
-            return  # the tracker thread is reading them
+        # The tracker thread holds the lock only while it reads and handles what arrived:
+        # wait for it (the wait lets it have the GIL) rather than serve what it may drop.
+        if not self._lock.acquire(timeout=self._timeout):
+            return
         try:
             if self._sock is not None and not self._broken:
                 self._tick(time.monotonic(), True)

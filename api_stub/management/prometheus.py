@@ -56,6 +56,32 @@ class CacheCollector:
         yield from self._counters()
         yield from self._latency()
         yield from self._state()
+        yield from self._near()
+
+    def _near(self) -> Iterator[Metric]:
+        """The near tier of this process (cache.metrics.NearCounters); absent when off."""
+        near = self.live.get("near")
+        if not near:
+            return
+        process = self.figures["this_process"]["process"]
+        for name, help_text in (
+            ("hits", "Lookups served from process memory"),
+            ("misses", "Near lookups that went on to Redis"),
+            ("evictions", "Near entries evicted to stay within CACHE_NEAR_MAX_BYTES"),
+            ("invalidations", "Keys named by Redis invalidation pushes"),
+            ("flushes", "Near tier emptied: tracking lost or reconnected, FLUSHDB"),
+            ("refused", "Reads not kept: invalidated while in flight"),
+        ):
+            family = CounterMetricFamily(f"{NS}_near_{name}", help_text, labels=["process"])
+            family.add_metric([process], float(near[name]))
+            yield family
+        for name, help_text in (
+            ("bytes", "Estimated bytes the near tier holds"),
+            ("entries", "Entries the near tier holds"),
+        ):
+            gauge = GaugeMetricFamily(f"{NS}_near_{name}", help_text, labels=["process"])
+            gauge.add_metric([process], float(near[name]))
+            yield gauge
 
     def _counters(self) -> Iterator[Metric]:
         labels = ["process", "role", "data_type"]

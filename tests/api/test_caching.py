@@ -209,3 +209,34 @@ async def test_a_record_read_while_redis_is_down_is_not_kept_by_clients(
             assert answer.headers["cache-control"] == "no-cache", path
             again = await api.client.get(path, headers={"if-none-match": answer.headers["etag"]})
             assert again.status_code == 304, path
+
+
+async def test_the_near_tier_serves_the_stored_body_and_names_its_tier(api: Api) -> None:
+    path = "/api/v1/members/9"
+    first = await api.client.get(path)
+    assert first.headers["x-cache"] == "MISS" and "x-cache-tier" not in first.headers
+    tiers = []
+    for _ in range(6):
+        hit = await api.client.get(path)
+        assert (hit.headers["x-cache"], hit.content) == ("HIT", first.content)
+        assert hit.headers["etag"] == first.headers["etag"]
+        tiers.append(hit.headers["x-cache-tier"])
+        await anyio.sleep(0.005)
+    assert tiers[0] == "redis" or tiers[0] == "near"
+    assert tiers[-1] == "near", tiers
+    near = api.cache.core.near
+    assert near is not None and near.counters.hits >= 1
+    # Another client removes the entry: the push drops it here, the route runs again.
+    client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+    try:
+        client.delete(api.cache.keys.member(9))
+    finally:
+        client.close()
+    answers = []
+    for _ in range(100):
+        answer = await api.client.get(path)
+        answers.append(answer.headers["x-cache"])
+        if answer.headers["x-cache"] == "MISS":
+            break
+        await anyio.sleep(0.002)
+    assert answers[-1] == "MISS" and len(answers) < 50, answers

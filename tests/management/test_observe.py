@@ -123,6 +123,8 @@ async def test_prometheus_text_has_the_figures_and_leaves_no_global_state(mgmt: 
         "membership_cache_breaker_state",
         "membership_cache_redis_used_memory",
         "membership_cache_writebehind_backlog",
+        "membership_cache_near_hits",
+        "membership_cache_near_bytes",
     ):
         assert name in families, name
     misses = [
