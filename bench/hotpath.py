@@ -41,6 +41,7 @@ from dogpile.cache.api import NO_VALUE
 from rich.console import Console
 from rich.table import Table
 
+from bench import _near
 from bench._common import Contender, measure_interleaved, member_record, paired_ratio, spread
 from cache import CacheService, DataType, build_cache
 from cache.codec import HEADER_SIZE
@@ -63,6 +64,9 @@ LABELS = {
     "dogpile_get": "dogpile.cache region.get (pickle)",
     "cashews_get": "cashews cache.get (async, pickle)",
     "project_get_pinned": "CacheService.get, pinned connection (diag)",
+    "project_near_get": "CacheService.get, near tier hit (tracking live)",
+    "redispy_csc_get": "redis-py client-side cache GET (RESP3, CacheConfig)",
+    "cashews_csc_get": "cashews cache.get, client_side=True",
     "redis_mget": f"redis-py MGET {MANY} keys, per key",
     "redis_mget_json": f"redis-py MGET {MANY} + orjson.loads, per key (ref)",
     "project_get_many": f"CacheService.get_many {MANY}, per key",
@@ -250,6 +254,7 @@ def run(options: Options) -> dict[str, Any]:
     written: list[str] = []
     connections: dict[str, int] = {}
     diagnostics: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}  # contenders that cannot run here, and why
 
     load_before = os.getloadavg()[0]
     with ExitStack() as stack:
@@ -344,8 +349,47 @@ def run(options: Options) -> dict[str, Any]:
         cashews_raw = floor.get(cashews_key)
         _require(isinstance(cashews_raw, bytes), "cashews did not store the record in Redis")
 
+        # --- client-side caches: the project's near tier, redis-py's, cashews' ---------------
+        near_service, tracker = _near.near_service(settings)
+        stack.callback(near_service.close)
+        stack.callback(tracker.stop)
+        _near.check_near(near_service, key, record, floor)
+        server = str(floor.info("server").get("redis_version", "0"))
+        csc_contender: list[Contender] = []
+        if _near.redispy_csc_supported(server):
+            csc = _near.redispy_csc(host, port, BENCH_DB, password)
+            stack.callback(csc.close)
+            csc_key = f"{options.prefix}csc:member:0"
+            written.append(csc_key)
+            csc.set(csc_key, envelope, ex=TTL_SECONDS)
+            _require(csc.get(csc_key) == envelope, "redis-py client-side cache missed")
+            _near.check_invalidated(
+                lambda: csc.get(csc_key), lambda: floor.set(csc_key, b"x", ex=TTL_SECONDS), b"x"
+            )
+            csc.set(csc_key, envelope, ex=TTL_SECONDS)
+            label = LABELS["redispy_csc_get"]
+            csc_contender.append(Contender("redispy_csc_get", label, _loop(csc.get, csc_key)))
+        else:
+            unavailable["redispy_csc_get"] = (
+                f"redis-py's client-side cache needs Redis >= 7.4; the server is {server}"
+            )
+        cs_prefix = f"{options.prefix}cashews_cs:"
+        cs_key = "member:0"  # cashews stores it under its client-side prefix
+        written.append(cs_prefix + cs_key)
+        cashews_cs = _near.CashewsClientSide(settings.redis_url_for(), cs_prefix)
+        stack.callback(cashews_cs.close)
+        cashews_cs.set(cs_key, record, TTL_SECONDS)
+        _require(cashews_cs.get(cs_key) == record, "cashews client-side cache missed")
+
         contenders = [
             Contender("redis_get", LABELS["redis_get"], _loop(floor.get, key)),
+            Contender(
+                "project_near_get",
+                LABELS["project_near_get"],
+                _service_loop(near_service, key),
+            ),
+            *csc_contender,
+            Contender("cashews_csc_get", LABELS["cashews_csc_get"], cashews_cs.loop(cs_key)),
             Contender("redis_get_pool", LABELS["redis_get_pool"], _loop(pooled.get, key)),
             Contender("project_get", LABELS["project_get"], _service_loop(service, key)),
             Contender("dogpile_get", LABELS["dogpile_get"], _loop(region.get, dogpile_key)),
@@ -419,7 +463,11 @@ def run(options: Options) -> dict[str, Any]:
         "loadavg_1m_before": round(load_before, 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
-    return _report(options, settings, contenders, connections, served, sizes, diagnostics, machine)
+    report = _report(
+        options, settings, contenders, connections, served, sizes, diagnostics, machine
+    )
+    report["unavailable"] = unavailable
+    return report
 
 
 def _pinned_service(settings: Settings, stack: ExitStack) -> CacheService:
@@ -506,6 +554,17 @@ def _report(
         "get_many_target": MANY_TARGET,
         "get_many_ok": slower <= MANY_TARGET,
         "get_many_slowdown_vs_mget_json": round(slower_json, 4),
+        "near_vs_redis": results["project_near_get"]["ratio"],
+        "near_target": _near.NEAR_TARGET,
+        "near_ok": results["project_near_get"]["ratio"] >= _near.NEAR_TARGET,
+        "near_vs_redispy_csc": (
+            round(paired_ratio(by["project_near_get"], by["redispy_csc_get"]), 4)
+            if "redispy_csc_get" in by
+            else None
+        ),
+        "near_vs_cashews_csc": round(
+            paired_ratio(by["project_near_get"], by["cashews_csc_get"]), 4
+        ),
     }
     return {
         "benchmark": "bench.hotpath",
@@ -571,6 +630,15 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"ahead of cashews: {yes[verdict['ahead_of_cashews']]} ({verdict['vs_cashews']:.2f}x)",
         f"get_many per key vs MGET per key: {_slower(verdict['get_many_slowdown_vs_mget'])} "
         f"(target within {MANY_TARGET:g}x)" + ("" if verdict["get_many_ok"] else "  MISSED"),
+        f"near hit vs redis-py GET: {verdict['near_vs_redis']:.1f}x (target >= "
+        f"{_near.NEAR_TARGET:g}x)"
+        + ("" if verdict["near_ok"] else "  MISSED")
+        + (
+            f"; vs redis-py client-side cache {verdict['near_vs_redispy_csc']:.2f}x"
+            if verdict["near_vs_redispy_csc"] is not None
+            else "; redis-py client-side cache: not run"
+        )
+        + f", vs cashews client_side {verdict['near_vs_cashews_csc']:.2f}x",
         "get_many per key vs MGET + orjson.loads per key: "
         f"{_slower(verdict['get_many_slowdown_vs_mget_json'])} (ref: JSON decoding included)",
     ]
@@ -584,6 +652,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"machine: {machine['cpus']} cpus, 1-min load {machine['loadavg_1m_before']} before, "
         f"{machine['loadavg_1m_after']} after"
     )
+    for name, why in report.get("unavailable", {}).items():
+        lines.append(f"not measured: {name}: {why}")
     if report["diagnostics"]:
         lines.append(
             "diagnostics (us): "
@@ -600,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     try:
         report = run(options)
-    except (BenchError, ConfigError, redis.RedisError, OSError) as exc:
+    except (BenchError, _near.NearSetupError, ConfigError, redis.RedisError, OSError) as exc:
         print(f"bench.hotpath: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if options.json:

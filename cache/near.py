@@ -50,6 +50,8 @@ ENTRY_OVERHEAD: Final = 360
 # Keys invalidated while reads may be in flight, at most; beyond it the set is cleared and
 # in-flight reads are refused as after a flush.
 MAX_DIRTY: Final = 65_536
+# A push naming more keys than this refuses every read in flight (cheaper than marking each).
+BIG_PUSH: Final = 1024
 # A busy reader drains pending invalidations itself at most this often (seconds), instead of
 # waiting for the tracker thread to win the GIL (up to sys.getswitchinterval(), 5 ms).
 DRAIN_EVERY: Final = 0.0005
@@ -183,6 +185,8 @@ class NearCache:
         """Store what a read that took ``ticket`` (before its GET) found, unless the key was
         invalidated since, or a flush happened, or tracking is down, or a newer version is
         held."""
+        if self.clock() >= self.live_until:  # before the walk: nothing is kept while down
+            return None
         size = ENTRY_OVERHEAD + sys.getsizeof(key) + sizeof(entry.value)
         if size > self.max_bytes:
             return None
@@ -225,11 +229,24 @@ class NearCache:
         if keys is None:
             self.flush()
             return
+        keys = keys if isinstance(keys, list) else list(keys)
+        nodes = self._nodes
         with self._lock:
+            self.counters.invalidations += len(keys)
+            if len(keys) > BIG_PUSH:
+                # A bulk write (an import's UNLINK of every member): refuse every read in
+                # flight, as a flush does, instead of remembering each key; drop what is held.
+                self.seq += 1
+                self._floor = self.seq
+                self._dirty.clear()
+                for key in keys:
+                    node = nodes.get(key)
+                    if node is not None:
+                        self._remove(node)
+                return
             for key in keys:
                 self._mark(key)
-                self.counters.invalidations += 1
-                node = self._nodes.get(key)
+                node = nodes.get(key)
                 if node is not None:
                     self._remove(node)
 

@@ -156,3 +156,14 @@ def test_which_types_and_settings_turn_the_tier_on() -> None:
     assert off_reason(load_settings(cache_near_enabled=False, _env_file=None)) is not None
     cluster = load_settings(redis_cluster_nodes="127.0.0.1:7000", _env_file=None)
     assert "Cluster" in (off_reason(cluster) or "")
+
+
+def test_a_big_push_drops_what_it_names_and_refuses_reads_in_flight() -> None:
+    near = _live()
+    for n in range(10):
+        near.keep(f"k{n}", _entry(n), near.seq)
+    ticket = near.seq
+    near.invalidate([f"k{n}" for n in range(5)] + [f"x{n}" for n in range(5000)])
+    assert sorted(near._nodes) == [f"k{n}" for n in range(5, 10)]
+    assert near.keep("k0", _entry(0), ticket) is None
+    assert near.counters.invalidations == 5005
