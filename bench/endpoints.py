@@ -10,8 +10,9 @@ fastapi-cache on the member route (bench._peer). wrk drives them:
 
 - per route (member lookup, analytics dashboard, demographics, lookups): median and p99
   latency on one connection and requests/s on 50, uncached and cached (entries filled first);
-- the member route of the floors, the API and fastapi-cache, in ``--rounds`` interleaved
-  rounds (medians): latency on one connection, requests/s on 50;
+- the member route of the floors, the API (with its near tier, as it ships, and without it),
+  fastapi-cache and the ceiling (bench.ceiling: constant bytes, no Redis), in ``--rounds``
+  interleaved rounds (medians): latency on one connection, requests/s on 50;
 - bench._zipf: Zipf(1.0) reads with 5% writes over every member, without then with the cache,
   counting the database's transactions in pg_stat_database.
 
@@ -67,6 +68,8 @@ TARGETS: Final = {
     "member_p50_vs_floor_max": 1.25,
     "member_rps_vs_fastapi_cache_min": 2.0,
     "db_queries_fewer_pct": 95.0,
+    "member_near_rps_vs_floor_direct_min": 1.3,
+    "member_near_p50_vs_floor_direct_max": 1.0,
 }
 
 
@@ -242,6 +245,14 @@ def _measure_all(
         peer = stack.enter_context(
             Server("fastapi-cache", "bench._peer:create", env, ready=NOT_A_ROUTE)
         )
+        # The near tier's references: the API without it (Redis on every hit), and the
+        # ceiling (constant bytes, no Redis: what uvicorn and wrk cost by themselves).
+        no_near = stack.enter_context(
+            Server("no-near", api, env | {"CACHE_NEAR_ENABLED": "false"}, ready=NOT_A_ROUTE)
+        )
+        ceiling = stack.enter_context(
+            Server("ceiling", "bench.ceiling:create", env, ready=NOT_A_ROUTE)
+        )
         all_routes = routes(member_ids)
         result["routes"] = {
             route.name: route_figures(route, uncached, cached, options.seconds, db.dsn)
@@ -252,6 +263,8 @@ def _measure_all(
             "floor_direct": floor_direct,
             "api_cached": cached,
             "fastapi_cache": peer,
+            "api_no_near": no_near,
+            "ceiling": ceiling,
         }
         result["member_references"] = references(
             contenders, all_routes[0].paths, options.seconds, options.rounds, db.dsn
@@ -271,6 +284,15 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         "member_p50_vs_floor_max": (round(vs_floor, 2), "<="),
         "member_rps_vs_fastapi_cache_min": (round(vs_peer, 2), ">="),
         "db_queries_fewer_pct": (result["zipf"]["queries_fewer_pct"], ">="),
+        # The cached API serves member hits from its near tier (CACHE_NEAR_ENABLED default).
+        "member_near_rps_vs_floor_direct_min": (
+            round(refs["api_cached"]["rps_c50"] / refs["floor_direct"]["rps_c50"], 2),
+            ">=",
+        ),
+        "member_near_p50_vs_floor_direct_max": (
+            round(refs["api_cached"]["p50_ms"] / refs["floor_direct"]["p50_ms"], 2),
+            "<=",
+        ),
     }
     out: dict[str, Any] = {}
     for name, (value, way) in checks.items():
@@ -320,10 +342,14 @@ def report(result: dict[str, Any]) -> str:
     labels = {
         "floor": "floor (redis.asyncio GET)",
         "floor_direct": "floor, pipelined GET (ref)",
-        "api_cached": "this API, cached",
+        "api_cached": "this API, cached (near tier)",
         "fastapi_cache": "fastapi-cache (Redis)",
+        "api_no_near": "this API, cached, no near tier",
+        "ceiling": "ceiling: constant bytes (ref)",
     }
     for name, label in labels.items():
+        if name not in refs:
+            continue
         ref = refs[name]
         lines.append(
             f"  {label:<30} p50 {ref['p50_ms']:.3f} ms ({ref['p50_ms'] / floor['p50_ms']:.2f}x"
