@@ -94,12 +94,19 @@ def check_invalidated(read: Callable[[], Any], write: Callable[[], Any], new: An
 
 
 class CashewsClientSide:
-    """cashews with ``client_side=True`` in its own loop, under ``prefix``."""
+    """cashews with ``client_side=True`` in its own loop, under ``prefix``.
 
-    def __init__(self, url: str, prefix: str) -> None:
+    ``protocol=2``: cashews reads its invalidations as RESP2 pub/sub messages; over RESP3 (the
+    default of redis-py >= 8) Redis sends them as pushes its listener never sees, and entries
+    are never invalidated (measured: stale forever). The bench gives it the protocol it needs.
+    """
+
+    def __init__(self, url: str, prefix: str, protocol: int = 2) -> None:
         self.runner = asyncio.Runner()
         self.cache = CashewsCache(name="bench-near")
-        self.backend = self.cache.setup(url, client_side=True, client_side_prefix=prefix)
+        self.backend = self.cache.setup(
+            url, client_side=True, client_side_prefix=prefix, protocol=protocol
+        )
         self.runner.run(self.cache.init())
 
     def set(self, key: str, value: Any, expire: int) -> None:
@@ -108,8 +115,10 @@ class CashewsClientSide:
 
         self.runner.run(go())
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, *, yield_first: bool = False) -> Any:
         async def go() -> Any:
+            if yield_first:
+                await asyncio.sleep(0)
             return await self.cache.get(key)
 
         return self.runner.run(go())

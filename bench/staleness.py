@@ -85,7 +85,9 @@ class _Cashews:
         return f"member:{n}"
 
     def read(self, key: str) -> int:
-        value = self.cs.get(key)
+        # A turn of the loop first, as a server's loop gives between requests: cashews reads
+        # its invalidations in a listener task of that loop, which a local hit never awaits.
+        value = self.cs.get(key, yield_first=True)
         return int(value["v"]) if isinstance(value, dict) else -1
 
     def write(self, key: str, version: int) -> None:
