@@ -16,7 +16,7 @@ from cache import MISS, CacheService, DataType, build_cache
 from cache.near import NearCache
 from config import Settings, load_settings
 from services import Services
-from tests.support.redis_procs import RedisProcess, start_redis
+from tests.support.redis_procs import RedisProcess, start_redis, start_replica, start_sentinels
 
 M = DataType.MEMBER
 
@@ -239,3 +239,52 @@ def test_a_killed_tracking_connection_flushes_and_nothing_stale_follows(
         finally:
             client.close()
             writer.close()
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_a_sentinel_failover_moves_tracking_to_the_new_master_and_flushes() -> None:
+    with start_redis() as master, start_replica(master) as replica:
+        sentinels = start_sentinels(master, count=3, down_after_ms=1000, failover_timeout_ms=5000)
+        try:
+            settings = load_settings(
+                redis_sentinels=",".join(f"127.0.0.1:{s.port}" for s in sentinels),
+                redis_sentinel_master="mymaster",
+                redis_key_prefix="failover:",
+                cache_breaker_reset_seconds=0.3,
+                _env_file=None,
+            )
+            with _open(settings) as services:
+                cache, near, tracker = services.cache, _near(services), services.tracker
+                assert tracker is not None
+                writer = build_cache(settings)
+                try:
+                    key = cache.keys.member(1)
+                    assert writer.write_through(key, {"v": 1}, 1, M)
+                    assert _until(lambda: cache.get(key, M) == {"v": 1} and key in near._nodes)
+                    flushes, sessions = near.counters.flushes, tracker.sessions
+                    sentinel = sentinels[0].client()
+                    try:
+                        sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+                    finally:
+                        sentinel.close()
+                    assert _until(lambda: replica.info("replication")["role"] == "master", 30)
+                    assert _until(lambda: tracker.sessions > sessions, 30)
+                    assert near.counters.flushes > flushes
+                    # The tracker now listens on the new master: its writes reach this tier.
+                    assert _until(lambda: bool(writer.write_through(key, {"v": 2}, 2, M)), 30)
+                    assert _until(lambda: cache.get(key, M) == {"v": 2}, 5)
+                    new_master = replica.client()
+                    try:
+                        ids = [int(c["id"]) for c in new_master.client_list()]
+                    finally:
+                        new_master.close()
+                    assert tracker.client_id in ids
+                    assert _until(lambda: key in near._nodes and cache.get(key, M) == {"v": 2})
+                    assert writer.write_through(key, {"v": 3}, 3, M)
+                    assert _until(lambda: cache.get(key, M) == {"v": 3}, 1)
+                finally:
+                    writer.close()
+        finally:
+            for sentinel_proc in sentinels:
+                sentinel_proc.close()
