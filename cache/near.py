@@ -31,9 +31,11 @@ Values are shared by every reader of the process: treat what the cache returns a
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final
@@ -112,6 +114,14 @@ def off_reason(settings: Any) -> str | None:
     return None
 
 
+def _forked(ref: weakref.ref[NearCache]) -> None:
+    near = ref()
+    if near is not None:
+        near._lock = threading.Lock()  # a lock held by another thread at fork stays held
+        near.drain = None
+        near.down()
+
+
 class NearNode:
     """One entry of the near tier: the decoded envelope and, once rendered, the HTTP body."""
 
@@ -147,6 +157,10 @@ class NearCache:
         self._nodes: OrderedDict[str, NearNode] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        # A forked child inherits the entries but not the tracking thread: nothing it holds
+        # may be served there (its own Services starts its own tracking).
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forked(ref))
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -166,6 +180,9 @@ class NearCache:
         under the lease), reading Redis.
         """
         now = self.clock()
+        if now >= self.live_until:
+            self.counters.misses += 1
+            return None
         if now >= self._next_drain and self.drain is not None:
             self._next_drain = now + DRAIN_EVERY
             self.drain()

@@ -65,6 +65,19 @@ def _pack(*args: str | int) -> bytes:
     return b"".join(parts)
 
 
+def _call(sock: socket.socket, reader: Any, packed: bytes) -> Any:
+    """A command during setup (blocking, with the socket's timeout): its reply."""
+    sock.sendall(packed)
+    while (reply := reader.gets()) is False:
+        data = sock.recv(65536)
+        if not data:
+            raise RedisConnectionError("tracking connection closed during setup")
+        reader.feed(data)
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
 class Tracker:
     """The tracking connection of one process and its thread.
 
@@ -142,16 +155,19 @@ class Tracker:
         reader = hiredis.Reader(
             protocolError=InvalidResponse, replyError=ResponseError, encoding="utf-8"
         )
+        self._conn = conn  # closed by _close whatever happens next
+        # Set up outside the lock: a reader's drain must never wait on these round trips.
+        sock.settimeout(self._timeout)
+        client_id = int(_call(sock, reader, _pack("CLIENT", "ID")))
+        prefixes: list[str | int] = []
+        for prefix in self._prefixes:
+            prefixes += ["PREFIX", prefix]
+        tracking = _pack("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
+        _call(sock, reader, tracking)
+        _call(sock, reader, _pack("SUBSCRIBE", CHANNEL))
+        sock.setblocking(False)
         with self._lock:
-            self._conn, self._sock, self._reader, self._broken = conn, sock, reader, False
-            sock.settimeout(self._timeout)
-            client_id = int(self._call(_pack("CLIENT", "ID")))
-            prefixes: list[str | int] = []
-            for prefix in self._prefixes:
-                prefixes += ["PREFIX", prefix]
-            self._call(_pack("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes))
-            self._call(_pack("SUBSCRIBE", CHANNEL))
-            sock.setblocking(False)
+            self._sock, self._reader, self._broken = sock, reader, False
             self.client_id = client_id
             # Subscribed: from here on every write is pushed. What was held is not trusted.
             self.near.flush()
@@ -166,24 +182,11 @@ class Tracker:
                     raise RedisConnectionError("tracking connection broken")
                 self._tick(time.monotonic(), bool(readable))
 
-    def _call(self, packed: bytes) -> Any:
-        """A command during setup (blocking, with the timeout): its reply."""
-        assert self._sock is not None
-        self._sock.sendall(packed)
-        while (reply := self._reader.gets()) is False:
-            data = self._sock.recv(65536)
-            if not data:
-                raise RedisConnectionError("tracking connection closed during setup")
-            self._reader.feed(data)
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
-
     def drain(self) -> None:
         """Read pending invalidations now, without blocking (the near tier's hit path)."""
         # The tracker thread holds the lock only while it reads and handles what arrived:
         # wait for it (the wait lets it have the GIL) rather than serve what it may drop.
-        if not self._lock.acquire(timeout=self._timeout):
+        if self._sock is None or not self._lock.acquire(timeout=self._timeout):
             return
         try:
             if self._sock is not None and not self._broken:

@@ -167,3 +167,18 @@ def test_a_big_push_drops_what_it_names_and_refuses_reads_in_flight() -> None:
     assert sorted(near._nodes) == [f"k{n}" for n in range(5, 10)]
     assert near.keep("k0", _entry(0), ticket) is None
     assert near.counters.invalidations == 5005
+
+
+def test_a_forked_child_serves_nothing_it_inherited() -> None:
+    import os
+
+    near = _live()
+    assert near.keep("k", _entry(1), near.seq) is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own tracking would have to start first
+        os.write(write, b"1" if near.hit("k") is None and len(near) == 0 else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert near.hit("k") is not None  # the parent's tier is untouched
