@@ -52,7 +52,8 @@ ENTRY_OVERHEAD: Final = 360
 # Keys invalidated while reads may be in flight, at most; beyond it the set is cleared and
 # in-flight reads are refused as after a flush.
 MAX_DIRTY: Final = 65_536
-# A push naming more keys than this refuses every read in flight (cheaper than marking each).
+# A push naming more keys than this refuses every read in flight (cheaper than marking each);
+# the tracker flushes the whole tier for it (cheaper than looking each key up).
 BIG_PUSH: Final = 1024
 # A busy reader drains pending invalidations itself at most this often (seconds), instead of
 # waiting for the tracker thread to win the GIL (up to sys.getswitchinterval(), 5 ms).

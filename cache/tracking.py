@@ -48,7 +48,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 
-from cache.near import NearCache
+from cache.near import BIG_PUSH, NearCache
 
 log = logging.getLogger("cache")
 
@@ -152,9 +152,8 @@ class Tracker:
     def _session(self) -> None:
         conn = self._connect()
         sock: socket.socket = conn._sock
-        reader = hiredis.Reader(
-            protocolError=InvalidResponse, replyError=ResponseError, encoding="utf-8"
-        )
+        # Bytes, not text: a bulk write's push names 100,000 keys, decoded only when small.
+        reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         self._conn = conn  # closed by _close whatever happens next
         # Set up outside the lock: a reader's drain must never wait on these round trips.
         sock.settimeout(self._timeout)
@@ -231,14 +230,22 @@ class Tracker:
             raise message
         if isinstance(message, list) and message:
             kind = message[0]
-            if kind == "message" and len(message) == 3:  # RESP2: published on the channel
-                self.near.invalidate(message[2])  # a list of keys, or None: a flush
-            elif kind == "invalidate" and len(message) == 2:  # RESP3: a push
-                self.near.invalidate(message[1])
-            elif kind == "pong":  # RESP2, subscribed
+            if kind == b"message" and len(message) == 3:  # RESP2: published on the channel
+                self._invalidate(message[2])
+            elif kind == b"invalidate" and len(message) == 2:  # RESP3: a push
+                self._invalidate(message[1])
+            elif kind == b"pong":  # RESP2, subscribed
                 self._ping_sent = 0.0
-        elif message == "PONG":  # RESP3 (the pool may speak it: redis-py >= 8)
+        elif message == b"PONG":  # RESP3 (the pool may speak it: redis-py >= 8)
             self._ping_sent = 0.0
+
+    def _invalidate(self, keys: list[bytes] | None) -> None:
+        """A list of keys, or None: a flush. A bulk write's push (an import's UNLINK of every
+        member) flushes the tier instead of looking up each key: cheaper, and still exact."""
+        if keys is not None and len(keys) > BIG_PUSH:
+            self.near.counters.invalidations += len(keys)
+            keys = None
+        self.near.invalidate(None if keys is None else [key.decode() for key in keys])
 
     def _seen(self, now: float) -> None:
         self._last_seen = now
