@@ -40,6 +40,8 @@ __all__ = ["CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of
 NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPException(404)
 JSON: Final = b"application/json"
 HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
+# The scope entry naming the kind a cached route serves (api_stub.management.latency reads it).
+KIND_SCOPE: Final = "membership.cache_kind"
 
 
 class _Uncacheable(Exception):
@@ -92,6 +94,7 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         rule, params = found
+        scope[KIND_SCOPE] = rule.kind.name
         headers = _request_headers(scope, rule)
         try:
             key = await self._key(cache, scope, rule, params, headers)
