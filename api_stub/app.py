@@ -58,18 +58,19 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
         services = Services.open(settings, asyncio=True, tasks=True)
+        publisher = MetricsPublisher(
+            services.cache, "api", client=services.redis("durable"), extras=published
+        )
         try:
             # Resolving the database URL may probe the local PostgreSQL: not on the loop.
-            running = await run_in_threadpool(Running.over, services)
+            running = await run_in_threadpool(Running.over, services, publisher)
         except BaseException:
             await services.aclose()
             raise
         if not await running.cache.ping():
             log.warning("Redis is not answering: serving from the database until it does")
         running_app.state.running = running
-        publisher = MetricsPublisher(
-            services.cache, "api", client=services.redis("durable"), extras=published
-        ).start()
+        publisher.start()
         replaying = asyncio.create_task(replay_outbox(running.cache), name="outbox-replay")
         try:
             yield

@@ -27,7 +27,6 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from cache.kinds import KINDS
 from cache.metrics import COUNTER_NAMES, Histogram, rates
 
 COUNTERS: Final = COUNTER_NAMES  # cache.metrics: the one list of them
@@ -226,8 +225,9 @@ def latency_interval(
 
     ``processes`` are this snapshot's compacted processes (their ``latency`` as published).
     The answer: ``{"since", "bounds", "processes", "kinds": {kind: {outcome: {"count", "sum",
-    "buckets", "p50", "p95", "p99"}}}}``, kinds in the registry's order, an outcome only when it
-    had requests; a quantile in the +Inf bucket is None (above the largest bound).
+    "buckets", "p50", "p95", "p99"}}}}``, an outcome only when it had requests (stored as
+    JSONB: readers must not rely on the order of the kinds); a quantile in the +Inf bucket is
+    None (above the largest bound).
     """
     since = (previous or {}).get("taken_at")
     since_s = _epoch(since)
@@ -261,10 +261,8 @@ def latency_interval(
                 # A bucket never shrinks within a run; max() guards against skewed data.
                 into[index] += max(0, count - old_count)
             merged[key] = (into, into_total + max(0.0, total - base_total))
-    order = {kind: index for index, kind in enumerate(KINDS.names)}
     kinds: dict[str, dict[str, Any]] = {}
-    for kind, outcome in sorted(merged, key=lambda k: (order.get(k[0], len(order)), k)):
-        counts, total = merged[(kind, outcome)]
+    for (kind, outcome), (counts, total) in sorted(merged.items()):
         if not any(counts) or bounds is None:
             continue
         histogram = histogram_of(bounds, counts, total)

@@ -108,7 +108,7 @@ def test_latency_of_the_interval_merges_processes_per_kind_and_outcome() -> None
     observe(b, "growth", UNCACHED, 0.07, 4)  # bucket <= 0.1
     interval = latency_interval(previous, {"a": published(a), "b": published(b)})
     assert interval["since"] == iso(2_000.0) and interval["processes"] == 2
-    assert list(interval["kinds"]) == ["member", "growth"]  # the registry's order
+    assert set(interval["kinds"]) == {"member", "growth"}
     cached = interval["kinds"]["member"][CACHED]
     assert cached["count"] == 100 and cached["sum"] == pytest.approx(90 * 0.0003 + 10 * 0.003)
     assert (cached["p50"], cached["p95"], cached["p99"]) == (0.0005, 0.005, 0.005)
