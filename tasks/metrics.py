@@ -26,7 +26,6 @@ from typing import Any, Final
 from celery import Task, shared_task
 
 from cache import CacheService
-from cache.client import SyncRedis
 from cache.errors import CacheUnavailable
 from cache.replication import replica_entries
 from db.errors import DatabaseUnavailable
@@ -109,15 +108,15 @@ def take_snapshot(
     *,
     previous: dict[str, Any] | None = None,
     sample: int = keyspace.SAMPLE,
-    client: SyncRedis | None = None,
 ) -> dict[str, Any]:
     """The snapshot payload. ``publisher`` (this process's) publishes first, so the counters
-    of the process taking the snapshot are as fresh as the snapshot itself. ``previous`` is
-    the payload of the last stored snapshot, the baseline of the latency interval; ``client``
-    the durable role's client the documents are published on (workers/publisher.py)."""
+    of the process taking the snapshot are as fresh as the snapshot itself, and the documents
+    are read where it publishes them (the durable role). ``previous`` is the payload of the
+    last stored snapshot, the baseline of the latency interval."""
+    client = None
     if publisher is not None:
         publisher.publish()
-        client = client if client is not None else publisher.client
+        client = publisher.client
     processes = {
         name: counters.compact(document) for name, document in read_published(cache, client).items()
     }
