@@ -108,7 +108,8 @@ class LatencyRecorder:
         """What the process publishes: cumulative bucket counts since ``started_at`` (one run of
         the recorder), for the kinds and outcomes that saw a request."""
         kinds: dict[str, dict[str, Any]] = {}
-        for kind, histograms in self.by_kind.items():
+        # A copy: the publisher's thread reads while the loop may add a kind (observe()).
+        for kind, histograms in tuple(self.by_kind.items()):
             row = {
                 outcome: {"counts": list(histogram.counts), "sum": round(histogram.total, 6)}
                 for outcome, histogram in histograms.items()

@@ -43,7 +43,7 @@ export const fromZero =
   (floor = 1) =>
   (_u, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.15)];
 
-// A log axis from a decade below the smallest value to a decade above the largest.
+// A log axis over the whole decades around the values (1e-4..1 before there are any).
 const logRange = (_u, min, max) =>
   min === null || max === null || !(min > 0)
     ? [1e-4, 1]
