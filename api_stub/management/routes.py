@@ -117,6 +117,9 @@ async def get_metrics_history(
                         "total": payload.get("total"),
                         "redis": payload.get("redis"),
                         "keyspace": payload.get("keyspace"),
+                        # p50/p95/p99 per kind, cached vs uncached, of the interval
+                        # since the previous snapshot (tasks/counters.latency_interval)
+                        "latency": payload.get("latency"),
                     }
                 )
         return rows, seen
