@@ -55,17 +55,7 @@ log = logging.getLogger("tasks.autowarm")
 
 RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)
 
-# Why a warm-up was sent; the result and the dashboard show it.
-REASONS: Final = (
-    "worker-start",
-    "clear",
-    "redis-restart",
-    "redis-failover",
-    "redis-unknown",
-    "cachectl-up",
-    "deploy",
-    "manual",
-)
+REASONS: Final = routing.AUTO_WARM_REASONS
 
 
 # --- decisions (pure) ---------------------------------------------------------------------------
@@ -143,7 +133,7 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
         raise ValueError(f"unknown warm-up reason {reason!r}; expected one of {REASONS}")
     runtime = runtime_of(self)
     cache, settings = runtime.cache, runtime.settings
-    answer: dict[str, Any] = {"reason": reason, "ran": False}
+    answer: dict[str, Any] = {"reason": reason, "warmed": False}
     if only_if_cold:
         missing = missing_critical(cache)
         answer["missing"] = len(missing)
@@ -181,7 +171,7 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
         )
     finally:
         lease.release()
-    answer |= {"ran": True, **report.as_dict()}
+    answer |= {"warmed": True, **report.as_dict()}
     last = {**holder, "finished_at": time.time(), "result": answer}
     try:
         durable.set(warmstate.last_key(cache.keys), warmstate.encoded(last))

@@ -62,6 +62,17 @@ DEFAULT_QUEUE: Final = Q_MAINTENANCE
 # The client refuses before sending what the task would refuse after receiving.
 MEMBER_ACTIONS: Final = ("create", "update", "delete")  # on_member_change(action, member_id)
 BULK_KINDS: Final = ("import", "update", "delete")  # on_bulk_operation(kind, affected_count)
+# Why an automatic warm-up was sent (auto_warm(reason)); its result and the dashboard show it.
+AUTO_WARM_REASONS: Final = (
+    "worker-start",
+    "clear",
+    "redis-restart",
+    "redis-failover",
+    "redis-unknown",
+    "cachectl-up",
+    "deploy",
+    "manual",
+)
 # Member ids in one message or one management request: a message is not a bulk channel
 # (warmup_all covers every member); 10,000 ids are about 70 KB of JSON.
 MAX_IDS: Final = 10_000
