@@ -136,7 +136,7 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
     answer: dict[str, Any] = {"reason": reason, "warmed": False}
     if only_if_cold:
         missing = missing_critical(cache)
-        answer["missing"] = len(missing)
+        answer["cold_keys"] = len(missing)
         if not missing:
             return answer | {"skipped": "warm"}
     durable = runtime.worker.services.redis("durable")
