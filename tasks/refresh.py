@@ -60,6 +60,9 @@ log = logging.getLogger("tasks.refresh")
 
 Signal = Literal["freq", "idle"]
 LFU_INIT_VAL: Final = 5  # Redis's initial LFU counter of a new key (server.h)
+# OBJECT IDLETIME counts in whole seconds of the server's LRU clock: an idle time one tick
+# short of the entry's age may still mean "never read".
+IDLE_RESOLUTION_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +95,12 @@ def age(pttl_ms: int, base_ttl: float, policy: TtlPolicy) -> float:
 
 def is_hot(signal: Signal, value: int | None, age_s: float) -> bool:
     """Read since it was written: an LFU counter above its initial value, or an idle time
-    shorter than the entry's age."""
+    shorter than the entry's age by more than the LRU clock's resolution."""
     if value is None:
         return False
     if signal == "freq":
         return value > LFU_INIT_VAL
-    return value < age_s
+    return value + IDLE_RESOLUTION_S < age_s
 
 
 def is_due(pttl_ms: int, base_ttl: float, policy: TtlPolicy, lead_s: float) -> bool:
@@ -167,35 +170,41 @@ class RefreshReport:
 
 
 # --- Redis reads --------------------------------------------------------------------------------
-def _signal_of(client: Any, key: str) -> Signal:
-    try:
-        client.object("freq", key)
-    except ResponseError:
-        return "idle"  # "An LFU maxmemory policy is not selected"
-    return "freq"
-
-
-def _probe(client: Any, keys: Sequence[str], signal: Signal) -> list[tuple[int, int | None]]:
-    """(PTTL, FREQ or IDLETIME) of each key, one pipeline."""
+def _probe(
+    client: Any, keys: Sequence[str], signal: Signal
+) -> tuple[list[tuple[int, int | None]], bool]:
+    """(PTTL, FREQ or IDLETIME) of each key in one pipeline, and whether the server refused
+    the signal (the other maxmemory policy family)."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.pttl(key)
         pipe.object(signal if signal == "freq" else "idletime", key)
     replies = pipe.execute(raise_on_error=False)
-    out = []
+    out, refused = [], False
     for i in range(0, len(replies), 2):
         pttl, value = replies[i], replies[i + 1]
+        refused = refused or isinstance(value, ResponseError)
         out.append(
             (
                 int(pttl) if isinstance(pttl, int) else -2,
                 int(value) if isinstance(value, int) else None,
             )
         )
-    return out
+    return out, refused
 
 
-def _discover(cache: CacheService, client: Any, signal: Signal, config: RefreshConfig) -> int:
-    """Advance the member SCAN by the budget; fold what it finds into the hot set."""
+def probe(client: Any, keys: Sequence[str]) -> tuple[Signal, list[tuple[int, int | None]]]:
+    """:func:`_probe` with the signal the server keeps: FREQ under an LFU policy, else
+    IDLETIME (a missing key answers neither way, so the first refusal decides)."""
+    found, refused = _probe(client, keys, "freq")
+    if not refused:
+        return "freq", found
+    return "idle", _probe(client, keys, "idle")[0]
+
+
+def _discover(cache: CacheService, client: Any, config: RefreshConfig) -> tuple[int, Signal]:
+    """Advance the member SCAN by the budget; fold what it finds into the hot set. How many
+    keys it found, and the signal the server answered for them."""
     keys = cache.keys
     hot, cursor_key = keys.system("refresh", "hot"), keys.system("refresh", "cursor")
     raw = client.get(cursor_key)
@@ -203,26 +212,28 @@ def _discover(cache: CacheService, client: Any, signal: Signal, config: RefreshC
     found: list[str] = []
     examined = 0
     match = keys.pattern("member:*")
+    step = min(config.scan_budget, 1000)
     while examined < config.scan_budget:
-        cursor, batch = client.scan(cursor, match=match, count=min(config.scan_budget, 1000))
-        examined += min(config.scan_budget, 1000)
+        cursor, batch = client.scan(cursor, match=match, count=step)
+        examined += step
         found += [k.decode() if isinstance(k, bytes) else str(k) for k in batch]
         if cursor == 0:
             break
     pipe = client.pipeline(transaction=False)
     pipe.set(cursor_key, int(cursor))
+    signal: Signal = "freq"
     if found:
-        probed = _probe(client, found, signal)
+        signal, probed = probe(client, found)
         scores = {
             key: hotness(signal, value)
             for key, (pttl, value) in zip(found, probed, strict=True)
-            if pttl >= 0 and value is not None and is_hot(signal, value, math.inf)
+            if pttl >= 0 and value is not None and (signal == "idle" or value > LFU_INIT_VAL)
         }
         if scores:
             pipe.zadd(hot, scores)
     pipe.zremrangebyrank(hot, 0, -(config.hot_size + 1))
     pipe.execute()
-    return len(found)
+    return len(found), signal
 
 
 def _aggregates(cache: CacheService) -> list[Candidate]:
@@ -242,17 +253,14 @@ def candidates(
 ) -> tuple[Signal, list[Candidate]]:
     """Every candidate with its PTTL and signal read (a few pipelines, no value read)."""
     found = _aggregates(cache)
-    signal = _signal_of(client, found[0].key if found else cache.keys.system("refresh", "hot"))
-    report.signal = signal
-    report.discovered = _discover(cache, client, signal, config)
     hot = cache.keys.system("refresh", "hot")
     for raw in client.zrevrange(hot, 0, config.hot_size - 1):
         member_id = cache.keys.member_id_of(raw)
         if member_id is not None:
-            found.append(
-                Candidate(cache.keys.member(member_id), DataType.MEMBER, -2, None, member_id)
-            )
-    probed = _probe(client, [c.key for c in found], signal)
+            key = cache.keys.member(member_id)
+            found.append(Candidate(key, DataType.MEMBER, -2, None, member_id))
+    signal, probed = probe(client, [c.key for c in found])
+    report.signal = signal
     gone, scores = [], {}
     for c, (pttl, value) in zip(found, probed, strict=True):
         c.pttl_ms, c.signal_value = pttl, value
@@ -268,6 +276,10 @@ def candidates(
     if scores:
         pipe.zadd(hot, scores)  # today's hotness: the set's order follows the readers
     pipe.execute()
+    # New members for the next runs (this run's candidates are already probed).
+    report.discovered, seen = _discover(cache, client, config)
+    if not any(c.pttl_ms >= 0 for c in found):
+        report.signal = seen  # nothing cached among the candidates to tell the signal by
     report.candidates = len(found)
     return signal, found
 
