@@ -15,9 +15,11 @@ an entry nobody read would cost a query and save no miss.
 
 **Candidates**: every current key of the ``Warm.CRITICAL`` kinds (a handful), and members
 tracked in ``<prefix>sys:refresh:hot``, a sorted set of at most ``cache_refresh_hot_size``
-keys by hotness. It is fed by an incremental SCAN of member keys, ``cache_refresh_scan_budget``
-keys per run, its cursor kept beside it, so finding new hot members never costs a full scan
-in one go. Each run reads PTTL and the signal of every candidate in one pipeline.
+keys scored by their reads seen run after run, with decay (:func:`recent_reads`, DECAY): the
+counters alone are too coarse to rank by (every key read once has FREQ 6, IDLETIME 0). It is
+fed by an incremental SCAN of member keys, ``cache_refresh_scan_budget`` keys per run, its
+cursor kept beside it, so finding new hot members never costs a full scan in one go. Each
+run reads PTTL and the signal of every candidate in one pipeline.
 
 **Due**: an entry whose soft expiry is within ``cache_refresh_lead_s``. The soft expiry is
 bounded from the PTTL alone (the hard TTL is the soft one plus the stale window, which is at
@@ -36,7 +38,6 @@ avoided; the job refuses to refresh what is not hot.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -65,11 +66,17 @@ LFU_INIT_VAL: Final = 5  # Redis's initial LFU counter of a new key (server.h)
 IDLE_RESOLUTION_S: Final = 1.0
 
 
+# Each run multiplies the hot set's scores by this before adding what it saw: a member read in
+# every run converges to 1 / (1 - DECAY) points, one read once fades within a few runs.
+DECAY: Final = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshConfig:
     lead_s: float
     hot_size: int
     scan_budget: int
+    interval_s: float = routing.REFRESH_SECONDS  # how often a run comes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RefreshConfig:
@@ -109,11 +116,16 @@ def is_due(pttl_ms: int, base_ttl: float, policy: TtlPolicy, lead_s: float) -> b
     return pttl_ms >= 0 and fresh_left(pttl_ms, base_ttl, policy) <= lead_s
 
 
-def hotness(signal: Signal, value: int | None) -> float:
-    """A sort score, higher is hotter."""
+def recent_reads(signal: Signal, value: int | None, interval_s: float) -> float:
+    """Points a key earns in one run: its LFU counter above the initial value, or one point
+    when it was read within the last interval. Summed with decay across runs, they rank the
+    hot set by sustained popularity, not by one lucky read (the counters are coarse: every
+    key read once has FREQ 6 and IDLETIME 0)."""
     if value is None:
-        return -math.inf
-    return float(value) if signal == "freq" else -float(value)
+        return 0.0
+    if signal == "freq":
+        return float(max(0, value - LFU_INIT_VAL))
+    return 1.0 if value <= interval_s else 0.0
 
 
 @dataclass(slots=True)
@@ -202,7 +214,9 @@ def probe(client: Any, keys: Sequence[str]) -> tuple[Signal, list[tuple[int, int
     return "idle", _probe(client, keys, "idle")[0]
 
 
-def _discover(cache: CacheService, client: Any, config: RefreshConfig) -> tuple[int, Signal]:
+def _discover(
+    cache: CacheService, client: Any, config: RefreshConfig, seen: set[str]
+) -> tuple[int, Signal]:
     """Advance the member SCAN by the budget; fold what it finds into the hot set. How many
     keys it found, and the signal the server answered for them."""
     keys = cache.keys
@@ -216,7 +230,11 @@ def _discover(cache: CacheService, client: Any, config: RefreshConfig) -> tuple[
     while examined < config.scan_budget:
         cursor, batch = client.scan(cursor, match=match, count=step)
         examined += step
-        found += [k.decode() if isinstance(k, bytes) else str(k) for k in batch]
+        found += [
+            key
+            for key in (k.decode() if isinstance(k, bytes) else str(k) for k in batch)
+            if key not in seen  # scored already by this run
+        ]
         if cursor == 0:
             break
     pipe = client.pipeline(transaction=False)
@@ -224,13 +242,10 @@ def _discover(cache: CacheService, client: Any, config: RefreshConfig) -> tuple[
     signal: Signal = "freq"
     if found:
         signal, probed = probe(client, found)
-        scores = {
-            key: hotness(signal, value)
-            for key, (pttl, value) in zip(found, probed, strict=True)
-            if pttl >= 0 and value is not None and (signal == "idle" or value > LFU_INIT_VAL)
-        }
-        if scores:
-            pipe.zadd(hot, scores)
+        for key, (pttl, value) in zip(found, probed, strict=True):
+            points = recent_reads(signal, value, config.interval_s)
+            if pttl >= 0 and points > 0:
+                pipe.zincrby(hot, points, key)
     pipe.zremrangebyrank(hot, 0, -(config.hot_size + 1))
     pipe.execute()
     return len(found), signal
@@ -261,25 +276,24 @@ def candidates(
             found.append(Candidate(key, DataType.MEMBER, -2, None, member_id))
     signal, probed = probe(client, [c.key for c in found])
     report.signal = signal
-    gone, scores = [], {}
+    gone = []
+    pipe = client.pipeline(transaction=False)
+    pipe.zunionstore(hot, {hot: DECAY})  # older reads count for less
     for c, (pttl, value) in zip(found, probed, strict=True):
         c.pttl_ms, c.signal_value = pttl, value
         if c.member_id is None:
             continue
         if pttl == -2 or value is None:
             gone.append(c.key)
-        else:
-            scores[c.key] = hotness(signal, value)
-    pipe = client.pipeline(transaction=False)
+        elif (points := recent_reads(signal, value, config.interval_s)) > 0:
+            pipe.zincrby(hot, points, c.key)
     if gone:
         pipe.zrem(hot, *gone)
-    if scores:
-        pipe.zadd(hot, scores)  # today's hotness: the set's order follows the readers
     pipe.execute()
     # New members for the next runs (this run's candidates are already probed).
-    report.discovered, seen = _discover(cache, client, config)
+    report.discovered, answered = _discover(cache, client, config, {c.key for c in found})
     if not any(c.pttl_ms >= 0 for c in found):
-        report.signal = seen  # nothing cached among the candidates to tell the signal by
+        report.signal = answered  # nothing cached among the candidates to tell the signal by
     report.candidates = len(found)
     return signal, found
 
