@@ -11,8 +11,8 @@ through the cache's real read path (CacheService.get_or_load: single-flight leas
 serving, XFetch). Every read that runs the loader went to the database on the request path:
 that is a *miss* here (an absent key, or a stale one the reader refreshed). Both runs start
 with the first warm-up (tasks.warming.warm_critical) and the same seed; "on" runs
-tasks.refresh.refresh_once every ``interval`` seconds beside the readers, as the beat job
-does, with its lead at twice the interval.
+tasks.refresh.refresh_once every ``interval`` seconds in a process of its own (as the beat
+job runs on a worker, not in the readers' process), with its lead at twice the interval.
 
 Nothing shared is touched: a redis-server started for the run (maxmemory-policy ``--policy``:
 production's volatile-lfu by default, so the job reads OBJECT FREQ; ``noeviction`` makes it
@@ -21,13 +21,15 @@ read OBJECT IDLETIME) and a throwaway PostgreSQL database.
 JSON fields (scripts read them: add, never rename or drop): ``config``, ``on`` and ``off``
 (each: reads, misses, hot_keys, hot_reads, hot_misses, aggregate_reads, aggregate_misses,
 read_queries, refresh_queries, warmup_queries, queries, refreshed, misses_avoided, runs,
-signal), ``ratios`` (hot_misses_on_over_off, queries_on_over_off, misses_on_over_off).
+signal, elapsed, hot_miss_rate), ``ratios`` (hot_misses_on_over_off, queries_on_over_off,
+misses_on_over_off).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import shutil
 import sys
@@ -77,6 +79,7 @@ class Outcome:
     misses_avoided: int = 0
     runs: int = 0
     signal: str = ""
+    elapsed: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +99,8 @@ class Outcome:
             "misses_avoided": self.misses_avoided,
             "runs": self.runs,
             "signal": self.signal,
+            "elapsed": self.elapsed,
+            "hot_miss_rate": round(self.hot_misses / self.hot_reads, 5) if self.hot_reads else 0,
         }
 
 
@@ -152,48 +157,75 @@ def _aggregate_keys(cache: CacheService) -> list[tuple[str, Kind, tuple[Any, ...
     return found
 
 
+def refresh_process(
+    url: str,
+    port: int,
+    prefix: str,
+    ttl: int,
+    config: RefreshConfig,
+    stop: Any,
+    answers: Any,
+) -> None:
+    """The beat job's work, in a process of its own as on a worker: "ready" on ``answers``,
+    then refresh_once every ``config.interval_s`` until ``stop``; its totals on ``answers``."""
+    cache = build_cache(_settings(port, prefix, ttl))
+    engine = make_engine(url)
+    source = CountingSource(engine)
+    totals: dict[str, Any] = {
+        "runs": 0, "refreshed": 0, "misses_avoided": 0, "signal": "", "errors": []
+    }  # fmt: skip
+    answers.put("ready")
+    try:
+        while True:
+            try:
+                report = refresh_once(cache, source, cache.clients.writer, config)
+            except Exception as exc:  # reported; the next tick goes on, as on a worker
+                totals["errors"].append(f"{type(exc).__name__}: {exc}")
+                continue
+            totals["runs"] += 1
+            totals["refreshed"] += report.refreshed
+            totals["misses_avoided"] += report.misses_avoided
+            totals["signal"] = report.signal or totals["signal"]
+            if stop.wait(config.interval_s):
+                break
+    finally:
+        answers.put(totals | {"queries": source.queries})
+        cache.close()
+        engine.dispose()
+
+
 def run_once(
     args: argparse.Namespace, url: str, port: int, refresh: bool, ranked: list[int]
 ) -> Outcome:
     prefix = f"bench-refresh-{'on' if refresh else 'off'}:"
     settings = _settings(port, prefix, args.ttl)
     engine = make_engine(url)
-    cache, job_cache = build_cache(settings), build_cache(settings)
-    readers, warmer, refresher = (
-        CountingSource(engine),
-        CountingSource(engine),
-        CountingSource(engine),
-    )
+    cache = build_cache(settings)
+    readers, warmer = CountingSource(engine), CountingSource(engine)
     outcome = Outcome()
     hot_count = max(1, int(len(ranked) * HOT_FRACTION))
     outcome.hot_keys = hot_count + len(_aggregate_keys(cache))
     warm_critical(cache, warmer, hottest=hot_count)
     outcome.warmup_queries = warmer.queries
     aggregates = _aggregate_keys(cache)
-    stop = threading.Event()
     config = RefreshConfig(
         lead_s=2 * args.interval,
         hot_size=hot_count * HOT_SET_FACTOR,
         scan_budget=args.members,
         interval_s=args.interval,
     )
-
-    def refresh_loop() -> None:
-        client = job_cache.clients.writer
-        while not stop.wait(args.interval):
-            try:
-                report = refresh_once(job_cache, refresher, client, config)
-            except Exception as exc:  # reported, and the run goes on as a worker's would
-                outcome.errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            outcome.runs += 1
-            outcome.refreshed += report.refreshed
-            outcome.misses_avoided += report.misses_avoided
-            outcome.signal = report.signal or outcome.signal
-
-    thread = threading.Thread(target=refresh_loop, name="refresh-ahead", daemon=True)
+    spawn = multiprocessing.get_context("spawn")
+    stop, answers = spawn.Event(), spawn.Queue()
+    job = spawn.Process(
+        target=refresh_process,
+        args=(url, port, prefix, args.ttl, config, stop, answers),
+        name="refresh-ahead",
+        daemon=True,
+    )
     if refresh:
-        thread.start()
+        job.start()
+        if answers.get(timeout=60) != "ready":
+            raise RuntimeError("the refresh process did not start")
     rng = random.Random(args.seed)
     weights = [1.0 / rank for rank in range(1, len(ranked) + 1)]
     cum: list[float] = []
@@ -204,11 +236,11 @@ def run_once(
     hot_ids = set(ranked[:hot_count])
     started = time.monotonic()
     period = 1.0 / args.rate
-    n = 0
     try:
-        while (now := time.monotonic()) - started < args.seconds:
-            n += 1
-            wait = started + n * period - now
+        # The same reads in both runs (same seed, same count), paced at ``rate``; a run that
+        # falls behind takes longer rather than reading less.
+        for n in range(1, int(args.seconds * args.rate) + 1):
+            wait = started + n * period - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             loaded = [False]
@@ -240,15 +272,18 @@ def run_once(
             outcome.reads += 1
             outcome.misses += loaded[0]
     finally:
+        outcome.elapsed = round(time.monotonic() - started, 1)
         stop.set()
         if refresh:
-            thread.join(10)
+            job_outcome = answers.get(timeout=60)
+            job.join(10)
+            for name in ("runs", "refreshed", "misses_avoided", "signal", "errors"):
+                setattr(outcome, name, job_outcome[name])
+            outcome.refresh_queries = job_outcome["queries"]
         outcome.read_queries = readers.queries
-        outcome.refresh_queries = refresher.queries
         for key in ("hot", "cursor"):
             cache.clients.writer.delete(cache.keys.system("refresh", key))
         cache.close()
-        job_cache.close()
         engine.dispose()
     outcome.hot_reads += outcome.aggregate_reads
     outcome.hot_misses += outcome.aggregate_misses
@@ -326,6 +361,7 @@ def render(result: dict[str, Any]) -> str:
         ("db queries: total", "queries"),
         ("entries refreshed", "refreshed"),
         ("refresh runs", "runs"),
+        ("seconds taken", "elapsed"),
     ]
     lines = [
         f"refresh-ahead: {c['members']:,} members, TTL {c['ttl']} s (stale +50%), "
