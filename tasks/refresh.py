@@ -344,7 +344,7 @@ def _store(
     stored = counters.writes - writes
     report.refreshed += stored
     report.rejected += len(items) - stored
-    report.misses_avoided += len(items)
+    report.misses_avoided += stored  # a rejected write found a newer value: nothing expired
     report.keys += list(items)
 
 
