@@ -12,7 +12,8 @@ serving, XFetch). Every read that runs the loader went to the database on the re
 that is a *miss* here (an absent key, or a stale one the reader refreshed). Both runs start
 with the first warm-up (tasks.warming.warm_critical) and the same seed; "on" runs
 tasks.refresh.refresh_once every ``interval`` seconds in a process of its own (as the beat
-job runs on a worker, not in the readers' process), with its lead at twice the interval.
+job runs on a worker, not in the readers' process), its lead in the defaults' ratio to the
+interval (90 s ahead, every 30 s).
 
 Nothing shared is touched: a redis-server started for the run (maxmemory-policy ``--policy``:
 production's volatile-lfu by default, so the job reads OBJECT FREQ; ``noeviction`` makes it
@@ -39,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bench._pg import throwaway
 from cache import CacheService, DataType, build_cache
@@ -51,9 +52,14 @@ from db import make_engine
 from tasks.refresh import RefreshConfig, refresh_once
 from tasks.sources import SqlSource
 from tasks.warming import warm_critical
+from workers import routing
 
 HOT_FRACTION = 0.01
 AGGREGATE_SHARE = 0.05
+# The lead in job intervals, as the defaults have it (90 s ahead, every 30 s).
+LEAD_INTERVALS: Final = (
+    Settings.model_fields["cache_refresh_lead_s"].default / routing.REFRESH_SECONDS
+)
 # The job tracks this many times the hot 1% (cache_refresh_hot_size; production's default,
 # 1,000, is the hot 1% of 100,000 members and more).
 HOT_SET_FACTOR = 5
@@ -209,7 +215,7 @@ def run_once(
     outcome.warmup_queries = warmer.queries
     aggregates = _aggregate_keys(cache)
     config = RefreshConfig(
-        lead_s=2 * args.interval,
+        lead_s=LEAD_INTERVALS * args.interval,
         hot_size=hot_count * HOT_SET_FACTOR,
         scan_budget=args.members,
         interval_s=args.interval,
@@ -330,7 +336,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "stale_ratio": 0.5,
             "rate": args.rate,
             "interval": args.interval,
-            "lead": 2 * args.interval,
+            "lead": LEAD_INTERVALS * args.interval,
             "policy": args.policy,
             "hot_fraction": HOT_FRACTION,
             "hot_set_size": max(1, int(args.members * HOT_FRACTION)) * HOT_SET_FACTOR,
