@@ -2,14 +2,20 @@
 //
 //   every  5 s   GET /metrics (tiles, latency, breakers, write-behind) and the new rows of
 //                GET /metrics/history (the charts, the latency history per kind among them)
+//   every  5 s   GET /warmup/current (an automatic warm-up joins the tasks list)
 //   every 15 s   GET /health (the header and the tiles' colours)
 //   every 30 s   GET /reports
 //   at sign-in   GET /kinds (the data types, the kinds table, the choices of the actions)
 //
-// About 30 calls a minute, well under the default rate limit of a token (120 a minute),
+// About 42 calls a minute, well under the default rate limit of a token (120 a minute),
 // leaving room for a warm-up's progress (one call a second while it runs).
 
-import { allowActions, wireActions } from "./actions.js";
+import {
+  allowActions,
+  resetAutomaticWarmup,
+  watchAutomaticWarmup,
+  wireActions,
+} from "./actions.js";
 import { API, ApiError, call, poll, query, token } from "./api.js";
 import {
   renderBreakers,
@@ -198,12 +204,14 @@ async function start(who) {
   state.charts ??= charts();
   await learnKinds().catch(onError); // the charts' series need the data types
   every(5000, refreshLive);
+  every(5000, watchAutomaticWarmup);
   every(15000, refreshHealth);
   every(30000, refreshReports);
 }
 
 function signOut(message) {
   for (const stop of state.stops.splice(0)) stop();
+  resetAutomaticWarmup();
   token.clear();
   $("#board").hidden = true;
   $("#session").hidden = true;
