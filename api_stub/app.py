@@ -3,7 +3,10 @@
 The app's one lifespan opens the process's services (services.Services: one cache core under
 the async front of the requests and the sync front of threadpool code, the Redis clients, the
 database engine, the write-behind buffer and its recorder, the task client), sets
-``app.state.running`` (api_stub.runtime.Running) and closes them all when the app stops. The
+``app.state.running`` (api_stub.runtime.Running), starts the process's metrics publisher
+(workers/publisher.py, role ``api``, on the durable Redis role: the cache counters and the
+request latency per kind, which the minute snapshot merges with every other process's) and
+stops it, then closes them all, when the app stops. The
 activity routes, the management API and the dashboard only add routes and middleware and read
 ``app.state.running``; nobody else chains a lifespan. Redis down at start-up is logged, not
 fatal: the breaker serves from the database until it answers.
@@ -43,6 +46,7 @@ from cache.invalidation import replay_outbox
 from config import Settings
 from db.errors import Conflict, DatabaseUnavailable, InvalidData, NotFound, UnknownLookup
 from services import Services
+from workers.publisher import Extra, MetricsPublisher
 
 log = logging.getLogger("api_stub")
 
@@ -54,15 +58,19 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
         services = Services.open(settings, asyncio=True, tasks=True)
+        publisher = MetricsPublisher(
+            services.cache, "api", client=services.redis("durable"), extras=published
+        )
         try:
             # Resolving the database URL may probe the local PostgreSQL: not on the loop.
-            running = await run_in_threadpool(Running.over, services)
+            running = await run_in_threadpool(Running.over, services, publisher)
         except BaseException:
             await services.aclose()
             raise
         if not await running.cache.ping():
             log.warning("Redis is not answering: serving from the database until it does")
         running_app.state.running = running
+        publisher.start()
         replaying = asyncio.create_task(replay_outbox(running.cache), name="outbox-replay")
         try:
             yield
@@ -71,7 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await replaying
             running_app.state.running = None
-            await services.aclose()
+            try:
+                await run_in_threadpool(publisher.stop)  # publishes the final counters
+            finally:
+                await services.aclose()
 
     # No per-request OpenTelemetry probe: the platform publishes its own metrics
     # (cache.metrics), and the probe costs more than a cache hit's own work.
@@ -81,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.running = None
     app.state.settings = settings
+    published: dict[str, Extra] = {}  # sections published beside the cache counters
 
     def cache() -> AsyncCacheService | None:
         found = started(app)
@@ -95,7 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
     app.add_exception_handler(ImportRejected, _rejected)
     install_activity(app)  # member activity, written behind
-    install_management(app, settings)  # /api/v1/cache: operators only
+    management = install_management(app, settings)  # /api/v1/cache: operators only
+    published["latency"] = management.latency.document
     install_dashboard(app, settings)  # /dashboard: a page over the routes above
     return app
 

@@ -45,6 +45,8 @@ JSON: Final = b"application/json"
 HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
 _OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
 _TIER: Final = {"near": b"near", "redis": b"redis"}
+# The scope entry naming the kind a cached route serves (api_stub.management.latency reads it).
+KIND_SCOPE: Final = "membership.cache_kind"
 
 
 class _Uncacheable(Exception):
@@ -107,6 +109,7 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         rule, params = found
+        scope[KIND_SCOPE] = rule.kind.name
         headers = _request_headers(scope, rule)
         try:
             key = await self._key(cache, scope, rule, params, headers)

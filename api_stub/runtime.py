@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from cache import AsyncCacheService
 from db.engine import session_factory
 from services import Services
+from workers.publisher import MetricsPublisher
 
 T = TypeVar("T")
 
@@ -61,10 +62,11 @@ class Running:
     services: Services
     cache: AsyncCacheService  # services.async_cache
     db: Database  # sessions on services.engine, run in the threadpool
+    publisher: MetricsPublisher | None = None  # the process's counters, published (app.py)
 
     @classmethod
-    def over(cls, services: Services) -> Running:
-        return cls(services, services.async_cache, Database(services.engine))
+    def over(cls, services: Services, publisher: MetricsPublisher | None = None) -> Running:
+        return cls(services, services.async_cache, Database(services.engine), publisher)
 
 
 def started(app: FastAPI) -> Running | None:

@@ -57,6 +57,14 @@ class Keys:
         prefix = f"{self.prefix}member:"
         return [prefix + _part(member_id) for member_id in member_ids]
 
+    def member_id_of(self, key: str | bytes) -> int | None:
+        """The member id of a key :meth:`member` built, else None (the inverse, for jobs that
+        find keys by SCAN)."""
+        text = key.decode() if isinstance(key, bytes) else key
+        head = f"{self.prefix}member:"
+        tail = text[len(head) :] if text.startswith(head) else ""
+        return int(tail) if tail.isdigit() else None
+
     def analytics(self, name: str, *params: object) -> str:
         return self.entry(DataType.ANALYTICS, name, *params)
 

@@ -199,6 +199,7 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
             raise RuntimeError(f"not ready in time: {', '.join(late)}")
         if not stopping.is_set():
             _print_urls(settings, started, user, password, generated)
+            _autowarm(services, settings)
         while not stopping.wait(0.5):
             if supervisor.dead():
                 dead = supervisor.dead()[0]
@@ -215,6 +216,20 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
     console.print("stopped")
     if code:
         raise typer.Exit(code)
+
+
+def _autowarm(services: Services, settings: Settings) -> None:
+    """The last step of ``up``: the automatic warm-up (tasks/autowarm.py), sent, not awaited;
+    its progress shows in Flower and on the dashboard. A broker that refuses it is reported,
+    the stack keeps running (the worker's start-up check and beat's watch warm too)."""
+    if not settings.cache_autowarm:
+        return
+    try:
+        task_id = services.tasks.enqueue_auto_warm("cachectl-up")
+    except Exception as exc:
+        err.print(f"[yellow]automatic warm-up not sent[/yellow]: {exc}")
+        return
+    console.print(f"automatic warm-up sent: {task_id}")
 
 
 def _print_urls(
@@ -236,17 +251,32 @@ def _print_urls(
 
 @app.command()
 def warmup(
-    kind: Annotated[str, typer.Argument(help=f"one of {', '.join(WARMUPS_BY_NAME)}")] = "critical",
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help=f"one of {', '.join(WARMUPS_BY_NAME)}, or auto (critical, one at a time)"
+        ),
+    ] = "critical",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the end.")] = 3600.0,
+    reason: Annotated[str, typer.Option(help="Why (auto only): deploy, manual ...")] = "manual",
 ) -> None:
     """Enqueue a warm-up and show its progress until it is done."""
     from cachectl.progress import follow
 
-    if kind not in WARMUPS_BY_NAME:
-        err.print(f"[red]unknown warm-up {kind!r}[/red]: one of {', '.join(WARMUPS_BY_NAME)}")
+    if kind not in (*WARMUPS_BY_NAME, "auto"):
+        choices = ", ".join((*WARMUPS_BY_NAME, "auto"))
+        err.print(f"[red]unknown warm-up {kind!r}[/red]: one of {choices}")
         raise typer.Exit(2)
     with Services.open(_settings(), tasks=True) as services:
-        task_id = services.tasks.enqueue_warmup(kind)
+        try:
+            task_id = (
+                services.tasks.enqueue_auto_warm(reason)
+                if kind == "auto"
+                else services.tasks.enqueue_warmup(kind)
+            )
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
         console.print(f"warm-up {kind} enqueued: {task_id}")
         final = follow(services.tasks, task_id, timeout=timeout, console=console)
     if final is None:
@@ -256,6 +286,10 @@ def warmup(
         err.print(f"[red]warm-up {final.state}[/red]: {final.error}")
         raise typer.Exit(1)
     result = final.result if isinstance(final.result, dict) else {}
+    if result.get("skipped") == "running":
+        by = result.get("by") or {}
+        console.print(f"skipped: warm-up {by.get('task_id')} ({by.get('reason')}) is running")
+        return
     console.print(
         f"[green]done[/green]: {result.get('written', 0):,} keys written, "
         f"{result.get('present', 0):,} already cached, in {result.get('seconds', 0)} s"

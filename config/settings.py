@@ -88,6 +88,27 @@ class Settings(BaseSettings):
     # ~10,000 member records, the hot set of a Zipf-read table, in a fraction of a worker's RSS.
     cache_near_max_bytes: PositiveInt = 64 * 1024 * 1024
 
+    # --- Automatic warm-up and refresh-ahead (tasks/autowarm.py, tasks/refresh.py) ----------
+    # On by default: a cold cache after a worker start, a `clear`, a Redis restart or a
+    # failover sends the first readers to the database all at once; the critical warm-up
+    # (seconds) avoids that with no command typed.
+    cache_autowarm: bool = True
+    # The warm-up lease (one warm-up at a time across workers) lapses after this long
+    # without renewal; renewed every batch, so it only matters when a worker dies mid-run.
+    cache_autowarm_lease_s: PositiveInt = 60
+    # Members warmed by the automatic warm-up: the hottest by recent activity.
+    cache_autowarm_hottest: NonNegativeInt = 1_000
+    # Refresh-ahead: entries of the hot set are re-read this long before their soft expiry;
+    # at least twice the job's beat interval (workers.routing.REFRESH_SECONDS) so one missed
+    # tick still refreshes in time.
+    cache_refresh_ahead: bool = True
+    cache_refresh_lead_s: PositiveFloat = 90.0
+    # How many hot candidates the job tracks (and reads PTTL of) per run: the hot 1% of a
+    # 100k-member cache; each costs a few bytes of a pipeline, none a query.
+    cache_refresh_hot_size: PositiveInt = 1_000
+    # Cache keys examined per run to find new hot members (an incremental SCAN).
+    cache_refresh_scan_budget: PositiveInt = 2_000
+
     # --- Database and broker --------------------------------------------------------------------
     # Empty means: the local PostgreSQL when it answers, else a SQLite file (embedded default).
     database_url: str = ""

@@ -2,7 +2,8 @@
 # Deploy the production-shaped stack (docker-compose.yml): Redis master + replica, three
 # Sentinels, redis-commander, PostgreSQL, API, worker(s), beat, Flower.
 #
-#   scripts/deploy-redis-production.sh                    secrets, render, up -d, wait for health
+#   scripts/deploy-redis-production.sh                    secrets, render, up -d, wait for health,
+#                                                         then the automatic warm-up
 #   scripts/deploy-redis-production.sh --render-only DIR  secrets into DIR/.env.production and the
 #                                                         rendered configs into DIR; no Docker
 #
@@ -156,7 +157,7 @@ while :; do
     if [ -z "$pending" ]; then
         echo "stack healthy"
         "${compose[@]}" ps
-        exit 0
+        break
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
         echo "not healthy after ${timeout}s: ${pending//$'\n'/ }" >&2
@@ -165,3 +166,14 @@ while :; do
     fi
     sleep 3
 done
+
+# Last step: the automatic warm-up (tasks/autowarm.py), run by a worker and followed here
+# until done, so the first requests after a deploy are hits. The workers already warm a cold
+# cache on start; this one runs whatever the cache holds (a deploy may change what is cached)
+# and is skipped when another warm-up holds the lease. A warm-up that fails leaves a working,
+# colder stack: reported, not fatal.
+if "${compose[@]}" exec -T worker cachectl warmup auto --reason deploy --timeout "$timeout"; then
+    echo "cache warmed"
+else
+    echo "warning: the automatic warm-up did not finish; the cache fills on first reads" >&2
+fi

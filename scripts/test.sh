@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
 # Run every check: ruff, mypy, then the whole pytest suite (in parallel) against the real
 # Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432. Fails when anything fails.
+# Installs what the suite starts or drives itself when it is missing: Debian's redis-server
+# (replicas, Sentinels, Clusters), openssl (TLS certificates), docker-compose (`config` only),
+# chromium and chromium-driver (the dashboard's browser test), prometheus (promtool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing: ${need[*]}: install them (apt-get install ${need[*]}) or run as root" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
 
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -11,14 +11,23 @@ Counters are cumulative per process run, so two things are computed here, as pur
   inside the window; a run that ended inside the window keeps what it counted until its last
   publication. The same is done for Redis's own counters per server run (run_id), so a restart
   never yields a negative rate.
+- :func:`latency_interval`: the request latency histograms the API processes publish
+  (api_stub/management/latency.py: cumulative bucket counts per kind, cached vs uncached, per
+  recorder run), turned into what was served between the previous snapshot and this one,
+  merged over the processes, with p50/p95/p99 per kind and outcome. A run counts from its
+  counts in the previous snapshot, or from zero when it started after it; a run that was
+  already going but missing from the previous snapshot has no baseline and waits for the next
+  interval (counting it from zero would mix its whole past into one interval).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from cache.metrics import COUNTER_NAMES, rates
+from cache.metrics import COUNTER_NAMES, Histogram, rates
 
 COUNTERS: Final = COUNTER_NAMES  # cache.metrics: the one list of them
 # Redis INFO counters that only grow during a server run.
@@ -30,6 +39,8 @@ REDIS_COUNTERS: Final = (
     "total_commands_processed",
     "rejected_connections",
 )
+
+QUANTILES: Final = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 Flat = dict[str, float]
 Rated = dict[str, float | None]
@@ -52,6 +63,7 @@ def compact(document: Mapping[str, Any]) -> dict[str, Any]:
         "breaker_skips": int(snapshot.get("breaker_skips", 0)),
         "outbox_pending": int(snapshot.get("outbox_pending", 0)),
         "lifetimes": document.get("lifetimes") or {},
+        "latency": document.get("latency") or {},
     }
 
 
@@ -184,3 +196,98 @@ class Window:
 
     def redis_increase(self) -> dict[str, float]:
         return self.redis.increase()
+
+
+# --- request latency per kind ----------------------------------------------------------------
+def histogram_of(bounds: tuple[float, ...], counts: list[int], total: float) -> Histogram:
+    """A histogram holding ``counts`` (one per bucket, the last +Inf): its quantiles are those
+    of cache.metrics.Histogram, the one definition of them."""
+    histogram = Histogram(bounds)
+    histogram.counts = list(counts)
+    histogram.count = sum(counts)
+    histogram.total = total
+    return histogram
+
+
+def _run_counts(latency: Mapping[str, Any]) -> dict[tuple[str, str], tuple[list[int], float]]:
+    return {
+        (kind, outcome): ([int(c) for c in row.get("counts", [])], float(row.get("sum", 0.0)))
+        for kind, outcomes in (latency.get("kinds") or {}).items()
+        for outcome, row in outcomes.items()
+    }
+
+
+def latency_interval(
+    previous: Mapping[str, Any] | None, processes: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Request latency served between ``previous`` (the last stored snapshot's payload, None
+    when there is none: every run counts since it started) and now, by kind and outcome.
+
+    ``processes`` are this snapshot's compacted processes (their ``latency`` as published).
+    The answer: ``{"since", "bounds", "processes", "kinds": {kind: {outcome: {"count", "sum",
+    "buckets", "p50", "p95", "p99"}}}}``, an outcome only when it had requests (stored as
+    JSONB: readers must not rely on the order of the kinds); a quantile in the +Inf bucket is
+    None (above the largest bound).
+    """
+    since = (previous or {}).get("taken_at")
+    since_s = _epoch(since)
+    before = (previous or {}).get("processes") or {}
+    bounds: tuple[float, ...] | None = None
+    merged: dict[tuple[str, str], tuple[list[int], float]] = {}
+    counted = 0
+    for name, process in processes.items():
+        latency = process.get("latency") or {}
+        started = latency.get("started_at")
+        if not latency.get("kinds") or started is None:
+            continue
+        own = tuple(float(b) for b in latency.get("bounds", ()))
+        if bounds is None:
+            bounds = own
+        elif own != bounds:
+            continue  # another release's buckets: not addable to these
+        old = (before.get(name) or {}).get("latency") or {}
+        if old.get("started_at") == started and tuple(old.get("bounds", ())) == bounds:
+            base = _run_counts(old)
+        elif previous is None or (since_s is not None and float(started) >= since_s):
+            base = {}  # started after the previous snapshot (or there is none): from zero
+        else:
+            continue  # running before the previous snapshot but not in it: no baseline
+        counted += 1
+        for key, (counts, total) in _run_counts(latency).items():
+            base_counts, base_total = base.get(key, ([], 0.0))
+            into, into_total = merged.setdefault(key, ([0] * (len(bounds) + 1), 0.0))
+            for index, count in enumerate(counts[: len(into)]):
+                old_count = base_counts[index] if index < len(base_counts) else 0
+                # A bucket never shrinks within a run; max() guards against skewed data.
+                into[index] += max(0, count - old_count)
+            merged[key] = (into, into_total + max(0.0, total - base_total))
+    kinds: dict[str, dict[str, Any]] = {}
+    for (kind, outcome), (counts, total) in sorted(merged.items()):
+        if not any(counts) or bounds is None:
+            continue
+        histogram = histogram_of(bounds, counts, total)
+        kinds.setdefault(kind, {})[outcome] = {
+            "count": histogram.count,
+            "sum": round(total, 6),
+            "buckets": counts,
+            **{name: _finite(histogram.quantile(q)) for name, q in QUANTILES.items()},
+        }
+    return {
+        "since": since,
+        "bounds": list(bounds or ()),
+        "processes": counted,
+        "kinds": kinds,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _epoch(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None

@@ -7,6 +7,10 @@ A snapshot is one row of ``metrics_snapshots`` (db/reports.py)::
     total      their sum, per data type and overall, with hit and error rates
     redis      INFO fields: memory, hit/miss counts, evictions, replication, persistence
     keyspace   the key distribution by pattern (tasks/keyspace.py: sampled SCAN + MEMORY USAGE)
+    latency    request latency per kind, cached vs uncached (p50/p95/p99 and the buckets), of
+               what the API processes served since the previous snapshot
+               (tasks/counters.latency_interval: each process keeps its cumulative buckets
+               under ``processes``, the next snapshot's baseline)
 
 It is taken at most once per minute (the period guard, its cadence and job name on its
 TaskSpec in workers/routing.py), so two beats do not double it, and
@@ -26,6 +30,7 @@ from cache.errors import CacheUnavailable
 from cache.replication import replica_entries
 from db.errors import DatabaseUnavailable
 from tasks import counters, keyspace
+from tasks.records import Records
 from tasks.runtime import runtime_of
 from workers import routing
 from workers.publisher import MetricsPublisher, read_published
@@ -98,21 +103,56 @@ def redis_info(cache: CacheService) -> dict[str, Any]:
 
 
 def take_snapshot(
-    cache: CacheService, publisher: MetricsPublisher | None = None, *, sample: int = keyspace.SAMPLE
+    cache: CacheService,
+    publisher: MetricsPublisher | None = None,
+    *,
+    previous: dict[str, Any] | None = None,
+    sample: int = keyspace.SAMPLE,
 ) -> dict[str, Any]:
     """The snapshot payload. ``publisher`` (this process's) publishes first, so the counters
-    of the process taking the snapshot are as fresh as the snapshot itself."""
+    of the process taking the snapshot are as fresh as the snapshot itself, and the documents
+    are read where it publishes them (the durable role). ``previous`` is the payload of the
+    last stored snapshot, the baseline of the latency interval."""
+    client = None
     if publisher is not None:
         publisher.publish()
+        client = publisher.client
     processes = {
-        name: counters.compact(document) for name, document in read_published(cache).items()
+        name: counters.compact(document) for name, document in read_published(cache, client).items()
     }
     return {
         "taken_at": dt.datetime.now(dt.UTC).isoformat(),
         "processes": processes,
         "total": counters.merge(processes),
+        "latency": counters.latency_interval(previous, processes),
         "redis": redis_info(cache),
         "keyspace": keyspace.distribution(cache, sample=sample),
+    }
+
+
+def store_snapshot(
+    records: Records,
+    cache: CacheService,
+    publisher: MetricsPublisher | None = None,
+    *,
+    sample: int = keyspace.SAMPLE,
+) -> dict[str, Any]:
+    """Take a snapshot over the last stored one, store it, prune old ones: the task's body."""
+    latest = records.latest_snapshot()
+    payload = take_snapshot(
+        cache, publisher, previous=latest["payload"] if latest else None, sample=sample
+    )
+    taken_at = dt.datetime.fromisoformat(payload["taken_at"])
+    # Prune first: if storing fails the retry finds nothing pruned twice, nothing stored.
+    pruned = records.prune_snapshots(taken_at - RETENTION)
+    row = records.add_snapshot(taken_at, payload)
+    total = payload["total"]["total"]
+    return {
+        "id": row,
+        "processes": payload["total"]["processes"],
+        "hit_rate": total["hit_rate"],
+        "used_memory": payload["redis"].get("used_memory"),
+        "pruned": pruned,
     }
 
 
@@ -126,19 +166,7 @@ def snapshot(self: Task[Any, Any], period: str | None = None) -> dict[str, Any]:
     runtime = runtime_of(self)
 
     def body() -> dict[str, Any]:
-        payload = take_snapshot(runtime.cache, runtime.publisher)
-        taken_at = dt.datetime.fromisoformat(payload["taken_at"])
-        # Prune first: if storing fails the retry finds nothing pruned twice, nothing stored.
-        pruned = runtime.records.prune_snapshots(taken_at - RETENTION)
-        row = runtime.records.add_snapshot(taken_at, payload)
-        total = payload["total"]["total"]
-        return {
-            "id": row,
-            "processes": payload["total"]["processes"],
-            "hit_rate": total["hit_rate"],
-            "used_memory": payload["redis"].get("used_memory"),
-            "pruned": pruned,
-        }
+        return store_snapshot(runtime.records, runtime.cache, runtime.publisher)
 
     token = self.request.id or "direct"
     return runtime.guard.run_once(

@@ -7,14 +7,37 @@ only enqueues uses workers/client.py and never imports this module.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from config import load_settings
+from workers import routing
 from workers.factory import create_app
 
+log = logging.getLogger("workers.app")
+
 app = create_app(load_settings())
+
+
+@worker_ready.connect
+def _warm_if_cold(**_: Any) -> None:
+    # A worker that starts against a cold cache warms it: the check runs in the task (on a
+    # pool process, with the runtime), so start-up is not delayed; the task's lease keeps
+    # several workers starting together to one warm-up. Sent by name: workers/ never
+    # imports tasks/.
+    if not app.settings.cache_autowarm:
+        return
+    try:
+        app.send_task(
+            routing.AUTO_WARM.name,
+            args=["worker-start"],
+            kwargs={"only_if_cold": True},
+            queue=routing.AUTO_WARM.queue,
+        )
+    except Exception as exc:  # a broker hiccup must not stop the worker; beat looks again
+        log.warning("automatic warm-up not sent at start-up: %s", exc)
 
 
 @worker_process_shutdown.connect

@@ -95,6 +95,21 @@ class TaskClient:
             return self.send(routing.WARMUP_MEMBERS, wanted)
         return self.send(routing.WARMUP_DATA_TYPE, kind)
 
+    def enqueue_auto_warm(self, reason: str, *, only_if_cold: bool = False) -> str:
+        """The automatic warm-up (tasks/autowarm.py): the critical warm-up under the
+        cluster-wide lease; ``reason`` says why (the result and the dashboard show it)."""
+        if reason not in routing.AUTO_WARM_REASONS:
+            raise ValueError(
+                f"unknown warm-up reason {reason!r}; expected one of {routing.AUTO_WARM_REASONS}"
+            )
+        result = self.app.send_task(
+            routing.AUTO_WARM.name,
+            args=[reason],
+            kwargs={"only_if_cold": only_if_cold},
+            queue=routing.AUTO_WARM.queue,
+        )
+        return str(result.id)
+
     def enqueue_member_change(self, action: str, member_id: int) -> str:
         """After a member's create, update or delete has committed."""
         if action not in routing.MEMBER_ACTIONS:

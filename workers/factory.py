@@ -18,6 +18,8 @@ APP_NAME: Final = "membership_cache"
 # by name and load none of them.
 TASK_MODULES: Final = (
     "tasks.warmup",
+    "tasks.autowarm",
+    "tasks.refresh",
     "tasks.invalidation",
     "tasks.metrics",
     "tasks.maintenance",

@@ -2,7 +2,9 @@
 
 Counters live in process (cache.metrics, no round trip to record). Every ``interval`` seconds a
 daemon thread publishes ``CacheService.core.snapshot()`` plus any extra sections (the
-invalidation lifetimes of tasks/lifetimes.py, a runtime part) in one pipelined step::
+invalidation lifetimes of tasks/lifetimes.py, a runtime part; the API's request latency per
+kind, api_stub/management/latency.py) in one pipelined step. Workers publish as role
+``worker`` (workers/runtime.py), each API process as ``api`` (api_stub/app.py's lifespan)::
 
     SET  <prefix>sys:metrics:<process>  {"process", "role", "published_at", "snapshot", ...}  EX ttl
     ZADD <prefix>sys:processes  <now> <process>        the index the reader walks (never KEYS)

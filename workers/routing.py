@@ -32,6 +32,8 @@ hour; each tick ``expires`` well inside its period, see workers/beat.py)::
 
     metrics-snapshot     every minute
     writebehind-flush    every DRAIN_SECONDS (no period guard: a steady drain)
+    redis-watch          every WATCH_SECONDS: a new Redis run id or master sends auto_warm
+    refresh-ahead        every REFRESH_SECONDS: hot entries re-read before they expire
     daily-report         00:05 every day        hit rate, error rate, alert state
     daily-backup         00:20 every day        BGSAVE, LASTSAVE moved, copy, retention
     weekly-ttl-review    01:05 Monday           TTL recommendations per data type
@@ -60,12 +62,30 @@ DEFAULT_QUEUE: Final = Q_MAINTENANCE
 # The client refuses before sending what the task would refuse after receiving.
 MEMBER_ACTIONS: Final = ("create", "update", "delete")  # on_member_change(action, member_id)
 BULK_KINDS: Final = ("import", "update", "delete")  # on_bulk_operation(kind, affected_count)
+# Why an automatic warm-up was sent (auto_warm(reason)); its result and the dashboard show it.
+AUTO_WARM_REASONS: Final = (
+    "worker-start",
+    "clear",
+    "redis-restart",
+    "redis-failover",
+    "redis-unknown",
+    "cachectl-up",
+    "deploy",
+    "manual",
+)
 # Member ids in one message or one management request: a message is not a bulk channel
 # (warmup_all covers every member); 10,000 ids are about 70 KB of JSON.
 MAX_IDS: Final = 10_000
 # One write-behind flush run drains for this long, and beat sends one this often: one run
 # follows another and the lag stays near the linger time.
 DRAIN_SECONDS: Final = 10.0
+
+# How often beat has the Redis identity (run id, master address) compared with the last seen
+# one: a restart or failover is followed by a warm-up within this long (plus its run).
+WATCH_SECONDS: Final = 10.0
+# How often the refresh-ahead job runs; its lead (Settings.cache_refresh_lead_s) is at
+# least twice this, so a missed tick still refreshes before the soft expiry.
+REFRESH_SECONDS: Final = 30.0
 
 # Retries of tasks that hit a connection error: 1 s, 2 s, 4 s ... capped at RETRY_BACKOFF_MAX,
 # each with full jitter so a Redis restart is not followed by a synchronized stampede.
@@ -157,6 +177,28 @@ WARMUP_ALL: Final = TaskSpec("tasks.warmup.warmup_all", Q_WARMUP, 1800, 1860)
 WARMUP_MEMBERS: Final = TaskSpec("tasks.warmup.warmup_members", Q_WARMUP, 300, 330)
 WARMUP_DATA_TYPE: Final = TaskSpec("tasks.warmup.warmup_data_type", Q_WARMUP, 600, 630)
 
+# The automatic warm-up (tasks/autowarm.py): the critical warm-up under a cluster-wide lease,
+# sent by the worker_ready signal, the management `clear`, redis-watch, cachectl up, deploy.
+AUTO_WARM: Final = TaskSpec("tasks.autowarm.auto_warm", Q_WARMUP, 300, 330)
+# Quick (INFO server, one GET/SET); on the metrics queue, which never holds long tasks, so a
+# restart is noticed even while the warm-up queue is busy.
+WATCH_REDIS: Final = TaskSpec(
+    "tasks.autowarm.watch_redis",
+    Q_METRICS,
+    10,
+    20,
+    beat=Beat("redis-watch", WATCH_SECONDS, WATCH_SECONDS - 1),
+)
+# Refresh-ahead of the hot set (tasks/refresh.py): bounded work (hot_size keys), well inside
+# its interval.
+REFRESH_AHEAD: Final = TaskSpec(
+    "tasks.refresh.refresh_ahead",
+    Q_WARMUP,
+    25,
+    int(REFRESH_SECONDS) - 1,
+    beat=Beat("refresh-ahead", REFRESH_SECONDS, REFRESH_SECONDS - 1),
+)
+
 ON_MEMBER_CHANGE: Final = TaskSpec("tasks.invalidation.on_member_change", Q_INVALIDATE, 20, 30)
 ON_BULK_OPERATION: Final = TaskSpec("tasks.invalidation.on_bulk_operation", Q_INVALIDATE, 20, 30)
 
@@ -204,6 +246,9 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     WARMUP_ALL,
     WARMUP_MEMBERS,
     WARMUP_DATA_TYPE,
+    AUTO_WARM,
+    WATCH_REDIS,
+    REFRESH_AHEAD,
     ON_MEMBER_CHANGE,
     ON_BULK_OPERATION,
     METRICS_SNAPSHOT,

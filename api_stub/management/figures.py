@@ -2,11 +2,15 @@
 
 this_process  the serving API process's cache counters (cache.metrics), per data type
               and overall, with hit and error rates; breaker and outbox
-processes     every process that publishes its counters (workers/publisher.py): role,
-              age of the publication, per-type counters
+processes     every other process that publishes its counters (workers/publisher.py):
+              role, age of the publication, per-type counters. This API process publishes
+              too (api_stub/app.py), under ``this_process.process``: it is counted live,
+              never a second time from its publication
 overall       the sum of the two, per data type and overall, with hit and error rates
-latency       request latency of cached routes, cached vs uncached (p50/p95/p99), and
-              the loaders' time per data type (the uncached work itself)
+latency       request latency of this process's cached routes, cached vs uncached
+              (p50/p95/p99), all kinds together (``requests``) and per kind (``by_kind``), and
+              the loaders' time per data type (the uncached work itself); over time and
+              across processes: GET /metrics/history
 redis         INFO of the master: memory vs maxmemory, keyspace hits/misses, evictions,
               its replicas with their lag
 writebehind   backlog, lag, dead letters
@@ -147,6 +151,7 @@ async def figures(m: ManagementRuntime) -> dict[str, Any]:
         "overall": _with_rates(overall),
         "latency": {
             "requests": m.latency.snapshot(),
+            "by_kind": m.latency.by_kind_snapshot(),
             "loads_by_type": {
                 name: {q: values["load_seconds"][q] for q in ("count", "p50", "p95", "p99")}
                 for name, values in live["by_type"].items()

@@ -4,8 +4,10 @@
     GET    /metrics                live counters and the latest snapshot
     GET    /metrics/history        stored snapshots of a time range
     GET    /prometheus             the same figures as Prometheus text
-    DELETE /clear?pattern=&dry_run=  SCAN + UNLINK under the prefix (admin)
+    DELETE /clear?pattern=&dry_run=  SCAN + UNLINK under the prefix (admin); a clear that
+                                   removed entries sends the automatic warm-up
     POST   /warmup                 enqueue a warm-up: 202 and its task id (operator)
+    GET    /warmup/current         the automatic warm-up running now (and the last one)
     GET    /warmup/{task_id}       state and progress of a task
     POST   /invalidation/trigger   member ids, tags, a data type or a bulk event: 202 (operator)
     GET    /reports                the maintenance reports
@@ -27,6 +29,7 @@ from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from kombu.exceptions import OperationalError as BrokerUnavailable
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -49,11 +52,15 @@ from cache import DataType, invalidation
 from cache.errors import CacheError, CacheUnavailable
 from cache.kinds import KINDS, WARMUPS
 from db import reports
+from workers import warmstate
 
 PREFIX: Final = "/api/v1/cache"
 TASK_ID: Final = r"^[A-Za-z0-9\-]{1,64}$"
 LABEL: Final = r"^[A-Za-z0-9_.\-]{1,64}$"
 BROKER_TIMEOUT_S: Final = 5.0
+# The warm-up sent after a clear is one LPUSH; a broker slower than this is reported in the
+# clear's answer, and the clear (already done) is not held up for it.
+AUTOWARM_SEND_TIMEOUT_S: Final = 1.0
 MAX_HISTORY: Final = dt.timedelta(days=31)  # a month of minute snapshots: ~45k rows read
 
 router = APIRouter(prefix=PREFIX, tags=["cache management"])
@@ -64,10 +71,10 @@ def _acting(role: Role, action: str) -> Any:
     return Depends(require(role, action))
 
 
-async def _broker(call: Callable[[], T]) -> T:
+async def _broker(call: Callable[[], T], timeout: float = BROKER_TIMEOUT_S) -> T:
     """Run a producer call (enqueue, progress, ping) in the threadpool, bounded in time."""
     try:
-        return await asyncio.wait_for(run_in_threadpool(call), BROKER_TIMEOUT_S)
+        return await asyncio.wait_for(run_in_threadpool(call), timeout)
     except (BrokerUnavailable, OSError, TimeoutError) as exc:
         raise HTTPException(503, f"the task broker is unavailable: {type(exc).__name__}") from exc
 
@@ -117,6 +124,9 @@ async def get_metrics_history(
                         "total": payload.get("total"),
                         "redis": payload.get("redis"),
                         "keyspace": payload.get("keyspace"),
+                        # p50/p95/p99 per kind, cached vs uncached, of the interval
+                        # since the previous snapshot (tasks/counters.latency_interval)
+                        "latency": payload.get("latency"),
                     }
                 )
         return rows, seen
@@ -150,6 +160,23 @@ async def get_reports(
         raise HTTPException(400, f"unknown job; expected one of {', '.join(reports.JOBS)}")
     found = await m.db.read(lambda s: reports.list_reports(s, job, limit=limit))
     return json_response({"reports": found})
+
+
+@router.get("/warmup/current", summary="The automatic warm-up running now, and the last one")
+async def get_warmup_current(_who: Viewer, m: Management) -> Response:
+    """What the dashboard polls to show an automatic warm-up nobody typed: the lease's holder
+    (task id, reason, worker, start) and the last finished run (workers/warmstate.py)."""
+    keys = m.cache.keys
+    try:
+        raw_running, raw_last = await m.services.async_redis("durable").mget(
+            [warmstate.lease_key(keys), warmstate.last_key(keys)]
+        )
+    except RedisError as exc:
+        raise HTTPException(503, f"warm-up state unavailable: {type(exc).__name__}") from exc
+    running = warmstate.decoded(raw_running)
+    if running is not None and running.get("task_id"):
+        running["status_url"] = f"{PREFIX}/warmup/{running['task_id']}"
+    return json_response({"running": running, "last": warmstate.decoded(raw_last)})
 
 
 @router.get("/warmup/{task_id}", summary="State and progress of a warm-up")
@@ -240,8 +267,23 @@ async def delete_clear(
         except CacheUnavailable as exc:
             partial = exc.args[1].as_dict() if len(exc.args) > 1 else None
             raise HTTPException(503, {"error": str(exc.args[0]), "partial": partial}) from exc
-        outcome.result = cleared.as_dict()
-    return json_response(cleared.as_dict())
+        answer = cleared.as_dict()
+        if cleared.deleted and not dry_run and m.settings.cache_autowarm:
+            answer["warmup"] = await _autowarm(m, "clear")
+        outcome.result = answer
+    return json_response(answer)
+
+
+async def _autowarm(m: ManagementRuntime, reason: str) -> dict[str, Any]:
+    """Send the automatic warm-up; its task id, or why it was not sent (never raised: what
+    triggered it is done, and beat's checks are the fallback)."""
+    try:
+        task_id = await _broker(
+            lambda: m.tasks.enqueue_auto_warm(reason), timeout=AUTOWARM_SEND_TIMEOUT_S
+        )
+    except HTTPException as exc:
+        return {"task_id": None, "error": str(exc.detail)}
+    return {"task_id": task_id, "status_url": f"{PREFIX}/warmup/{task_id}"}
 
 
 @router.post("/warmup", status_code=202, summary="Enqueue a warm-up")

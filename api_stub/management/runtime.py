@@ -71,6 +71,8 @@ class ManagementRuntime:
             limiter=limiter,
             auditor=Auditor(running.db),
             latency=latency,
+            # The name this process publishes under: counted live, never again as "another".
+            process=running.publisher.process if running.publisher else process_id("api"),
         )
 
     @property

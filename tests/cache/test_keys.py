@@ -55,3 +55,11 @@ def test_patterns_are_confined_to_the_prefix() -> None:
     for bad in ["", "[a-z]*", "a\\*", "x" * 201, "{member}*"]:
         with pytest.raises(InvalidKey):
             keys.pattern(bad)
+
+
+def test_a_member_key_gives_back_its_id_and_nothing_else_does() -> None:
+    keys = Keys("membership:")
+    assert keys.member_id_of(keys.member(42)) == 42
+    assert keys.member_id_of(keys.member(42).encode()) == 42  # as SCAN answers
+    for other in (keys.lookup("tiers"), "other:member:42", keys.member("x1"), "membership:member:"):
+        assert keys.member_id_of(other) is None

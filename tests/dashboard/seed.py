@@ -3,7 +3,10 @@ must show computed here from the same numbers.
 
 Snapshots are one a minute for the last ``MINUTES`` minutes, shaped like the snapshot job's
 (tasks/metrics.py): cumulative counters per data type summed by tasks.counters.merge, Redis
-INFO figures, the key distribution.
+INFO figures, the key distribution, and the request latency per kind of an API process: its
+requests recorded by the API's own LatencyRecorder, published as the API publishes them and
+turned into each interval's quantiles by tasks.counters.latency_interval, the snapshot job's
+function.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from api_stub.management.latency import LATENCY_BUCKETS, LatencyRecorder
 from db import make_engine, reports
 from tasks import counters
 
@@ -52,6 +56,20 @@ REPORTS: Final = (  # job, period, status, alert
 )
 
 
+# Request latency of the API, seconds per request: kind -> outcome -> (even minute, odd minute).
+LATENCY: Final = {
+    "lookup": {"cached": (0.0003, 0.0002), "uncached": (0.02, 0.04)},
+    "growth": {"cached": (0.0008, 0.0007), "uncached": (0.07, 0.2)},
+}
+LATENCY_REQUESTS: Final = 40  # per kind and outcome, per minute
+
+
+def bucket_of(seconds: float) -> float:
+    """The upper bound of the latency bucket holding ``seconds``: what every quantile of a
+    minute of identical requests is."""
+    return next(bound for bound in LATENCY_BUCKETS if seconds <= bound)
+
+
 @dataclass
 class Seeded:
     """What was stored, and what the page must derive from it."""
@@ -60,6 +78,7 @@ class Seeded:
     last_hit_rate: dict[str, float] = field(default_factory=dict)  # over the last interval
     last_error_rate: float = 0.0
     last_used_memory: int = 0
+    last_latency: dict[str, float] = field(default_factory=dict)  # "<kind> <outcome>": p95
 
 
 def _served(row: dict[str, int]) -> int:
@@ -69,7 +88,14 @@ def _served(row: dict[str, int]) -> int:
 def build(now: dt.datetime) -> Seeded:
     seeded = Seeded()
     running = {name: dict.fromkeys(counters.COUNTERS, 0) for name in TRAFFIC}
+    recorder = LatencyRecorder()
+    recorder.started_at = (now - dt.timedelta(minutes=MINUTES)).timestamp()
+    previous: dict[str, Any] | None = None  # the last snapshot: the latency's baseline
     for minute in range(MINUTES):
+        for kind, outcomes in LATENCY.items():
+            for outcome, values in outcomes.items():
+                for _ in range(LATENCY_REQUESTS):
+                    recorder.observe(kind, outcome, values[minute % 2])
         for name, lookups in TRAFFIC.items():
             rate = HIT_RATE[name] + SWING[name] * math.sin(minute / 4)
             hits = round(lookups * rate)
@@ -80,30 +106,35 @@ def build(now: dt.datetime) -> Seeded:
             row["writes"] += lookups - hits
             row["errors"] += 9 if name == "member" and minute % 7 == 3 else 1
         by_type = {name: dict(row) for name, row in running.items()}
-        processes = {"worker-1": {"role": "worker", "by_type": by_type, "breaker": "closed"}}
+        processes = {
+            "worker-1": {"role": "worker", "by_type": by_type, "breaker": "closed"},
+            "api-1": counters.compact({"role": "api", "latency": recorder.document()}),
+        }
+        taken_at = (now - dt.timedelta(minutes=MINUTES - 1 - minute)).isoformat()
         used = 40 * MIB + minute * 3 * MIB // 10
         patterns = {
             name: {"glob": f"p:{name}:*", "keys": keys, "bytes": keys * size, "sampled": keys}
             for name, (keys, size) in KEYSPACE.items()
         }
-        seeded.snapshots.append(
-            {
-                "taken_at": (now - dt.timedelta(minutes=MINUTES - 1 - minute)).isoformat(),
-                "processes": processes,
-                "total": counters.merge(processes),
-                "redis": {
-                    "used_memory": used,
-                    "maxmemory": MAXMEMORY,
-                    "maxmemory_policy": "allkeys-lru",
-                },
-                "keyspace": {
-                    "dbsize": sum(keys for keys, _ in KEYSPACE.values()),
-                    "sampled": 5_000,
-                    "complete": False,
-                    "patterns": patterns,
-                },
-            }
-        )
+        payload = {
+            "taken_at": taken_at,
+            "processes": processes,
+            "total": counters.merge(processes),
+            "latency": counters.latency_interval(previous, processes),
+            "redis": {
+                "used_memory": used,
+                "maxmemory": MAXMEMORY,
+                "maxmemory_policy": "allkeys-lru",
+            },
+            "keyspace": {
+                "dbsize": sum(keys for keys, _ in KEYSPACE.values()),
+                "sampled": 5_000,
+                "complete": False,
+                "patterns": patterns,
+            },
+        }
+        seeded.snapshots.append(payload)
+        previous = payload
     before = seeded.snapshots[-2]["total"]
     after = seeded.snapshots[-1]["total"]
     for name in TRAFFIC:
@@ -115,6 +146,11 @@ def build(now: dt.datetime) -> Seeded:
     errors = (new["errors"] + new["load_errors"]) - (old["errors"] + old["load_errors"])
     seeded.last_error_rate = errors / operations
     seeded.last_used_memory = seeded.snapshots[-1]["redis"]["used_memory"]
+    seeded.last_latency = {
+        f"{kind} {outcome}": bucket_of(values[(MINUTES - 1) % 2])
+        for kind, outcomes in LATENCY.items()
+        for outcome, values in outcomes.items()
+    }
     return seeded
 
 

@@ -28,6 +28,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from api_stub import routes
+from api_stub.management.latency import OUTCOMES
 from cache.keys import Keys
 from cache.kinds import KINDS, WARMUPS
 from tests.conftest import TEST_REDIS_DB
@@ -182,6 +183,30 @@ def test_dashboard_shows_the_snapshots_and_runs_a_warmup(
         member_line = browser.execute_script(COUNT_COLOUR, "#chart-hit-rate canvas", 37, 99, 235)
         assert member_line > 200, "the member line is not drawn"
 
+        # The latency history: p95 per kind, cached vs uncached, one point per snapshot; the
+        # kinds are those the snapshots hold, named by the server, in the registry's order.
+        wait_for(browser, "chart-latency", has_points("chart-latency", seed.MINUTES))
+        labels = [f"{kind} {outcome}" for kind in ("growth", "lookup") for outcome in OUTCOMES]
+        assert attribute(browser, "#chart-latency", "data-series") == ",".join(labels)
+        for label, expected in seeded.last_latency.items():
+            value, text = legend(browser, "chart-latency", label)
+            assert value == expected, label
+            assert text == series_duration(expected), label
+        growth = browser.execute_script(COUNT_COLOUR, "#chart-latency canvas", 234, 88, 12)
+        assert growth > 100, "the growth lines are not drawn"
+        # Another quantile and one kind: the lines follow the choice.
+        Select(find(browser, "#latency-quantile")).select_by_value("p99")
+        Select(find(browser, "#latency-kind")).select_by_value("lookup")
+        assert (
+            attribute(browser, "#chart-latency", "data-series") == "lookup cached,lookup uncached"
+        )
+        assert (
+            legend(browser, "chart-latency", "lookup uncached")[0]
+            == (seeded.last_latency["lookup uncached"])
+        )
+        Select(find(browser, "#latency-kind")).select_by_value("")
+        Select(find(browser, "#latency-quantile")).select_by_value("p95")
+
         # The key distribution of the latest snapshot, largest first.
         bars = browser.find_elements(By.CSS_SELECTOR, "#keyspace .bar")
         labels = [bar.get_attribute("data-label") for bar in bars]
@@ -263,6 +288,13 @@ def test_dashboard_shows_the_snapshots_and_runs_a_warmup(
     console: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
     errors = [entry for entry in console if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def series_duration(seconds: float) -> str:
+    """series.js duration() of a latency below a second."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
+    return f"{seconds * 1000:.{2 if seconds < 0.01 else 1}f} ms"
 
 
 def save_screenshot(driver: WebDriver) -> None:

@@ -27,6 +27,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], str, int]] = [
     ("GET", "/prometheus", {}, "viewer", 200),
     ("GET", "/reports", {}, "viewer", 200),
     ("GET", "/dead-letters", {}, "viewer", 200),
+    ("GET", "/warmup/current", {}, "viewer", 200),
     ("GET", "/warmup/{task_id}", {}, "viewer", 200),
     ("POST", "/warmup", {"json": {"kind": "lookup"}}, "operator", 202),
     ("POST", "/invalidation/trigger", {"json": {"tags": ["analytics"]}}, "operator", 202),

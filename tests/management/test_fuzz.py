@@ -34,6 +34,7 @@ OPERATIONS = [
     "GET /prometheus",
     "GET /reports",
     "GET /dead-letters",
+    "GET /warmup/current",
     "GET /warmup/{task_id}",
     "POST /warmup",
     "POST /invalidation/trigger",

@@ -36,5 +36,9 @@ def stack_env(prefix: str, port: int, database_url: str, **extra: str) -> dict[s
         "ENVIRONMENT": "test",
         # Worker-side reads of a busy test machine must not trip the cache's 0.25 s default.
         "REDIS_SOCKET_TIMEOUT": "5",
+        # No warm-up or refresh nobody asked for: tests count keys and queries. The tests of
+        # the automatic warm-up (tests/tasks/test_autowarm.py) turn it on.
+        "CACHE_AUTOWARM": "false",
+        "CACHE_REFRESH_AHEAD": "false",
         **extra,
     }

@@ -33,13 +33,15 @@ def test_the_schedule_is_the_tables() -> None:
             assert entry["schedule"] == crontab_of(spec.beat.every)
         else:
             assert entry["schedule"] == spec.beat.every
-    # The metrics snapshot, the write-behind drain and the five maintenance jobs.
+    # The metrics snapshot, the write-behind drain, the five maintenance jobs, the Redis
+    # identity watch and the refresh-ahead of the hot set.
     assert {spec.queue for spec in routing.SCHEDULED} == {
         routing.Q_METRICS,
         routing.Q_WRITEBEHIND,
         routing.Q_MAINTENANCE,
+        routing.Q_WARMUP,
     }
-    assert len(routing.SCHEDULED) == 7
+    assert len(routing.SCHEDULED) == 9
 
 
 def test_the_write_behind_drain_runs_as_long_as_its_interval() -> None:

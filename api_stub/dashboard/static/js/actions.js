@@ -2,6 +2,10 @@
 //
 // POST /warmup answers 202 with a task id at once; its progress is polled from
 // GET /warmup/{task_id} until the task is ready (SUCCESS or FAILURE).
+//
+// Automatic warm-ups (a worker start on a cold cache, a clear, a Redis restart, cachectl up,
+// a deploy) are typed by nobody: GET /warmup/current names the one running, which joins the
+// same list, followed the same way.
 
 import { API, ApiError, call } from "./api.js";
 import { el } from "./charts.js";
@@ -136,6 +140,36 @@ async function invalidate(event) {
   } catch (error) {
     failed(item, error);
   }
+}
+
+// Automatic warm-ups, shown once each in the tasks list: the one running now, or the last
+// one when it started and finished between two polls. Those finished before sign-in are not
+// news: the first answer only sets the baseline.
+const automatic = { baseline: null };
+
+export async function watchAutomaticWarmup() {
+  const { running, last } = await call(`${API}/warmup/current`);
+  if (automatic.baseline === null) {
+    automatic.baseline = last?.task_id ?? "";
+    if (!running?.task_id) return;
+  }
+  for (const warmup of [running, last]) {
+    const taskId = warmup?.task_id;
+    if (!taskId || taskId === automatic.baseline) continue;
+    const known = [...document.querySelectorAll("#tasks .task")].some(
+      (item) => item.dataset.taskId === taskId,
+    );
+    if (known) continue;
+    const item = taskItem("warmup", `Automatic warm-up: ${warmup.reason}`);
+    item.dataset.automatic = "true";
+    item.dataset.taskId = taskId;
+    show(item, { state: "PENDING" });
+    follow(item, taskId); // not awaited: the poll goes on
+  }
+}
+
+export function resetAutomaticWarmup() {
+  automatic.baseline = null;
 }
 
 export function wireActions() {

@@ -22,6 +22,10 @@ const HEIGHT = 200;
 
 export const colorOf = (label, i) => COLORS[label] ?? FALLBACK[i % FALLBACK.length];
 
+// Distinct colours by position, for series named by data (the kinds of the latency history).
+const PALETTE = ["#2563eb", "#9333ea", "#0d9488", "#ea580c", "#db2777", "#65a30d", "#64748b"];
+export const paletteOf = (i) => PALETTE[i % PALETTE.length];
+
 const el = (tag, className, text) => {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -39,15 +43,34 @@ export const fromZero =
   (floor = 1) =>
   (_u, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.15)];
 
+// A log axis over the whole decades around the values (1e-4..1 before there are any).
+const logRange = (_u, min, max) =>
+  min === null || max === null || !(min > 0)
+    ? [1e-4, 1]
+    : uPlot.rangeLog(min, max, 10, true);
+
 export class TimeChart {
   // format: value -> text, for the axis (and the legend, unless `legend` is given). range:
   // the y axis's uPlot range ([min, max] or a function). second: {label, range, format} to
-  // put one series on a right-hand axis of its own. incrs: the y axis's tick steps.
+  // put one series on a right-hand axis of its own. incrs: the y axis's tick steps. log: a
+  // logarithmic y axis (values > 0; range is then ignored). style: (label, i) -> {stroke,
+  // dash} for the series whose colour or dash is not the label's own.
   constructor(
     figure,
-    { format, legend = format, range = fromZero(), second = null, incrs, height = HEIGHT },
+    {
+      format,
+      legend = format,
+      range = fromZero(),
+      second = null,
+      incrs,
+      height = HEIGHT,
+      log = false,
+      style = null,
+    },
   ) {
     this.figure = figure;
+    this.log = log;
+    this.style = style;
     this.incrs = incrs;
     this.height = height;
     this.format = format;
@@ -67,6 +90,14 @@ export class TimeChart {
     return { width: Math.max(200, this.figure.clientWidth), height: this.height };
   }
 
+  look(label, i) {
+    const custom = this.style?.(label, i) ?? {};
+    return {
+      stroke: custom.stroke ?? colorOf(label, i),
+      dash: custom.dash ?? (label === "maxmemory" ? [6, 4] : undefined),
+    };
+  }
+
   legendFormatOf(label) {
     return label === this.second?.label ? this.second.format : this.legendFormat;
   }
@@ -82,7 +113,10 @@ export class TimeChart {
       ticks: { show: false },
       values: (_u, ticks) => ticks.map(format),
     });
-    const scales = { x: { time: true }, y: { range: this.range } };
+    const scales = {
+      x: { time: true },
+      y: this.log ? { distr: 3, log: 10, range: logRange } : { range: this.range },
+    };
     const axes = [
       { stroke: "#6b7785", grid: { stroke: "#eef1f5" }, ticks: { show: false } },
       axis("y", this.format, 3, this.incrs),
@@ -102,9 +136,8 @@ export class TimeChart {
         ...labels.map((label, i) => ({
           label,
           scale: label === this.second?.label ? "y2" : "y",
-          stroke: colorOf(label, i),
+          ...this.look(label, i),
           width: 2,
-          dash: label === "maxmemory" ? [6, 4] : undefined,
           points: { show: false },
         })),
       ],
@@ -133,7 +166,7 @@ export class TimeChart {
         item.dataset.series = label;
         item.dataset.value = latest === null ? "" : String(latest);
         const swatch = el("span", "swatch");
-        swatch.style.background = colorOf(label, i);
+        swatch.style.background = this.look(label, i).stroke;
         item.append(swatch, el("span", "name", label), el("b", "", format(latest)));
         return item;
       }),

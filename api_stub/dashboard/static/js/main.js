@@ -1,15 +1,21 @@
 // The dashboard: sign in with a token, then poll the management API and redraw.
 //
 //   every  5 s   GET /metrics (tiles, latency, breakers, write-behind) and the new rows of
-//                GET /metrics/history (the charts)
+//                GET /metrics/history (the charts, the latency history per kind among them)
+//   every  5 s   GET /warmup/current (an automatic warm-up joins the tasks list)
 //   every 15 s   GET /health (the header and the tiles' colours)
 //   every 30 s   GET /reports
 //   at sign-in   GET /kinds (the data types, the kinds table, the choices of the actions)
 //
-// About 30 calls a minute, well under the default rate limit of a token (120 a minute),
+// About 42 calls a minute, well under the default rate limit of a token (120 a minute),
 // leaving room for a warm-up's progress (one call a second while it runs).
 
-import { allowActions, wireActions } from "./actions.js";
+import {
+  allowActions,
+  resetAutomaticWarmup,
+  watchAutomaticWarmup,
+  wireActions,
+} from "./actions.js";
 import { API, ApiError, call, poll, query, token } from "./api.js";
 import {
   renderBreakers,
@@ -20,7 +26,7 @@ import {
   renderReports,
   renderTiles,
 } from "./cards.js";
-import { BYTE_STEPS, TimeChart, fromZero } from "./charts.js";
+import { BYTE_STEPS, TimeChart, fromZero, paletteOf } from "./charts.js";
 import * as series from "./series.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -56,7 +62,25 @@ async function refreshHistory() {
   charts.hitRate.update(series.hitRates(history));
   charts.errorRate.update(series.errorRates(history));
   charts.memory.update(series.memory(history));
+  renderLatencyHistory();
   renderKeyspace(history.at(-1)?.keyspace ?? null);
+}
+
+// The kinds to choose from are those in the rows (the server's names), the registry's order.
+function renderLatencyHistory() {
+  const choice = $("#latency-kind");
+  const kinds = series.latencyKinds(state.history);
+  const known = [...choice.options].slice(1).map((option) => option.value);
+  if (known.join("|") !== kinds.join("|")) {
+    const chosen = choice.value;
+    choice.replaceChildren(
+      new Option("every kind", ""),
+      ...kinds.map((kind) => new Option(kind, kind)),
+    );
+    choice.value = kinds.includes(chosen) ? chosen : "";
+  }
+  const quantile = $("#latency-quantile").value;
+  state.charts.latency.update(series.latencyHistory(state.history, quantile, choice.value));
 }
 
 // --- live figures ----------------------------------------------------------------------------
@@ -148,6 +172,20 @@ function charts() {
       range: fromZero(1024),
       incrs: BYTE_STEPS,
     }),
+    latency: new TimeChart($("#chart-latency"), {
+      format: series.duration,
+      log: true,
+      height: 260,
+      // One colour per kind (its place in the registry); uncached is dashed.
+      style: (label) => {
+        const [kind, outcome] = label.split(" ");
+        const index = series.KINDS.indexOf(kind);
+        return {
+          stroke: paletteOf(index < 0 ? series.KINDS.length : index),
+          dash: outcome === "uncached" ? [6, 4] : undefined,
+        };
+      },
+    }),
     writebehind: new TimeChart($("#chart-writebehind"), {
       format: series.count,
       range: fromZero(10),
@@ -166,12 +204,14 @@ async function start(who) {
   state.charts ??= charts();
   await learnKinds().catch(onError); // the charts' series need the data types
   every(5000, refreshLive);
+  every(5000, watchAutomaticWarmup);
   every(15000, refreshHealth);
   every(30000, refreshReports);
 }
 
 function signOut(message) {
   for (const stop of state.stops.splice(0)) stop();
+  resetAutomaticWarmup();
   token.clear();
   $("#board").hidden = true;
   $("#session").hidden = true;
@@ -200,6 +240,9 @@ function init() {
     signIn($("#token").value.trim());
   });
   $("#signout").addEventListener("click", () => signOut());
+  for (const id of ["#latency-quantile", "#latency-kind"]) {
+    $(id).addEventListener("change", () => state.charts && renderLatencyHistory());
+  }
   $("#range").addEventListener("change", (event) => {
     state.range = Number(event.target.value);
     state.history = [];

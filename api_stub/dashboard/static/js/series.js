@@ -4,11 +4,14 @@
 // the rate of what happened between two snapshots. A counter that went down means a process
 // restarted in between: that interval has no rate (a gap in the line, never a false spike).
 
-// The data types, as GET /kinds lists them (cache.kinds on the server): filled at sign-in.
+// The data types and the kinds, as GET /kinds lists them (cache.kinds on the server): filled at
+// sign-in.
 export const DATA_TYPES = [];
+export const KINDS = [];
 
 export function learnKinds(answer) {
   DATA_TYPES.splice(0, DATA_TYPES.length, ...answer.data_types);
+  KINDS.splice(0, KINDS.length, ...answer.kinds.map((kind) => kind.name));
 }
 
 const served = (c) => (c.hits ?? 0) + (c.stale ?? 0) + (c.negative_hits ?? 0);
@@ -60,6 +63,37 @@ export function memory(rows) {
     labels: ["used", "maxmemory"],
     columns: [used, limit],
   };
+}
+
+// --- latency per kind ------------------------------------------------------------------------
+// Each snapshot holds the latency of its own interval (since the snapshot before it), merged
+// over every API process: {kinds: {<kind>: {cached|uncached: {count, p50, p95, p99}}}}. A kind
+// or outcome without requests in an interval is absent: a gap in its line.
+export const OUTCOMES = ["cached", "uncached"];
+
+// The kinds in the rows' latency, in the registry's order (unknown ones after, by name).
+export function latencyKinds(rows) {
+  const seen = new Set();
+  for (const row of rows) for (const kind of Object.keys(row.latency?.kinds ?? {})) seen.add(kind);
+  const rank = (kind) => (KINDS.includes(kind) ? KINDS.indexOf(kind) : KINDS.length);
+  return [...seen].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
+// {times, labels, columns}: "<kind> cached" and "<kind> uncached" at `quantile`, for every kind
+// in the rows (or only `kind`), for the outcomes that had requests at some point.
+export function latencyHistory(rows, quantile, kind = "") {
+  const labels = [];
+  const columns = [];
+  for (const name of latencyKinds(rows)) {
+    if (kind && name !== kind) continue;
+    for (const outcome of OUTCOMES) {
+      const column = rows.map((row) => row.latency?.kinds?.[name]?.[outcome]?.[quantile] ?? null);
+      if (!rows.some((row) => row.latency?.kinds?.[name]?.[outcome])) continue;
+      labels.push(`${name} ${outcome}`);
+      columns.push(column);
+    }
+  }
+  return { times: rows.map((row) => seconds(row.taken_at)), labels, columns };
 }
 
 export function lastValue(column) {

@@ -1,0 +1,49 @@
+"""The automatic warm-up's state in Redis: who is warming now, the last run, the Redis seen.
+
+Written by the worker tasks (tasks/autowarm.py), read by them and by the API's
+``GET /api/v1/cache/warmup/current`` (which the dashboard polls): one definition of the keys
+and of their JSON for both, importable by producers (no task code, no Celery).
+
+    <prefix>sys:warmup:lease     the running warm-up's lease (SET NX PX, renewed, released);
+                                 its value says which task holds it, why, since when
+    <prefix>sys:warmup:last      the last finished automatic warm-up and its result
+    <prefix>sys:redis:identity   the cache server's run id and master address, as last seen
+                                 by the redis-watch beat job
+
+All three live under ``sys:``, which the management ``clear`` never deletes: a clear removes
+entries, not the record that a warm-up is running.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cache.keys import Keys
+
+
+def lease_key(keys: Keys) -> str:
+    return keys.system("warmup", "lease")
+
+
+def last_key(keys: Keys) -> str:
+    return keys.system("warmup", "last")
+
+
+def identity_key(keys: Keys) -> str:
+    return keys.system("redis", "identity")
+
+
+def decoded(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A state document, or None for a missing (or foreign) value."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def encoded(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
