@@ -235,7 +235,9 @@ class CacheCore:
     def near_for(self, data_type: DataType) -> NearCache | None:
         """The near tier when it holds ``data_type`` (and the cache is on), else None."""
         near = self.near
-        if near is None or not self.enabled or data_type not in near.types:
+        # live_until is 0 until a tracker subscribes (and after it stops): a front without
+        # one (a test's, a bench's) reads Redis exactly as without the tier.
+        if near is None or not near.live_until or not self.enabled or data_type not in near.types:
             return None
         return near
 
@@ -387,7 +389,7 @@ class CacheCore:
             counters.skipped_writes += 1
             return False
         payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
-        near = self.near_for(data_type)
+        near = self.near if self.near is not None and data_type in self.near.types else None
         if near is not None:  # the old value is never served from here once this is sent
             near.drop([key])
         ticket = near.seq if near is not None else -1
