@@ -226,8 +226,8 @@ class CacheMiddleware:
         else:
             body = value if isinstance(value, bytes) else orjson.dumps(value)
             etag = _etag(body)
-            if node is not None and cache.core.near is not None:
-                cache.core.near.attach(node, body, etag)
+            if node is not None:
+                cache.keep_rendered(fetched, body, etag)
         control = self._controls.get(rule)
         if control is None:
             control = self._controls[rule] = _control(cache, rule)

@@ -115,6 +115,13 @@ class AsyncCacheService:
         """Metrics, breaker and outbox state (health, metrics and Prometheus endpoints)."""
         return self.core.snapshot()
 
+    def keep_rendered(self, fetched: Fetched, body: bytes, etag: bytes) -> None:
+        """Keep an HTTP body and its ETag beside the near entry that served (or now holds)
+        ``fetched``, so the next near hit encodes nothing; charged to the tier's budget."""
+        near, node = self.core.near, fetched.node
+        if near is not None and node is not None:
+            near.attach(node, body, etag)
+
     # --- the driver ----------------------------------------------------------------------------
     async def _drive(self, flow: Flow, guarded: bool = True) -> Any:
         """Run a flow to its end. Redis operations go through :meth:`run` (unless ``guarded``
