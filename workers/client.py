@@ -8,7 +8,8 @@ it (it holds a pooled broker connection)::
     tasks = TaskClient(settings)
     task_id = tasks.enqueue_warmup("critical")
     tasks.enqueue_member_change("update", 42)
-    tasks.enqueue_bulk_operation("import", 10_000)
+    tasks.enqueue_bulk_operation("import", 10_000)        # [task id]
+    tasks.enqueue_bulk_operation("update", 25_000, ids)   # ids: 3 messages of <= MAX_IDS
     tasks.progress(task_id)   # Progress(state="PROGRESS", done=1200, total=5003, ...)
 
 Every call is a single LPUSH on the broker and returns the task id at once; nothing here
@@ -103,8 +104,18 @@ class TaskClient:
             )
         return self.send(routing.ON_MEMBER_CHANGE, action, _positive_int(member_id, "member id"))
 
-    def enqueue_bulk_operation(self, kind: str, affected_count: int) -> str:
-        """After a bulk import, update or delete of ``affected_count`` members has committed."""
+    def enqueue_bulk_operation(
+        self, kind: str, affected_count: int, member_ids: Iterable[int] | None = None
+    ) -> list[str]:
+        """After a bulk import, update or delete of ``affected_count`` members has committed;
+        the task ids.
+
+        With ``member_ids`` (the affected members, positive integers) their cached records go
+        too. A message names at most routing.MAX_IDS of them: a longer list is sent as one
+        message per chunk, each a complete bulk operation (the aggregates' tags are bumped
+        once per message, which costs one INCR each). Every id is checked before anything is
+        sent, so a bad one sends nothing.
+        """
         if kind not in routing.BULK_KINDS:
             raise ValueError(
                 f"unknown bulk operation {kind!r}; expected one of {routing.BULK_KINDS}"
@@ -112,7 +123,16 @@ class TaskClient:
         count = int(affected_count)
         if count < 0:
             raise ValueError("affected_count must be >= 0")
-        return self.send(routing.ON_BULK_OPERATION, kind, count)
+        if member_ids is None:
+            return [self.send(routing.ON_BULK_OPERATION, kind, count)]
+        wanted = list(dict.fromkeys(_positive_int(i, "member id") for i in member_ids))
+        if not wanted or not count:
+            raise ValueError("member ids go with a bulk operation that touched members")
+        step = routing.MAX_IDS
+        return [
+            self.send(routing.ON_BULK_OPERATION, kind, count, wanted[start : start + step])
+            for start in range(0, len(wanted), step)
+        ]
 
     def progress(self, task_id: str) -> Progress:
         """The task's state from the result backend: one GET, never a wait."""
