@@ -32,10 +32,21 @@ from celery.result import AsyncResult
 from cache.kinds import WARMUPS
 from config import Settings
 from workers import routing
+from workers.alerts import Alert
 from workers.factory import create_app
 from workers.runtime import CacheCelery
 
 WARMUP_KINDS: Final = WARMUPS  # from the registry of cached kinds
+# Publishing an alert gives up after about a second (kombu's retry policy) rather than the
+# ~18 s of celeryconfig's task_publish_retry_policy: whoever raised it (a report, a request)
+# must not wait on a broker outage; the sender dead-letters what was not taken
+# (workers/alerts.py).
+ALERT_PUBLISH_RETRY: Final = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +144,20 @@ class TaskClient:
             self.send(routing.ON_BULK_OPERATION, kind, count, wanted[start : start + step])
             for start in range(0, len(wanted), step)
         ]
+
+    def enqueue_alert(self, alert: dict[str, Any]) -> str:
+        """Deliver one alert document (workers.alerts.Alert.as_json) to the webhook; checked
+        before sending, published with a short retry (ALERT_PUBLISH_RETRY)."""
+        document = Alert.from_json(alert).as_json()
+        spec = routing.DELIVER_ALERT
+        result = self.app.send_task(
+            spec.name,
+            args=[document],
+            queue=spec.queue,
+            retry=True,
+            retry_policy=ALERT_PUBLISH_RETRY,
+        )
+        return str(result.id)
 
     def progress(self, task_id: str) -> Progress:
         """The task's state from the result backend: one GET, never a wait."""

@@ -22,6 +22,7 @@ TASK_MODULES: Final = (
     "tasks.metrics",
     "tasks.maintenance",
     "tasks.writebehind",
+    "tasks.alerts",
 )
 
 
