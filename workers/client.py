@@ -40,7 +40,9 @@ WARMUP_KINDS: Final = WARMUPS  # from the registry of cached kinds
 # Publishing an alert gives up after about a second (kombu's retry policy) rather than the
 # ~18 s of celeryconfig's task_publish_retry_policy: whoever raised it (a report, a request)
 # must not wait on a broker outage; the sender dead-letters what was not taken
-# (workers/alerts.py).
+# (workers/alerts.py). When the Redis result backend is down too, Celery's send_task first
+# waits for its result consumer to reconnect (about 20 s); the API raises alerts off the
+# request path for that reason.
 ALERT_PUBLISH_RETRY: Final = {
     "max_retries": 3,
     "interval_start": 0,
