@@ -14,7 +14,9 @@ means is a pure function, :func:`judge`, so a test reads the policy without a se
 
 After ALERT_WEBHOOK_MAX_RETRIES retries, or at once when not retried, the alert goes to the
 dead-letter list (workers.alerts.dead_letter) and the log. The task then ends in SUCCESS with
-``delivered: false``: it did what it could; the dead letter is where the alert is kept.
+``delivered: false``: it did what it could; the dead letter is where the alert is kept. (The
+sender publishes it with ``ignore_result``, workers/client.py: the outcome is in the log,
+Flower's task states and the dead letters, not in the result backend.)
 
 Retries are the task's own (``self.retry`` with a countdown), not Celery's autoretry: the
 backoff base and the bound are settings, and a Retry-After can shorten or lengthen a wait.

@@ -40,9 +40,7 @@ WARMUP_KINDS: Final = WARMUPS  # from the registry of cached kinds
 # Publishing an alert gives up after about a second (kombu's retry policy) rather than the
 # ~18 s of celeryconfig's task_publish_retry_policy: whoever raised it (a report, a request)
 # must not wait on a broker outage; the sender dead-letters what was not taken
-# (workers/alerts.py). When the Redis result backend is down too, Celery's send_task first
-# waits for its result consumer to reconnect (about 20 s); the API raises alerts off the
-# request path for that reason.
+# (workers/alerts.py).
 ALERT_PUBLISH_RETRY: Final = {
     "max_retries": 3,
     "interval_start": 0,
@@ -149,7 +147,14 @@ class TaskClient:
 
     def enqueue_alert(self, alert: dict[str, Any]) -> str:
         """Deliver one alert document (workers.alerts.Alert.as_json) to the webhook; checked
-        before sending, published with a short retry (ALERT_PUBLISH_RETRY)."""
+        before sending, published with a short retry (ALERT_PUBLISH_RETRY).
+
+        Its result is not stored (``ignore_result``): nobody waits for a delivery, whose
+        outcome is the receiver's, the log's and the dead letters'; and sending then never
+        waits on the result backend (Celery subscribes to a result's channel before
+        publishing, and on a Redis that is down retries that for about 20 s). Flower still
+        shows the task's states, from the worker's events.
+        """
         document = Alert.from_json(alert).as_json()
         spec = routing.DELIVER_ALERT
         result = self.app.send_task(
@@ -158,6 +163,7 @@ class TaskClient:
             queue=spec.queue,
             retry=True,
             retry_policy=ALERT_PUBLISH_RETRY,
+            ignore_result=True,
         )
         return str(result.id)
 

@@ -7,7 +7,8 @@
     DELETE /clear?pattern=&dry_run=  SCAN + UNLINK under the prefix (admin)
     POST   /warmup                 enqueue a warm-up: 202 and its task id (operator)
     GET    /warmup/{task_id}       state and progress of a task
-    POST   /invalidation/trigger   member ids, tags, a data type or a bulk event: 202 (operator)
+    POST   /invalidation/trigger   member ids, tags, a data type or a bulk event (optionally
+                                   with its member ids): 202 (operator)
     GET    /reports                the maintenance reports
     GET    /dead-letters           write-behind events that could not be written
     POST   /dead-letters/replay    re-queue some of them (operator)

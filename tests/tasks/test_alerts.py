@@ -8,11 +8,13 @@ What an answer means (retry or not, backoff) is also read without a server: ``ju
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +28,6 @@ from tests.workers import harness, services
 from tests.workers.conftest import InProcess
 from workers import routing
 from workers.alerts import VERSION, dead_letters
-from workers.client import Progress
 
 FIELDS = {"version", "id", "kind", "severity", "summary", "details", "occurred_at", "source"}
 
@@ -94,12 +95,23 @@ def _report_alert(worker: InProcess, spec: routing.TaskSpec = routing.DAILY_REPO
     return str(task_id)
 
 
-def _state_seen(worker: InProcess, task_id: str, state: str, timeout: float = 20.0) -> Progress:
-    return harness.wait_for(
-        lambda: p if (p := worker.client.progress(task_id)).state == state else None,
-        timeout,
-        f"{task_id} in {state}",
-    )
+def _letters(worker: InProcess) -> list[dict[str, Any]]:
+    return dead_letters(worker.runtime.services.redis("durable"), worker.cache.keys)
+
+
+def _dead_letter(worker: InProcess) -> dict[str, Any]:
+    """The one dead letter, once it is there."""
+    (letter,) = harness.wait_for(lambda: _letters(worker), 20.0, "a dead letter")
+    return letter
+
+
+def _retries_logged(caplog: pytest.LogCaptureFixture, alert_id: str) -> list[str]:
+    """The worker's log lines about retrying ``alert_id`` (its threads log to this process)."""
+    return [
+        r.getMessage()
+        for r in list(caplog.records)
+        if r.name == "tasks.alerts" and alert_id in r.getMessage() and "retry in" in r.getMessage()
+    ]
 
 
 def test_a_report_alert_is_delivered_with_the_documented_json(
@@ -110,11 +122,9 @@ def test_a_report_alert_is_delivered_with_the_documented_json(
     done = worker.run(routing.DAILY_REPORT, period)
     assert done.state == "SUCCESS", done.error
     report = done.result["result"]
-    assert report["status"] == "no_data" and report["alert"]
-    delivery = worker.wait(report["alert_task_id"])
-    assert delivery.state == "SUCCESS" and delivery.result["delivered"] is True
+    assert report["status"] == "no_data" and report["alert"] and report["alert_task_id"]
 
-    (body,) = receiver.bodies()
+    (body,) = receiver.wait_for(lambda bodies: len(bodies) >= 1)
     assert set(body) == FIELDS
     assert body["version"] == VERSION == 1
     assert body["id"] == f"report:daily_report:{period}"
@@ -132,13 +142,14 @@ def test_a_report_alert_is_delivered_with_the_documented_json(
     (headers,) = receiver.headers
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Alert-Id"] == body["id"]
+    time.sleep(0.3)
+    assert receiver.bodies() == [body] and _letters(worker) == []
 
 
 def test_a_failed_backup_is_a_critical_alert(worker: InProcess, receiver: Receiver) -> None:
     receiver.start()
-    delivery = worker.wait(_report_alert(worker, routing.DAILY_BACKUP))
-    assert delivery.result["delivered"] is True
-    (body,) = receiver.bodies()
+    _report_alert(worker, routing.DAILY_BACKUP)
+    (body,) = receiver.wait_for(lambda bodies: len(bodies) >= 1)
     assert (body["kind"], body["severity"]) == ("report", "critical")
     assert body["details"]["job"] == "daily_backup" and body["details"]["status"] == "failed"
     assert "backup failed" in body["summary"]
@@ -177,16 +188,17 @@ async def test_a_burst_of_refused_tokens_is_one_security_event(
 
 
 def test_a_receiver_refusing_connections_gets_the_alert_once_it_is_back(
-    worker: InProcess, receiver: Receiver
+    worker: InProcess, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    task_id = _report_alert(worker)  # nothing listens on the webhook's port yet
-    retrying = _state_seen(worker, task_id, "RETRY")
-    assert "ConnectError" in (retrying.error or "")
+    caplog.set_level(logging.INFO, logger="tasks.alerts")
+    _report_alert(worker)  # nothing listens on the webhook's port yet
+    harness.wait_for(lambda: _retries_logged(caplog, "report:daily_report:"), 20.0, "a retry")
+    assert "ConnectError" in _retries_logged(caplog, "report:daily_report:")[0]
     receiver.start()
-    delivered = worker.wait(task_id)
-    assert delivered.state == "SUCCESS" and delivered.result["delivered"] is True
-    assert delivered.result["attempts"] >= 2
-    assert len(receiver.bodies()) == 1
+    (body,) = receiver.wait_for(lambda bodies: len(bodies) >= 1)
+    assert body["kind"] == "report"
+    time.sleep(0.3)
+    assert len(receiver.bodies()) == 1 and _letters(worker) == []
 
 
 def test_a_receiver_answering_503_gets_the_alert_once_it_is_back(
@@ -194,11 +206,11 @@ def test_a_receiver_answering_503_gets_the_alert_once_it_is_back(
 ) -> None:
     receiver.answers = [503, 503]
     receiver.start()
-    delivered = worker.wait(_report_alert(worker))
-    assert delivered.state == "SUCCESS" and delivered.result["delivered"] is True
-    assert delivered.result["attempts"] == 3
-    first, *again = receiver.bodies()
+    _report_alert(worker)
+    first, *again = receiver.wait_for(lambda bodies: len(bodies) >= 3)
     assert again == [first, first]  # the same document (and id) each time
+    time.sleep(0.5)  # delivered by the third: no fourth, no dead letter
+    assert len(receiver.bodies()) == 3 and _letters(worker) == []
 
 
 def test_a_400_is_not_retried_and_the_alert_is_dead_lettered(
@@ -206,18 +218,12 @@ def test_a_400_is_not_retried_and_the_alert_is_dead_lettered(
 ) -> None:
     receiver.answers = [400]
     receiver.start()
-    done = worker.wait(_report_alert(worker))
-    assert done.state == "SUCCESS"
-    assert done.result == {
-        "delivered": False,
-        "reason": "answered 400: refused, not retried",
-        "attempts": 1,
-    }
+    _report_alert(worker)
+    letter = _dead_letter(worker)
+    assert letter["reason"] == "answered 400: refused, not retried"
+    assert letter["attempts"] == 1
     time.sleep(0.5)  # a retry would have come by now (backoff ceiling 0.1 s)
-    (sent,) = receiver.bodies()
-    (letter,) = dead_letters(worker.runtime.services.redis("durable"), worker.cache.keys)
-    assert letter["alert"] == sent
-    assert letter["reason"] == done.result["reason"] and letter["attempts"] == 1
+    assert receiver.bodies() == [letter["alert"]]
 
 
 @pytest.mark.parametrize("alert_retries", [2])
@@ -226,11 +232,10 @@ def test_retries_are_bounded_then_the_alert_is_dead_lettered(
 ) -> None:
     receiver.default = 503
     receiver.start()
-    done = worker.wait(_report_alert(worker))
-    assert done.state == "SUCCESS" and done.result["delivered"] is False
-    assert done.result["attempts"] == alert_retries + 1 == len(receiver.bodies())
-    (letter,) = dead_letters(worker.runtime.services.redis("durable"), worker.cache.keys)
+    _report_alert(worker)
+    letter = _dead_letter(worker)
     assert letter["reason"] == "gave up after 3: answered 503"
+    assert letter["attempts"] == alert_retries + 1 == len(receiver.bodies())
 
 
 @pytest.mark.parametrize(

@@ -38,11 +38,19 @@ def task_env(
     prefix = f"test-task-{uuid.uuid4().hex[:8]}:"
     env = services.stack_env(prefix, task_redis.port, pg_database, BACKUP_DIR=str(tmp_path))
     yield env | {"REDIS_PORT": str(cache_redis.port), "REDIS_DB": "0"}
-    cache_redis.client().flushdb()  # this module's own server
+    client = cache_redis.client()
+    try:
+        client.flushdb()  # this module's own server
+    finally:
+        client.close()
 
 
 def commands(proc: RedisProcess) -> dict[str, int]:
-    stats = proc.client().info("commandstats")
+    client = proc.client()
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
     return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
 
 
