@@ -115,6 +115,11 @@ class AsyncCacheService:
         """Metrics, breaker and outbox state (health, metrics and Prometheus endpoints)."""
         return self.core.snapshot()
 
+    @property
+    def outbox_pending(self) -> int:
+        """Invalidations waiting in the outbox for Redis to come back."""
+        return len(self.core.outbox)
+
     # --- the driver ----------------------------------------------------------------------------
     async def _drive(self, flow: Flow, guarded: bool = True) -> Any:
         """Run a flow to its end. Redis operations go through :meth:`run` (unless ``guarded``

@@ -117,9 +117,9 @@ def invalidate(
         raise CacheUnavailable("redis unavailable; the generations could not be read")
     keys = affected_keys(cache.keys, change, dict(zip(tags, gens, strict=True)), member_ids)
     ages = read_ages(cache, keys)
-    if not bump_sync(cache, tags, drop=keys) or len(cache.core.outbox):
+    if not bump_sync(cache, tags, drop=keys) or cache.outbox_pending:
         raise CacheUnavailable(
-            f"redis unavailable; {len(cache.core.outbox)} invalidations pending replay"
+            f"redis unavailable; {cache.outbox_pending} invalidations pending replay"
         )
     if lifetimes is not None:
         record_invalidations(lifetimes, cache.keys, keys, ages)

@@ -146,7 +146,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
 @router.get("/prometheus", summary="The metrics as Prometheus text")
 async def get_prometheus(_who: Viewer, m: Management) -> Response:
     document = await figures_.figures(m)
-    body = prometheus.render(document, m.cache.core.snapshot())
+    body = prometheus.render(document, m.cache.snapshot())
     return Response(body, media_type=prometheus.CONTENT_TYPE)
 
 
@@ -218,7 +218,7 @@ async def get_dead_letters(
 
 @router.get("/kinds", summary="The cached kinds: what each is, its TTL, how it is kept fresh")
 async def get_kinds(_who: Viewer, m: Management) -> Response:
-    policy = m.cache.core.policy
+    policy = m.cache.policy
     kinds = [
         kind.describe()
         | {
