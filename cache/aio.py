@@ -122,6 +122,11 @@ class AsyncCacheService:
         if near is not None and node is not None:
             near.attach(node, body, etag)
 
+    @property
+    def outbox_pending(self) -> int:
+        """Invalidations waiting in the outbox for Redis to come back."""
+        return len(self.core.outbox)
+
     # --- the driver ----------------------------------------------------------------------------
     async def _drive(self, flow: Flow, guarded: bool = True) -> Any:
         """Run a flow to its end. Redis operations go through :meth:`run` (unless ``guarded``

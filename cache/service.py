@@ -120,6 +120,11 @@ class CacheService:
         """Metrics, breaker and outbox state (health, metrics and Prometheus endpoints)."""
         return self.core.snapshot()
 
+    @property
+    def outbox_pending(self) -> int:
+        """Invalidations waiting in the outbox for Redis to come back."""
+        return len(self.core.outbox)
+
     # --- the driver ----------------------------------------------------------------------------
     def _drive(self, flow: Flow, guarded: bool = True) -> Any:
         """Run a flow to its end. Redis operations go through :meth:`run` (unless ``guarded``

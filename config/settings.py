@@ -132,6 +132,22 @@ class Settings(BaseSettings):
     # allowed CONFIG; production's worker user is not.
     redis_dump_files: str = ""
 
+    # --- Alerts to a webhook, for installations without Alertmanager (tasks/alerts.py) ----------
+    # Where every maintenance report alert and security event is POSTed as JSON
+    # (workers/alerts.py has the schema). Empty: off, nothing is sent or queued. A secret:
+    # chat webhooks carry their credential in the path, so `cachectl config` masks it.
+    alert_webhook_url: SecretStr = SecretStr("")
+    alert_webhook_timeout_s: PositiveFloat = 5.0  # one POST; a receiver slower than this is down
+    # Retries on connection errors, 408, 429 and 5xx: full jitter under 1 s, 2 s, 4 s ... capped
+    # at a minute (workers/routing.py); 8 of them cover about four minutes of outage. Then the
+    # alert is dead-lettered (a Redis list) and logged.
+    alert_webhook_max_retries: NonNegativeInt = 8
+    alert_webhook_backoff_s: PositiveFloat = 1.0  # the first retry's ceiling; doubles each time
+    # A burst of refused tokens (401, or 403 for a known token) on the management API from one
+    # client address or token label: this many within the window is one security event.
+    management_refusal_threshold: PositiveInt = 20
+    management_refusal_window_s: PositiveInt = 60
+
     # --- Write-behind (member activity: Redis now, PostgreSQL in batches) ------------------------
     writebehind_max_backlog: PositiveInt = 500_000  # ~40 MB of stream before writers get 503
     writebehind_batch_size: PositiveInt = 2_000  # events per upsert: few commits, short locks
@@ -209,6 +225,17 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {item!r}")
         return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # Not the value itself: it may carry the webhook's credential.
+                raise ValueError("must be empty (off) or an http:// or https:// URL with a host")
+        return SecretStr(url)
 
     @field_validator("redis_url")
     @classmethod
@@ -301,7 +328,7 @@ def _describe(error: ValidationError) -> str:
     field = str(first["loc"][0]) if first["loc"] else _named_in(str(first["msg"]))
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    if "password" in field:
+    if "password" in field or field == "alert_webhook_url":
         shown = ""
     return f"invalid setting {field.upper()}: {first['msg']}{shown}"
 

@@ -11,7 +11,9 @@ decide retry. The logic lives in plain functions a test calls without a worker.
     counters.py      counters merged across processes and summed over a window of snapshots
     keyspace.py      key distribution by pattern (sampled SCAN + MEMORY USAGE)
     metrics.py       snapshot (every minute), stored in PostgreSQL
-    maintenance.py   the beat cadence, each job once per period; bodies in jobs/
+    maintenance.py   the beat cadence, each job once per period; bodies in jobs/; a report
+                     with an alert raises it (workers/alerts.py)
+    alerts.py        deliver_alert: one alert POSTed to ALERT_WEBHOOK_URL, retried, dead-lettered
     runtime.py       runtime_of(task): the worker's Runtime plus the task side's parts
                      (source, records, lifetimes), declared here and built per process
 

@@ -89,7 +89,7 @@ def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType
     counters = cache.metrics.of(data_type)
     if not batch:
         return 0
-    if not cache.core.enabled:
+    if not cache.enabled:
         counters.skipped_writes += len(batch)
         return 0
     # Through the service's breaker: a Redis that is failing is not hammered by warm-ups.

@@ -17,10 +17,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
 from cache import CacheService, DataType, Keys
 from cache.codec import HEADER_SIZE, MAGIC
+from cache.ops import UNAVAILABLE
 
 # Upper bounds of the age buckets, in seconds (the last bucket is everything above).
 AGE_BUCKETS: Final = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 86_400, 7 * 86_400)
@@ -83,9 +82,8 @@ def read_ages(cache: CacheService, keys: Sequence[str]) -> list[float | None]:
     pipe = cache.clients.writer.pipeline(transaction=False)
     for key in keys:
         pipe.getrange(key, 0, HEADER_SIZE - 1)
-    try:
-        headers = pipe.execute()
-    except RedisError:
+    headers = cache.run(pipe.execute)  # behind the breaker, like every cache read
+    if headers is UNAVAILABLE:
         return [None] * len(keys)
     now = time.time()
     ages: list[float | None] = []

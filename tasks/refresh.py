@@ -357,7 +357,7 @@ def refresh_once(
         signal, found = candidates(cache, client, config, report)
     except RedisError as exc:
         raise CacheUnavailable(f"refresh-ahead could not read candidates: {exc}") from exc
-    due = plan(found, signal, cache.core.policy, config.lead_s)
+    due = plan(found, signal, cache.policy, config.lead_s)
     report.due = len(due)
     _refresh_aggregates(cache, source, [c for c in due if c.kind is not None], report)
     _refresh_members(cache, source, [c for c in due if c.member_id is not None], report)

@@ -11,6 +11,8 @@
     scheduler.py  LeaderScheduler: only the beat holding the leader lease sends
     flower.py     ``python -m workers.flower``: Flower with basic auth and persistent state
     client.py     enqueue by task name and read progress, for apps that import no task code
+    alerts.py     the alert document for the webhook, its sender (never fails the caller)
+                  and its dead letters
 
 Importing the package builds nothing. workers/ never imports tasks/ (tasks/ import workers/):
 the worker loads the task modules by name (factory.TASK_MODULES), and what only tasks use at

@@ -8,7 +8,8 @@ it (it holds a pooled broker connection)::
     tasks = TaskClient(settings)
     task_id = tasks.enqueue_warmup("critical")
     tasks.enqueue_member_change("update", 42)
-    tasks.enqueue_bulk_operation("import", 10_000)
+    tasks.enqueue_bulk_operation("import", 10_000)        # [task id]
+    tasks.enqueue_bulk_operation("update", 25_000, ids)   # ids: 3 messages of <= MAX_IDS
     tasks.progress(task_id)   # Progress(state="PROGRESS", done=1200, total=5003, ...)
 
 Every call is a single LPUSH on the broker and returns the task id at once; nothing here
@@ -31,10 +32,21 @@ from celery.result import AsyncResult
 from cache.kinds import WARMUPS
 from config import Settings
 from workers import routing
+from workers.alerts import Alert
 from workers.factory import create_app
 from workers.runtime import CacheCelery
 
 WARMUP_KINDS: Final = WARMUPS  # from the registry of cached kinds
+# Publishing an alert gives up after about a second (kombu's retry policy) rather than the
+# ~18 s of celeryconfig's task_publish_retry_policy: whoever raised it (a report, a request)
+# must not wait on a broker outage; the sender dead-letters what was not taken
+# (workers/alerts.py).
+ALERT_PUBLISH_RETRY: Final = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +130,18 @@ class TaskClient:
             )
         return self.send(routing.ON_MEMBER_CHANGE, action, _positive_int(member_id, "member id"))
 
-    def enqueue_bulk_operation(self, kind: str, affected_count: int) -> str:
-        """After a bulk import, update or delete of ``affected_count`` members has committed."""
+    def enqueue_bulk_operation(
+        self, kind: str, affected_count: int, member_ids: Iterable[int] | None = None
+    ) -> list[str]:
+        """After a bulk import, update or delete of ``affected_count`` members has committed;
+        the task ids.
+
+        With ``member_ids`` (the affected members, positive integers) their cached records go
+        too. A message names at most routing.MAX_IDS of them: a longer list is sent as one
+        message per chunk, each a complete bulk operation (the aggregates' tags are bumped
+        once per message, which costs one INCR each). Every id is checked before anything is
+        sent, so a bad one sends nothing.
+        """
         if kind not in routing.BULK_KINDS:
             raise ValueError(
                 f"unknown bulk operation {kind!r}; expected one of {routing.BULK_KINDS}"
@@ -127,7 +149,38 @@ class TaskClient:
         count = int(affected_count)
         if count < 0:
             raise ValueError("affected_count must be >= 0")
-        return self.send(routing.ON_BULK_OPERATION, kind, count)
+        if member_ids is None:
+            return [self.send(routing.ON_BULK_OPERATION, kind, count)]
+        wanted = list(dict.fromkeys(_positive_int(i, "member id") for i in member_ids))
+        if not wanted or not count:
+            raise ValueError("member ids go with a bulk operation that touched members")
+        step = routing.MAX_IDS
+        return [
+            self.send(routing.ON_BULK_OPERATION, kind, count, wanted[start : start + step])
+            for start in range(0, len(wanted), step)
+        ]
+
+    def enqueue_alert(self, alert: dict[str, Any]) -> str:
+        """Deliver one alert document (workers.alerts.Alert.as_json) to the webhook; checked
+        before sending, published with a short retry (ALERT_PUBLISH_RETRY).
+
+        Its result is not stored (``ignore_result``): nobody waits for a delivery, whose
+        outcome is the receiver's, the log's and the dead letters'; and sending then never
+        waits on the result backend (Celery subscribes to a result's channel before
+        publishing, and on a Redis that is down retries that for about 20 s). Flower still
+        shows the task's states, from the worker's events.
+        """
+        document = Alert.from_json(alert).as_json()
+        spec = routing.DELIVER_ALERT
+        result = self.app.send_task(
+            spec.name,
+            args=[document],
+            queue=spec.queue,
+            retry=True,
+            retry_policy=ALERT_PUBLISH_RETRY,
+            ignore_result=True,
+        )
+        return str(result.id)
 
     def progress(self, task_id: str) -> Progress:
         """The task's state from the result backend: one GET, never a wait."""

@@ -24,6 +24,7 @@ TASK_MODULES: Final = (
     "tasks.metrics",
     "tasks.maintenance",
     "tasks.writebehind",
+    "tasks.alerts",
 )
 
 

@@ -81,7 +81,7 @@ class MetricsPublisher:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "published_at": time.time(),
-            "snapshot": self.cache.core.snapshot(),
+            "snapshot": self.cache.snapshot(),
         }
         # A copy: a part built on another thread may add an extra meanwhile (workers/runtime.py).
         for name, extra in tuple(self.extras.items()):

@@ -25,7 +25,8 @@ Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, 
     cache.invalidate   small and latency-sensitive: a stale read lasts until it runs
     cache.writebehind  write-behind flushes: the stream drained into PostgreSQL in batches
     metrics            the every-minute snapshot
-    maintenance        the beat cadence (daily/weekly/monthly/quarterly jobs); also the default
+    maintenance        the beat cadence (daily/weekly/monthly/quarterly jobs); also the default;
+                       and the webhook deliveries of alerts (few, short, bounded retries)
 
 Schedule (UTC; jobs start a few minutes past the hour, away from other schedulers' top of the
 hour; each tick ``expires`` well inside its period, see workers/beat.py)::
@@ -202,6 +203,10 @@ REFRESH_AHEAD: Final = TaskSpec(
 ON_MEMBER_CHANGE: Final = TaskSpec("tasks.invalidation.on_member_change", Q_INVALIDATE, 20, 30)
 ON_BULK_OPERATION: Final = TaskSpec("tasks.invalidation.on_bulk_operation", Q_INVALIDATE, 20, 30)
 
+# One alert POSTed to ALERT_WEBHOOK_URL (tasks/alerts.py): a few seconds at most per attempt;
+# its retries are its own (the webhook's answer decides), bounded by a setting.
+DELIVER_ALERT: Final = TaskSpec("tasks.alerts.deliver_alert", Q_MAINTENANCE, 20, 30)
+
 METRICS_SNAPSHOT: Final = TaskSpec(
     "tasks.metrics.snapshot",
     Q_METRICS,
@@ -251,6 +256,7 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     REFRESH_AHEAD,
     ON_MEMBER_CHANGE,
     ON_BULK_OPERATION,
+    DELIVER_ALERT,
     METRICS_SNAPSHOT,
     FLUSH_WRITEBEHIND,
     DAILY_REPORT,

@@ -5,6 +5,7 @@ Modules::
     auth        tokens (SHA-256 digests only), roles viewer < operator < admin
     guard       the dependency of every route: 401, 403, then the rate limit (429)
     ratelimit   fixed window per token in Redis; fail-open without Redis
+    refusals    refused tokens counted per address / token label; a burst is one alert
     audit       every action recorded (db/audit.py) before it runs, closed with its outcome
     routes      the endpoints; health, figures, prometheus, clear do the work
     latency     cached vs uncached request latency, from the X-Cache header

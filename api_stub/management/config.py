@@ -46,6 +46,11 @@ class ManagementConfig:
     # SCAN COUNT and UNLINK batch of /clear: ~1 ms of server time per step, so readers
     # interleave between steps.
     clear_batch: int = 1000
+    # A burst of refused tokens from one client address or token label: this many within the
+    # window (from the first refusal) raises one security alert (refusals.py). A person who
+    # mistypes a token a few times stays well below; a script guessing tokens does not.
+    refusal_threshold: int = 20
+    refusal_window_s: int = 60
 
     @classmethod
     def from_settings(cls, settings: Any) -> ManagementConfig:

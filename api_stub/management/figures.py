@@ -123,7 +123,7 @@ async def latest_snapshot(m: ManagementRuntime) -> dict[str, Any] | None:
 
 
 async def figures(m: ManagementRuntime) -> dict[str, Any]:
-    live = m.cache.core.snapshot()
+    live = m.cache.snapshot()
     mine = _counters(live["by_type"])
     processes = await published(m)
     overall: dict[str, dict[str, int]] = {name: dict(values) for name, values in mine.items()}

@@ -6,7 +6,9 @@
 
 Authentication runs before FastAPI validates the route's parameters and body, so a caller
 without a valid token learns nothing about them. Refusals of an action route (403, 429) are
-recorded in the audit trail with the caller's token id.
+recorded in the audit trail with the caller's token id. Refused tokens (an unknown one: 401,
+per client address; a known one below the route's role: 403, per token label) are counted
+cluster-wide, and a burst raises one security alert (api_stub/management/refusals.py).
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Pr
         who = management.tokens.authenticate(credentials.credentials)
         if who is None:
             log.warning("management call with an unknown token: %s", request.url.path)
+            address = request.client.host if request.client is not None else "unknown"
+            await management.refusals.refused("address", address, 401, request.url.path)
             raise _unauthorized("invalid_token")
         if who.role < role:
             detail = f"the {who.role.label} role may not do this; {role.label} is required"
+            await management.refusals.refused("token", who.id, 403, request.url.path)
             if action is not None:
                 await management.auditor.refused(who, action, _arguments(request), 403, detail)
             raise HTTPException(403, detail)

@@ -186,7 +186,7 @@ async def cache_rates(m: ManagementRuntime) -> dict[str, Any]:
     if window is not None and window.snapshots:
         totals, source = window.total(), "snapshots"
     else:  # no history yet: what this process counted
-        snapshot = m.cache.core.snapshot()
+        snapshot = m.cache.snapshot()
         totals = dict(snapshot["total"])
         source = "this process"
     counted = {name: float(totals.get(name) or 0) for name in COUNTER_NAMES}

@@ -9,7 +9,8 @@
     POST   /warmup                 enqueue a warm-up: 202 and its task id (operator)
     GET    /warmup/current         the automatic warm-up running now (and the last one)
     GET    /warmup/{task_id}       state and progress of a task
-    POST   /invalidation/trigger   member ids, tags, a data type or a bulk event: 202 (operator)
+    POST   /invalidation/trigger   member ids, tags, a data type or a bulk event (optionally
+                                   with its member ids): 202 (operator)
     GET    /reports                the maintenance reports
     GET    /dead-letters           write-behind events that could not be written
     POST   /dead-letters/replay    re-queue some of them (operator)
@@ -145,7 +146,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
 @router.get("/prometheus", summary="The metrics as Prometheus text")
 async def get_prometheus(_who: Viewer, m: Management) -> Response:
     document = await figures_.figures(m)
-    body = prometheus.render(document, m.cache.core.snapshot())
+    body = prometheus.render(document, m.cache.snapshot())
     return Response(body, media_type=prometheus.CONTENT_TYPE)
 
 
@@ -217,7 +218,7 @@ async def get_dead_letters(
 
 @router.get("/kinds", summary="The cached kinds: what each is, its TTL, how it is kept fresh")
 async def get_kinds(_who: Viewer, m: Management) -> Response:
-    policy = m.cache.core.policy
+    policy = m.cache.policy
     kinds = [
         kind.describe()
         | {
@@ -315,9 +316,9 @@ async def post_invalidation(
             # from members by the workers' invalidation task.
             answer["applied"] = await invalidation.members_imported(m.cache, body.member_ids)
             count = len(body.member_ids)
-            answer["task_ids"] = [
-                await _broker(lambda: m.tasks.enqueue_bulk_operation("update", count))
-            ]
+            answer["task_ids"] = await _broker(
+                lambda: m.tasks.enqueue_bulk_operation("update", count)
+            )
         elif body.tags is not None:
             answer["applied"] = await invalidation.bump(m.cache, body.tags)
             answer["tags"] = list(body.tags)
@@ -327,12 +328,13 @@ async def post_invalidation(
             answer["applied"] = await invalidation.bump(m.cache, KINDS.tags_of_type(data_type))
             answer["cleared"] = (await _clear_or_503(m, f"{data_type.value}:*")).as_dict()
         elif body.bulk is not None:
+            # The aggregates, and the named members' records, by the workers' task.
             bulk = body.bulk
-            answer["task_ids"] = [
-                await _broker(
-                    lambda: m.tasks.enqueue_bulk_operation(bulk.kind, bulk.affected_count)
+            answer["task_ids"] = await _broker(
+                lambda: m.tasks.enqueue_bulk_operation(
+                    bulk.kind, bulk.affected_count, bulk.member_ids
                 )
-            ]
+            )
         outcome.result = answer
     return json_response(answer, 202)
 

@@ -24,11 +24,13 @@ from api_stub.management.auth import TokenTable
 from api_stub.management.config import ManagementConfig
 from api_stub.management.latency import LatencyRecorder
 from api_stub.management.ratelimit import RateLimiter
+from api_stub.management.refusals import RefusalWatch
 from api_stub.runtime import Database, Running, started
 from cache import AsyncCacheService, CacheService
 from cache.writebehind import WriteBehind
 from config import Settings
 from services import Services
+from workers.alerts import AlertSender
 from workers.client import TaskClient
 from workers.publisher import process_id
 
@@ -46,6 +48,7 @@ class ManagementRuntime:
     limiter: RateLimiter
     auditor: Auditor
     latency: LatencyRecorder
+    refusals: RefusalWatch
     process: str = field(default_factory=lambda: process_id("api"))
     ping: PingWorkers | None = None
 
@@ -61,6 +64,25 @@ class ManagementRuntime:
         limiter = RateLimiter(
             running.cache, services.async_redis("durable"), config.rate_limit, config.rate_window_s
         )
+        # The name this process publishes under: counted live, never again as "another".
+        process = running.publisher.process if running.publisher else process_id("api")
+
+        def alerts() -> AlertSender:
+            return AlertSender(
+                lambda alert: services.tasks.enqueue_alert(alert),
+                services.redis("durable"),
+                services.keys,
+                process,
+                bool(services.settings.alert_webhook_url.get_secret_value()),
+            )
+
+        refusals = RefusalWatch(
+            running.cache,
+            services.async_redis("durable"),
+            alerts,
+            config.refusal_threshold,
+            config.refusal_window_s,
+        )
         return cls(
             settings=services.settings,
             config=config,
@@ -71,8 +93,8 @@ class ManagementRuntime:
             limiter=limiter,
             auditor=Auditor(running.db),
             latency=latency,
-            # The name this process publishes under: counted live, never again as "another".
-            process=running.publisher.process if running.publisher else process_id("api"),
+            refusals=refusals,
+            process=process,
         )
 
     @property

@@ -43,8 +43,17 @@ class WarmupRequest(_Body):
 
 
 class BulkEvent(_Body):
+    """A bulk operation that committed; with ``member_ids``, their records go too."""
+
     kind: Literal["import", "update", "delete"]
     affected_count: Annotated[int, Field(ge=0, le=10**9)]
+    member_ids: Annotated[list[MemberId], Field(min_length=1, max_length=MAX_IDS)] | None = None
+
+    @model_validator(mode="after")
+    def _ids_go_with_members_touched(self) -> Self:
+        if self.member_ids is not None and self.affected_count == 0:
+            raise ValueError("member_ids go with an affected_count above 0")
+        return self
 
 
 class InvalidationRequest(_Body):

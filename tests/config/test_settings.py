@@ -66,6 +66,10 @@ def test_example_env_lists_every_design_variable() -> None:
         ("CACHE_ENABLED", "maybe"),
         ("REDIS_SENTINELS", "host-no-port"),
         ("REDIS_KEY_PREFIX", "bad*prefix"),
+        ("ALERT_WEBHOOK_URL", "ftp://hooks.example/x"),
+        ("ALERT_WEBHOOK_URL", "https:///no-host"),
+        ("ALERT_WEBHOOK_MAX_RETRIES", "-1"),
+        ("MANAGEMENT_REFUSAL_THRESHOLD", "0"),
     ],
 )
 def test_invalid_value_is_one_line_naming_the_variable(
@@ -77,6 +81,20 @@ def test_invalid_value_is_one_line_naming_the_variable(
     message = str(caught.value)
     assert "\n" not in message
     assert variable in message
+
+
+def test_a_bad_webhook_url_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat webhook carries its credential in the URL: the error and `config` hide it."""
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "ftp://hooks.example/T0/B0/s3cr3t")
+    with pytest.raises(ConfigError, match="ALERT_WEBHOOK_URL") as caught:
+        load_settings()
+    assert "s3cr3t" not in str(caught.value)
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", " https://hooks.example/T0/B0/s3cr3t ")
+    settings = load_settings()
+    assert settings.alert_webhook_url.get_secret_value() == "https://hooks.example/T0/B0/s3cr3t"
+    assert "s3cr3t" not in repr(settings.masked())
+    monkeypatch.delenv("ALERT_WEBHOOK_URL")
+    assert load_settings(_env_file=None).alert_webhook_url.get_secret_value() == ""  # off
 
 
 def test_cli_stops_with_one_line_and_exit_2(tmp_path: Path) -> None:

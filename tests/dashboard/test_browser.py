@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -90,7 +91,11 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 def wait_for(
     driver: WebDriver, what: str, check: Callable[[WebDriver], Any], timeout: float = 30
 ) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check, f"waiting for {what}")
+    # The page redraws every few seconds: an element found just before a redraw is stale.
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return wait.until(check, f"waiting for {what}")
 
 
 def find(driver: WebDriver, css: str) -> WebElement:
@@ -113,10 +118,13 @@ def sign_in(driver: WebDriver, token: str, role: str) -> None:
 
 
 def legend(driver: WebDriver, chart: str, series: str) -> tuple[float, str]:
-    item = find(driver, f"#{chart} li[data-series='{series}']")
-    return float(item.get_attribute("data-value") or "nan"), item.find_element(
-        By.TAG_NAME, "b"
-    ).text
+    def read(d: WebDriver) -> tuple[float, str]:
+        item = find(d, f"#{chart} li[data-series='{series}']")
+        value = float(item.get_attribute("data-value") or "nan")
+        return value, item.find_element(By.TAG_NAME, "b").text
+
+    found: tuple[float, str] = wait_for(driver, f"the legend of {series}", read)
+    return found
 
 
 def run_task(driver: WebDriver, kind: str, timeout: float = 60) -> WebElement:

@@ -3,6 +3,8 @@ validation of bodies, and the audit trail (no record, no action)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -130,6 +132,13 @@ async def test_invalidation_of_a_data_type_and_of_a_bulk_event(
     answer = await mgmt.call("POST", f"{PREFIX}/invalidation/trigger", "operator", json=bulk)
     assert answer.status_code == 202
     assert queues.llen("cache.invalidate") == before + 1
+    # With the members' ids: the same one message, which carries them to the worker.
+    bulk = {"bulk": {"kind": "update", "affected_count": 3, "member_ids": [4, 5, 6]}}
+    answer = await mgmt.call("POST", f"{PREFIX}/invalidation/trigger", "operator", json=bulk)
+    assert answer.status_code == 202 and len(answer.json()["task_ids"]) == 1
+    message = json.loads(queues.lindex("cache.invalidate", 0) or b"{}")
+    assert message["headers"]["task"] == "tasks.invalidation.on_bulk_operation"
+    assert json.loads(base64.b64decode(message["body"]))[0] == ["update", 3, [4, 5, 6]]
 
 
 @pytest.mark.parametrize(
@@ -141,6 +150,9 @@ async def test_invalidation_of_a_data_type_and_of_a_bulk_event(
         {"tags": []},
         {"data_type": "sys"},
         {"bulk": {"kind": "import", "affected_count": -1}},
+        {"bulk": {"kind": "update", "affected_count": 0, "member_ids": [1]}},
+        {"bulk": {"kind": "update", "affected_count": 2, "member_ids": [0, 1]}},
+        {"bulk": {"kind": "update", "affected_count": 2, "member_ids": []}},
         {"member_ids": ["1; DROP TABLE members"]},
     ],
 )

@@ -13,6 +13,7 @@ from config import Settings
 from tasks.invalidation import affected_keys, bulk_change, invalidate, member_change
 from tests.workers.conftest import InProcess
 from workers.publisher import read_published
+from workers.routing import MAX_IDS
 
 KEYS = Keys("p:")
 GENS = {"analytics": 5, "statistics": 6, "members": 7}
@@ -20,7 +21,7 @@ GENS = {"analytics": 5, "statistics": 6, "members": 7}
 
 @pytest.mark.parametrize("action", ["create", "update", "delete"])
 def test_member_change_touches_the_member_and_the_current_aggregates(action: str) -> None:
-    assert affected_keys(KEYS, member_change(action), GENS, 42) == [
+    assert affected_keys(KEYS, member_change(action), GENS, [42]) == [
         "p:member:42",
         "p:analytics:dashboard:5",
         "p:analytics:growth:5",
@@ -41,11 +42,28 @@ def test_bulk_operation_touches_the_aggregates_once_whatever_the_count() -> None
     assert bulk_change("update", 0) is None
 
 
+def test_a_bulk_operation_with_member_ids_touches_their_records_too() -> None:
+    change = bulk_change("update", 3)
+    assert change is not None
+    assert affected_keys(KEYS, change, GENS, [3, 1, 3, 2]) == [
+        "p:member:3",
+        "p:member:1",
+        "p:member:2",
+        "p:analytics:dashboard:5",
+        "p:analytics:growth:5",
+        "p:statistics:demographics:6",
+    ]
+    assert len(affected_keys(KEYS, change, GENS, range(1, MAX_IDS + 1))) == MAX_IDS + 3
+
+
 @pytest.mark.parametrize(
     "call",
     [
         lambda: member_change("upsert"),
-        lambda: affected_keys(KEYS, member_change("update"), GENS, "1*"),  # type: ignore[arg-type]
+        lambda: affected_keys(KEYS, member_change("update"), GENS, ["1*"]),  # type: ignore[list-item]
+        lambda: affected_keys(KEYS, member_change("update"), GENS, [0]),
+        lambda: affected_keys(KEYS, member_change("update"), GENS, [True]),
+        lambda: affected_keys(KEYS, member_change("update"), GENS, range(1, MAX_IDS + 2)),
         lambda: bulk_change("merge", 1),
         lambda: bulk_change("import", -1),
     ],
@@ -61,7 +79,7 @@ def test_invalidate_raises_when_redis_did_not_take_it(settings: Settings) -> Non
     down = build_cache(settings.model_copy(update={"redis_port": 1}))
     try:
         with pytest.raises(CacheUnavailable):
-            invalidate(down, Change.UPDATE, 1)
+            invalidate(down, Change.UPDATE, [1])
         # The bumps are kept for replay by this process (and the task is retried).
         assert len(down.core.outbox) == len(KINDS.tags_for(Change.UPDATE))
     finally:
@@ -132,6 +150,7 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
 def test_on_bulk_operation_deletes_only_the_aggregates(worker: InProcess) -> None:
     before = _warm(worker)
     aggregates = _current(worker, *AGGREGATES)
-    progress = worker.wait(worker.client.enqueue_bulk_operation("import", 50_000))
+    (task_id,) = worker.client.enqueue_bulk_operation("import", 50_000)
+    progress = worker.wait(task_id)
     assert progress.state == "SUCCESS", progress.error
     assert before - worker.cache_keys() == aggregates

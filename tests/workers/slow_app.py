@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cache import CacheService
@@ -43,11 +43,11 @@ _invalidate = invalidation.invalidate
 def slow_invalidate(
     cache: CacheService,
     change: Change,
-    member_id: int | None = None,
+    member_ids: Iterable[int] = (),
     lifetimes: Lifetimes | None = None,
 ) -> Any:
     time.sleep(INVALIDATION_DELAY)
-    return _invalidate(cache, change, member_id, lifetimes)
+    return _invalidate(cache, change, member_ids, lifetimes)
 
 
 invalidation.invalidate = slow_invalidate  # the task body looks the name up when it runs

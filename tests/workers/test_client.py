@@ -65,6 +65,11 @@ def test_enqueue_hooks_refuse_bad_arguments(offline_client: TaskClient) -> None:
         offline_client.enqueue_bulk_operation("merge", 1)
     with pytest.raises(ValueError):
         offline_client.enqueue_bulk_operation("import", -5)
+    for ids in ([], [1, 0], [1, "2"], [True]):
+        with pytest.raises(ValueError):
+            offline_client.enqueue_bulk_operation("update", 2, ids)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # nothing touched: no members to name
+        offline_client.enqueue_bulk_operation("update", 0, [1])
 
 
 @pytest.mark.parametrize(
@@ -99,7 +104,7 @@ def test_each_enqueue_lands_on_its_queue(
     client = TaskClient(task_settings, app=celery_app)
     warmup = client.enqueue_warmup("critical")
     change = client.enqueue_member_change("delete", 5)
-    bulk = client.enqueue_bulk_operation("import", 100)
+    (bulk,) = client.enqueue_bulk_operation("import", 100)
     expected = {routing.Q_WARMUP: {warmup}, routing.Q_INVALIDATE: {change, bulk}}
     broker = task_redis.client(db=services.BROKER_DB)
     try:
@@ -176,7 +181,7 @@ def test_client_imports_no_task_or_data_code(
         "from config import load_settings\n"
         "from workers.client import TaskClient\n"
         "client = TaskClient(load_settings(_env_file=None))\n"
-        "print(client.enqueue_bulk_operation('update', 0))\n"
+        "print(*client.enqueue_bulk_operation('update', 0))\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('tasks', 'db', 'sqlalchemy')]\n"
         "assert not loaded, loaded\n"
         "assert 'workers.app' not in sys.modules\n"

@@ -92,7 +92,9 @@ def test_killed_worker_s_warmup_and_invalidation_are_completed_by_another(
         rescuer.wait_ready(client)
         done = {task: harness.final(client, task) for task in (warmup, change)}
         assert done[warmup].state == done[change].state == "SUCCESS"
-        assert done[warmup].result["done"] == harness.MEMBERS + aggregate_count()
+        # Every member and aggregate (the stack's database may hold members other tests added).
+        result = done[warmup].result
+        assert result["done"] == result["total"] >= harness.MEMBERS + aggregate_count()
         results = broker.client(db=services.RESULTS_DB)
         for task in (warmup, change):
             meta = json.loads(results.get(f"celery-task-meta-{task}") or b"{}")

@@ -45,6 +45,7 @@ def test_wire_names_are_unchanged() -> None:
         "tasks.refresh.refresh_ahead",
         "tasks.invalidation.on_member_change",
         "tasks.invalidation.on_bulk_operation",
+        "tasks.alerts.deliver_alert",
         "tasks.metrics.snapshot",
         "tasks.writebehind.flush_writebehind",
         "tasks.maintenance.daily_report",
