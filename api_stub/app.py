@@ -57,7 +57,7 @@ _FOREIGN_KEY: Final = re.compile(r"fk_members_(status|tier|country)_")
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
-        services = Services.open(settings, asyncio=True, tasks=True)
+        services = Services.open(settings, asyncio=True, tasks=True, near=True)
         publisher = MetricsPublisher(
             services.cache, "api", client=services.redis("durable"), extras=published
         )

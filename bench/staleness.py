@@ -51,7 +51,7 @@ class _Project:
         settings = load_settings(
             redis_host="127.0.0.1", redis_port=6379, redis_db=BENCH_DB, redis_key_prefix=prefix
         )
-        self.services = Services.open(settings)
+        self.services = Services.open(settings, near=True)
         tracker = self.services.tracker
         if tracker is None or not tracker.wait_connected(5):
             raise RuntimeError("the near tier's tracking did not come up")

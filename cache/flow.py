@@ -86,10 +86,12 @@ class CacheCore:
     near: NearCache | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> CacheCore:
+    def from_settings(cls, settings: Any, *, with_near: bool = True) -> CacheCore:
+        """``with_near=False``: no near tier in this process, whatever the settings."""
         metrics = CacheMetrics()
-        reason = off_reason(settings)
-        if reason is not None and settings.cache_near_enabled and settings.cache_enabled:
+        reason = off_reason(settings) if with_near else "not asked for by this process"
+        wanted = settings.cache_near_enabled and settings.cache_enabled
+        if with_near and reason is not None and wanted:
             log.info("near cache off: %s", reason)
         near = (
             NearCache(settings.cache_near_max_bytes, near_types(), metrics.near)

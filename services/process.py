@@ -109,12 +109,16 @@ class Services:
         asyncio: bool = False,
         tasks: bool = False,
         database_url: str | None = None,
+        near: bool = False,
     ) -> Services:
         """The services of this process. ``asyncio`` adds the async front (and the recorder)
-        over the same core; ``tasks`` the task client. Nothing here opens a connection: a
-        Redis or database that is down is found by the first call, which the breaker (or the
-        caller) handles."""
-        core = CacheCore.from_settings(settings)
+        over the same core; ``tasks`` the task client; ``near`` the near tier and its
+        tracking connection (CACHE_NEAR_ENABLED permitting). The API asks for it: it reads
+        the same keys again and again. Workers (bulk writes, each key read once), beat and
+        cachectl commands would only pay the tier's pushes and thread. Nothing here opens a
+        connection: a Redis or database that is down is found by the first call, which the
+        breaker (or the caller) handles."""
+        core = CacheCore.from_settings(settings, with_near=near)
         cache = build_cache(settings, core=core)
         async_cache = build_async_cache(settings, core=core) if asyncio else None
         client: TaskClient | None = None

@@ -33,7 +33,7 @@ def reader(
 def _read(
     settings: dict[str, Any], keys: list[str], versions: Any, acked: Any, stop: Any, ready: Any
 ) -> dict[str, Any]:
-    services = Services.open(load_settings(**settings, _env_file=None))
+    services = Services.open(load_settings(**settings, _env_file=None), near=True)
     try:
         assert services.tracker is not None and services.tracker.wait_connected(5)
         cache, near = services.cache, services.core.near

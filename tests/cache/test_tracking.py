@@ -31,7 +31,7 @@ def _until(check: Callable[[], bool], timeout: float = 2.0) -> bool:
 
 
 def _open(settings: Settings) -> Services:
-    services = Services.open(settings)
+    services = Services.open(settings, near=True)
     assert services.tracker is not None and services.tracker.wait_connected(5)
     return services
 
@@ -127,7 +127,7 @@ def test_the_race_on_fetch(services: Services, other: CacheService) -> None:
 
 @pytest.mark.anyio
 async def test_the_race_on_the_async_front(settings: Settings, other: CacheService) -> None:
-    services = Services.open(settings, asyncio=True)
+    services = Services.open(settings, asyncio=True, near=True)
     try:
         assert services.tracker is not None and services.tracker.wait_connected(5)
         acache, near = services.async_cache, _near(services)
