@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
 from cache import MISS, CacheService, DataType, build_cache
 from cache.near import NearCache
@@ -22,12 +23,20 @@ M = DataType.MEMBER
 
 
 def _until(check: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll ``check``; a server that resets the connection mid-failover answers "not yet"."""
+
+    def checked() -> bool:
+        try:
+            return check()
+        except (RedisError, OSError):
+            return False
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
+        if checked():
             return True
         time.sleep(0.001)
-    return check()
+    return checked()
 
 
 def _open(settings: Settings) -> Services:
