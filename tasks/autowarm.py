@@ -49,6 +49,8 @@ from db.errors import DatabaseUnavailable
 from tasks import warming
 from tasks.runtime import runtime_of
 from workers import routing, warmstate
+from workers.client import TaskClient
+from workers.runtime import CacheCelery
 from workers.scheduler import LeaderLease
 
 log = logging.getLogger("tasks.autowarm")
@@ -115,14 +117,11 @@ def redis_identity(cache: CacheService, sentinel_master: str) -> dict[str, Any]:
 
 # --- the tasks ------------------------------------------------------------------------------------
 def send_auto_warm(task: Task[Any, Any], reason: str, *, only_if_cold: bool = False) -> str:
-    """Send :func:`auto_warm` by name on its queue (from a task or a signal); its id."""
-    result = task.app.send_task(
-        routing.AUTO_WARM.name,
-        args=[reason],
-        kwargs={"only_if_cold": only_if_cold},
-        queue=routing.AUTO_WARM.queue,
-    )
-    return str(result.id)
+    """Send :func:`auto_warm` (from a task) through the task client on the task's own app."""
+    app = task.app
+    if not isinstance(app, CacheCelery):
+        raise TypeError(f"task {task.name} runs on {app!r}, not an app from create_app()")
+    return TaskClient(app.settings, app=app).enqueue_auto_warm(reason, only_if_cold=only_if_cold)
 
 
 @shared_task(bind=True, **routing.task_options(routing.AUTO_WARM, retry_on=RETRY_ON))

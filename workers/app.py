@@ -13,7 +13,7 @@ from typing import Any
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from config import load_settings
-from workers import routing
+from workers.client import TaskClient
 from workers.factory import create_app
 
 log = logging.getLogger("workers.app")
@@ -30,12 +30,7 @@ def _warm_if_cold(**_: Any) -> None:
     if not app.settings.cache_autowarm:
         return
     try:
-        app.send_task(
-            routing.AUTO_WARM.name,
-            args=["worker-start"],
-            kwargs={"only_if_cold": True},
-            queue=routing.AUTO_WARM.queue,
-        )
+        TaskClient(app.settings, app=app).enqueue_auto_warm("worker-start", only_if_cold=True)
     except Exception as exc:  # a broker hiccup must not stop the worker; beat looks again
         log.warning("automatic warm-up not sent at start-up: %s", exc)
 

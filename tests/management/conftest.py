@@ -30,6 +30,9 @@ from tests.conftest import TEST_REDIS_DB
 from tests.support.postgres import throwaway_database
 from tests.support.redis_procs import RedisProcess, start_redis
 
+# The worker-process stack, for the tests that need a real worker (one definition of it).
+from tests.workers.conftest import clean_stack, stack  # noqa: F401
+
 ADMIN_DSN = "postgresql://root@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parents[2]
 SEED_MEMBERS = 50

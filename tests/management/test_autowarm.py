@@ -38,23 +38,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 WITHIN = 30.0  # seconds from the trigger to the first HIT
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[harness.Stack]:
-    shared = harness.acquire()
-    try:
-        yield shared
-    finally:
-        harness.release()
-
-
-@pytest.fixture
-def clean_stack(stack: harness.Stack) -> Iterator[harness.Stack]:
-    """The stack with no cache keys (nor warm-up records) under its prefix."""
-    stack.clear_cache()
-    yield stack
-    stack.clear_cache()
-
-
 @pytest.fixture
 def tokens() -> Tokens:
     return Tokens({role: secrets.token_urlsafe(32) for role in ROLES})

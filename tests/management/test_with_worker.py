@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,15 +15,6 @@ from tests.management.conftest import TEST_CONFIG, Tokens, serve
 from tests.workers import harness
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[harness.Stack]:
-    shared = harness.acquire()
-    try:
-        yield shared
-    finally:
-        harness.release()
 
 
 async def test_health_and_warmup_with_a_live_worker(stack: harness.Stack, tokens: Tokens) -> None:

@@ -97,7 +97,7 @@ def _warm(worker: InProcess) -> set[str]:
     return worker.cache_keys()
 
 
-def _current(worker: InProcess, *names: str) -> set[str]:
+def current_keys(worker: InProcess, *names: str) -> set[str]:
     """The keys the API reads now for these kinds (their tags' current generations)."""
     found = set()
     for name in names:
@@ -116,7 +116,7 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
 ) -> None:
     keys = worker.cache.keys
     before = _warm(worker)
-    aggregates = _current(worker, *AGGREGATES)
+    aggregates = current_keys(worker, *AGGREGATES)
     assert aggregates <= before and keys.member(1) in before
     tags = KINDS.tags_for(Change.UPDATE)
     gens = generations_sync(worker.cache, tags)
@@ -131,7 +131,7 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
     assert progress.result["tags"] == list(tags)
     # The API's responses derived from members retire: their generations moved on.
     assert generations_sync(worker.cache, tags) == tuple(gen + 1 for gen in gens)
-    assert _current(worker, "lookup") <= worker.cache_keys(), "lookups do not depend on members"
+    assert current_keys(worker, "lookup") <= worker.cache_keys(), "lookups do not depend on members"
     # The worker publishes the ages of what it removed, for the weekly TTL review.
     assert worker.runtime.publisher.publish()
     (published,) = read_published(worker.cache).values()
@@ -149,7 +149,7 @@ def test_on_member_change_deletes_exactly_the_member_and_aggregate_keys(
 
 def test_on_bulk_operation_deletes_only_the_aggregates(worker: InProcess) -> None:
     before = _warm(worker)
-    aggregates = _current(worker, *AGGREGATES)
+    aggregates = current_keys(worker, *AGGREGATES)
     (task_id,) = worker.client.enqueue_bulk_operation("import", 50_000)
     progress = worker.wait(task_id)
     assert progress.state == "SUCCESS", progress.error

@@ -17,6 +17,7 @@ import pytest
 from cache.invalidation import generations_sync
 from cache.kinds import KINDS, Change
 from tests.support.redis_procs import RedisProcess, start_redis
+from tests.tasks.test_invalidation import current_keys
 from tests.workers import services
 from tests.workers.conftest import PG_MEMBERS, InProcess
 from workers import routing
@@ -54,17 +55,6 @@ def commands(proc: RedisProcess) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
 
 
-def _current(worker: InProcess, *names: str) -> set[str]:
-    """The keys the API reads now for these kinds (their tags' current generations)."""
-    found = set()
-    for name in names:
-        kind = KINDS[name]
-        gens = generations_sync(worker.cache, kind.tags)
-        assert gens is not None
-        found |= {kind.key(worker.cache.keys, params, gens) for params in kind.variants}
-    return found
-
-
 def test_a_bulk_update_with_ids_removes_exactly_those_records_and_the_aggregates(
     worker: InProcess, cache_redis: RedisProcess
 ) -> None:
@@ -77,7 +67,7 @@ def test_a_bulk_update_with_ids_removes_exactly_those_records_and_the_aggregates
         progress = worker.wait(task_id)
         assert progress.state == "SUCCESS", progress.error
     before = worker.cache_keys()
-    aggregates = _current(worker, *AGGREGATES)
+    aggregates = current_keys(worker, *AGGREGATES)
     assert aggregates <= before and set(keys.members(warmed)) <= before
     tags = KINDS.tags_for(Change.BULK_UPDATE)
     gens = generations_sync(worker.cache, tags)
@@ -94,7 +84,7 @@ def test_a_bulk_update_with_ids_removes_exactly_those_records_and_the_aggregates
     assert before - worker.cache_keys() == removed
     assert progress.result["removed"] == len(removed)
     assert generations_sync(worker.cache, tags) == tuple(gen + 1 for gen in gens)
-    assert _current(worker, "lookup") <= worker.cache_keys(), "lookups do not depend on members"
+    assert current_keys(worker, "lookup") <= worker.cache_keys(), "lookups do not depend on members"
     # Round trips, whatever the number of ids: one MGET of the generations, one pipeline of
     # GETRANGE (the entries' ages), and one pipeline of SET NX + INCR per tag and a single
     # UNLINK of every record, aggregate and lease.
