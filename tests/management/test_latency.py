@@ -5,7 +5,7 @@ serves p50/p95/p99 per kind, cached vs uncached, through a restart of the API.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -56,12 +56,6 @@ def worker_cache(settings: Settings) -> Iterator[CacheService]:
     cache.close()
 
 
-@pytest.fixture
-async def api(settings: Settings, tokens: Tokens) -> AsyncIterator[Mgmt]:
-    async with serve(settings, tokens) as mgmt:
-        yield mgmt
-
-
 def publish(mgmt: Mgmt) -> None:
     """The API's own publisher, now rather than at its next interval."""
     publisher = mgmt.app.state.running.publisher
@@ -85,53 +79,56 @@ async def history(mgmt: Mgmt) -> list[dict[str, Any]]:
 
 
 async def test_latency_per_kind_is_published_stored_and_served_through_a_restart(
-    api: Mgmt, settings: Settings, tokens: Tokens, engine: Engine, worker_cache: CacheService
+    settings: Settings, tokens: Tokens, engine: Engine, worker_cache: CacheService
 ) -> None:
     records = SqlRecords(engine)
-    store_snapshot(records, worker_cache, sample=10)  # the baseline: nothing served yet
+    # The first run stops before the second starts, as a restart does: two live runs of one
+    # process name would overwrite each other's publication.
+    async with serve(settings, tokens) as api:
+        store_snapshot(records, worker_cache, sample=10)  # the baseline: nothing served yet
 
-    # Two routes (kinds member and lookup), each a miss then hits.
-    assert await get(api, "/members/3", 4) == ["MISS", "HIT", "HIT", "HIT"]
-    assert await get(api, "/lookups/tiers", 3) == ["MISS", "HIT", "HIT"]
-    publish(api)
+        # Two routes (kinds member and lookup), each a miss then hits.
+        assert await get(api, "/members/3", 4) == ["MISS", "HIT", "HIT", "HIT"]
+        assert await get(api, "/lookups/tiers", 3) == ["MISS", "HIT", "HIT"]
+        publish(api)
 
-    # The published document carries the latency per kind, as this process recorded it.
-    documents = read_published(worker_cache)
-    mine = documents[api.runtime.process]
-    assert mine["role"] == "api"
-    kinds = mine["latency"]["kinds"]
-    assert set(kinds) == {"member", "lookup"}
-    assert [sum(kinds["member"][o]["counts"]) for o in OUTCOMES] == [3, 1]
-    assert [sum(kinds["lookup"][o]["counts"]) for o in OUTCOMES] == [2, 1]
+        # The published document carries the latency per kind, as this process recorded it.
+        documents = read_published(worker_cache)
+        mine = documents[api.runtime.process]
+        assert mine["role"] == "api"
+        kinds = mine["latency"]["kinds"]
+        assert set(kinds) == {"member", "lookup"}
+        assert [sum(kinds["member"][o]["counts"]) for o in OUTCOMES] == [3, 1]
+        assert [sum(kinds["lookup"][o]["counts"]) for o in OUTCOMES] == [2, 1]
 
-    # GET /metrics: this process live, and not a second time from its own publication.
-    metrics = (await api.call("GET", f"{PREFIX}/metrics", "viewer")).json()
-    assert metrics["this_process"]["process"] == api.runtime.process
-    assert api.runtime.process not in metrics["processes"]
-    assert metrics["overall"]["total"]["hits"] == metrics["this_process"]["total"]["hits"] == 5
-    live = metrics["latency"]["by_kind"]
-    assert live["member"][CACHED]["count"] == 3 and live["lookup"][UNCACHED]["count"] == 1
-    assert metrics["latency"]["requests"][CACHED]["count"] == 5
+        # GET /metrics: this process live, and not a second time from its own publication.
+        metrics = (await api.call("GET", f"{PREFIX}/metrics", "viewer")).json()
+        assert metrics["this_process"]["process"] == api.runtime.process
+        assert api.runtime.process not in metrics["processes"]
+        assert metrics["overall"]["total"]["hits"] == metrics["this_process"]["total"]["hits"] == 5
+        live = metrics["latency"]["by_kind"]
+        assert live["member"][CACHED]["count"] == 3 and live["lookup"][UNCACHED]["count"] == 1
+        assert metrics["latency"]["requests"][CACHED]["count"] == 5
 
-    summary = store_snapshot(records, worker_cache, sample=10)
-    rows = await history(api)
-    assert rows[-1]["id"] == summary["id"]
-    latency = rows[-1]["latency"]
-    assert latency["since"] == rows[-2]["taken_at"] and latency["processes"] == 1
-    served = latency["kinds"]
-    assert set(served) == {"member", "lookup"}
-    for kind, counts in {"member": (3, 1), "lookup": (2, 1)}.items():
-        for outcome, count in zip(OUTCOMES, counts, strict=True):
-            figures = served[kind][outcome]
-            assert figures["count"] == count
-            # The interval is everything this process served: its quantiles are the live ones,
-            # each the upper bound of a bucket.
-            for q in QUANTILES:
-                assert figures[q] == live[kind][outcome][q], (kind, outcome, q)
-                assert figures[q] in LATENCY_BUCKETS
-            assert figures["p50"] <= figures["p95"] <= figures["p99"]
-    # A hit is answered from Redis without running the route: never slower than its miss.
-    assert served["member"][CACHED]["p50"] <= served["member"][UNCACHED]["p50"]
+        summary = store_snapshot(records, worker_cache, sample=10)
+        rows = await history(api)
+        assert rows[-1]["id"] == summary["id"]
+        latency = rows[-1]["latency"]
+        assert latency["since"] == rows[-2]["taken_at"] and latency["processes"] == 1
+        served = latency["kinds"]
+        assert set(served) == {"member", "lookup"}
+        for kind, counts in {"member": (3, 1), "lookup": (2, 1)}.items():
+            for outcome, count in zip(OUTCOMES, counts, strict=True):
+                figures = served[kind][outcome]
+                assert figures["count"] == count
+                # The interval is everything this process served: its quantiles are the live ones,
+                # each the upper bound of a bucket.
+                for q in QUANTILES:
+                    assert figures[q] == live[kind][outcome][q], (kind, outcome, q)
+                    assert figures[q] in LATENCY_BUCKETS
+                assert figures["p50"] <= figures["p95"] <= figures["p99"]
+        # A hit is answered from Redis without running the route: never slower than its miss.
+        assert served["member"][CACHED]["p50"] <= served["member"][UNCACHED]["p50"]
 
     # The API restarts: the same process id, a new run whose counts begin again at zero.
     async with serve(settings, tokens) as restarted:
