@@ -45,8 +45,7 @@ def near_service(settings: Settings) -> tuple[CacheService, Tracker]:
     near = service.core.near
     _require(near is not None, "the near tier is off for these settings")
     assert near is not None
-    writer: Any = service.clients.writer  # standalone: a redis.Redis
-    tracker = tracker_for(near, service.keys.tracked(near.types), writer.connection_pool)
+    tracker = tracker_for(near, service.keys.tracked(near.types), service.clients.writer)
     assert tracker is not None
     tracker.start()
     _require(tracker.wait_connected(5), "the near tier's tracking connection did not come up")

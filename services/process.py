@@ -96,7 +96,7 @@ class Services:
         self.tracker: Tracker | None = tracker_for(
             core.near,
             core.keys.tracked(core.near.types) if core.near is not None else [],
-            getattr(cache.clients.writer, "connection_pool", None),
+            cache.clients.writer,
         )
         if self.tracker is not None:
             self.tracker.start()

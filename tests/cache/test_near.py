@@ -155,7 +155,9 @@ def test_which_types_and_settings_turn_the_tier_on() -> None:
     assert off_reason(load_settings(cache_enabled=False, _env_file=None)) is not None
     assert off_reason(load_settings(cache_near_enabled=False, _env_file=None)) is not None
     cluster = load_settings(redis_cluster_nodes="127.0.0.1:7000", _env_file=None)
-    assert "Cluster" in (off_reason(cluster) or "")
+    assert off_reason(cluster) is None  # tracked per primary
+    replicas = load_settings(redis_read_from_replica=True, _env_file=None)
+    assert "replica" in (off_reason(replicas) or "")
 
 
 def test_a_big_push_drops_what_it_names_and_refuses_reads_in_flight() -> None:

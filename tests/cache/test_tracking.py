@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,13 @@ from cache import MISS, CacheService, DataType, build_cache
 from cache.near import NearCache
 from config import Settings, load_settings
 from services import Services
-from tests.support.redis_procs import RedisProcess, start_redis, start_replica, start_sentinels
+from tests.support.redis_procs import (
+    RedisProcess,
+    make_tls_files,
+    start_redis,
+    start_replica,
+    start_sentinels,
+)
 
 M = DataType.MEMBER
 
@@ -308,3 +315,30 @@ def test_a_bulk_write_flushes_the_tier(services: Services, other: CacheService) 
     assert other.delete(*keys) == 2000  # one UNLINK of 2,000 keys: one push naming them all
     assert _until(lambda: near.counters.flushes > flushes and len(near) == 0, 1.0)
     assert all(cache.get(key, M) is MISS for key in keys[:5])
+
+
+def test_tracking_over_tls_keeps_the_tier_exact(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    with start_redis(tls=tls) as server:
+        settings = load_settings(
+            redis_host="127.0.0.1",
+            redis_port=server.port,
+            redis_key_prefix="tlsnear:",
+            redis_tls=True,
+            redis_tls_ca_file=str(tls.ca_cert),
+            redis_tls_cert_file=str(tls.client_cert),
+            redis_tls_key_file=str(tls.client_key),
+            _env_file=None,
+        )
+        with _open(settings) as services:
+            cache, near = services.cache, _near(services)
+            writer = build_cache(settings)
+            try:
+                # Many keys at once: a push spans TLS records, read whole before select().
+                keys = cache.keys.members(range(200))
+                for version in (1, 2, 3):
+                    assert writer.set_many({k: {"v": version} for k in keys}, M)
+                    assert _until(lambda v=version: all(cache.get(k, M) == {"v": v} for k in keys))
+                    assert len(near) == 200
+            finally:
+                writer.close()
