@@ -30,12 +30,21 @@ def fresh_generation() -> int:
 def read(core: CacheCore, tags: Sequence[str]) -> Flow:
     """The current generation of each tag: one round trip, two when a key must be started.
 
-    Read from the master (a replica behind a bump would serve old entries). None when Redis
-    is unavailable: then nothing derived from the tags may be read or stored.
+    Read from the master (a replica behind a bump would serve old entries), or from the near
+    tier, which holds them exact as it holds entries (tracked, dropped by every push and by
+    this process's own bumps). None when Redis is unavailable: then nothing derived from the
+    tags may be read or stored.
     """
     if not tags:
         return ()
     keys = [core.keys.generation(tag) for tag in tags]
+    near = core.near if core.enabled else None
+    ticket = -1
+    if near is not None:
+        held = near.generations(keys)
+        if held is not None:
+            return held
+        ticket = near.seq  # before the read: a bump pushed meanwhile refuses what it finds
     raws = yield ReadMany(keys)
     if raws is UNAVAILABLE:
         return None
@@ -50,7 +59,10 @@ def read(core: CacheCore, tags: Sequence[str]) -> Flow:
         if replies is UNAVAILABLE:
             return None
         raws = replies[-len(keys) :]
-    return tuple(int(raw) for raw in raws)
+    values = tuple(int(raw) for raw in raws)
+    if near is not None:
+        near.keep_generations(keys, values, ticket)
+    return values
 
 
 def bump(core: CacheCore, tags: Iterable[str], drop: Collection[str]) -> Flow:
@@ -65,8 +77,9 @@ def bump(core: CacheCore, tags: Iterable[str], drop: Collection[str]) -> Flow:
     for key in gen_keys:
         # SET NX first: a missing key must start at a random value, not at INCR's 1.
         commands += [("SET", key, fresh_generation(), "NX"), ("INCR", key)]
+    # Own writes: this process reads the new generations at once, never the held ones.
+    core.near_drop([*gen_keys, *drop])
     if drop:
-        core.near_drop(drop)
         commands.append(("UNLINK", *core.with_leases(drop)))
     if (yield Pipeline(commands)) is UNAVAILABLE:
         core.outbox.add([*gen_keys, *drop])

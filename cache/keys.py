@@ -79,9 +79,11 @@ class Keys:
 
     def tracked(self, data_types: Iterable[DataType]) -> list[str]:
         """The prefixes the near tier's tracking subscribes to (BCAST): the entries of its
-        data types and the HTTP responses, never leases, generations or platform state."""
+        data types, the HTTP responses and the tag generations their keys fold in; never
+        leases, streams or platform state."""
         return [self.prefix + DataType(dt).value + ":" for dt in data_types] + [
-            self.prefix + "http:"
+            self.prefix + "http:",
+            self.prefix + "gen:",
         ]
 
     def generation(self, tag: str) -> str:

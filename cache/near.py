@@ -55,6 +55,9 @@ MAX_DIRTY: Final = 65_536
 # A push naming more keys than this refuses every read in flight (cheaper than marking each);
 # the tracker flushes the whole tier for it (cheaper than looking each key up).
 BIG_PUSH: Final = 1024
+# Generation values held at most (a tag's generation key: a few dozen in practice); beyond it
+# the map starts again empty.
+MAX_GENERATIONS: Final = 4096
 # A busy reader drains pending invalidations itself at most this often (seconds), instead of
 # waiting for the tracker thread to win the GIL (up to sys.getswitchinterval(), 5 ms).
 DRAIN_EVERY: Final = 0.0005
@@ -152,6 +155,9 @@ class NearCache:
         self._floor = 0  # tickets below it were taken before the last flush
         self._dirty: dict[str, int] = {}  # key -> seq of its last invalidation
         self._nodes: OrderedDict[str, NearNode] = OrderedDict()
+        # Tag generations (cache/generations.py): an entry keyed by generation is a near hit
+        # only if its generations are too, with no round trip.
+        self._generations: dict[str, int] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         # A forked child inherits the entries but not the tracking thread: nothing it holds
@@ -237,6 +243,36 @@ class NearCache:
             self._bytes += extra
             self._evict()
 
+    # --- tag generations --------------------------------------------------------------------
+    def generations(self, keys: list[str]) -> tuple[int, ...] | None:
+        """The held values of these generation keys while tracking is up, else None."""
+        now = self.clock()
+        if now >= self.live_until:
+            return None
+        if now >= self._next_drain and self.drain is not None:
+            self._next_drain = now + DRAIN_EVERY
+            self.drain()
+        held = self._generations
+        try:
+            values = tuple(held[key] for key in keys)
+        except KeyError:
+            return None
+        return values if self.clock() < self.live_until else None
+
+    def keep_generations(self, keys: list[str], values: tuple[int, ...], ticket: int) -> None:
+        """Hold what a read that took ``ticket`` found, under the rule of :meth:`keep`."""
+        if self.clock() >= self.live_until:
+            return
+        with self._lock:
+            if ticket < self._floor or self.clock() >= self.live_until:
+                return
+            dirty = self._dirty
+            if any(dirty.get(key, -1) > ticket for key in keys):
+                return
+            if len(self._generations) + len(keys) > MAX_GENERATIONS:
+                self._generations.clear()
+            self._generations.update(zip(keys, values, strict=True))
+
     # --- invalidation ------------------------------------------------------------------------
     def invalidate(self, keys: Iterable[str] | None) -> None:
         """Keys Redis says changed (a push), or None: everything (a flush of the database)."""
@@ -253,13 +289,16 @@ class NearCache:
                 self.seq += 1
                 self._floor = self.seq
                 self._dirty.clear()
+                self._generations.clear()
                 for key in keys:
                     node = nodes.get(key)
                     if node is not None:
                         self._remove(node)
                 return
+            generations = self._generations
             for key in keys:
                 self._mark(key)
+                generations.pop(key, None)
                 node = nodes.get(key)
                 if node is not None:
                     self._remove(node)
@@ -269,6 +308,7 @@ class NearCache:
         with self._lock:
             for key in keys:
                 self._mark(key)
+                self._generations.pop(key, None)
                 node = self._nodes.get(key)
                 if node is not None:
                     self._remove(node)
@@ -280,6 +320,7 @@ class NearCache:
             self._floor = self.seq
             self._dirty.clear()
             self._nodes.clear()
+            self._generations.clear()
             self._bytes = 0
             self.counters.flushes += 1
             self.counters.bytes = 0

@@ -11,11 +11,12 @@ import redis
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from api_stub.caching import CacheMiddleware, cached
-from cache import AsyncCacheService, DataType
+from cache import AsyncCacheService, DataType, build_cache
+from cache.invalidation import MEMBER_TAGS, bump_sync
 from cache.kinds import Kind, Storage
 from tests.api.conftest import Api, api_settings_for, serve
 from tests.conftest import TEST_REDIS_DB
-from tests.support.redis_procs import free_port
+from tests.support.redis_procs import free_port, start_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +241,42 @@ async def test_the_near_tier_serves_the_stored_body_and_names_its_tier(api: Api)
             break
         await anyio.sleep(0.002)
     assert answers[-1] == "MISS" and len(answers) < 50, answers
+
+
+async def test_an_aggregate_near_hit_makes_no_round_trip_and_follows_a_bump_elsewhere(
+    prefix: str, database_url: str
+) -> None:
+    """Its generations are held beside its entry: a near hit of an aggregate reads nothing
+    from Redis; another process's member change (a bump) moves it to the new generation."""
+    with start_redis() as server:
+        settings = api_settings_for(prefix, database_url, redis_port=server.port, redis_db=0)
+        async with serve(settings) as api:
+            path = "/api/v1/analytics/dashboard"
+            first = await api.client.get(path)
+            assert first.headers["x-cache"] == "MISS"
+            for _ in range(200):  # until the tier holds the entry and its generations
+                hit = await api.client.get(path)
+                if hit.headers.get("x-cache-tier") == "near":
+                    break
+                await anyio.sleep(0.005)
+            assert hit.headers["x-cache-tier"] == "near"
+            served = server.info("stats")["total_commands_processed"]
+            for _ in range(50):
+                hit = await api.client.get(path)
+                assert (hit.headers["x-cache"], hit.headers["x-cache-tier"]) == ("HIT", "near")
+            # Only this INFO (and perhaps a tracking heartbeat) since: no command per request.
+            assert server.info("stats")["total_commands_processed"] - served <= 4
+
+            other = build_cache(settings)  # another process, no near tier of its own
+            try:
+                assert bump_sync(other, MEMBER_TAGS)
+            finally:
+                other.close()
+            outcomes = []
+            for _ in range(100):
+                answer = await api.client.get(path)
+                outcomes.append(answer.headers["x-cache"])
+                if outcomes[-1] == "MISS":
+                    break
+                await anyio.sleep(0.002)
+            assert outcomes[-1] == "MISS" and len(outcomes) < 50, outcomes

@@ -184,3 +184,22 @@ def test_a_forked_child_serves_nothing_it_inherited() -> None:
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert near.hit("k") is not None  # the parent's tier is untouched
+
+
+def test_generations_are_held_under_the_same_rules_as_entries() -> None:
+    near = _live()
+    keys = ["gen:a", "gen:b"]
+    ticket = near.seq
+    near.invalidate(["gen:b"])  # a bump pushed before the read's reply
+    near.keep_generations(keys, (1, 2), ticket)
+    assert near.generations(keys) is None
+    near.keep_generations(keys, (1, 3), near.seq)
+    assert near.generations(keys) == (1, 3)
+    near.invalidate(["gen:a"])  # another process's bump
+    assert near.generations(keys) is None and near.generations(["gen:b"]) == (3,)
+    near.drop(["gen:b"])  # this process's own bump
+    assert near.generations(["gen:b"]) is None
+    near.keep_generations(keys, (4, 5), near.seq)
+    near.down()  # tracking lost: nothing held, nothing kept
+    near.keep_generations(keys, (4, 5), near.seq)
+    assert near.generations(keys) is None
