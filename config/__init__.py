@@ -1,5 +1,19 @@
 """Configuration: one frozen Settings object, built with load_settings()."""
 
-from config.settings import ConfigError, Settings, load_settings, mask_url
+from config.settings import (
+    ConfigError,
+    Settings,
+    exit_on,
+    load_settings,
+    load_settings_or_exit,
+    mask_url,
+)
 
-__all__ = ["ConfigError", "Settings", "load_settings", "mask_url"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "exit_on",
+    "load_settings",
+    "load_settings_or_exit",
+    "mask_url",
+]

@@ -9,13 +9,16 @@ Every default is documented where it is defined, with the reason.
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.tokens import parse_tokens
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -240,9 +243,66 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must start with redis://, rediss:// or unix://")
+            _port_of(parts.port)  # ValueError for a port that is no port
+            if parts.scheme != "unix" and not parts.hostname:
+                raise ValueError("needs a host: redis[s]://host[:port][/db]")
         return value
+
+    @field_validator("management_tokens")
+    @classmethod
+    def _token_entries(cls, value: SecretStr) -> SecretStr:
+        parse_tokens(value.get_secret_value())  # the management API's grammar (config.tokens)
+        return value
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        # Kombu's own table of transports: what it accepts, it can run.
+        from kombu.transport import TRANSPORT_ALIASES
+
+        if value:
+            for chunk in value.split(";"):  # sentinel://...;sentinel://...
+                _url_with_scheme(chunk.strip(), set(TRANSPORT_ALIASES))
+        return value
+
+    @field_validator("celery_result_backend")
+    @classmethod
+    def _backend_scheme(cls, value: str | None) -> str | None:
+        from celery.app.backends import BACKEND_ALIASES
+
+        if value:
+            for chunk in value.split(";"):
+                # db+<sqlalchemy url> is Celery's database backend.
+                scheme = chunk.strip().split("+", 1)[0] if chunk.startswith("db+") else None
+                _url_with_scheme(chunk.strip(), {*BACKEND_ALIASES, "db"}, scheme)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value:
+            # SQLAlchemy's parser and its dialect table: the engine will accept what passes.
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+            try:
+                make_url(value).get_dialect()
+            except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+                raise ValueError(f"not a database URL SQLAlchemy can use: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _flower_login(self) -> Settings:
+        # Flower splits FLOWER_BASIC_AUTH on commas (several users) and a user on ':'.
+        if "," in self.flower_user or ":" in self.flower_user or not self.flower_user:
+            raise ValueError("FLOWER_USER must be non-empty, without ',' or ':'")
+        if "," in self.flower_password.get_secret_value():
+            raise ValueError("FLOWER_PASSWORD must not contain ','")
+        return self
 
     # --- Derived values -------------------------------------------------------------------------
     @staticmethod
@@ -323,14 +383,36 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def _port_of(port: int | None) -> int | None:
+    """urlsplit's port, read: ValueError when the URL's port is out of range or not a number."""
+    return port
+
+
+def _url_with_scheme(url: str, schemes: set[str], scheme: str | None = None) -> None:
+    parts = urlsplit(url)
+    found = scheme or parts.scheme
+    if found not in schemes:
+        raise ValueError(f"unknown scheme {found!r}: one of {', '.join(sorted(schemes))}")
+    _port_of(parts.port)
+
+
+def _secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    return info is not None and info.annotation is SecretStr
+
+
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else _named_in(str(first["msg"]))
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    if "password" in field or field == "alert_webhook_url":
-        shown = ""
-    return f"invalid setting {field.upper()}: {first['msg']}{shown}"
+    shown = ""
+    if isinstance(value, str) and not _secret(field.lower()):
+        # A URL's password never reaches a terminal or a log.
+        shown = f" (got {(mask_url(value) if '://' in value else value)!r})"
+    elif value is not None and not isinstance(value, dict | str) and not _secret(field.lower()):
+        shown = f" (got {value!r})"
+    message = str(first["msg"]).replace("\n", " ")
+    return f"invalid setting {field.upper()}: {message}{shown}"
 
 
 def _named_in(message: str) -> str:
@@ -347,3 +429,17 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def load_settings_or_exit(**overrides: object) -> Settings:
+    """load_settings for an entry point (API, worker, beat, Flower, cachectl): a bad setting
+    prints its one line on stderr and exits with code 2, no traceback."""
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        exit_on(exc)
+
+
+def exit_on(error: ConfigError) -> NoReturn:
+    print(f"error: {error}", file=sys.stderr, flush=True)  # one plain line, never wrapped
+    raise SystemExit(2)
