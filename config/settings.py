@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     # production, where a failover would otherwise lose what the replica had not received.
     writebehind_replicas: NonNegativeInt = 0
     writebehind_replica_timeout_ms: PositiveInt = 100  # below redis_socket_timeout
+    # How long an activity POST's Idempotency-Key is remembered: a retry within it is answered
+    # the first answer and counts nothing again. A day covers a client's retries across an
+    # outage, a deploy and a night; ~150 B of Redis per key (no TTL past it).
+    activity_idempotency_window_s: PositiveInt = 86_400
 
     # --- Management API (/api/v1/cache) ---------------------------------------------------------
     # "role:sha256hex[:label],..." with role viewer | operator | admin; only hashes are stored.
