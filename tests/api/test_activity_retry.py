@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from tests.api.conftest import api_settings_for
 from tests.api.test_activity import _checkins, _drain, _member
