@@ -139,9 +139,11 @@ async def record_activity(
     except InvalidEvent as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     except NotReplicated as exc:
-        # Retry-After only when nothing was recorded: a retry of recorded events may count
-        # them twice, and the detail says so.
-        retry = {} if exc.recorded else {"Retry-After": "1"}
+        # Retry-After when a retry is safe: nothing was recorded, or the Idempotency-Key
+        # makes the retry replay what was; otherwise it may count them twice (the detail
+        # says so).
+        safe = not exc.recorded or idempotency_key is not None
+        retry = {"Retry-After": "1"} if safe else {}
         raise HTTPException(503, detail=str(exc), headers=retry) from exc
     except Backpressure as exc:
         raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
