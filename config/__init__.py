@@ -3,7 +3,6 @@
 from config.settings import (
     ConfigError,
     Settings,
-    exit_on,
     load_settings,
     load_settings_or_exit,
     mask_url,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -441,9 +441,5 @@ def load_settings_or_exit(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
-        exit_on(exc)
-
-
-def exit_on(error: ConfigError) -> NoReturn:
-    print(f"error: {error}", file=sys.stderr, flush=True)  # one plain line, never wrapped
-    raise SystemExit(2)
+        print(f"error: {exc}", file=sys.stderr, flush=True)  # one plain line, never wrapped
+        raise SystemExit(2) from None
