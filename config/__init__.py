@@ -11,7 +11,6 @@ from config.settings import (
 __all__ = [
     "ConfigError",
     "Settings",
-    "exit_on",
     "load_settings",
     "load_settings_or_exit",
     "mask_url",
