@@ -18,7 +18,9 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config import urls
 from config.tokens import parse_tokens
+from config.urls import mask_url
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -246,15 +248,8 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url_scheme(cls, value: str | None) -> str | None:
-        if value:
-            parts = urlsplit(value)
-            if parts.scheme not in ("redis", "rediss", "unix"):
-                raise ValueError("must start with redis://, rediss:// or unix://")
-            _port_of(parts.port)  # ValueError for a port that is no port
-            if parts.scheme != "unix" and not parts.hostname:
-                raise ValueError("needs a host: redis[s]://host[:port][/db]")
-        return value
+    def _redis_url(cls, value: str | None) -> str | None:
+        return urls.check_redis_url(value) if value else value
 
     @field_validator("management_tokens")
     @classmethod
@@ -264,40 +259,18 @@ class Settings(BaseSettings):
 
     @field_validator("celery_broker_url")
     @classmethod
-    def _broker_scheme(cls, value: str | None) -> str | None:
-        # Kombu's own table of transports: what it accepts, it can run.
-        from kombu.transport import TRANSPORT_ALIASES
-
-        if value:
-            for chunk in value.split(";"):  # sentinel://...;sentinel://...
-                _url_with_scheme(chunk.strip(), set(TRANSPORT_ALIASES))
-        return value
+    def _broker_url(cls, value: str | None) -> str | None:
+        return urls.check_broker_url(value) if value else value
 
     @field_validator("celery_result_backend")
     @classmethod
-    def _backend_scheme(cls, value: str | None) -> str | None:
-        from celery.app.backends import BACKEND_ALIASES
-
-        if value:
-            for chunk in value.split(";"):
-                # db+<sqlalchemy url> is Celery's database backend.
-                scheme = chunk.strip().split("+", 1)[0] if chunk.startswith("db+") else None
-                _url_with_scheme(chunk.strip(), {*BACKEND_ALIASES, "db"}, scheme)
-        return value
+    def _backend_url(cls, value: str | None) -> str | None:
+        return urls.check_backend_url(value) if value else value
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if value:
-            # SQLAlchemy's parser and its dialect table: the engine will accept what passes.
-            from sqlalchemy.engine import make_url
-            from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-            try:
-                make_url(value).get_dialect()
-            except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-                raise ValueError(f"not a database URL SQLAlchemy can use: {exc}") from None
-        return value
+        return urls.check_database_url(value) if value else value
 
     @model_validator(mode="after")
     def _flower_login(self) -> Settings:
@@ -376,28 +349,6 @@ class Settings(BaseSettings):
                 shown[name] = value
         shown["redis_mode"] = self.redis_mode
         return shown
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL: redis://user:secret@host -> redis://user:****@host."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _port_of(port: int | None) -> int | None:
-    """urlsplit's port, read: ValueError when the URL's port is out of range or not a number."""
-    return port
-
-
-def _url_with_scheme(url: str, schemes: set[str], scheme: str | None = None) -> None:
-    parts = urlsplit(url)
-    found = scheme or parts.scheme
-    if found not in schemes:
-        raise ValueError(f"unknown scheme {found!r}: one of {', '.join(sorted(schemes))}")
-    _port_of(parts.port)
 
 
 def _secret(field: str) -> bool:
