@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import Engine, text
 
@@ -151,3 +153,16 @@ async def test_idempotency_key_replays_the_answer_and_refuses_another_body(
     assert _backlog(api) == backlog + 2
     fresh = await api.client.post(url, json=body, headers={"Idempotency-Key": "order-7f3b"})
     assert fresh.status_code == 202 and fresh.json()["ids"] != first.json()["ids"]
+
+
+async def test_concurrent_posts_with_one_key_count_once(api: Api, engine: Engine) -> None:
+    member_id = _member(engine, 8)
+    url = f"/api/v1/members/{member_id}/activity"
+    key = {"Idempotency-Key": "burst-of-retries"}
+    backlog = _backlog(api)
+    answers = await asyncio.gather(
+        *(api.client.post(url, json={"kind": "checkin"}, headers=key) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.text for a in answers}) == 1  # one answer, replayed to the others
+    assert _backlog(api) == backlog + 1
