@@ -38,7 +38,16 @@ class Up:
         self.out = out
         with out.open("wb") as sink:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cachectl.main", "up", "--members", "200"],
+                [
+                    sys.executable,
+                    "-m",
+                    "cachectl.main",
+                    "up",
+                    "--members",
+                    "200",
+                    "--concurrency",
+                    "1",
+                ],
                 cwd=cwd,
                 env=env,
                 stdout=sink,
