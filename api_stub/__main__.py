@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from api_stub.app import create_app
-from config import ConfigError, load_settings
+from config import load_settings_or_exit
 
 DEFAULT_PORT = 5000  # the design's port
 
@@ -20,11 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit()
     uvicorn.run(
         create_app(settings),
         host=args.host,

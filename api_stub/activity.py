@@ -8,30 +8,55 @@ on cache.writebehind), exactly once. Past the backlog limit the API answers 503 
 Retry-After instead of accepting what it could lose; so it does, with WRITEBEHIND_REPLICAS set,
 when fewer replicas than that confirmed the events (a failover would lose them).
 
+An unknown member is 404 and records nothing. The member is looked up through its cached
+record (the entry GET /members/{id} and the warm-up fill, near tier included): a known,
+cached member costs no database round trip; a miss loads it once under the key's lease.
+
+``Idempotency-Key: <1-255 visible ASCII characters>`` makes a retried POST count once: the
+first accepted answer is kept ACTIVITY_IDEMPOTENCY_WINDOW_S (a day) and replayed, same status
+and body, to a retry with the same key; the same key with a different request (member or
+body) is 422. The key's check and record and the events' record are one Redis script on the
+buffer's Redis, so a crash between them cannot count twice nor lose. A refused request
+(422, 503) keeps no key: its retry is a first try.
+
 The buffer and its asyncio recorder are the process's (services.Services ``writebehind`` and
 ``recorder``), read from ``app.state.running``; :func:`install` only adds the routes.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import hashlib
+import re
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Path, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api_stub.runtime import running
+from api_stub.runtime import Running, running
+from cache import NOT_FOUND, DataType
+from cache.decorator import record_version
 from cache.errors import CacheUnavailable
 from cache.writebehind import (
     ActivityEvent,
     AsyncGroupRecorder,
     Backpressure,
     InvalidEvent,
+    KeyReused,
     NotReplicated,
 )
+from db import queries
 
 router = APIRouter(prefix="/api/v1/members", tags=["activity"])
 MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retries with this key count once within ACTIVITY_IDEMPOTENCY_WINDOW_S.",
+    ),
+]
+_KEY_FORM: Final = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the draft standard
 
 
 class ActivityIn(BaseModel):
@@ -51,22 +76,74 @@ def _recorder(request: Request) -> AsyncGroupRecorder:
     return recorder
 
 
-@router.post("/{member_id}/activity", status_code=202)
+async def _known(run: Running, member_id: int) -> bool:
+    """Is the member there? Read through its cached record (cache-aside, as GET does)."""
+    cache = run.cache
+
+    async def load() -> Any:
+        found = await run.db.read(lambda session: queries.get_member(session, member_id))
+        return NOT_FOUND if found is None else found  # an absence is cached briefly
+
+    key = cache.keys.member(member_id)
+    value = await cache.get_or_load(key, load, DataType.MEMBER, version_of=record_version)
+    return value is not NOT_FOUND
+
+
+def _fingerprint(member_id: int, body: ActivityIn | ActivityBatch) -> str:
+    """What a retry must repeat: the member and the request as parsed (defaults filled in)."""
+    return hashlib.sha256(f"{member_id}\n{body.model_dump_json()}".encode()).hexdigest()
+
+
+@router.post(
+    "/{member_id}/activity",
+    status_code=202,
+    responses={
+        404: {"description": "No member with this id; nothing is recorded."},
+        422: {
+            "description": "Invalid events or Idempotency-Key, or the key reused with a "
+            "different request; nothing is recorded."
+        },
+        503: {"description": "Not recorded (backlog full, Redis away, replicas missing)."},
+    },
+)
 async def record_activity(
     request: Request,
     member_id: MemberId,
     body: Annotated[ActivityIn | ActivityBatch, Body()],
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
+    if idempotency_key is not None and not _KEY_FORM.match(idempotency_key):
+        raise HTTPException(422, detail="Idempotency-Key must be 1 to 255 visible ASCII characters")
+    run = running(request)
+    if not await _known(run, member_id):
+        raise HTTPException(404, detail=f"no member {member_id}: activity not recorded")
     given = body.events if isinstance(body, ActivityBatch) else [body]
     events = [ActivityEvent(member_id, e.kind, e.at, e.times) for e in given]
     try:
-        ids = await _recorder(request).record(events)
+        if idempotency_key is None:
+            ids = await _recorder(request).record(events)
+        else:
+            # The key lives under the buffer's hash tag, hashed: any client text is a key part.
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            window_ms = run.services.settings.activity_idempotency_window_s * 1000
+            once = await _recorder(request).record_once(
+                events,
+                run.cache.keys.writebehind("once", digest),
+                _fingerprint(member_id, body),
+                window_ms,
+            )
+            ids = once.ids
+    except KeyReused as exc:
+        detail = f"{exc}: within its window a key stands for one request; use a new key"
+        raise HTTPException(422, detail=detail) from exc
     except InvalidEvent as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     except NotReplicated as exc:
-        # Retry-After only when nothing was recorded: a retry of recorded events may count
-        # them twice, and the detail says so.
-        retry = {} if exc.recorded else {"Retry-After": "1"}
+        # Retry-After when a retry is safe: nothing was recorded, or the Idempotency-Key
+        # makes the retry replay what was; otherwise it may count them twice (the detail
+        # says so).
+        safe = not exc.recorded or idempotency_key is not None
+        retry = {"Retry-After": "1"} if safe else {}
         raise HTTPException(503, detail=str(exc), headers=retry) from exc
     except Backpressure as exc:
         raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc

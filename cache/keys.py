@@ -12,6 +12,7 @@ Layout (prefix ``membership:`` by default)::
     membership:sys:{wb}:stream             write-behind buffer (a stream; never a TTL)
     membership:sys:{wb}:dead               write-behind dead letters (never a TTL)
     membership:sys:{wb}:day:{id}:{date}    a member's activity counters of one day (TTL'd)
+    membership:sys:{wb}:once:{sha}         an activity POST's Idempotency-Key (TTL: its window)
     membership:sys:*                       other platform state (metrics, periods, leases)
 
 Lease keys carry the cache key in a hash tag so that, on Redis Cluster, a key and its lease

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -25,9 +26,9 @@ from rich.table import Table
 
 from cache import DataType
 from cache.kinds import WARMUPS
-from cachectl import backup, remote
+from cachectl import backup, localtoken, remote
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
-from config import ConfigError, Settings, load_settings, mask_url
+from config import Settings, load_settings_or_exit, mask_url
 from services import Services
 
 # Warm-ups by name (cache.kinds.WARMUPS); "members" takes ids: the management API's.
@@ -41,11 +42,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 
 
 def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # one plain line, never wrapped
-        raise typer.Exit(2) from None
+    return load_settings_or_exit(**overrides)
 
 
 @app.command("config")
@@ -105,7 +102,26 @@ def check(as_json: JsonOption = False) -> None:
 
 
 def _prepare_database(settings: Settings, members: int) -> str:
-    """Migrate the database and seed it when it has no members yet; returns its URL."""
+    """Migrate the database and seed it when it has no members yet; returns its URL.
+    A database that does not answer yet is retried until a deadline (cachectl.stack)."""
+    from sqlalchemy.exc import OperationalError
+
+    from cachectl.stack import retrying
+    from db.errors import DatabaseUnavailable
+
+    return retrying(
+        lambda: _migrate_and_seed(settings, members),
+        "the database",
+        (OperationalError, DatabaseUnavailable, OSError),
+        _notice,
+    )
+
+
+def _notice(message: str) -> None:
+    err.print(f"[yellow]{message}[/yellow]")
+
+
+def _migrate_and_seed(settings: Settings, members: int) -> str:
     # Imported here so that `cachectl config` works without touching the data layer.
     from db.engine import session_factory
     from db.migrate import upgrade
@@ -143,9 +159,9 @@ def seed(
 
 @app.command()
 def up(
-    workdir: Annotated[Path, typer.Option(help="Runtime files (embedded Redis, SQLite).")] = Path(
-        "var"
-    ),
+    workdir: Annotated[
+        Path, typer.Option(help="Runtime files (embedded Redis, SQLite, the local token).")
+    ] = localtoken.WORKDIR,
     once: Annotated[bool, typer.Option(help="Check and exit instead of serving.")] = False,
     members: Annotated[int, typer.Option(help="Demo members seeded into an empty DB.")] = 2_000,
     concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
@@ -156,8 +172,11 @@ def up(
     database = _prepare_database(settings, members)
     console.print(f"database ready: {mask_url(database)}")
     with _redis_for(settings, workdir) as effective:
+        from cachectl.stack import retrying
+
         try:
-            seconds = _round_trip(effective)
+            # A Redis that blips while starting is waited for, as once started.
+            seconds = retrying(lambda: _round_trip(effective), "Redis", (Exception,), _notice)
         except Exception as exc:
             err.print(f"[red]cache round trip failed:[/red] {exc}")
             raise typer.Exit(1) from None
@@ -173,17 +192,14 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
     SIGINT/SIGTERM, then stop them all."""
     from cachectl import stack
 
-    try:
-        user, password, generated = stack.flower_credentials(settings)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    user, password, generated = stack.flower_credentials(settings)
+    tokens, token, minted = stack.management_tokens(settings, workdir)
     stopping = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stopping.set())
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    supervisor = stack.Supervisor(workdir, stack.child_env(settings, database, password))
+    supervisor = stack.Supervisor(workdir, stack.child_env(settings, database, password, tokens))
     services = Services.open(settings, tasks=True)
     code = 0
     try:
@@ -193,12 +209,13 @@ def serve(settings: Settings, database: str, workdir: Path, concurrency: int) ->
         }
         console.print(f"started {', '.join(started)}; logs in {workdir / 'logs'}")
         late = stack.wait_ready(
-            supervisor, stack.checks(services, started), stopping=stopping.is_set
+            supervisor, stack.checks(services, started), stopping=stopping.is_set, notice=_notice
         )
         if late and not stopping.is_set():
             raise RuntimeError(f"not ready in time: {', '.join(late)}")
         if not stopping.is_set():
-            _print_urls(settings, started, user, password, generated)
+            login = Login(user, password, generated, token, minted, localtoken.path(workdir))
+            _print_urls(settings, started, login)
             _autowarm(services, settings)
         while not stopping.wait(0.5):
             if supervisor.dead():
@@ -232,16 +249,30 @@ def _autowarm(services: Services, settings: Settings) -> None:
     console.print(f"automatic warm-up sent: {task_id}")
 
 
-def _print_urls(
-    settings: Settings, started: Mapping[str, object], user: str, password: str, generated: bool
-) -> None:
+@dataclass(frozen=True)
+class Login:
+    """What ``up`` prints to log in: Flower's credentials and the local management token."""
+
+    user: str
+    password: str
+    generated: bool
+    token: str | None  # the local stack's admin token; None when MANAGEMENT_TOKENS is set
+    minted: bool  # minted by this run: printed once; later runs say where it is kept
+    token_file: Path
+
+
+def _print_urls(settings: Settings, started: Mapping[str, object], login: Login) -> None:
     from cachectl import stack
 
     table = Table("process", "where", title="membership-cache is up", show_lines=False)
     if "api" in started:
         table.add_row("api", f"{stack.api_url(settings)}/docs")
-    login = f"{user} / {password}" + (" (generated)" if generated else "")
-    table.add_row("flower", f"http://127.0.0.1:{settings.flower_port}  login {login}")
+    flower = f"{login.user} / {login.password}" + (" (generated)" if login.generated else "")
+    table.add_row("flower", f"http://127.0.0.1:{settings.flower_port}  login {flower}")
+    if login.token is not None and "api" in started:
+        where = f"kept in {login.token_file}"
+        shown = f"{login.token}  (admin; {where})" if login.minted else f"admin, {where}"
+        table.add_row("api token", shown)
     table.add_row("worker", stack.worker_name())
     table.add_row("beat", "leader lease held")
     table.add_row("redis", f"{settings.redis_host}:{settings.redis_port}")

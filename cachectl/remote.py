@@ -1,7 +1,9 @@
 """cachectl commands that talk to the management API (/api/v1/cache, api_stub.management).
 
 Each command is one or two HTTP calls with a bearer token (``--token`` or CACHECTL_TOKEN) to
-``--api`` (default http://127.0.0.1:<API_PORT>); the API does the work, checks the input and
+``--api`` (default http://127.0.0.1:<API_PORT>); for that local API with no token given and no
+MANAGEMENT_TOKENS configured, the token ``cachectl up`` keeps in var/ (cachectl/localtoken.py).
+The API does the work, checks the input and
 records the action in its audit trail. Output is a rich table, or the API's JSON with
 ``--json``. Exit codes::
 
@@ -23,7 +25,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from config import ConfigError, load_settings
+from cachectl import localtoken
+from config import load_settings_or_exit
 
 PREFIX: Final = "/api/v1/cache"
 TOKEN_ENV: Final = "CACHECTL_TOKEN"  # noqa: S105 - the variable's name
@@ -66,11 +69,13 @@ class Api:
     """The management API at ``base`` with ``token``; failures become exits with a message."""
 
     def __init__(self, base: str | None, token: str | None) -> None:
+        self.token_file: str | None = None  # where the token came from, when from a file
         if base is None:
-            try:
-                base = f"http://127.0.0.1:{load_settings().api_port}"
-            except ConfigError as exc:
-                _fail(2, str(exc))
+            settings = load_settings_or_exit()
+            base = f"http://127.0.0.1:{settings.api_port}"
+            if not token and not settings.management_tokens.get_secret_value():
+                token = localtoken.read()  # the local stack's (cachectl up)
+                self.token_file = str(localtoken.path()) if token else None
         if not token:
             _fail(2, f"no token: pass --token or set {TOKEN_ENV}")
         self.base = base.rstrip("/")
@@ -96,7 +101,8 @@ class Api:
         if status in ok:
             return response
         if status == 401:
-            _fail(2, f"the API refused the token (401): check --token / {TOKEN_ENV}")
+            source = self.token_file or f"--token / {TOKEN_ENV}"
+            _fail(2, f"the API refused the token (401): check {source}")
         if status == 403:
             _fail(2, f"the token's role may not do this (403): {_detail(response)}")
         if status in (400, 404, 422):

@@ -9,7 +9,9 @@ whole group killed, pool processes included, so nothing outlives ``cachectl up``
 Readiness is checked, not assumed: the worker answers ``celery inspect ping``, the beat holds
 the leader lease, the API answers HTTP, Flower answers its health check. The probes use the
 services cachectl opened for the run (services.Services: its task client, its durable Redis
-role), never a connection of their own.
+role), never a connection of their own. A probe that fails (Redis or the broker away for a
+moment) means "not yet", as once started: only the deadline or a child's exit stops ``up``;
+:func:`retrying` gives the steps before the children (database, cache round trip) the same.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import httpx
 from redis.exceptions import RedisError
 
+from cachectl import localtoken
 from config import Settings
 from services import Services
 from workers import flower, routing
@@ -36,6 +39,10 @@ from workers.client import TaskClient
 
 STOP_TIMEOUT: Final = 20.0
 READY_TIMEOUT: Final = 90.0
+RETRY_MAX_DELAY: Final = 2.0  # between attempts of a start-up step: a blip is seconds
+
+T = TypeVar("T")
+Notice = Callable[[str], None]
 
 
 @dataclass
@@ -147,17 +154,51 @@ def commands(settings: Settings, workdir: Path, concurrency: int) -> dict[str, l
     return found
 
 
-def child_env(settings: Settings, database_url: str, flower_password: str) -> dict[str, str]:
+def child_env(
+    settings: Settings, database_url: str, flower_password: str, management_tokens: str
+) -> dict[str, str]:
     """What every child must agree on: the Redis actually in use (an embedded one included),
-    the database resolved once, and Flower's password when it was generated."""
+    the database resolved once, Flower's password and the management tokens (the local
+    stack's minted one when none is configured)."""
     return {
         "REDIS_HOST": settings.redis_host,
         "REDIS_PORT": str(settings.redis_port),
         "REDIS_URL": settings.redis_url or "",
         "DATABASE_URL": database_url,
         "FLOWER_PASSWORD": flower_password,
+        "MANAGEMENT_TOKENS": management_tokens,
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def retrying(
+    attempt: Callable[[], T],
+    what: str,
+    errors: tuple[type[BaseException], ...],
+    notice: Notice,
+    timeout: float = READY_TIMEOUT,
+) -> T:
+    """``attempt()``, again after each of ``errors`` (backing off to RETRY_MAX_DELAY) until
+    ``timeout``; then the last error. The first failure is reported through ``notice``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    noticed = False
+    while True:
+        try:
+            return attempt()
+        except errors as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            if not noticed:
+                notice(f"{what} not ready yet ({_reason(exc)}); retrying for {timeout:.0f} s")
+                noticed = True
+        time.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def _reason(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:200]
 
 
 # --- readiness ------------------------------------------------------------------------------
@@ -201,19 +242,33 @@ def wait_ready(
     probes: Mapping[str, Callable[[], bool]],
     timeout: float = READY_TIMEOUT,
     stopping: Callable[[], bool] = lambda: False,
+    notice: Notice = lambda _: None,
 ) -> list[str]:
-    """Names still not ready at the deadline ([] when all are); raises RuntimeError when a
-    child exits while starting."""
+    """Names still not ready at the deadline ([] when all are), each with the last error of
+    its probe; raises RuntimeError when a child exits while starting. A probe that raises
+    (Redis or the broker away for a moment) is not ready yet; its first error is reported
+    through ``notice``."""
     pending = dict(probes)
+    failed: dict[str, str] = {}  # the last error of a probe still failing
+    noticed: set[str] = set()
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline and not stopping():
         for child in supervisor.dead():
             raise RuntimeError(f"{child.name} exited while starting:\n{child.tail()}")
         for name, probe in list(pending.items()):
-            if probe():
+            try:
+                ready = probe()
+            except Exception as exc:  # any failure of a yes/no question is a "not yet"
+                failed[name] = _reason(exc)
+                if name not in noticed:
+                    notice(f"{name} not ready yet ({failed[name]}); still waiting")
+                    noticed.add(name)
+                continue
+            failed.pop(name, None)
+            if ready:
                 del pending[name]
         time.sleep(0.25)
-    return sorted(pending)
+    return [f"{name} ({failed[name]})" if name in failed else name for name in sorted(pending)]
 
 
 def api_url(settings: Settings) -> str:
@@ -222,3 +277,13 @@ def api_url(settings: Settings) -> str:
 
 def flower_credentials(settings: Settings) -> tuple[str, str, bool]:
     return flower.credentials(settings)
+
+
+def management_tokens(settings: Settings, workdir: Path) -> tuple[str, str | None, bool]:
+    """(MANAGEMENT_TOKENS for the children, the local admin token or None, minted): the
+    configured tokens; without any, the local stack's own (cachectl/localtoken.py)."""
+    configured = settings.management_tokens.get_secret_value()
+    if configured:
+        return configured, None, False
+    token, minted = localtoken.load_or_mint(workdir)
+    return localtoken.configured(token), token, minted

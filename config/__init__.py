@@ -1,5 +1,12 @@
 """Configuration: one frozen Settings object, built with load_settings()."""
 
-from config.settings import ConfigError, Settings, load_settings, mask_url
+from config.settings import ConfigError, Settings, load_settings, load_settings_or_exit
+from config.urls import mask_url
 
-__all__ = ["ConfigError", "Settings", "load_settings", "mask_url"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "load_settings_or_exit",
+    "mask_url",
+]

@@ -9,6 +9,7 @@ Every default is documented where it is defined, with the reason.
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,10 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config import urls
+from config.tokens import parse_tokens
+from config.urls import mask_url
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -163,6 +168,10 @@ class Settings(BaseSettings):
     # production, where a failover would otherwise lose what the replica had not received.
     writebehind_replicas: NonNegativeInt = 0
     writebehind_replica_timeout_ms: PositiveInt = 100  # below redis_socket_timeout
+    # How long an activity POST's Idempotency-Key is remembered: a retry within it is answered
+    # the first answer and counts nothing again. A day covers a client's retries across an
+    # outage, a deploy and a night; ~150 B of Redis per key (no TTL past it).
+    activity_idempotency_window_s: PositiveInt = 86_400
 
     # --- Management API (/api/v1/cache) ---------------------------------------------------------
     # "role:sha256hex[:label],..." with role viewer | operator | admin; only hashes are stored.
@@ -239,10 +248,38 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url_scheme(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+    def _redis_url(cls, value: str | None) -> str | None:
+        return urls.check_redis_url(value) if value else value
+
+    @field_validator("management_tokens")
+    @classmethod
+    def _token_entries(cls, value: SecretStr) -> SecretStr:
+        parse_tokens(value.get_secret_value())  # the management API's grammar (config.tokens)
         return value
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        return urls.check_broker_url(value) if value else value
+
+    @field_validator("celery_result_backend")
+    @classmethod
+    def _backend_url(cls, value: str | None) -> str | None:
+        return urls.check_backend_url(value) if value else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return urls.check_database_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _flower_login(self) -> Settings:
+        # Flower splits FLOWER_BASIC_AUTH on commas (several users) and a user on ':'.
+        if "," in self.flower_user or ":" in self.flower_user or not self.flower_user:
+            raise ValueError("FLOWER_USER must be non-empty, without ',' or ':'")
+        if "," in self.flower_password.get_secret_value():
+            raise ValueError("FLOWER_PASSWORD must not contain ','")
+        return self
 
     # --- Derived values -------------------------------------------------------------------------
     @staticmethod
@@ -314,23 +351,23 @@ class Settings(BaseSettings):
         return shown
 
 
-def mask_url(url: str) -> str:
-    """Hide the password of a URL: redis://user:secret@host -> redis://user:****@host."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return parts._replace(netloc=netloc).geturl()
+def _secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    return info is not None and info.annotation is SecretStr
 
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else _named_in(str(first["msg"]))
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    if "password" in field or field == "alert_webhook_url":
-        shown = ""
-    return f"invalid setting {field.upper()}: {first['msg']}{shown}"
+    shown = ""
+    if isinstance(value, str) and not _secret(field.lower()):
+        # A URL's password never reaches a terminal or a log.
+        shown = f" (got {(mask_url(value) if '://' in value else value)!r})"
+    elif value is not None and not isinstance(value, dict | str) and not _secret(field.lower()):
+        shown = f" (got {value!r})"
+    message = str(first["msg"]).replace("\n", " ")
+    return f"invalid setting {field.upper()}: {message}{shown}"
 
 
 def _named_in(message: str) -> str:
@@ -347,3 +384,13 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def load_settings_or_exit(**overrides: object) -> Settings:
+    """load_settings for an entry point (API, worker, beat, Flower, cachectl): a bad setting
+    prints its one line on stderr and exits with code 2, no traceback."""
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)  # one plain line, never wrapped
+        raise SystemExit(2) from None

@@ -12,13 +12,14 @@ from typing import Any
 
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
-from config import load_settings
+from config import load_settings_or_exit
 from workers.client import TaskClient
 from workers.factory import create_app
 
 log = logging.getLogger("workers.app")
 
-app = create_app(load_settings())
+# A bad setting stops the worker, beat or Flower here: one line, exit code 2.
+app = create_app(load_settings_or_exit())
 
 
 @worker_ready.connect

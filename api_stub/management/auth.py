@@ -6,9 +6,9 @@ Roles are ordered: viewer < operator < admin, each allowed what the ones below i
     operator  warm-up, invalidation, dead-letter replay
     admin     clear, the audit trail
 
-Configuration: ``role:<sha256 hex of the token>[:label]`` entries separated by commas. The
-label names the token in the audit trail; without one it is ``<role>-<first 8 hex digits>``
-(a digest prefix of a random token tells nothing about the token). Make a token with::
+Configuration: ``role:<sha256 hex of the token>[:label]`` entries separated by commas (the
+grammar is config.tokens', checked when the settings load). The label names the token in the
+audit trail; without one it is ``<role>-<first 8 hex digits>``. Make a token with::
 
     python -c "import secrets, hashlib; t = secrets.token_urlsafe(32); \\
                print(t, hashlib.sha256(t.encode()).hexdigest())"
@@ -20,26 +20,14 @@ tells which digest, or how much of one, matched.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
-import re
 from dataclasses import dataclass
 from typing import Final
 
+from config.tokens import Role, parse_tokens
+
 MAX_TOKEN_CHARS: Final = 512  # longer is refused before hashing
-_DIGEST: Final = re.compile(r"^[0-9a-f]{64}$")
-_LABEL: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # also a valid key part (rate limit)
-
-
-class Role(enum.IntEnum):
-    VIEWER = 1
-    OPERATOR = 2
-    ADMIN = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,31 +55,8 @@ class TokenTable:
 
     @classmethod
     def parse(cls, text: str) -> TokenTable:
-        """``role:sha256hex[:label],...``; ValueError naming the bad entry (never a digest)."""
-        entries: list[_Entry] = []
-        seen_digests: set[bytes] = set()
-        seen_ids: set[str] = set()
-        for number, raw in enumerate(filter(None, (p.strip() for p in text.split(","))), 1):
-            parts = raw.split(":")
-            if len(parts) not in (2, 3):
-                raise ValueError(f"token entry {number}: expected role:sha256hex[:label]")
-            role_name, digest_hex = parts[0].strip().lower(), parts[1].strip().lower()
-            try:
-                role = Role[role_name.upper()]
-            except KeyError:
-                raise ValueError(f"token entry {number}: unknown role {role_name!r}") from None
-            if not _DIGEST.match(digest_hex):
-                raise ValueError(f"token entry {number}: not a SHA-256 hex digest")
-            label = parts[2].strip() if len(parts) == 3 else f"{role.label}-{digest_hex[:8]}"
-            if not _LABEL.match(label):
-                raise ValueError(f"token entry {number}: label must match {_LABEL.pattern}")
-            digest = bytes.fromhex(digest_hex)
-            if digest in seen_digests or label in seen_ids:
-                raise ValueError(f"token entry {number}: duplicate digest or label")
-            seen_digests.add(digest)
-            seen_ids.add(label)
-            entries.append(_Entry(digest, Principal(label, role)))
-        return cls(tuple(entries))
+        """``role:sha256hex[:label],...`` (config.tokens); ValueError naming the bad entry."""
+        return cls(tuple(_Entry(e.digest, Principal(e.label, e.role)) for e in parse_tokens(text)))
 
     def authenticate(self, token: str | None) -> Principal | None:
         """The Principal of a presented token, or None."""
@@ -108,3 +73,6 @@ class TokenTable:
 def hash_token(token: str) -> str:
     """The hex digest to configure for ``token``."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+__all__ = ["MAX_TOKEN_CHARS", "Principal", "Role", "TokenTable", "hash_token"]

@@ -5,6 +5,8 @@ counters (a hash per member per day: cache data with a TTL) and XADDs each event
 with no TTL, which a ``volatile-*`` eviction policy never takes. Past ``max_backlog`` unflushed
 entries, or when Redis is out of memory, it raises :class:`Backpressure` (the API's 503).
 :class:`GroupRecorder` lets concurrent callers share one script call.
+``AsyncGroupRecorder.record_once`` records a request once per idempotency key: the key's
+check, the record and the key's write are one script, so a retry counts nothing twice.
 
 A :class:`Flusher` drains a stream through one consumer group: it coalesces a batch per
 (member, day) and hands it to ``apply``, which upserts it and records the batch's last stream
@@ -30,6 +32,7 @@ stream (listed, replayed, discarded) and the rest is applied.
     ├── CacheUnavailable
     │   └── NotReplicated  fewer replicas than ``replicas`` confirmed (WAIT), or NOREPLICAS
     ├── InvalidEvent     malformed, too old or in the future (also a ValueError)
+    ├── KeyReused        an idempotency key sent again with another request (a ValueError)
     ├── Unwritable       raised by apply: rows that can never be written
     └── BatchOverlap     raised by apply: the database holds the batch up to an id
 
@@ -45,6 +48,7 @@ from cache.writebehind.errors import (
     Backpressure,
     BatchOverlap,
     InvalidEvent,
+    KeyReused,
     NotReplicated,
     Unwritable,
 )
@@ -65,7 +69,7 @@ from cache.writebehind.events import (
     stream_id,
 )
 from cache.writebehind.flusher import Flusher, FlushStats
-from cache.writebehind.recorder import AsyncGroupRecorder, GroupRecorder
+from cache.writebehind.recorder import AsyncGroupRecorder, GroupRecorder, Once
 
 __all__ = [
     "DAY_MS",
@@ -84,7 +88,9 @@ __all__ = [
     "GroupRecorder",
     "Health",
     "InvalidEvent",
+    "KeyReused",
     "NotReplicated",
+    "Once",
     "StreamEvent",
     "Unwritable",
     "WriteBehind",

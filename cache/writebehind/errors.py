@@ -26,6 +26,10 @@ class InvalidEvent(CacheError, ValueError):
     """An event that can never be recorded as given."""
 
 
+class KeyReused(CacheError, ValueError):
+    """An idempotency key already recorded a different request within its window."""
+
+
 class Unwritable(CacheError):
     """Rows that can never be written: these members' rows, or, when none is named, some row
     of the batch (the flusher halves the batch to find the event)."""

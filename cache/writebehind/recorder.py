@@ -7,6 +7,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -14,7 +16,8 @@ from cache.client import AsyncRedis
 from cache.errors import CacheUnavailable
 from cache.writebehind import scripts
 from cache.writebehind.buffer import WriteBehind, redis_error
-from cache.writebehind.events import ActivityEvent
+from cache.writebehind.errors import KeyReused
+from cache.writebehind.events import ActivityEvent, text
 
 
 class _Waiter:
@@ -97,6 +100,15 @@ class GroupRecorder:
 _Pending = tuple[list[str], list[str], "asyncio.Future[list[str]]"]
 
 
+@dataclass(frozen=True, slots=True)
+class Once:
+    """What ``record_once`` did: the events' stream ids, and whether they were recorded by an
+    earlier request with the same key (``replayed``: nothing was recorded now)."""
+
+    ids: list[str]
+    replayed: bool
+
+
 class AsyncGroupRecorder:
     """``record`` for asyncio callers (the API): concurrent calls share one script call.
 
@@ -111,6 +123,7 @@ class AsyncGroupRecorder:
         self.wb, self.max_events = wb, max_events
         self._client = client
         self._script = client.register_script(scripts.RECORD)
+        self._once = client.register_script(scripts.RECORD_ONCE)
         self._queue: deque[_Pending] = deque()
         self._sender: asyncio.Task[None] | None = None
 
@@ -158,21 +171,52 @@ class AsyncGroupRecorder:
                 future.set_result(ids[start : start + len(item_keys)])
             start += len(item_keys)
 
+    async def record_once(
+        self, events: Sequence[ActivityEvent], key: str, fingerprint: str, window_ms: int
+    ) -> Once:
+        """Record ``events`` unless ``key`` (an idempotency key's Redis key, under the buffer's
+        hash tag) already recorded a request within ``window_ms``: then replay its ids, or
+        raise KeyReused when that request's ``fingerprint`` differs. One script call of its
+        own (not grouped: its reply is its own), so the check, the record and the key's write
+        are one atomic step."""
+        keys, args = self.wb.encode(events, time.time())
+        all_keys = [*self.wb.streams, *keys, key]
+        all_args: list[str | int] = [*self.wb.head, window_ms, fingerprint, *args]
+        try:
+            reply, acked = await self._call(self._once, all_keys, all_args)
+        except RedisError as exc:
+            raise redis_error(exc) from exc
+        if int(reply[0]) == 2:
+            if text(reply[1]) != fingerprint:
+                raise KeyReused("this Idempotency-Key was used for a different request")
+            held = text(reply[2])
+            ids = held.split(",") if held else []
+            return Once(self.wb.replicated(ids, acked) if acked is not None else ids, True)
+        ids = self.wb.recorded(reply)
+        return Once(self.wb.replicated(ids, acked) if acked is not None else ids, False)
+
     async def _send(self, keys: list[str], args: list[str | int]) -> list[str]:
         """One record call; with replicas required, WAIT on the same connection after it."""
+        reply, acked = await self._call(self._script, keys, args)
+        ids = self.wb.recorded(reply)
+        return ids if acked is None else self.wb.replicated(ids, acked)
+
+    async def _call(self, script: Any, keys: list[str], args: list[str | int]) -> tuple[Any, Any]:
+        """(the script's reply, how many replicas confirmed it: None when none are required);
+        with replicas required, WAIT on the same connection after it."""
         replicas = self.wb.config.replicas
         if not replicas:
-            return self.wb.recorded(await self._script(keys=keys, args=args))
+            return await script(keys=keys, args=args), None
         gate = self.wb.replica_gate  # one view of the master's replicas per buffer
         if gate.due():
             gate.update(await self._client.info("replication"))
         gate.check()
         pipe = self._client.pipeline(transaction=False)
         # A Script given a pipeline queues EVALSHA there (redis-py's types omit pipelines).
-        await self._script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+        await script(keys=keys, args=args, client=pipe)
         pipe.wait(replicas, self.wb.config.replica_timeout_ms)
         reply, acked = await pipe.execute()
-        return self.wb.replicated(self.wb.recorded(reply), acked)
+        return reply, acked
 
     @staticmethod
     def _fail(group: list[_Pending], error: Exception, cause: Exception | None = None) -> None:

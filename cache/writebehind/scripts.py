@@ -8,30 +8,64 @@ from __future__ import annotations
 
 from typing import Final
 
-# Accept: count and enqueue, or refuse the whole write. KEYS: the partition streams, then one
-# counter hash per event. ARGV: limit, counter ttl ms, partitions, then one entry per event
-# ("member,code,at,times"). An event goes to partition member % partitions.
-# {1, ids} or {0, backlog}.
-RECORD: Final = """#!lua
-local parts = tonumber(ARGV[3])
-local backlog = 0
-for p = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[p]) end
-local n = #ARGV - 3
-if backlog + n > tonumber(ARGV[1]) then return {0, backlog} end
-local ttl, ids = ARGV[2], {}
-for i = 1, n do
-  local entry, key = ARGV[3 + i], KEYS[parts + i]
-  local member, code, at, times = string.match(entry, '^(%d+),(%a),(%d+),(%d+)$')
-  redis.call('HINCRBY', key, code, times)
-  local seen = tonumber(redis.call('HGET', key, 's'))
-  if not seen or tonumber(at) > seen then redis.call('HSET', key, 's', at) end
-  redis.call('PEXPIRE', key, ttl)
-  local stream = KEYS[1]
-  if parts > 1 then stream = KEYS[1 + tonumber(member) % parts] end
-  ids[i] = redis.call('XADD', stream, '*', 'e', entry)
+# Accept: count and enqueue, or refuse the whole write; shared by the two scripts below.
+# record(parts, limit, ttl, k, a, n): the streams are KEYS[1..parts], the n counter hashes
+# KEYS[k..], the n entries ("member,code,at,times") ARGV[a..]. An event goes to partition
+# member % parts. {1, ids} or {0, backlog}.
+_RECORD_FN: Final = """
+local function record(parts, limit, ttl, k, a, n)
+  local backlog = 0
+  for p = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[p]) end
+  if backlog + n > limit then return {0, backlog} end
+  local ids = {}
+  for i = 1, n do
+    local entry, key = ARGV[a + i - 1], KEYS[k + i - 1]
+    local member, code, at, times = string.match(entry, '^(%d+),(%a),(%d+),(%d+)$')
+    redis.call('HINCRBY', key, code, times)
+    local seen = tonumber(redis.call('HGET', key, 's'))
+    if not seen or tonumber(at) > seen then redis.call('HSET', key, 's', at) end
+    redis.call('PEXPIRE', key, ttl)
+    local stream = KEYS[1]
+    if parts > 1 then stream = KEYS[1 + tonumber(member) % parts] end
+    ids[i] = redis.call('XADD', stream, '*', 'e', entry)
+  end
+  return {1, ids}
 end
-return {1, ids}
 """
+
+# KEYS: the partition streams, then one counter hash per event. ARGV: limit, counter ttl ms,
+# partitions, then one entry per event.
+RECORD: Final = (
+    "#!lua\n"
+    + _RECORD_FN
+    + """
+local parts = tonumber(ARGV[3])
+return record(parts, tonumber(ARGV[1]), ARGV[2], parts + 1, 4, #ARGV - 3)
+"""
+)
+
+# Record once per idempotency key: the check, the record and the key's write in one step, so
+# a crash cannot record without the key (a retry counting twice) or the key without the
+# record (a retry answered with events never recorded). KEYS: as RECORD, then the key's hash
+# (last). ARGV: limit, counter ttl ms, partitions, window ms, fingerprint, then the entries.
+# A key already held answers {2, its fingerprint, its ids joined by ','} and records nothing;
+# a refused write ({0, backlog}) leaves no key, so its retry may succeed.
+RECORD_ONCE: Final = (
+    "#!lua\n"
+    + _RECORD_FN
+    + """
+local once = KEYS[#KEYS]
+local held = redis.call('HMGET', once, 'f', 'ids')
+if held[1] then return {2, held[1], held[2]} end
+local parts = tonumber(ARGV[3])
+local done = record(parts, tonumber(ARGV[1]), ARGV[2], parts + 1, 6, #ARGV - 5)
+if done[1] == 1 then
+  redis.call('HSET', once, 'f', ARGV[5], 'ids', table.concat(done[2], ','))
+  redis.call('PEXPIRE', once, ARGV[4])
+end
+return done
+"""
+)
 
 # The ordered fetch (see the package docstring) of one partition. KEYS: stream. ARGV: group,
 # consumer, count, min idle ms, mode, cursor. Modes: claim (the pending prefix only), resume

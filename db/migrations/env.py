@@ -28,9 +28,9 @@ def database_url() -> str:
     url = url or config.get_main_option("sqlalchemy.url")
     if url:
         return normalize_url(str(url))
-    from config import load_settings
+    from config import load_settings_or_exit
 
-    return resolve_database_url(load_settings())
+    return resolve_database_url(load_settings_or_exit())
 
 
 def _configure(connection: Connection) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import Engine, text
 
@@ -71,3 +73,96 @@ async def test_redis_down_is_503_not_silent_loss(database_url: str, prefix: str)
     async with serve(settings) as down:
         answer = await down.client.post("/api/v1/members/1/activity", json={"kind": "login"})
     assert answer.status_code == 503
+
+
+CHECKINS = text("SELECT coalesce(sum(checkins), 0) FROM member_activity_daily WHERE member_id = :m")
+
+
+def _member(engine: Engine, offset: int) -> int:
+    """A member of the shared database that only the test taking ``offset`` records for."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT id FROM members ORDER BY id DESC LIMIT 1 OFFSET :o"), {"o": offset}
+        ).scalar_one()
+    return int(found)
+
+
+def _checkins(engine: Engine, member_id: int) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(CHECKINS, {"m": member_id}).scalar_one())
+
+
+def _backlog(api: Api) -> int:
+    return api.app.state.running.services.writebehind.health().backlog
+
+
+async def test_unknown_member_is_404_and_records_nothing(api: Api, engine: Engine) -> None:
+    with engine.connect() as conn:
+        unknown = int(conn.execute(text("SELECT max(id) + 1000 FROM members")).scalar_one())
+    backlog = _backlog(api)
+    for body in ({"kind": "login"}, {"events": [{"kind": "checkin", "times": 2}]}):
+        answer = await api.client.post(f"/api/v1/members/{unknown}/activity", json=body)
+        assert answer.status_code == 404, answer.text
+        assert str(unknown) in answer.json()["detail"]
+    assert _backlog(api) == backlog  # no stream entry
+    counters = await api.client.get(f"/api/v1/members/{unknown}/activity")
+    assert counters.json()["days"] == []  # no counter
+    # The absence is cached with the member record: a repeat asks the database nothing.
+    api.statements.clear()
+    again = await api.client.post(f"/api/v1/members/{unknown}/activity", json={"kind": "login"})
+    assert again.status_code == 404 and api.statements == []
+
+
+async def test_a_known_member_costs_no_query_once_cached(api: Api, engine: Engine) -> None:
+    member_id = _member(engine, 5)
+    first = await api.client.post(f"/api/v1/members/{member_id}/activity", json={"kind": "login"})
+    assert first.status_code == 202
+    api.statements.clear()
+    for _ in range(3):
+        answer = await api.client.post(
+            f"/api/v1/members/{member_id}/activity", json={"kind": "page_view"}
+        )
+        assert answer.status_code == 202
+    assert api.statements == []  # the cached member record answered
+
+
+async def test_idempotency_key_replays_the_answer_and_refuses_another_body(
+    api: Api, engine: Engine
+) -> None:
+    member_id = _member(engine, 6)
+    url = f"/api/v1/members/{member_id}/activity"
+    body = {"events": [{"kind": "checkin", "times": 2}, {"kind": "login"}]}
+    key = {"Idempotency-Key": "order-7f3a/attempt"}
+    backlog = _backlog(api)
+    first = await api.client.post(url, json=body, headers=key)
+    assert first.status_code == 202 and first.json()["accepted"] == 2
+    retry = await api.client.post(url, json=body, headers=key)
+    assert (retry.status_code, retry.json()) == (first.status_code, first.json())
+    assert _backlog(api) == backlog + 2  # recorded once
+    today = (await api.client.get(url)).json()["days"][0]
+    assert today["checkin"] == 2 and today["login"] == 1
+
+    other = await api.client.post(url, json={"kind": "checkin"}, headers=key)
+    assert other.status_code == 422 and "different request" in other.json()["detail"]
+    elsewhere = await api.client.post(
+        f"/api/v1/members/{_member(engine, 7)}/activity", json=body, headers=key
+    )
+    assert elsewhere.status_code == 422  # the same body for another member is another request
+    too_long = await api.client.post(url, json=body, headers={"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 422 and "Idempotency-Key" in too_long.json()["detail"]
+    assert _backlog(api) == backlog + 2
+    fresh = await api.client.post(url, json=body, headers={"Idempotency-Key": "order-7f3b"})
+    assert fresh.status_code == 202 and fresh.json()["ids"] != first.json()["ids"]
+
+
+async def test_concurrent_posts_with_one_key_count_once(api: Api, engine: Engine) -> None:
+    member_id = _member(engine, 8)
+    url = f"/api/v1/members/{member_id}/activity"
+    key = {"Idempotency-Key": "burst-of-retries"}
+    backlog = _backlog(api)
+    answers = await asyncio.gather(
+        *(api.client.post(url, json={"kind": "checkin"}, headers=key) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.text for a in answers}) == 1  # one answer, replayed to the others
+    assert _backlog(api) == backlog + 1

@@ -27,8 +27,9 @@ from tests.management.conftest import (
     mgmt_settings,
     tokens,
 )
+from tests.support import postgres
 
-__all__ = ["RunningApi", "broker", "database_url", "mgmt_settings", "tokens"]
+__all__ = ["RunningApi", "broker", "database_url", "empty_database", "mgmt_settings", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,16 @@ class RunningApi:
 
     def env(self, role: str = "admin") -> dict[str, str]:
         return {"CACHECTL_TOKEN": self.tokens.clear[role]}
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database, empty: `cachectl up` migrates and seeds it."""
+    name = postgres.create_database("up")
+    try:
+        yield postgres.database_url(name)
+    finally:
+        postgres.drop_database(name)
 
 
 def _free_port() -> int:

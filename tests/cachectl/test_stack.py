@@ -11,14 +11,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from cachectl.stack import has_api
-from tests.support.postgres import create_database, database_url, drop_database
 from tests.support.redis_procs import free_port
 
 pytestmark = pytest.mark.slow
@@ -35,15 +33,6 @@ def _processes_with(marker: str) -> list[int]:
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return [pid for pid in found if pid != os.getpid()]
-
-
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    name = create_database("up")  # empty: `cachectl up` migrates and seeds it
-    try:
-        yield database_url(name)
-    finally:
-        drop_database(name)
 
 
 def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path, empty_database: str) -> None:
