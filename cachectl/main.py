@@ -25,7 +25,7 @@ from rich.table import Table
 
 from cache import DataType
 from cache.kinds import WARMUPS
-from cachectl import backup, remote
+from cachectl import backup, remote, tokens
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import ConfigError, Settings, load_settings, mask_url
 from services import Services
@@ -310,6 +310,7 @@ def run_flower(
 # hash-token and rotate-password: see cachectl/remote.py.
 remote.register(app)
 backup.register(app)  # backup, restore: see cachectl/backup.py
+app.add_typer(tokens.app, name="tokens")  # add, revoke, list: see cachectl/tokens.py
 
 
 def main() -> None:  # pragma: no cover - console entry point
