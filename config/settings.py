@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     redis_sentinels: str = ""
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: SecretStr = SecretStr("")
+    # The Sentinels' ACL user (Redis 6.2+); None: their default user (requirepass). A named
+    # user can hold two passwords, which `cachectl rotate sentinel` needs for no downtime.
+    redis_sentinel_username: str | None = None
     redis_read_from_replica: bool = False  # reads may lag the master by replication delay
     # Cluster: "host:port,host:port" startup nodes; when set, the cache runs on Redis Cluster.
     redis_cluster_nodes: str = ""
