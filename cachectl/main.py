@@ -25,7 +25,7 @@ from rich.table import Table
 
 from cache import DataType
 from cache.kinds import WARMUPS
-from cachectl import backup, remote, tokens
+from cachectl import backup, remote, rotations, tokens
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import ConfigError, Settings, load_settings, mask_url
 from services import Services
@@ -311,6 +311,7 @@ def run_flower(
 remote.register(app)
 backup.register(app)  # backup, restore: see cachectl/backup.py
 app.add_typer(tokens.app, name="tokens")  # add, revoke, list: see cachectl/tokens.py
+app.add_typer(rotations.app, name="rotate")  # every other secret: see cachectl/rotations.py
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     flower_port: int = Field(5555, ge=1, le=65535)
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("")  # empty: generated at start-up and printed once
+    # During a rotation (`cachectl rotate flower`): the old password, still accepted beside
+    # FLOWER_PASSWORD until the clients have moved; empty otherwise.
+    flower_previous_password: SecretStr = SecretStr("")
 
     # --- Backups (the daily maintenance job and `cachectl backup`) --------------------------------
     backup_dir: str = "var/backups"  # where copies are kept; relative to the working directory
