@@ -26,7 +26,7 @@ from deploy.render import _ENV_LINE, _write_private, read_env_file
 # The variables' names (not secrets).
 FLOWER_PASSWORD: Final = "FLOWER_PASSWORD"  # noqa: S105
 FLOWER_PREVIOUS: Final = "FLOWER_PREVIOUS_PASSWORD"
-COMMANDER_PASSWORD: Final = "REDIS_COMMANDER_PASSWORD"
+COMMANDER_PASSWORD: Final = "REDIS_COMMANDER_PASSWORD"  # noqa: S105
 
 
 def generated() -> str:
