@@ -25,6 +25,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from cachectl.rotate import DEFAULT_GRACE_S, RotationError, node_from_url
 from deploy.render import RenderError
@@ -116,8 +117,7 @@ def postgres(grace_s: GraceOption = DEFAULT_GRACE_S) -> None:
         )
     except RotationError as exc:
         _fail(str(exc))
-    user = moved.split("://", 1)[1].split(":", 1)[0]
-    console.print(f"[green]rotated[/green]: the app logs in as {user} now")
+    console.print(f"[green]rotated[/green]: the app logs in as {make_url(moved).username} now")
 
 
 @app.command("flower")
