@@ -78,33 +78,39 @@ def test_tokens_rotate_across_processes_under_traffic(two_apis: list[str], token
 
     current = {"token": first}
     used: dict[str, set[str]] = {first: set()}
+    moved: set[int] = set()  # clients whose requests all carry the new token by now
+    served = {"after": 0}
     failures: list[str] = []
     stop = threading.Event()
 
-    def client() -> None:
+    def client(number: int) -> None:
         # A client of both processes, reading its token from its secret store per request.
         for base in itertools.cycle((a, b)):
             if stop.is_set():
                 return
             token = current["token"]
             status = _status(base, token)
-            if status == 200:
-                used.setdefault(token, set()).add(base)
-            else:
+            if status != 200:
                 failures.append(f"{base}: {status}")
+                continue
+            used.setdefault(token, set()).add(base)
+            if token != first:
+                moved.add(number)
+                served["after"] += 1
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(2)]
     for thread in threads:
         thread.start()
     try:
         second = _cachectl(b, admin, "tokens", "add", "client-2", "--role", "viewer").split()[-1]
         assert _status(a, second) == 200
         current["token"] = second  # the clients move; requests already sent still carry `first`
-        _wait(lambda: used.get(second) == {a, b}, "the clients to use the new token on both")
+        _wait(lambda: used.get(second) == {a, b} and moved == {0, 1}, "the clients to move")
         # Revoked through B: refused on both from the next request, with no wait.
         _cachectl(b, admin, "tokens", "revoke", "client-1")
         assert [_status(a, first), _status(b, first)] == [401, 401]
-        _wait(lambda: len(used[second]) == 2 and not failures, "more traffic")
+        after = served["after"]
+        _wait(lambda: served["after"] >= after + 20, "20 more requests with the new token")
     finally:
         stop.set()
         for thread in threads:
