@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner
 
+from cachectl.main import app as cachectl
 from cachectl.rotate import RotationError
 from cachectl.rotate_postgres import can_login, rotate_postgres_password, set_password
 from db.engine import make_engine
@@ -154,3 +156,22 @@ def test_bad_rotations_change_nothing(cluster: PgCluster) -> None:
     with pytest.raises(RotationError, match="preparing other_alt failed"):
         rotate_postgres_password(wrong_admin, url, "new-password", clients_moved=None)
     assert can_login(url)
+
+
+def test_the_command_reads_its_secrets_from_the_environment(cluster: PgCluster) -> None:
+    with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE cli LOGIN")
+        set_password(conn, "cli", "cli-password-1")
+    env = {
+        "DATABASE_URL": cluster.url("cli", "cli-password-1", DATABASE),
+        "POSTGRES_ADMIN_URL": cluster.admin_url,
+    }
+    runner = CliRunner()
+    missing = runner.invoke(cachectl, ["rotate", "postgres", "--grace-s", "0"], env=env)
+    assert missing.exit_code == 2 and "POSTGRES_NEW_PASSWORD is not set" in missing.output
+    env["POSTGRES_NEW_PASSWORD"] = "cli-password-2"
+    done = runner.invoke(cachectl, ["rotate", "postgres", "--grace-s", "0"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "logs in as cli_alt" in done.output and "cli-password-2" not in done.output
+    assert can_login(cluster.url("cli_alt", "cli-password-2", DATABASE))
+    assert not can_login(env["DATABASE_URL"])

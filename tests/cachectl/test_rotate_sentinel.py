@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from cache.client import connect
+from cachectl.main import app as cachectl
 from cachectl.rotate import Node, RotationError, can_login, node_from_url
 from cachectl.rotate_sentinel import rotate_auth_pass, rotate_sentinel_password
 from config import load_settings
@@ -285,3 +287,16 @@ def test_a_wrong_admin_or_the_same_password_changes_nothing(deployment: Deployme
         rotate_sentinel_password(as_client, "client", client, "y" * 32, clients_moved=None)
     assert all(can_login(node, "client", client) for node in sentinels)
     assert not any(can_login(node, "client", "y" * 32) for node in sentinels)
+
+    # The command: secrets from the environment, the Sentinels' URLs as arguments.
+    urls = [s.url for s in deployment.sentinels]
+    env = {
+        "SENTINEL_ADMIN_PASSWORD": deployment.passwords["sadmin"],
+        "SENTINEL_OLD_PASSWORD": client,
+        "SENTINEL_NEW_PASSWORD": "z" * 32,
+    }
+    argv = ["rotate", "sentinel", "client", *urls, "--admin-user", "sadmin", "--grace-s", "0"]
+    done = CliRunner().invoke(cachectl, argv, env=env)
+    assert done.exit_code == 0, done.output
+    assert all(can_login(node, "client", "z" * 32) for node in sentinels)
+    assert not any(can_login(node, "client", client) for node in sentinels)
