@@ -17,12 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api_stub.management.auth import Principal, Role
 from api_stub.management.guard import Admin, Management, require
+from api_stub.management.routes import LABEL, PREFIX
 from api_stub.management.tokens import TokenConflict, TokenStoreUnavailable, UnknownToken
 from api_stub.routes import json_response
 
-LABEL = r"^[A-Za-z0-9_.\-]{1,64}$"  # the label syntax of MANAGEMENT_TOKENS (auth.py)
-
-router = APIRouter(prefix="/api/v1/cache/tokens", tags=["cache management"])
+router = APIRouter(prefix=f"{PREFIX}/tokens", tags=["cache management"])
 
 
 class TokenRequest(BaseModel):

@@ -10,7 +10,8 @@ tokens made afterwards live in one hash of the durable Redis role,
 Every authentication reads the presented digest's field (one HGET), so an added token works
 and a revoked one is refused in every process from the next request after the answer to
 ``add``/``revoke``: the bound is zero, no cache to expire. A bootstrap token is revoked by a
-``d:`` entry with ``revoked_at``; it comes back only by a new MANAGEMENT_TOKENS and restart.
+``d:`` entry with ``revoked_at``: that digest stays refused, and a new bootstrap token takes a
+new MANAGEMENT_TOKENS entry (and a restart).
 
 Without Redis, bootstrap tokens still work (an operator must be able to reach a broken
 platform; a revocation of one cannot be read then), and a token of the store gets 503, never
