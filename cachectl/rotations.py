@@ -12,8 +12,8 @@ Passwords come from the environment, never the command line (where ``ps`` shows 
     rotate flower [--finish] --env-file F      FLOWER_NEW_PASSWORD, else generated
     rotate redis-commander --env-file F        REDIS_COMMANDER_NEW_PASSWORD, else generated
 
-The Redis ACL users are ``cachectl rotate-password`` (cachectl/rotate.py); the management
-tokens ``cachectl tokens`` (cachectl/tokens.py).
+``rotate redis`` is ``cachectl rotate-password`` (the Redis ACL users, cachectl/rotate.py)
+under this group; the management tokens are ``cachectl tokens`` (cachectl/tokens.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
+from cachectl import remote
 from cachectl.rotate import DEFAULT_GRACE_S, RotationError, node_from_url
 from deploy.render import RenderError
 
@@ -52,6 +53,9 @@ def _secret(name: str) -> str:
         print(f"error: {name} is not set", file=sys.stderr)
         raise typer.Exit(2)
     return value
+
+
+app.command("redis")(remote.rotate_password)
 
 
 @app.command("sentinel")
