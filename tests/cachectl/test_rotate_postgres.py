@@ -35,10 +35,13 @@ def cluster() -> Iterator[PgCluster]:
         yield made
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+def _wait(
+    condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.01)
 
 
@@ -70,7 +73,10 @@ class Traffic:
 
     def served(self, engine: Engine, more: int) -> None:
         seen = self.done.get(id(engine), 0)
-        _wait(lambda: self.done.get(id(engine), 0) >= seen + more, f"{more} more queries")
+        _wait(
+            lambda: self.done.get(id(engine), 0) >= seen + more,
+            lambda: f"{more} more queries (failures: {self.failures[:3]})",
+        )
 
     def __enter__(self) -> Traffic:
         for thread in self.threads:

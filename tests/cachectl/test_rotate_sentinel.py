@@ -122,10 +122,13 @@ class Deployment:
             proc.close()
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+def _wait(
+    condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.05)
 
 
@@ -181,7 +184,10 @@ class Traffic:
 
     def served(self, password: str, more: int) -> None:
         seen = self.done.get(password, 0)
-        _wait(lambda: self.done.get(password, 0) >= seen + more, f"{more} more requests")
+        _wait(
+            lambda: self.done.get(password, 0) >= seen + more,
+            lambda: f"{more} more requests (failures: {self.failures[:3]})",
+        )
 
 
 @pytest.fixture
