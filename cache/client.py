@@ -98,6 +98,7 @@ def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"socket_timeout": settings.redis_socket_timeout}
     if settings.redis_sentinel_password.get_secret_value():
         kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+        kwargs["username"] = settings.redis_sentinel_username
     return kwargs
 
 

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from cache import DataType
 from cache.kinds import WARMUPS
-from cachectl import backup, localtoken, remote
+from cachectl import backup, localtoken, remote, rotations, tokens
 from cachectl.embedded import EmbeddedRedis, answers, start_embedded_redis
 from config import Settings, load_settings_or_exit, mask_url
 from services import Services
@@ -341,6 +341,8 @@ def run_flower(
 # hash-token and rotate-password: see cachectl/remote.py.
 remote.register(app)
 backup.register(app)  # backup, restore: see cachectl/backup.py
+app.add_typer(tokens.app, name="tokens")  # add, revoke, list: see cachectl/tokens.py
+app.add_typer(rotations.app, name="rotate")  # every other secret: see cachectl/rotations.py
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -11,7 +11,8 @@ clients' move in between::
 
 Passwords travel as SHA-256 digests (``#``/``!`` forms), so neither MONITOR, the slow log nor
 ACL LOG ever shows one in clear. ACLs are not replicated: each step is applied to every node
-given (master and replicas), then persisted with ACL SAVE where the node has an ACL file.
+given (master and replicas), then persisted with ACL SAVE where the node has an ACL file
+(SENTINEL FLUSHCONFIG on a Sentinel: cachectl/rotate_sentinel.py).
 Removing the old password is refused while it is the user's only one.
 """
 
@@ -43,6 +44,7 @@ class Node:
 
     admin: redis.Redis
     login: Callable[[str, str], redis.Redis]
+    sentinel: bool = False  # a Sentinel keeps its users in its own config file
 
     @property
     def name(self) -> str:
@@ -60,6 +62,10 @@ def _command(client: redis.Redis, *args: str) -> Any:
 
 
 def _save(node: Node) -> None:
+    if node.sentinel:
+        # Sentinel rewrites its config file (users included) on SENTINEL FLUSHCONFIG.
+        _command(node.admin, "SENTINEL", "FLUSHCONFIG")
+        return
     try:
         _command(node.admin, "ACL", "SAVE")
     except ResponseError as exc:
@@ -143,14 +149,16 @@ def rotate_password(
     remove_password(nodes, user, old)
 
 
-def node_from_url(url: str, admin_user: str, admin_password: str, **options: Any) -> Node:
+def node_from_url(
+    url: str, admin_user: str, admin_password: str, *, sentinel: bool = False, **options: Any
+) -> Node:
     """A Node for ``redis[s]://host:port`` (options: ssl_* for TLS, timeouts)."""
     admin = redis.Redis.from_url(url, username=admin_user, password=admin_password, **options)
 
     def login(user: str, password: str) -> redis.Redis:
         return redis.Redis.from_url(url, username=user, password=password, **options)
 
-    return Node(admin, login)
+    return Node(admin, login, sentinel)
 
 
 def command(

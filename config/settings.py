@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     redis_sentinels: str = ""
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: SecretStr = SecretStr("")
+    # The Sentinels' ACL user (Redis 6.2+); None: their default user (requirepass). A named
+    # user can hold two passwords, which `cachectl rotate sentinel` needs for no downtime.
+    redis_sentinel_username: str | None = None
     redis_read_from_replica: bool = False  # reads may lag the master by replication delay
     # Cluster: "host:port,host:port" startup nodes; when set, the cache runs on Redis Cluster.
     redis_cluster_nodes: str = ""
@@ -129,6 +132,9 @@ class Settings(BaseSettings):
     flower_port: int = Field(5555, ge=1, le=65535)
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("")  # empty: generated at start-up and printed once
+    # During a rotation (`cachectl rotate flower`): the old password, still accepted beside
+    # FLOWER_PASSWORD until the clients have moved; empty otherwise.
+    flower_previous_password: SecretStr = SecretStr("")
 
     # --- Backups (the daily maintenance job and `cachectl backup`) --------------------------------
     backup_dir: str = "var/backups"  # where copies are kept; relative to the working directory
@@ -279,6 +285,8 @@ class Settings(BaseSettings):
             raise ValueError("FLOWER_USER must be non-empty, without ',' or ':'")
         if "," in self.flower_password.get_secret_value():
             raise ValueError("FLOWER_PASSWORD must not contain ','")
+        if "," in self.flower_previous_password.get_secret_value():
+            raise ValueError("FLOWER_PREVIOUS_PASSWORD must not contain ','")
         return self
 
     # --- Derived values -------------------------------------------------------------------------

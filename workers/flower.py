@@ -2,7 +2,8 @@
 
 Starts ``celery -A workers.app flower`` on Settings.flower_port with:
 
-- basic authentication from FLOWER_USER / FLOWER_PASSWORD; an empty password is generated
+- basic authentication from FLOWER_USER / FLOWER_PASSWORD (and FLOWER_PREVIOUS_PASSWORD
+  during a rotation: both are accepted); an empty password is generated
   at start-up and printed once (the credentials travel in Flower's environment, never on its
   command line, where ``ps`` would show them);
 - persistent state (``--persistent --db=var/flower.db``): task history survives a restart;
@@ -57,9 +58,11 @@ def command(port: int, address: str, db_path: Path) -> list[str]:
     ]
 
 
-def environment(user: str, password: str) -> dict[str, str]:
-    """Flower's options read from its environment (FLOWER_<OPTION>)."""
-    return {"FLOWER_BASIC_AUTH": f"{user}:{password}"}
+def environment(user: str, password: str, previous: str = "") -> dict[str, str]:
+    """Flower's options read from its environment (FLOWER_<OPTION>). Flower accepts a list
+    of logins: during a rotation the previous password is the second one."""
+    logins = [f"{user}:{password}"] + ([f"{user}:{previous}"] if previous else [])
+    return {"FLOWER_BASIC_AUTH": ",".join(logins)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv_ = command(args.port or settings.flower_port, args.address, args.db)
     sys.stdout.flush()
     # exec: Flower becomes this process, so a supervisor's signals reach it directly.
-    os.execve(argv_[0], argv_, {**os.environ, **environment(user, password)})  # noqa: S606
+    previous = settings.flower_previous_password.get_secret_value()
+    env = {**os.environ, **environment(user, password, previous)}
+    os.execve(argv_[0], argv_, env)  # noqa: S606
     return 0  # pragma: no cover - execve does not return
 
 

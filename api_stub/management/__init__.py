@@ -3,11 +3,13 @@
 Modules::
 
     auth        tokens (SHA-256 digests only), roles viewer < operator < admin
+    tokens      tokens added and revoked at run time (durable Redis), no restart
     guard       the dependency of every route: 401, 403, then the rate limit (429)
     ratelimit   fixed window per token in Redis; fail-open without Redis
     refusals    refused tokens counted per address / token label; a burst is one alert
     audit       every action recorded (db/audit.py) before it runs, closed with its outcome
     routes      the endpoints; health, figures, prometheus, clear do the work
+    token_routes  /tokens: list, add, revoke (admin, audited)
     latency     cached vs uncached request latency, from the X-Cache header
     runtime     what the routes share: a view of the process's services (app.state.running)
 
@@ -27,6 +29,7 @@ from api_stub.management.config import ManagementConfig
 from api_stub.management.latency import LatencyMiddleware
 from api_stub.management.routes import PREFIX, router
 from api_stub.management.runtime import Holder, ManagementRuntime
+from api_stub.management.token_routes import router as token_router
 from config import Settings
 
 __all__ = [
@@ -62,5 +65,6 @@ def install(
     holder = Holder(app, config, table)
     app.state.management = holder
     app.include_router(router, max_body_size=config.max_body_bytes)
+    app.include_router(token_router, max_body_size=config.max_body_bytes)
     app.add_middleware(LatencyMiddleware, recorder=holder.latency)
     return holder

@@ -58,16 +58,27 @@ class TokenTable:
         """``role:sha256hex[:label],...`` (config.tokens); ValueError naming the bad entry."""
         return cls(tuple(_Entry(e.digest, Principal(e.label, e.role)) for e in parse_tokens(text)))
 
+    def principals(self) -> dict[str, tuple[str, Role]]:
+        """label -> (sha256 hex digest, role) of every configured token."""
+        return {e.principal.id: (e.digest.hex(), e.principal.role) for e in self._entries}
+
     def authenticate(self, token: str | None) -> Principal | None:
         """The Principal of a presented token, or None."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        presented = presented_digest(token)
+        if presented is None:
             return None
-        presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found: Principal | None = None
         for entry in self._entries:  # no early exit: every digest is compared every time
             if hmac.compare_digest(presented, entry.digest):
                 found = entry.principal
         return found
+
+
+def presented_digest(token: str | None) -> bytes | None:
+    """The SHA-256 of a presented token; None for an empty or oversized one."""
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def hash_token(token: str) -> str:

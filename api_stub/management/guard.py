@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api_stub.management.auth import Principal, Role
 from api_stub.management.runtime import ManagementRuntime, management_of
+from api_stub.management.tokens import TokenStoreUnavailable
 
 log = logging.getLogger("api_stub.management.guard")
 
@@ -51,7 +52,11 @@ def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Pr
     ) -> Principal:
         if credentials is None:
             raise _unauthorized(None)
-        who = management.tokens.authenticate(credentials.credentials)
+        try:
+            who = await management.token_store.authenticate(credentials.credentials)
+        except TokenStoreUnavailable as exc:
+            log.error("management token store unavailable: %s", exc)
+            raise HTTPException(503, "the token store is unavailable; try again") from exc
         if who is None:
             log.warning("management call with an unknown token: %s", request.url.path)
             address = request.client.host if request.client is not None else "unknown"

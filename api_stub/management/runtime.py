@@ -5,7 +5,8 @@ Everything that holds a connection is the process's (services.Services, read fro
 cache core (for the published process counters, sync code run in the threadpool), the
 database, the write-behind buffer and the task client (workers.client.TaskClient: enqueue,
 progress, ``inspect ping``). The runtime adds what is the management API's own: its config and
-tokens, the rate limiter (on the durable Redis role), the auditor and the latency recorder.
+tokens (bootstrap and stored), the rate limiter (on the durable Redis role), the auditor and
+the latency recorder.
 
 :class:`Holder` (``app.state.management``) builds the runtime on first use in each run of the
 app's lifespan and keeps it for that run; it has nothing to close.
@@ -25,6 +26,7 @@ from api_stub.management.config import ManagementConfig
 from api_stub.management.latency import LatencyRecorder
 from api_stub.management.ratelimit import RateLimiter
 from api_stub.management.refusals import RefusalWatch
+from api_stub.management.tokens import TokenStore
 from api_stub.runtime import Database, Running, started
 from cache import AsyncCacheService, CacheService
 from cache.writebehind import WriteBehind
@@ -49,6 +51,7 @@ class ManagementRuntime:
     auditor: Auditor
     latency: LatencyRecorder
     refusals: RefusalWatch
+    token_store: TokenStore
     process: str = field(default_factory=lambda: process_id("api"))
     ping: PingWorkers | None = None
 
@@ -94,6 +97,7 @@ class ManagementRuntime:
             auditor=Auditor(running.db),
             latency=latency,
             refusals=refusals,
+            token_store=TokenStore(tokens, services.async_redis("durable"), services.keys),
             process=process,
         )
 

@@ -34,6 +34,9 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], str, int]] = [
     ("POST", "/dead-letters/replay", {"json": {"ids": ["1-1"]}}, "operator", 200),
     ("DELETE", "/clear", {"params": {"pattern": "member:*", "dry_run": "true"}}, "admin", 200),
     ("GET", "/audit", {}, "admin", 200),
+    ("GET", "/tokens", {}, "admin", 200),
+    ("POST", "/tokens", {"json": {"role": "viewer", "label": "matrix"}}, "admin", 201),
+    ("DELETE", "/tokens/{label}", {}, "admin", 404),  # an unknown label
 ]
 
 
@@ -57,6 +60,7 @@ async def test_auth_matrix(mgmt: Mgmt) -> None:
     seen: dict[tuple[str, str, str], int] = {}
     for method, path, request, least, allowed in ENDPOINTS:
         url = PREFIX + path.replace("{task_id}", secrets.token_hex(8))
+        url = url.replace("{label}", secrets.token_hex(8))
         for caller in CALLERS:
             answer = await mgmt.call(method, url, None if caller == "none" else caller, **request)
             seen[(method, path, caller)] = answer.status_code

@@ -1,0 +1,207 @@
+"""cachectl rotate flower / redis-commander: the env file's passwords change, and a real Flower
+restarted from it (python -m workers.flower, as `cachectl up` runs it) takes the client through
+the rotation with no request refused: both passwords work between the phases. A restart
+refuses connections for a moment; the client retries those, as any HTTP client of a restarting
+service does, and only an answer other than 200 counts as a failure."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from cachectl.main import app as cachectl
+from deploy.render import read_env_file
+from tests.support.process_group import stop_group
+from tests.support.redis_procs import RedisProcess, free_port, start_redis
+from tests.workers.processes import REPO
+
+pytestmark = pytest.mark.slow
+
+USER = "operator"
+REQUEST_DEADLINE_S = 60.0  # a request waits this long for a restarting Flower
+
+
+def _wait(
+    condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+        time.sleep(0.05)
+
+
+class Flower:
+    """``python -m workers.flower`` with the env file's variables, restarted on one port."""
+
+    def __init__(self, env_file: Path, broker: RedisProcess, directory: Path) -> None:
+        self.env_file, self.broker, self.directory = env_file, broker, directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+        env = (
+            inherited
+            | read_env_file(self.env_file)
+            | {
+                "FLOWER_PORT": str(self.port),
+                "REDIS_HOST": "127.0.0.1",
+                "REDIS_PORT": str(self.broker.port),
+                "CELERY_BROKER_URL": f"{self.broker.url}/1",
+                "CELERY_RESULT_BACKEND": f"{self.broker.url}/2",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        with (self.directory / "flower.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.flower"],
+                cwd=self.directory,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait(self.answers, "Flower to answer")
+
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, 20)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def status(self, password: str) -> int:
+        return httpx.get(f"{self.url}/api/tasks", auth=(USER, password), timeout=10).status_code
+
+
+class Client:
+    """Authenticated API calls with the password of the client's secret store."""
+
+    def __init__(self, flower: Flower, password: str) -> None:
+        self.flower = flower
+        self.password = password
+        self.done: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def request(self) -> None:
+        password = self.password
+        deadline = time.monotonic() + REQUEST_DEADLINE_S
+        while True:
+            try:
+                status = self.flower.status(password)
+                break
+            except httpx.TransportError as exc:  # restarting: not listening yet
+                if time.monotonic() > deadline:
+                    self.failures.append(f"no answer: {exc}")
+                    return
+                time.sleep(0.05)
+        if status == 200:
+            self.done[password] = self.done.get(password, 0) + 1
+        else:
+            self.failures.append(f"answered {status}")
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.request()
+
+    def served(self, password: str, more: int) -> None:
+        seen = self.done.get(password, 0)
+        _wait(
+            lambda: self.done.get(password, 0) >= seen + more,
+            lambda: f"{more} more requests (failures: {self.failures[:3]})",
+        )
+
+
+@pytest.fixture
+def flower(tmp_path: Path) -> Iterator[Flower]:
+    env_file = tmp_path / ".env.production"
+    env_file.write_text(
+        f"# secrets of the deploy\nFLOWER_USER={USER}\nFLOWER_PASSWORD=old-Flower-1\nKEPT=yes\n"
+    )
+    with start_redis() as broker:
+        running = Flower(env_file, broker, tmp_path)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+
+
+def _rotate(*args: str, **env: str) -> None:
+    result = CliRunner().invoke(cachectl, ["rotate", *args], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def test_flower_password_rotates_with_no_refused_request(flower: Flower) -> None:
+    old, new = "old-Flower-1", "new-Flower-2"
+    client = Client(flower, old)
+    client.thread.start()
+    try:
+        client.served(old, 10)
+        _rotate("flower", "--env-file", str(flower.env_file), FLOWER_NEW_PASSWORD=new)
+        values = read_env_file(flower.env_file)
+        assert values["FLOWER_PASSWORD"] == new and values["FLOWER_PREVIOUS_PASSWORD"] == old
+        assert values["KEPT"] == "yes" and "# secrets of the deploy" in flower.env_file.read_text()
+        assert stat.S_IMODE(flower.env_file.stat().st_mode) == 0o600
+        flower.restart()
+        assert (flower.status(old), flower.status(new)) == (200, 200)
+        client.served(old, 10)  # the client has not moved yet
+        client.password = new
+        client.served(new, 10)
+        _rotate("flower", "--finish", "--env-file", str(flower.env_file))
+        assert "FLOWER_PREVIOUS_PASSWORD" not in read_env_file(flower.env_file)
+        flower.restart()
+        client.served(new, 10)
+    finally:
+        client.stop.set()
+        client.thread.join(30)
+    assert client.failures == []
+    assert (flower.status(old), flower.status(new)) == (401, 200)
+    # No password on any command line (Flower's included): they travel in the environment.
+    cmdlines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
+    assert not [c for c in cmdlines if new.encode() in c]
+
+
+def test_redis_commander_password_and_bad_rotations(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env.production"
+    env_file.write_text("REDIS_COMMANDER_PASSWORD=one\nFLOWER_PASSWORD=f\n")
+    _rotate("redis-commander", "--env-file", str(env_file))
+    generated = read_env_file(env_file)["REDIS_COMMANDER_PASSWORD"]
+    assert generated != "one" and len(generated) >= 32
+    runner = CliRunner()
+    finish_first = runner.invoke(
+        cachectl, ["rotate", "flower", "--finish", "--env-file", str(env_file)]
+    )
+    assert finish_first.exit_code == 1 and "no rotation under way" in finish_first.output
+    comma = runner.invoke(
+        cachectl,
+        ["rotate", "flower", "--env-file", str(env_file)],
+        env={"FLOWER_NEW_PASSWORD": "a,b"},
+    )
+    assert comma.exit_code == 1
+    assert read_env_file(env_file) == {
+        "REDIS_COMMANDER_PASSWORD": generated,
+        "FLOWER_PASSWORD": "f",
+    }
