@@ -12,15 +12,9 @@ their own, so that neither retention (the newest 7 by name) deletes the other's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +22,7 @@ from typing import Annotated, Any, Final, NoReturn
 
 import redis
 import typer
-from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
@@ -36,9 +30,9 @@ from config import ConfigError, Settings, load_settings
 from services import Services
 from tasks.jobs.backup import RDB_MAGIC, BackupError
 from tasks.jobs.backup import backup as run_backup
+from tasks.jobs.loaded_copy import load_copy
 
 CLI_SOCKET_TIMEOUT_S: Final = 10.0  # the cache's 0.25 s suits requests, not BGSAVE or DUMP
-LOAD_TIMEOUT_S: Final = 120.0  # a large RDB takes a while to load
 SCAN_COUNT: Final = 1000
 SHOWN_KEYS: Final = 10  # changed keys named in the output
 
@@ -106,92 +100,6 @@ def backup(
 
 
 # --- restore ------------------------------------------------------------------------------------
-@dataclass
-class Restored:
-    """A private redis-server loaded from a copy."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    dir: Path
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "redis.log"
-
-    def log_tail(self, lines: int = 5) -> str:
-        with contextlib.suppress(OSError):
-            return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        # `save ""` in its config: SIGTERM does not write the data back over the copy.
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_loaded(server: Restored, client: redis.Redis) -> None:
-    """Until the server answers with ``loading:0``; raises with its log when it exits."""
-    deadline = time.monotonic() + LOAD_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {server.log_tail()}")
-        with contextlib.suppress(BusyLoadingError, redis.ConnectionError):
-            if str(client.info("persistence").get("loading")) == "0":
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the copy did not load within {LOAD_TIMEOUT_S:.0f} s")
-
-
-def start_restored(copy: Path, port: int | None) -> tuple[Restored, redis.Redis]:
-    """Start redis-server on a copy of ``copy``; the server and a client to it, loaded."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("no redis-server on PATH")
-    attempts = 3 if port is None else 1  # a free port can be taken before the server binds it
-    for attempt in range(attempts):
-        chosen = _free_port() if port is None else port
-        directory = Path(tempfile.mkdtemp(prefix=f"cachectl-restore-{chosen}-"))
-        shutil.copyfile(copy, directory / "dump.rdb")
-        conf = directory / "redis.conf"
-        conf.write_text(
-            f'bind 127.0.0.1\nport {chosen}\ndir "{directory}"\ndbfilename dump.rdb\n'
-            f'save ""\nappendonly no\ndaemonize no\nlogfile "{directory / "redis.log"}"\n'
-        )
-        # Own session: a Ctrl-C of cachectl does not reach a server kept running.
-        process = subprocess.Popen(
-            [binary, str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        server = Restored(process, chosen, directory)
-        client = redis.Redis(host="127.0.0.1", port=chosen, socket_timeout=CLI_SOCKET_TIMEOUT_S)
-        try:
-            _wait_loaded(server, client)
-        except BaseException as exc:
-            client.close()
-            tail = server.log_tail()
-            server.stop()
-            if "Address already in use" in tail and attempt + 1 < attempts:
-                continue
-            raise exc
-        return server, client
-    raise AssertionError("unreachable")
-
-
 def sample_keys(client: redis.Redis, size: int, seed: int | None = None) -> list[bytes]:
     """A uniform random sample of up to ``size`` keys, by reservoir over a whole SCAN.
 
@@ -284,7 +192,7 @@ def restore(
     settings = _settings()
     result: dict[str, Any] = {"file": str(file.resolve()), "db": settings.redis_db}
     try:
-        server, client = start_restored(file, port)
+        server, client = load_copy(file, port)
     except (RuntimeError, OSError) as exc:
         _fail(1, f"restore failed: {exc}")
     comparison: Comparison | None = None
@@ -352,4 +260,4 @@ def register(app: typer.Typer) -> None:
     app.command()(restore)
 
 
-__all__ = ["compare", "register", "sample_keys", "start_restored"]
+__all__ = ["compare", "register", "sample_keys"]
