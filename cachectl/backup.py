@@ -7,7 +7,9 @@ their own, so that neither retention (the newest 7 by name) deletes the other's 
 
 ``restore`` never touches the configured Redis' data: it starts a private redis-server on
 127.0.0.1 with the copy as its dump.rdb, counts its keys and compares a random sample of them
-(DUMP payloads) with the source. Exit codes: 0 ok, 1 failed or differing, 2 usage.
+(DUMP payloads) with the source. ``restore --into URL`` restores the copy into a live node
+(cachectl/recovery.py). Both check a copy against its manifest first (tasks/jobs/manifest.py).
+Exit codes: 0 ok, 1 failed or differing, 2 usage, 3 refused (nothing written).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from cachectl import recovery
 from config import ConfigError, Settings, load_settings
 from services import Services
+from tasks.jobs import manifest as manifests
 from tasks.jobs.backup import RDB_MAGIC, BackupError
 from tasks.jobs.backup import backup as run_backup
-from tasks.jobs.loaded_copy import load_copy
+from tasks.jobs.loaded_copy import LoadError, load_copy
 
 CLI_SOCKET_TIMEOUT_S: Final = 10.0  # the cache's 0.25 s suits requests, not BGSAVE or DUMP
 SCAN_COUNT: Final = 1000
@@ -78,9 +82,11 @@ def backup(
     label = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     try:
         target = Path(settings.backup_dir) / "manual" if dest is None else dest
-        done = run_backup(client, target, label, dump_files=settings.dump_files)
-        # Right after the save: equal to the copy's count unless writers are busy meanwhile.
-        done["keys"] = int(client.dbsize())
+        second = None if settings.copy_dir is None else settings.copy_dir / "manual"
+        done = run_backup(
+            client, target, label, dump_files=settings.dump_files, keys=services.cache.keys,
+            copy_dir=second,
+        )  # fmt: skip
     except (BackupError, RedisError, OSError) as exc:
         _fail(1, f"backup failed: {exc}")
     finally:
@@ -91,7 +97,10 @@ def backup(
         return
     table = Table("name", "value", title="backup")
     table.add_row("file", done["copy"])
-    table.add_row(f"keys (db {settings.redis_db})", f"{done['keys']:,}")
+    table.add_row("manifest", done["manifest"])
+    if "second_copy" in done:
+        table.add_row("second copy", done["second_copy"]["copy"])
+    table.add_row("keys (every database)", f"{done['keys']:,}")
     table.add_row("size", f"{done['bytes']:,} bytes")
     table.add_row("seconds", str(done["seconds"]))
     if done["pruned"]:
@@ -183,13 +192,37 @@ def restore(
     keep_running: Annotated[
         bool, typer.Option("--keep-running", help="Leave the restored server running.")
     ] = False,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into",
+            metavar="URL",
+            help="Restore into this live, empty Redis node (redis:// or rediss://) and verify "
+            "it against the copy's manifest.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --into: write over a node that is not empty.")
+    ] = False,
+    no_manifest: Annotated[
+        bool,
+        typer.Option(
+            "--no-manifest", help="Restore a copy that has no manifest (no checksum to check)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Load a copy into a private redis-server and check it: key count and sampled values."""
+    """Check a copy in a private redis-server (key count, sampled values), or with --into
+    restore it into a live node. Exit codes: 0 ok, 1 failed or differing, 2 usage,
+    3 refused (nothing written: a corrupt copy, a node that is not empty)."""
     with file.open("rb") as fh:
         if fh.read(len(RDB_MAGIC)) != RDB_MAGIC:
             _fail(2, f"{file} is not an RDB file")
+    manifest = _checked_manifest(file, required=into is not None and not no_manifest)
     settings = _settings()
+    if into is not None:
+        _restore_into(file, into, force, manifest, settings.redis_key_prefix, as_json)
+        return
     result: dict[str, Any] = {"file": str(file.resolve()), "db": settings.redis_db}
     try:
         server, client = load_copy(file, port)
@@ -232,6 +265,64 @@ def restore(
         result |= {"pid": server.process.pid, "dir": str(server.dir)}
     _print_restore(result, as_json)
     if not ok:
+        raise typer.Exit(1)
+
+
+def _checked_manifest(file: Path, *, required: bool) -> dict[str, Any] | None:
+    """The copy's manifest once the copy matches it; exit 3 when it does not, or when one is
+    required and missing. A copy from before manifests is checked by loading alone."""
+    if not required and not manifests.manifest_path(file).exists():
+        return None
+    try:
+        return manifests.read_verified(file)
+    except manifests.ManifestError as exc:
+        hint = " (a copy without one: --no-manifest)" if "no manifest" in str(exc) else ""
+        _fail(3, f"refused: {exc}{hint}")
+    except OSError as exc:
+        _fail(3, f"refused: {file} cannot be read: {exc}")
+
+
+def _restore_into(
+    file: Path,
+    url: str,
+    force: bool,
+    manifest: dict[str, Any] | None,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    try:
+        result = recovery.restore_into(file, url, force=force, manifest=manifest, prefix=prefix)
+    except recovery.RestoreRefused as exc:
+        _fail(3, f"refused: {exc}")
+    except (recovery.RestoreFailed, LoadError, OSError) as exc:
+        _fail(1, f"restore failed: {exc}")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        title = f"restore into {result['into']}: {'ok' if result['ok'] else 'DIFFERS'}"
+        table = Table("database", "restored", "expired in the copy", title=title)
+        for db, moved in result["databases"].items():
+            table.add_row(db, f"{moved['restored']:,}", f"{moved['expired']:,}")
+        console.print(table)
+        console.print(
+            f"expired since the backup (keys with a TTL): {result['expired_since_backup']:,}"
+        )
+        for db, streams in result["streams"].items():
+            for name, stream in streams.items():
+                groups = ", ".join(
+                    f"{group} pending {g['pending']} at {g['last_delivered_id']}"
+                    for group, g in stream["groups"].items()
+                )
+                console.print(
+                    f"db {db} stream {name}: {stream['length']:,} entries, last {stream['last_id']}"
+                    + (f"; {groups}" if groups else "")
+                )
+        for db, queues in result["queues"].items():
+            for name, length in queues.items():
+                console.print(f"db {db} queue {name}: {length:,} messages")
+        for difference in result["differences"]:
+            err.print(f"differs: {difference}")
+    if not result["ok"]:
         raise typer.Exit(1)
 
 

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -39,6 +39,7 @@ class LoadedCopy:
     process: subprocess.Popen[bytes]
     port: int
     dir: Path
+    clients: dict[int, redis.Redis] = field(default_factory=dict)
 
     @property
     def log(self) -> Path:
@@ -111,7 +112,6 @@ def load_copy(copy: Path, port: int | None = None) -> tuple[LoadedCopy, redis.Re
         try:
             _wait_loaded(server, client)
         except BaseException:
-            client.close()
             tail = server.log_tail()
             server.stop()
             if "Address already in use" in tail and attempt + 1 < attempts:
