@@ -24,11 +24,15 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from cache import DataType
 from cache.writebehind import GROUP, ActivityEvent
+from cachectl.main import app
 from db import make_engine
 from services import Services
+from tasks.jobs.backup import backup
+from tasks.jobs.manifest import manifest_path
 from tests.support.postgres import drop_database, prepared_database
 from tests.support.redis_procs import RedisProcess, start_redis
 from tests.workers import harness, services
@@ -232,3 +236,39 @@ def test_a_lost_node_is_restored_from_the_second_copy_and_flushes_exactly_once(
     finally:
         client.close()
         app.close()
+
+
+def test_a_node_with_data_takes_the_copy_only_with_force_and_keeps_its_other_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here: only the environment configures cachectl
+    with start_redis() as source, start_redis() as target:
+        written, live = source.client(), target.client()
+        written.mset({f"k:{i}": i for i in range(100)})
+        written.set("k:ttl", "v", ex=600)
+        copy = backup(written, tmp_path, "2031-01-01")["copy"]
+        live.set("k:7", "newer")
+        live.set("mine", "kept")
+        into = ["restore", copy, "--into", target.url, "--json"]
+
+        refused = CliRunner().invoke(app, into, env={})
+        assert refused.exit_code == 3
+        assert refused.stderr.startswith("error: refused: redis://127.0.0.1:")
+        assert "is not empty (db 0: 2 keys)" in refused.stderr and "--force" in refused.stderr
+        assert live.get("k:7") == b"newer" and live.dbsize() == 2
+
+        forced = CliRunner().invoke(app, [*into, "--force"], env={})
+        assert forced.exit_code == 0, forced.output
+        answer = json.loads(forced.stdout)
+        assert answer["ok"] and answer["forced_over"] == {"0": 2} and answer["restored"] == 101
+        assert live.get("k:7") == b"7" and live.get("mine") == b"kept"
+        assert 0 < live.pttl("k:ttl") <= 600_000 and live.pttl("k:1") == -1
+
+        # A copy whose manifest is gone: refused, unless asked for without one.
+        manifest_path(Path(copy)).unlink()
+        missing = CliRunner().invoke(app, [*into, "--force"], env={})
+        assert missing.exit_code == 3 and "--no-manifest" in missing.stderr, missing.output
+        bare = CliRunner().invoke(app, [*into, "--force", "--no-manifest"], env={})
+        assert bare.exit_code == 0 and json.loads(bare.stdout)["ok"], bare.output
+        written.close()
+        live.close()
