@@ -69,10 +69,17 @@ def masked(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
+def without_db(url: str) -> str:
+    """The URL without a database number (path or ``db=``): redis-py lets the URL's win over
+    the ``db`` argument, and each database of the copy goes to its own number."""
+    parts = urlsplit(url)
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("db="))
+    return urlunsplit(parts._replace(path="", query=query))
+
+
 @dataclass
 class Target:
-    """The live node, one client per database (the URL's own database number is not used:
-    each database of the copy goes to the same number)."""
+    """The live node, one client per database."""
 
     url: str
     clients: dict[int, redis.Redis] = field(default_factory=dict)
@@ -80,7 +87,10 @@ class Target:
     def __call__(self, db: int) -> redis.Redis:
         if db not in self.clients:
             self.clients[db] = redis.Redis.from_url(
-                self.url, db=db, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=10
+                without_db(self.url),
+                db=db,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                socket_connect_timeout=10,
             )
         return self.clients[db]
 

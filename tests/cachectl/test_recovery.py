@@ -249,7 +249,8 @@ def test_a_node_with_data_takes_the_copy_only_with_force_and_keeps_its_other_key
         copy = backup(written, tmp_path, "2031-01-01")["copy"]
         live.set("k:7", "newer")
         live.set("mine", "kept")
-        into = ["restore", copy, "--into", target.url, "--json"]
+        # A database in the URL changes nothing: each database goes to its own number.
+        into = ["restore", copy, "--into", f"{target.url}/5", "--json"]
 
         refused = CliRunner().invoke(app, into, env={})
         assert refused.exit_code == 3
