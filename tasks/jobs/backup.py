@@ -134,7 +134,7 @@ def copy_dump(source: Path, target_dir: Path, label: str) -> Path:
         if fh.read(len(RDB_MAGIC)) != RDB_MAGIC:
             partial.unlink()
             raise BackupError(f"{source} is not an RDB file")
-    partial.replace(target)
+    manifests.durable_rename(partial, target)
     return target
 
 

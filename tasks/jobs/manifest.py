@@ -61,7 +61,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _durable_rename(partial: Path, target: Path) -> None:
+def durable_rename(partial: Path, target: Path) -> None:
+    """Flush ``partial`` to disk, rename it to ``target`` and flush the directory entry."""
     with partial.open("rb+") as fh:
         os.fsync(fh.fileno())
     partial.replace(target)
@@ -72,7 +73,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` atomically (temporary name, fsync, rename)."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    _durable_rename(partial, path)
+    durable_rename(partial, path)
 
 
 def copy_file(source: Path, target: Path) -> None:
@@ -80,7 +81,7 @@ def copy_file(source: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     try:
         shutil.copyfile(source, partial)
-        _durable_rename(partial, target)
+        durable_rename(partial, target)
     finally:
         partial.unlink(missing_ok=True)
 
