@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from cache import DataType
 from cache.writebehind import GROUP, ActivityEvent
-from cachectl.main import app
+from cachectl.main import app as cachectl
 from db import make_engine
 from services import Services
 from tasks.jobs.backup import backup
@@ -143,8 +143,12 @@ def _run(client: TaskClient, spec: routing.TaskSpec, *args: object) -> Any:
 
 
 def test_a_lost_node_is_restored_from_the_second_copy_and_flushes_exactly_once(
-    node: RedisProcess, database: tuple[str, Engine], tmp_path: Path
+    node: RedisProcess,
+    database: tuple[str, Engine],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here: only `env` configures cachectl
     url, engine = database
     prefix = f"dr-{uuid.uuid4().hex[:8]}:"
     backups, remote = tmp_path / "backups", tmp_path / "remote"
@@ -202,10 +206,11 @@ def test_a_lost_node_is_restored_from_the_second_copy_and_flushes_exactly_once(
     shutil.copy(remote / f"dump-{PERIOD}.manifest.json", broken)
     with (broken / copy.name).open("r+b") as fh:
         fh.truncate(copy.stat().st_size - 100)
-    refused = _cachectl("restore", str(broken / copy.name), *into, cwd=tmp_path, env=env)
-    assert refused.returncode == 3, refused.stdout + refused.stderr
+    refused = CliRunner().invoke(cachectl, ["restore", str(broken / copy.name), *into], env=env)
+    assert refused.exit_code == 3, refused.output
     assert "truncated" in refused.stderr and node.client().dbsize() == 0
 
+    # The operator's command, in a process of its own.
     restored = _cachectl("restore", str(copy), *into, cwd=tmp_path, env=env)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     answer = json.loads(restored.stdout)
@@ -215,8 +220,8 @@ def test_a_lost_node_is_restored_from_the_second_copy_and_flushes_exactly_once(
     assert all(0 < ttl <= was for ttl, was in zip(after, before["ttls"], strict=True))
 
     # The node now holds data: a second restore is refused, naming what is there.
-    again = _cachectl("restore", str(copy), *into, cwd=tmp_path, env=env)
-    assert again.returncode == 3 and "is not empty" in again.stderr, again.stderr
+    again = CliRunner().invoke(cachectl, ["restore", str(copy), *into], env=env)
+    assert again.exit_code == 3 and "is not empty" in again.stderr, again.output
 
     # Back in service: the queued invalidation runs, and the restored stream entries that the
     # database already holds (B, flushed after the backup) are not counted twice.
@@ -253,13 +258,13 @@ def test_a_node_with_data_takes_the_copy_only_with_force_and_keeps_its_other_key
         # A database in the URL changes nothing: each database goes to its own number.
         into = ["restore", copy, "--into", f"{target.url}/5", "--json"]
 
-        refused = CliRunner().invoke(app, into, env={})
+        refused = CliRunner().invoke(cachectl, into, env={})
         assert refused.exit_code == 3
         assert refused.stderr.startswith("error: refused: redis://127.0.0.1:")
         assert "is not empty (db 0: 2 keys)" in refused.stderr and "--force" in refused.stderr
         assert live.get("k:7") == b"newer" and live.dbsize() == 2
 
-        forced = CliRunner().invoke(app, [*into, "--force"], env={})
+        forced = CliRunner().invoke(cachectl, [*into, "--force"], env={})
         assert forced.exit_code == 0, forced.output
         answer = json.loads(forced.stdout)
         assert answer["ok"] and answer["forced_over"] == {"0": 2} and answer["restored"] == 101
@@ -268,9 +273,9 @@ def test_a_node_with_data_takes_the_copy_only_with_force_and_keeps_its_other_key
 
         # A copy whose manifest is gone: refused, unless asked for without one.
         manifest_path(Path(copy)).unlink()
-        missing = CliRunner().invoke(app, [*into, "--force"], env={})
+        missing = CliRunner().invoke(cachectl, [*into, "--force"], env={})
         assert missing.exit_code == 3 and "--no-manifest" in missing.stderr, missing.output
-        bare = CliRunner().invoke(app, [*into, "--force", "--no-manifest"], env={})
+        bare = CliRunner().invoke(cachectl, [*into, "--force", "--no-manifest"], env={})
         assert bare.exit_code == 0 and json.loads(bare.stdout)["ok"], bare.output
         written.close()
         live.close()
