@@ -205,6 +205,8 @@ def backup(
 
     ``keys`` gives the prefix the inventory groups keys by (default: no prefix);
     ``copy_dir`` the second volume, if any."""
+    if copy_dir is not None and copy_dir.resolve() == target_dir.resolve():
+        raise BackupError(f"BACKUP_COPY_DIR is BACKUP_DIR ({target_dir}): give it another volume")
     started = time.monotonic()
     saved = save_and_wait(client)
     source = dump_path(client, dump_files, saved)

@@ -96,6 +96,8 @@ def test_a_second_directory_that_cannot_be_written_fails_the_backup(tmp_path: Pa
         client.set("k", "v")
         with pytest.raises(BackupError, match="the copy to BACKUP_COPY_DIR"):
             backup(client, tmp_path / "b", "2031-03-01", copy_dir=blocked)
+        with pytest.raises(BackupError, match="BACKUP_COPY_DIR is BACKUP_DIR"):
+            backup(client, tmp_path / "b", "2031-03-02", copy_dir=tmp_path / "b" / ".")
         client.close()
     assert (tmp_path / "b" / "dump-2031-03-01.rdb").exists()  # the first copy stays
 
