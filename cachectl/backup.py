@@ -9,7 +9,7 @@ their own, so that neither retention (the newest 7 by name) deletes the other's 
 127.0.0.1 with the copy as its dump.rdb, counts its keys and compares a random sample of them
 (DUMP payloads) with the source. ``restore --into URL`` restores the copy into a live node
 (cachectl/recovery.py). Both check a copy against its manifest first (tasks/jobs/manifest.py).
-Exit codes: 0 ok, 1 failed or differing, 2 usage, 3 refused (nothing written).
+Exit codes: 0 ok, 1 failed or differing, 2 usage or refused (nothing written).
 """
 
 from __future__ import annotations
@@ -213,8 +213,8 @@ def restore(
     as_json: JsonOption = False,
 ) -> None:
     """Check a copy in a private redis-server (key count, sampled values), or with --into
-    restore it into a live node. Exit codes: 0 ok, 1 failed or differing, 2 usage,
-    3 refused (nothing written: a corrupt copy, a node that is not empty)."""
+    restore it into a live node. Exit codes: 0 ok, 1 failed or differing, 2 usage or refused
+    (nothing written: a corrupt copy, a node that is not empty)."""
     with file.open("rb") as fh:
         if fh.read(len(RDB_MAGIC)) != RDB_MAGIC:
             _fail(2, f"{file} is not an RDB file")
@@ -269,7 +269,7 @@ def restore(
 
 
 def _checked_manifest(file: Path, *, required: bool) -> dict[str, Any] | None:
-    """The copy's manifest once the copy matches it; exit 3 when it does not, or when one is
+    """The copy's manifest once the copy matches it; exit 2 when it does not, or when one is
     required and missing. A copy from before manifests is checked by loading alone."""
     if not required and not manifests.manifest_path(file).exists():
         return None
@@ -277,9 +277,9 @@ def _checked_manifest(file: Path, *, required: bool) -> dict[str, Any] | None:
         return manifests.read_verified(file)
     except manifests.ManifestError as exc:
         hint = " (a copy without one: --no-manifest)" if "no manifest" in str(exc) else ""
-        _fail(3, f"refused: {exc}{hint}")
+        _fail(2, f"refused: {exc}{hint}")
     except OSError as exc:
-        _fail(3, f"refused: {file} cannot be read: {exc}")
+        _fail(2, f"refused: {file} cannot be read: {exc}")
 
 
 def _restore_into(
@@ -293,7 +293,7 @@ def _restore_into(
     try:
         result = recovery.restore_into(file, url, force=force, manifest=manifest, prefix=prefix)
     except recovery.RestoreRefused as exc:
-        _fail(3, f"refused: {exc}")
+        _fail(2, f"refused: {exc}")
     except (recovery.RestoreFailed, LoadError, OSError) as exc:
         _fail(1, f"restore failed: {exc}")
     if as_json:

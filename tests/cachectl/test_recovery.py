@@ -216,7 +216,7 @@ def test_a_lost_node_is_restored_from_the_second_copy_and_flushes_exactly_once(
     with (broken / copy.name).open("r+b") as fh:
         fh.truncate(copy.stat().st_size - 100)
     refused = CliRunner().invoke(cachectl, ["restore", str(broken / copy.name), *into], env=env)
-    assert refused.exit_code == 3, refused.output
+    assert refused.exit_code == 2, refused.output
     assert "truncated" in refused.stderr and _keyspace(node) == {}
 
     # The operator's command, in a process of its own.
@@ -230,7 +230,7 @@ def test_a_lost_node_is_restored_from_the_second_copy_and_flushes_exactly_once(
 
     # The node now holds data: a second restore is refused, naming what is there.
     again = CliRunner().invoke(cachectl, ["restore", str(copy), *into], env=env)
-    assert again.exit_code == 3 and "is not empty" in again.stderr, again.output
+    assert again.exit_code == 2 and "is not empty" in again.stderr, again.output
 
     # Back in service: the queued invalidation runs, and the restored stream entries that the
     # database already holds (B, flushed after the backup) are not counted twice.
@@ -268,7 +268,7 @@ def test_a_node_with_data_takes_the_copy_only_with_force_and_keeps_its_other_key
         into = ["restore", copy, "--into", f"{target.url}/5", "--json"]
 
         refused = CliRunner().invoke(cachectl, into, env={})
-        assert refused.exit_code == 3
+        assert refused.exit_code == 2
         assert refused.stderr.startswith("error: refused: redis://127.0.0.1:")
         assert "is not empty (db 0: 2 keys)" in refused.stderr and "--force" in refused.stderr
         assert live.get("k:7") == b"newer" and live.dbsize() == 2
@@ -283,7 +283,7 @@ def test_a_node_with_data_takes_the_copy_only_with_force_and_keeps_its_other_key
         # A copy whose manifest is gone: refused, unless asked for without one.
         manifest_path(Path(copy)).unlink()
         missing = CliRunner().invoke(cachectl, [*into, "--force"], env={})
-        assert missing.exit_code == 3 and "--no-manifest" in missing.stderr, missing.output
+        assert missing.exit_code == 2 and "--no-manifest" in missing.stderr, missing.output
         bare = CliRunner().invoke(cachectl, [*into, "--force", "--no-manifest"], env={})
         assert bare.exit_code == 0 and json.loads(bare.stdout)["ok"], bare.output
         written.close()
