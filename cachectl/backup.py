@@ -294,7 +294,9 @@ def _restore_into(
         result = recovery.restore_into(file, url, force=force, manifest=manifest, prefix=prefix)
     except recovery.RestoreRefused as exc:
         _fail(2, f"refused: {exc}")
-    except (recovery.RestoreFailed, LoadError, OSError) as exc:
+    except recovery.RestoreFailed as exc:
+        _fail(1, f"{exc}; the node may hold part of the copy: run again with --force")
+    except (LoadError, OSError) as exc:
         _fail(1, f"restore failed: {exc}")
     if as_json:
         print(json.dumps(result))

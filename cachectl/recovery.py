@@ -108,7 +108,7 @@ def check_target(target: Target, force: bool) -> dict[int, int]:
         role = client.info("replication").get("role")
         keyspace = {int(name[2:]): int(v["keys"]) for name, v in client.info("keyspace").items()}
     except RedisError as exc:
-        raise RestoreRefused(f"{masked(target.url)} does not answer: {exc}") from exc
+        raise RestoreRefused(f"{masked(target.url)} cannot be used: {exc}") from exc
     if server.get("redis_mode") == "cluster":
         raise RestoreRefused(f"{masked(target.url)} is a Cluster node: restore node by node")
     if role != "master":
@@ -147,7 +147,9 @@ def copy_database(source: redis.Redis, target: redis.Redis, replace: bool) -> tu
                 written += 1
             failed = [r for r in write.execute(raise_on_error=False) if isinstance(r, Exception)]
             if failed:
-                raise RestoreFailed(f"{len(failed)} of {written} keys refused: {failed[0]}")
+                raise RestoreFailed(
+                    f"restore failed: {len(failed)} of {written} keys refused: {failed[0]}"
+                )
             restored += written
         if cursor == 0:
             return restored, gone
