@@ -7,20 +7,16 @@ their own, so that neither retention (the newest 7 by name) deletes the other's 
 
 ``restore`` never touches the configured Redis' data: it starts a private redis-server on
 127.0.0.1 with the copy as its dump.rdb, counts its keys and compares a random sample of them
-(DUMP payloads) with the source. Exit codes: 0 ok, 1 failed or differing, 2 usage.
+(DUMP payloads) with the source. ``restore --into URL`` restores the copy into a live node
+(cachectl/recovery.py). Both check a copy against its manifest first (tasks/jobs/manifest.py).
+Exit codes: 0 ok, 1 failed or differing, 2 usage or refused (nothing written).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +24,19 @@ from typing import Annotated, Any, Final, NoReturn
 
 import redis
 import typer
-from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from cachectl import recovery
 from config import ConfigError, Settings, load_settings
 from services import Services
+from tasks.jobs import manifest as manifests
 from tasks.jobs.backup import RDB_MAGIC, BackupError
 from tasks.jobs.backup import backup as run_backup
+from tasks.jobs.loaded_copy import LoadError, load_copy
 
 CLI_SOCKET_TIMEOUT_S: Final = 10.0  # the cache's 0.25 s suits requests, not BGSAVE or DUMP
-LOAD_TIMEOUT_S: Final = 120.0  # a large RDB takes a while to load
 SCAN_COUNT: Final = 1000
 SHOWN_KEYS: Final = 10  # changed keys named in the output
 
@@ -84,9 +82,11 @@ def backup(
     label = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     try:
         target = Path(settings.backup_dir) / "manual" if dest is None else dest
-        done = run_backup(client, target, label, dump_files=settings.dump_files)
-        # Right after the save: equal to the copy's count unless writers are busy meanwhile.
-        done["keys"] = int(client.dbsize())
+        second = None if settings.copy_dir is None else settings.copy_dir / "manual"
+        done = run_backup(
+            client, target, label, dump_files=settings.dump_files, keys=services.cache.keys,
+            copy_dir=second,
+        )  # fmt: skip
     except (BackupError, RedisError, OSError) as exc:
         _fail(1, f"backup failed: {exc}")
     finally:
@@ -97,7 +97,10 @@ def backup(
         return
     table = Table("name", "value", title="backup")
     table.add_row("file", done["copy"])
-    table.add_row(f"keys (db {settings.redis_db})", f"{done['keys']:,}")
+    table.add_row("manifest", done["manifest"])
+    if "second_copy" in done:
+        table.add_row("second copy", done["second_copy"]["copy"])
+    table.add_row("keys (every database)", f"{done['keys']:,}")
     table.add_row("size", f"{done['bytes']:,} bytes")
     table.add_row("seconds", str(done["seconds"]))
     if done["pruned"]:
@@ -106,92 +109,6 @@ def backup(
 
 
 # --- restore ------------------------------------------------------------------------------------
-@dataclass
-class Restored:
-    """A private redis-server loaded from a copy."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    dir: Path
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "redis.log"
-
-    def log_tail(self, lines: int = 5) -> str:
-        with contextlib.suppress(OSError):
-            return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        # `save ""` in its config: SIGTERM does not write the data back over the copy.
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_loaded(server: Restored, client: redis.Redis) -> None:
-    """Until the server answers with ``loading:0``; raises with its log when it exits."""
-    deadline = time.monotonic() + LOAD_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {server.log_tail()}")
-        with contextlib.suppress(BusyLoadingError, redis.ConnectionError):
-            if str(client.info("persistence").get("loading")) == "0":
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the copy did not load within {LOAD_TIMEOUT_S:.0f} s")
-
-
-def start_restored(copy: Path, port: int | None) -> tuple[Restored, redis.Redis]:
-    """Start redis-server on a copy of ``copy``; the server and a client to it, loaded."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("no redis-server on PATH")
-    attempts = 3 if port is None else 1  # a free port can be taken before the server binds it
-    for attempt in range(attempts):
-        chosen = _free_port() if port is None else port
-        directory = Path(tempfile.mkdtemp(prefix=f"cachectl-restore-{chosen}-"))
-        shutil.copyfile(copy, directory / "dump.rdb")
-        conf = directory / "redis.conf"
-        conf.write_text(
-            f'bind 127.0.0.1\nport {chosen}\ndir "{directory}"\ndbfilename dump.rdb\n'
-            f'save ""\nappendonly no\ndaemonize no\nlogfile "{directory / "redis.log"}"\n'
-        )
-        # Own session: a Ctrl-C of cachectl does not reach a server kept running.
-        process = subprocess.Popen(
-            [binary, str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        server = Restored(process, chosen, directory)
-        client = redis.Redis(host="127.0.0.1", port=chosen, socket_timeout=CLI_SOCKET_TIMEOUT_S)
-        try:
-            _wait_loaded(server, client)
-        except BaseException as exc:
-            client.close()
-            tail = server.log_tail()
-            server.stop()
-            if "Address already in use" in tail and attempt + 1 < attempts:
-                continue
-            raise exc
-        return server, client
-    raise AssertionError("unreachable")
-
-
 def sample_keys(client: redis.Redis, size: int, seed: int | None = None) -> list[bytes]:
     """A uniform random sample of up to ``size`` keys, by reservoir over a whole SCAN.
 
@@ -275,16 +192,40 @@ def restore(
     keep_running: Annotated[
         bool, typer.Option("--keep-running", help="Leave the restored server running.")
     ] = False,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into",
+            metavar="URL",
+            help="Restore into this live, empty Redis node (redis:// or rediss://) and verify "
+            "it against the copy's manifest.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --into: write over a node that is not empty.")
+    ] = False,
+    no_manifest: Annotated[
+        bool,
+        typer.Option(
+            "--no-manifest", help="Restore a copy that has no manifest (no checksum to check)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Load a copy into a private redis-server and check it: key count and sampled values."""
+    """Check a copy in a private redis-server (key count, sampled values), or with --into
+    restore it into a live node. Exit codes: 0 ok, 1 failed or differing, 2 usage or refused
+    (nothing written: a corrupt copy, a node that is not empty)."""
     with file.open("rb") as fh:
         if fh.read(len(RDB_MAGIC)) != RDB_MAGIC:
             _fail(2, f"{file} is not an RDB file")
+    manifest = _checked_manifest(file, required=into is not None and not no_manifest)
     settings = _settings()
+    if into is not None:
+        _restore_into(file, into, force, manifest, settings.redis_key_prefix, as_json)
+        return
     result: dict[str, Any] = {"file": str(file.resolve()), "db": settings.redis_db}
     try:
-        server, client = start_restored(file, port)
+        server, client = load_copy(file, port)
     except (RuntimeError, OSError) as exc:
         _fail(1, f"restore failed: {exc}")
     comparison: Comparison | None = None
@@ -327,6 +268,66 @@ def restore(
         raise typer.Exit(1)
 
 
+def _checked_manifest(file: Path, *, required: bool) -> dict[str, Any] | None:
+    """The copy's manifest once the copy matches it; exit 2 when it does not, or when one is
+    required and missing. A copy from before manifests is checked by loading alone."""
+    if not required and not manifests.manifest_path(file).exists():
+        return None
+    try:
+        return manifests.read_verified(file)
+    except manifests.ManifestError as exc:
+        hint = " (a copy without one: --no-manifest)" if "no manifest" in str(exc) else ""
+        _fail(2, f"refused: {exc}{hint}")
+    except OSError as exc:
+        _fail(2, f"refused: {file} cannot be read: {exc}")
+
+
+def _restore_into(
+    file: Path,
+    url: str,
+    force: bool,
+    manifest: dict[str, Any] | None,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    try:
+        result = recovery.restore_into(file, url, force=force, manifest=manifest, prefix=prefix)
+    except recovery.RestoreRefused as exc:
+        _fail(2, f"refused: {exc}")
+    except recovery.RestoreFailed as exc:
+        _fail(1, f"{exc}; the node may hold part of the copy: run again with --force")
+    except (LoadError, OSError) as exc:
+        _fail(1, f"restore failed: {exc}")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        title = f"restore into {result['into']}: {'ok' if result['ok'] else 'DIFFERS'}"
+        table = Table("database", "restored", "expired in the copy", title=title)
+        for db, moved in result["databases"].items():
+            table.add_row(db, f"{moved['restored']:,}", f"{moved['expired']:,}")
+        console.print(table)
+        console.print(
+            f"expired since the backup (keys with a TTL): {result['expired_since_backup']:,}"
+        )
+        for db, streams in result["streams"].items():
+            for name, stream in streams.items():
+                groups = ", ".join(
+                    f"{group} pending {g['pending']} at {g['last_delivered_id']}"
+                    for group, g in stream["groups"].items()
+                )
+                console.print(
+                    f"db {db} stream {name}: {stream['length']:,} entries, last {stream['last_id']}"
+                    + (f"; {groups}" if groups else "")
+                )
+        for db, queues in result["queues"].items():
+            for name, length in queues.items():
+                console.print(f"db {db} queue {name}: {length:,} messages")
+        for difference in result["differences"]:
+            err.print(f"differs: {difference}")
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
 def _print_restore(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result))
@@ -352,4 +353,4 @@ def register(app: typer.Typer) -> None:
     app.command()(restore)
 
 
-__all__ = ["compare", "register", "sample_keys", "start_restored"]
+__all__ = ["compare", "register", "sample_keys"]

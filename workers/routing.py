@@ -36,7 +36,7 @@ hour; each tick ``expires`` well inside its period, see workers/beat.py)::
     redis-watch          every WATCH_SECONDS: a new Redis run id or master sends auto_warm
     refresh-ahead        every REFRESH_SECONDS: hot entries re-read before they expire
     daily-report         00:05 every day        hit rate, error rate, alert state
-    daily-backup         00:20 every day        BGSAVE, LASTSAVE moved, copy, retention
+    daily-backup         00:20 every day        BGSAVE, LASTSAVE moved, copy + manifest, retention
     weekly-ttl-review    01:05 Monday           TTL recommendations per data type
     monthly-capacity     01:35 on the 1st       memory trend, days until maxmemory
     quarterly-audit      02:05 on Jan/Apr/Jul/Oct 1st   version and security audit

@@ -11,6 +11,13 @@ it does not retry, since waiting does not fix a permission or a mount.
 The copy is named after the period (``dump-2025-11-25.rdb``): a second run for the same day
 replaces it rather than adding one. It is written to a temporary name and renamed, so a
 reader never sees half a file, and it must start with the RDB magic ``REDIS``.
+
+Then the copy is loaded into a private redis-server (tasks/jobs/loaded_copy.py): a copy that
+does not load is a failed backup, and the loaded server gives the copy's inventory. The
+manifest beside it (tasks/jobs/manifest.py: sha256 and size, inventory, the Redis version and
+run_id) is what ``cachectl restore`` checks the file and the restored node against. With
+BACKUP_COPY_DIR (a second volume: another disk, a mounted remote share) the copy and its
+manifest are also written there, read back and checked, and pruned to the same count.
 """
 
 from __future__ import annotations
@@ -20,13 +27,18 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from redis.exceptions import RedisError, ResponseError
 
 from cache.errors import CacheUnavailable
+from cache.keys import Keys
+from tasks.jobs import manifest as manifests
 from tasks.jobs.base import FAILED, OK, JobContext, Report
+from tasks.jobs.inventory import Inventory, take_inventory
+from tasks.jobs.loaded_copy import LoadError, load_copy
 
 KEEP: Final = 7  # a week of daily copies
 WAIT_SECONDS: Final = 600.0  # under the task's soft time limit
@@ -122,17 +134,61 @@ def copy_dump(source: Path, target_dir: Path, label: str) -> Path:
         if fh.read(len(RDB_MAGIC)) != RDB_MAGIC:
             partial.unlink()
             raise BackupError(f"{source} is not an RDB file")
-    partial.replace(target)
+    manifests.durable_rename(partial, target)
     return target
 
 
 def prune(target_dir: Path, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` copies (names sort by period); the deleted names."""
+    """Delete all but the newest ``keep`` copies (names sort by period) and their manifests;
+    the deleted copies' names."""
     copies = sorted(target_dir.glob("dump-*.rdb"))
     doomed = copies[: max(0, len(copies) - keep)]
     for path in doomed:
         path.unlink(missing_ok=True)
+        manifests.manifest_path(path).unlink(missing_ok=True)
     return [path.name for path in doomed]
+
+
+def inventory_of(copy: Path, keys: Keys) -> Inventory:
+    """The copy's inventory, read from a private redis-server loaded from it."""
+    try:
+        server, _ = load_copy(copy)
+    except LoadError as exc:
+        raise BackupError(f"the copy {copy} does not load: {exc}") from exc
+    try:
+        return take_inventory(server.client, keys)
+    finally:
+        server.stop()
+
+
+def write_manifest(client: Any, copy: Path, label: str, keys: Keys, saved: int) -> dict[str, Any]:
+    server = client.info("server")
+    manifest = {
+        "version": manifests.VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": label,
+        "key_prefix": keys.prefix,
+        "files": {copy.name: manifests.describe(copy)},
+        "redis": {
+            "version": str(server.get("redis_version", "")),
+            "run_id": str(server.get("run_id", "")),
+            "role": str(client.info("replication").get("role", "")),
+            "lastsave": saved,
+        },
+        "inventory": inventory_of(copy, keys),
+    }
+    manifests.write_json(manifests.manifest_path(copy), manifest)
+    return manifest
+
+
+def mirror(copy: Path, copy_dir: Path, keep: int) -> dict[str, Any]:
+    """The copy and its manifest on the second volume; a failure there is a failed backup."""
+    try:
+        mirrored = manifests.mirror(copy, copy_dir)
+        pruned = prune(copy_dir, keep)
+    except (OSError, manifests.ManifestError) as exc:
+        raise BackupError(f"the copy to BACKUP_COPY_DIR {copy_dir} failed: {exc}") from exc
+    return {"copy": str(mirrored.resolve()), "pruned": pruned}
 
 
 def backup(
@@ -142,21 +198,35 @@ def backup(
     *,
     keep: int = KEEP,
     dump_files: Sequence[Path] = (),
+    keys: Keys | None = None,
+    copy_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The whole backup; raises BackupError (not retried) or RedisError (retried)."""
+    """The whole backup; raises BackupError (not retried) or RedisError (retried).
+
+    ``keys`` gives the prefix the inventory groups keys by (default: no prefix);
+    ``copy_dir`` the second volume, if any."""
+    if copy_dir is not None and copy_dir.resolve() == target_dir.resolve():
+        raise BackupError(f"BACKUP_COPY_DIR is BACKUP_DIR ({target_dir}): give it another volume")
     started = time.monotonic()
     saved = save_and_wait(client)
     source = dump_path(client, dump_files, saved)
     copy = copy_dump(source, target_dir, label)
-    return {
+    manifest = write_manifest(client, copy, label, Keys("") if keys is None else keys, saved)
+    done = {
         "lastsave": saved,
         "source": str(source),
         "copy": str(copy.resolve()),
+        "manifest": str(manifests.manifest_path(copy).resolve()),
         "bytes": copy.stat().st_size,
+        "sha256": manifest["files"][copy.name]["sha256"],
+        "keys": sum(db["keys"] for db in manifest["inventory"].values()),
         "pruned": prune(target_dir, keep),
         "kept": sorted(path.name for path in target_dir.glob("dump-*.rdb")),
-        "seconds": round(time.monotonic() - started, 3),
     }
+    if copy_dir is not None:
+        done["second_copy"] = mirror(copy, copy_dir, keep)
+    done["seconds"] = round(time.monotonic() - started, 3)
+    return done
 
 
 def run(ctx: JobContext, target_dir: Path | None = None, keep: int = KEEP) -> Report:
@@ -165,7 +235,8 @@ def run(ctx: JobContext, target_dir: Path | None = None, keep: int = KEEP) -> Re
     try:
         done = backup(
             ctx.cache.clients.writer, target_dir, ctx.period, keep=keep,
-            dump_files=settings.dump_files,
+            dump_files=settings.dump_files, keys=ctx.cache.keys,
+            copy_dir=settings.copy_dir,
         )  # fmt: skip
     except (BackupError, ResponseError) as exc:
         # Refused (ACL, a renamed command) or impossible from here: a report, not a retry.

@@ -19,6 +19,7 @@ import redis
 from tests.support.redis_procs import RedisProcess, start_redis, wait_for
 
 KEYS = 300
+REPO = Path(__file__).resolve().parents[2]
 PREFIX = "backup-test:"
 
 
@@ -28,6 +29,7 @@ def _cachectl(*args: str, port: int, cwd: Path) -> subprocess.CompletedProcess[s
         # cwd without a .env: only these variables configure it
         env={
             "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(REPO),  # this checkout's code, whichever one the venv installed
             "COLUMNS": "200",
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(port),

@@ -163,6 +163,17 @@ def test_the_worker_sees_every_redis_nodes_dump_for_the_daily_backup(config: Any
         seen.values()
     )
     assert seen[environment["BACKUP_DIR"]] in config["volumes"]
+    # The second copy on a volume of its own, not the first copy's.
+    second = seen[environment["BACKUP_COPY_DIR"]]
+    assert second in config["volumes"] and second != seen[environment["BACKUP_DIR"]]
+
+
+def test_the_app_image_carries_the_redis_nodes_own_server(config: Any) -> None:
+    """The backup job and `cachectl restore` load the nodes' RDB files: a server of the
+    nodes' version must be in the app image."""
+    image = config["services"]["redis-master"]["image"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert f"COPY --from={image} /usr/local/bin/redis-server " in dockerfile
 
 
 def test_the_app_settings_come_out_in_sentinel_mode(

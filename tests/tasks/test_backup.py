@@ -3,6 +3,7 @@ BGSAVE, CONFIG and ACL, which a shared server's clients should not be using)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,32 +11,95 @@ from types import SimpleNamespace
 import pytest
 import redis
 
+from cache.keys import Keys
 from config import load_settings
 from tasks.jobs import audit
 from tasks.jobs.backup import BackupError, backup, prune, run
+from tasks.jobs.manifest import ManifestError, read_verified
 from tests.support.redis_procs import start_redis
 
 
 def test_backup_saves_copies_and_keeps_the_newest(tmp_path: Path) -> None:
-    target = tmp_path / "backups"
+    target, second = tmp_path / "backups", tmp_path / "remote"
     with start_redis() as proc:
         client = proc.client()
         client.set("k", os.urandom(2000))  # incompressible: the RDB holds it whole
+        client.set("p:member:1", "record", ex=600)
+        entry = client.xadd("p:sys:{wb}:stream", {"e": "1"}).decode()
         before = int(client.lastsave().timestamp())
-        first = backup(client, target, "2031-03-01", keep=2)
+        first = backup(client, target, "2031-03-01", keep=2, keys=Keys("p:"), copy_dir=second)
         assert first["lastsave"] > before
         copy = Path(first["copy"])
         assert copy.name == "dump-2031-03-01.rdb" and copy.read_bytes().startswith(b"REDIS")
-        assert first["bytes"] == copy.stat().st_size > 1000
-        # Same period again: replaced, not added. Then two more days: the oldest goes.
-        backup(client, target, "2031-03-01", keep=2)
-        backup(client, target, "2031-03-02", keep=2)
-        third = backup(client, target, "2031-03-03", keep=2)
+        assert first["bytes"] == copy.stat().st_size > 1000 and first["keys"] == 3
+        # The manifest: the file's checksum, the server, and what the copy holds.
+        manifest = read_verified(copy)
+        assert manifest["files"] == {
+            copy.name: {
+                "sha256": hashlib.sha256(copy.read_bytes()).hexdigest(),
+                "bytes": first["bytes"],
+            }
+        }
+        server = client.info("server")
+        assert manifest["redis"] | {"lastsave": 0} == {
+            "version": server["redis_version"], "run_id": server["run_id"], "role": "master",
+            "lastsave": 0,
+        }  # fmt: skip
+        assert manifest["inventory"]["0"]["families"] == {
+            "other/string": {"persistent": 1, "volatile": 0},
+            "member/string": {"persistent": 0, "volatile": 1},
+            "sys:{wb}/stream": {"persistent": 1, "volatile": 0},
+        }
+        stream = manifest["inventory"]["0"]["streams"]["p:sys:{wb}:stream"]
+        assert (stream["length"], stream["last_id"], stream["groups"]) == (1, entry, {})
+        # The second copy: the same bytes, its own manifest.
+        mirrored = second / copy.name
+        assert first["second_copy"]["copy"] == str(mirrored.resolve())
+        assert read_verified(mirrored) == manifest and mirrored.read_bytes() == copy.read_bytes()
+        # Same period again: replaced, not added. Then two more days: the oldest goes, with
+        # its manifest, in both places.
+        backup(client, target, "2031-03-01", keep=2, copy_dir=second)
+        backup(client, target, "2031-03-02", keep=2, copy_dir=second)
+        third = backup(client, target, "2031-03-03", keep=2, copy_dir=second)
         assert third["kept"] == ["dump-2031-03-02.rdb", "dump-2031-03-03.rdb"]
-        assert third["pruned"] == ["dump-2031-03-01.rdb"]
-        assert not list(target.glob("*.partial"))
+        assert third["pruned"] == third["second_copy"]["pruned"] == ["dump-2031-03-01.rdb"]
+        for directory in (target, second):
+            assert sorted(path.name for path in directory.iterdir()) == [
+                "dump-2031-03-02.manifest.json",
+                "dump-2031-03-02.rdb",
+                "dump-2031-03-03.manifest.json",
+                "dump-2031-03-03.rdb",
+            ]
         client.close()
     assert prune(target, 0) == ["dump-2031-03-02.rdb", "dump-2031-03-03.rdb"]
+    assert list(target.iterdir()) == []
+
+    # A copy damaged on its volume afterwards is refused, whatever the damage.
+    damaged = second / "dump-2031-03-03.rdb"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:40] + bytes([data[40] ^ 1]) + data[41:])
+    with pytest.raises(ManifestError, match="corrupt; restore another copy"):
+        read_verified(damaged)
+    damaged.write_bytes(data[:-8])
+    with pytest.raises(ManifestError, match="truncated or incomplete"):
+        read_verified(damaged)
+    (second / "dump-2031-03-03.manifest.json").unlink()
+    with pytest.raises(ManifestError, match=r"no manifest dump-2031-03-03\.manifest\.json"):
+        read_verified(damaged)
+
+
+def test_a_second_directory_that_cannot_be_written_fails_the_backup(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the mount should be")
+    with start_redis() as proc:
+        client = proc.client()
+        client.set("k", "v")
+        with pytest.raises(BackupError, match="the copy to BACKUP_COPY_DIR"):
+            backup(client, tmp_path / "b", "2031-03-01", copy_dir=blocked)
+        with pytest.raises(BackupError, match="BACKUP_COPY_DIR is BACKUP_DIR"):
+            backup(client, tmp_path / "b", "2031-03-02", copy_dir=tmp_path / "b" / ".")
+        client.close()
+    assert (tmp_path / "b" / "dump-2031-03-01.rdb").exists()  # the first copy stays
 
 
 def test_a_user_without_config_gets_a_failed_report_not_a_retry(tmp_path: Path) -> None:
@@ -49,7 +113,7 @@ def test_a_user_without_config_gets_a_failed_report_not_a_retry(tmp_path: Path) 
             client.config_get("dir")
         # Only what backup.run reads of its JobContext.
         context = SimpleNamespace(
-            cache=SimpleNamespace(clients=SimpleNamespace(writer=client)),
+            cache=SimpleNamespace(clients=SimpleNamespace(writer=client), keys=Keys("")),
             period="2031-03-01",
             settings=load_settings(backup_dir=str(tmp_path / "b"), _env_file=None),
         )
@@ -86,7 +150,7 @@ def test_without_config_the_dump_files_setting_finds_the_masters_fresh_dump(
         )
         assert settings.dump_files == files
         context = SimpleNamespace(
-            cache=SimpleNamespace(clients=SimpleNamespace(writer=worker)),
+            cache=SimpleNamespace(clients=SimpleNamespace(writer=worker), keys=Keys("")),
             period="2031-03-04",
             settings=settings,
         )
