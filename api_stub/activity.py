@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, Body, FastAPI, Path, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from api_stub.problems import INVALID, WRITEBEHIND_UNAVAILABLE, responses
 from api_stub.runtime import running
 from cache.errors import CacheUnavailable
 from cache.writebehind import (
@@ -51,7 +52,7 @@ def _recorder(request: Request) -> AsyncGroupRecorder:
     return recorder
 
 
-@router.post("/{member_id}/activity", status_code=202)
+@router.post("/{member_id}/activity", status_code=202, responses=responses(WRITEBEHIND_UNAVAILABLE))
 async def record_activity(
     request: Request,
     member_id: MemberId,
@@ -62,25 +63,27 @@ async def record_activity(
     try:
         ids = await _recorder(request).record(events)
     except InvalidEvent as exc:
-        raise HTTPException(422, detail=str(exc)) from exc
+        raise INVALID(
+            str(exc), errors=[{"loc": ["body"], "msg": str(exc), "type": "invalid_event"}]
+        ) from exc
     except NotReplicated as exc:
         # Retry-After only when nothing was recorded: a retry of recorded events may count
         # them twice, and the detail says so.
         retry = {} if exc.recorded else {"Retry-After": "1"}
-        raise HTTPException(503, detail=str(exc), headers=retry) from exc
+        raise WRITEBEHIND_UNAVAILABLE(str(exc), headers=retry) from exc
     except Backpressure as exc:
-        raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
+        raise WRITEBEHIND_UNAVAILABLE(str(exc), headers={"Retry-After": "1"}) from exc
     except CacheUnavailable as exc:
-        raise HTTPException(503, detail="activity store unavailable") from exc
+        raise WRITEBEHIND_UNAVAILABLE("activity store unavailable") from exc
     return {"accepted": len(ids), "ids": ids}
 
 
-@router.get("/{member_id}/activity")
+@router.get("/{member_id}/activity", responses=responses(WRITEBEHIND_UNAVAILABLE))
 async def read_activity(request: Request, member_id: MemberId) -> dict[str, Any]:
     try:
         return await run_in_threadpool(running(request).services.writebehind.activity, member_id)
     except CacheUnavailable as exc:
-        raise HTTPException(503, detail="activity store unavailable") from exc
+        raise WRITEBEHIND_UNAVAILABLE("activity store unavailable") from exc
 
 
 def install(app: FastAPI) -> None:
