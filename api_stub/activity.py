@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, FastAPI, Path, Request
+from fastapi import APIRouter, Body, FastAPI, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api_stub.problems import INVALID, WRITEBEHIND_UNAVAILABLE, responses
+from api_stub.problems import WRITEBEHIND_UNAVAILABLE, invalid_field, responses
+from api_stub.routes import MemberId
 from api_stub.runtime import running
 from cache.errors import CacheUnavailable
 from cache.writebehind import (
@@ -32,7 +33,6 @@ from cache.writebehind import (
 )
 
 router = APIRouter(prefix="/api/v1/members", tags=["activity"])
-MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class ActivityIn(BaseModel):
@@ -63,9 +63,7 @@ async def record_activity(
     try:
         ids = await _recorder(request).record(events)
     except InvalidEvent as exc:
-        raise INVALID(
-            str(exc), errors=[{"loc": ["body"], "msg": str(exc), "type": "invalid_event"}]
-        ) from exc
+        raise invalid_field(["body"], str(exc)) from exc
     except NotReplicated as exc:
         # Retry-After only when nothing was recorded: a retry of recorded events may count
         # them twice, and the detail says so.

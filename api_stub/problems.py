@@ -140,7 +140,7 @@ class ProblemError(HTTPException):
         self.extensions = dict(extensions or {})
 
 
-BAD_REQUEST = Cause(400, "the request asks for something the API cannot give")
+UNREADABLE_BODY = Cause(400, "the body cannot be read (not UTF-8 JSON)")
 UNAUTHENTICATED = Cause(
     401,
     "no valid bearer token",
@@ -172,6 +172,13 @@ AUDIT_UNAVAILABLE = Cause(
     503, "the audit trail is unavailable: the action is refused", slug="audit-unavailable"
 )
 SERVER_ERROR = Cause(500, "an unexpected error; it is logged")
+
+
+def invalid_field(loc: Sequence[str | int], message: str) -> ProblemError:
+    """A 422 naming one refused field (``("query", "pattern")``), as request validation does."""
+    where = ".".join(str(part) for part in loc)
+    error = {"loc": list(loc), "msg": message, "type": "value_error"}
+    return INVALID(f"{where}: {message}", errors=[error])
 
 
 def raises(*causes: Cause) -> Callable[[F], F]:
@@ -244,9 +251,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 422 and "errors" not in extensions:
         extensions = {**extensions, "errors": []}  # the schema's: no field was named
     detail = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Routing names the methods of the first route of the path; Allow lists them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_methods_of(request))}
     return problem_response(
-        request, exc.status_code, detail, cause=cause, headers=exc.headers, **extensions
+        request, exc.status_code, detail, cause=cause, headers=headers, **extensions
     )
+
+
+def _methods_of(request: Request) -> list[str]:
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and route.methods:
+            methods.update(route.methods)
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -378,14 +399,16 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> None:
 
 def causes_of(route: RouteContext) -> list[Cause]:
     """What a route can answer besides success: its dependencies' causes, 422 when it takes
-    parameters or a body, 413 when its body is bounded."""
+    parameters or a body, 400 when it reads a JSON body, 413 when that body is bounded."""
     found: list[Cause] = []
     for call in _calls(route.dependant):
         found.extend(getattr(call, CAUSES_ATTR, ()))
     if route.dependant.query_params or route.dependant.path_params or route.body_field:
         found.append(INVALID)
-    if route.body_field is not None and getattr(route, "max_body_size", None) is not None:
-        found.append(TOO_LARGE)
+    if route.body_field is not None:
+        found.append(UNREADABLE_BODY)
+        if getattr(route, "max_body_size", None) is not None:
+            found.append(TOO_LARGE)
     return found
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from api_stub import imports
@@ -30,6 +30,7 @@ from db import analytics, queries
 PREFIX = "/api/v1"
 router = APIRouter(prefix=PREFIX)
 Run = Annotated[Running, Depends(running)]
+MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # the column is a bigint
 
 
 def json_response(
@@ -48,7 +49,7 @@ _CREATED_MEMBER: Final = {
 
 @router.get("/members/{member_id:int}", operation_id="get_member", responses=responses(NOT_FOUND))
 @cached("member")
-async def get_member(member_id: int, run: Run) -> Response:
+async def get_member(member_id: MemberId, run: Run) -> Response:
     member = await run.db.read(lambda session: queries.get_member(session, member_id))
     if member is None:
         raise NOT_FOUND()  # cached briefly (negative caching)
@@ -135,7 +136,7 @@ async def create_member(body: MemberCreate, run: Run) -> Response:
     operation_id="replace_member",
     responses=responses(NOT_FOUND, CONFLICT),
 )
-async def replace_member(member_id: int, body: MemberReplace, run: Run) -> Response:
+async def replace_member(member_id: MemberId, body: MemberReplace, run: Run) -> Response:
     return await _update(run, member_id, body.values(), body.version)
 
 
@@ -144,7 +145,7 @@ async def replace_member(member_id: int, body: MemberReplace, run: Run) -> Respo
     operation_id="patch_member",
     responses=responses(NOT_FOUND, CONFLICT),
 )
-async def patch_member(member_id: int, body: MemberPatch, run: Run) -> Response:
+async def patch_member(member_id: MemberId, body: MemberPatch, run: Run) -> Response:
     return await _update(run, member_id, body.values(), body.version)
 
 
@@ -167,7 +168,7 @@ async def _update(
     operation_id="delete_member",
     responses=responses(NOT_FOUND),
 )
-async def delete_member(member_id: int, run: Run) -> Response:
+async def delete_member(member_id: MemberId, run: Run) -> Response:
     gone = await run.db.write(lambda session: queries.delete_member(session, member_id))
     if gone is None:
         raise NOT_FOUND()

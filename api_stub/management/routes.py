@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import PlainTextResponse
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
@@ -38,22 +39,24 @@ from api_stub.management import figures as figures_
 from api_stub.management import health as health_
 from api_stub.management import prometheus
 from api_stub.management.auth import Principal, Role
-from api_stub.management.clear import Cleared, PatternRefused, clear
+from api_stub.management.clear import MAX_PATTERN, Cleared, PatternRefused, clear
 from api_stub.management.guard import Admin, Management, Viewer, require
 from api_stub.management.runtime import ManagementRuntime
 from api_stub.management.schemas import (
     STREAM_ID,
+    DateTime,
     InvalidationRequest,
+    Job,
     ReplayRequest,
     WarmupRequest,
     valid_stream_id,
 )
 from api_stub.problems import (
-    BAD_REQUEST,
     BROKER_UNAVAILABLE,
     DATABASE_UNAVAILABLE,
     REDIS_UNAVAILABLE,
     WRITEBEHIND_UNAVAILABLE,
+    invalid_field,
     responses,
 )
 from api_stub.routes import json_response
@@ -112,23 +115,23 @@ async def get_metrics(_who: Viewer, m: Management) -> Response:
 @router.get(
     "/metrics/history",
     summary="Stored metrics snapshots, oldest first",
-    responses=responses(BAD_REQUEST, DATABASE_UNAVAILABLE),
+    responses=responses(DATABASE_UNAVAILABLE),
 )
 async def get_metrics_history(
     _who: Viewer,
     m: Management,
-    since: Annotated[dt.datetime | None, Query(description="default: an hour before until")] = None,
-    until: Annotated[dt.datetime | None, Query(description="default: now")] = None,
+    since: Annotated[DateTime | None, Query(description="default: an hour before until")] = None,
+    until: Annotated[DateTime | None, Query(description="default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=1440)] = 120,
 ) -> Response:
     try:
         end = _utc(until) if until is not None else dt.datetime.now(dt.UTC)
         start = _utc(since) if since is not None else end - dt.timedelta(hours=1)
     except OverflowError:
-        raise BAD_REQUEST("since/until out of range") from None
+        raise invalid_field(["query", "since"], "since/until out of range") from None
 
     if end - start > MAX_HISTORY:
-        raise BAD_REQUEST(f"at most {MAX_HISTORY.days} days at a time")
+        raise invalid_field(["query", "since"], f"at most {MAX_HISTORY.days} days before until")
 
     def read(session: Session) -> tuple[list[dict[str, Any]], int]:
         rows: list[dict[str, Any]] = []
@@ -164,7 +167,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-@router.get("/prometheus", summary="The metrics as Prometheus text")
+@router.get(
+    "/prometheus", summary="The metrics as Prometheus text", response_class=PlainTextResponse
+)
 async def get_prometheus(_who: Viewer, m: Management) -> Response:
     document = await figures_.figures(m)
     body = prometheus.render(document, m.cache.snapshot())
@@ -174,16 +179,14 @@ async def get_prometheus(_who: Viewer, m: Management) -> Response:
 @router.get(
     "/reports",
     summary="Maintenance reports, newest first",
-    responses=responses(BAD_REQUEST, DATABASE_UNAVAILABLE),
+    responses=responses(DATABASE_UNAVAILABLE),
 )
 async def get_reports(
     _who: Viewer,
     m: Management,
-    job: Annotated[str | None, Query(max_length=32, description=", ".join(reports.JOBS))] = None,
+    job: Job | None = None,
     limit: Annotated[int, Query(ge=1, le=reports.MAX_LIST)] = 50,
 ) -> Response:
-    if job is not None and job not in reports.JOBS:
-        raise BAD_REQUEST(f"unknown job; expected one of {', '.join(reports.JOBS)}")
     found = await m.db.read(lambda s: reports.list_reports(s, job, limit=limit))
     return json_response({"reports": found})
 
@@ -235,7 +238,7 @@ async def get_warmup(
 @router.get(
     "/dead-letters",
     summary="Write-behind events that could not be written",
-    responses=responses(BAD_REQUEST, WRITEBEHIND_UNAVAILABLE),
+    responses=responses(WRITEBEHIND_UNAVAILABLE),
 )
 async def get_dead_letters(
     _who: Viewer,
@@ -244,7 +247,7 @@ async def get_dead_letters(
     after: Annotated[str, Query(pattern=r"^(-|[0-9]{1,20}-[0-9]{1,20})$")] = "-",
 ) -> Response:
     if after != "-" and not valid_stream_id(after):
-        raise BAD_REQUEST("after: not a stream id")
+        raise invalid_field(["query", "after"], "not a stream id")
     start = after if after == "-" else f"({after}"  # exclusive: page on from the last id seen
     try:
         letters = await run_in_threadpool(m.writebehind.dead_letters, count, start)
@@ -293,12 +296,19 @@ async def get_audit(
 @router.delete(
     "/clear",
     summary="Delete (or count) cache keys matching a pattern",
-    responses=responses(BAD_REQUEST, REDIS_UNAVAILABLE),
+    responses=responses(REDIS_UNAVAILABLE),
 )
 async def delete_clear(
     m: Management,
     who: Annotated[Principal, _acting(Role.ADMIN, "cache.clear")],
-    pattern: Annotated[str, Query(description="glob under the key prefix: member:*")],
+    pattern: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_PATTERN,
+            description="glob under the key prefix: member:*",
+        ),
+    ],
     dry_run: bool = False,
 ) -> Response:
     async with m.auditor.action(
@@ -307,7 +317,7 @@ async def delete_clear(
         try:
             cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
         except PatternRefused as exc:
-            raise BAD_REQUEST(str(exc)) from None
+            raise invalid_field(["query", "pattern"], str(exc)) from None
         except CacheUnavailable as exc:
             partial = exc.args[1].as_dict() if len(exc.args) > 1 else None
             raise REDIS_UNAVAILABLE(str(exc.args[0]), partial=partial) from exc
