@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, text
 
+from api_stub.problems import WRITEBEHIND_UNAVAILABLE
 from cache.writebehind import Flusher
 from config import Settings
 from services import Services
@@ -71,3 +72,4 @@ async def test_redis_down_is_503_not_silent_loss(database_url: str, prefix: str)
     async with serve(settings) as down:
         answer = await down.client.post("/api/v1/members/1/activity", json={"kind": "login"})
     assert answer.status_code == 503
+    assert answer.json()["type"] == WRITEBEHIND_UNAVAILABLE.type

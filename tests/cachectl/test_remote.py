@@ -95,7 +95,7 @@ def test_clear_counts_asks_and_deletes(
 def test_clear_refused_pattern_is_a_usage_error(running_api: RunningApi, pattern: str) -> None:
     refused = run(running_api, "clear", pattern, "--yes")
     assert refused.exit_code == 2
-    assert "refused the request (400)" in refused.stderr
+    assert "refused the request (422)" in refused.stderr
 
 
 def test_clear_needs_the_admin_role(running_api: RunningApi) -> None:

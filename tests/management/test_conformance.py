@@ -2,19 +2,20 @@
 
 Every check schemathesis has (no server error, status codes, content types, response headers
 and schemas, negative data rejected, positive data accepted, missing headers, unsupported
-methods, ignored auth, use after free, resource availability) over every phase (examples,
-coverage, fuzzing, and the stateful phase following the document's links: a created member
+methods and Allow, ignored auth, use after free, resource availability) over its phases
+(coverage, fuzzing, and the stateful phase following the document's links: a created member
 to its routes), against the real app: PostgreSQL with a few members, the shared Redis under
-the test's prefix, a broker of the session's own (no worker: warm-ups wait queued). Once
-with an admin token, once with none (every management route must then answer its documented
-401). The rate limit is out of reach (TEST_CONFIG); the examples per operation are few, so the
-whole run stays within seconds.
+the test's prefix, a broker of the session's own (no worker: warm-ups wait queued). Once with
+an admin token, once with none (every management route must then answer its documented 401).
+The rate limit is out of reach (TEST_CONFIG); few examples per operation keep each run within
+seconds.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ import schemathesis
 from fastapi import FastAPI
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
+from schemathesis.engine.run import PhaseName
 from schemathesis.python import asgi
 
 from api_stub.management import PREFIX
@@ -35,6 +37,22 @@ EXAMPLES = 8
 STATEFUL_STEPS = 30
 FAILED = (Status.FAILURE, Status.ERROR)
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis's default
+MANAGEMENT_OPERATIONS = [
+    "GET /health",
+    "GET /metrics",
+    "GET /metrics/history",
+    "GET /kinds",
+    "GET /prometheus",
+    "GET /reports",
+    "GET /dead-letters",
+    "GET /warmup/current",
+    "GET /warmup/{task_id}",
+    "POST /warmup",
+    "POST /invalidation/trigger",
+    "POST /dead-letters/replay",
+    "DELETE /clear",
+    "GET /audit",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +72,15 @@ def app(database_url: str, broker: RedisProcess, tokens: Tokens) -> Iterator[Fas
             client.close()
 
 
-def run(app: FastAPI, headers: dict[str, str]) -> list[str]:
-    """Run schemathesis over the whole API; one line per failed check."""
+@dataclass
+class Run:
+    failures: list[str] = field(default_factory=list)
+    fuzzed: set[str] = field(default_factory=set)  # operations the fuzzing phase called
+    stateful_calls: int = 0  # requests of the stateful phase (links followed)
+
+
+def run(app: FastAPI, headers: dict[str, str]) -> Run:
+    """Run schemathesis over the whole API's document."""
     config = SchemathesisConfig.from_dict(
         {
             "seed": 20261206,
@@ -78,13 +103,18 @@ def run(app: FastAPI, headers: dict[str, str]) -> list[str]:
         }
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
-    found: list[str] = []
+    result = Run()
     for event in from_schema(schema).execute():
-        if isinstance(event, events.ScenarioFinished) and event.status in FAILED:
-            found.extend(_failures(event))
+        if isinstance(event, events.ScenarioFinished):
+            if event.status in FAILED:
+                result.failures.extend(_failures(event))
+            elif event.phase is PhaseName.STATEFUL_TESTING:
+                result.stateful_calls += len(event.recorder.cases)
+            elif event.phase is PhaseName.FUZZING and event.recorder.cases and event.label:
+                result.fuzzed.add(event.label)
         elif isinstance(event, events.NonFatalError | events.FatalError):
-            found.append(f"error: {event}")
-    return found
+            result.failures.append(f"error: {event}")
+    return result
 
 
 def _failures(event: events.ScenarioFinished) -> list[str]:
@@ -98,20 +128,35 @@ def _failures(event: events.ScenarioFinished) -> list[str]:
             response = recorder.find_response(case_id=case_id)
             answer: Any = None if response is None else (response.status_code, response.text[:300])
             failure = check.failure_info.failure
+            sent = f"{case.method} {case.formatted_path} {case.query} {case.body!r:.200}"
             lines.append(
                 f"{event.label} {check.name}: {failure.title} {failure.message[:300]!r}"
-                f" | {case.method} {case.formatted_path} {case.query} {case.body!r:.200} -> {answer}"
+                f" | {sent} -> {answer}"
             )
-    if not lines:
-        lines.append(f"{event.label}: {event.status} {event.skip_reason}")
-    return lines
+    return lines or [f"{event.label}: {event.status}"]
+
+
+def operations(app: FastAPI) -> set[str]:
+    return {
+        f"{method.upper()} {path}"
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+    }
+
+
+def test_the_schema_lists_every_management_operation(app: FastAPI) -> None:
+    management = {op.replace(PREFIX, "") for op in operations(app) if PREFIX in op}
+    assert sorted(management) == sorted(MANAGEMENT_OPERATIONS)
 
 
 def test_with_an_admin_token_schemathesis_finds_nothing(app: FastAPI, tokens: Tokens) -> None:
-    failures = run(app, tokens.headers("admin"))
-    assert failures == [], "\n".join(failures)
+    found = run(app, tokens.headers("admin"))
+    assert found.failures == [], "\n".join(found.failures)
+    assert found.fuzzed == operations(app)
+    assert found.stateful_calls > 0
 
 
 def test_without_a_token_schemathesis_finds_nothing(app: FastAPI) -> None:
-    failures = run(app, {})
-    assert failures == [], "\n".join(failures)
+    found = run(app, {})
+    assert found.failures == [], "\n".join(found.failures)
+    assert found.fuzzed == operations(app)
