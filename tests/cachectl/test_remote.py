@@ -130,7 +130,7 @@ def test_reports(running_api: RunningApi) -> None:
     assert "reports" in shown.stdout
     assert isinstance(json.loads(run(running_api, "reports", "--json").stdout)["reports"], list)
     bad = run(running_api, "reports", "--job", "nonsense", role="viewer")
-    assert bad.exit_code == 2 and "unknown job" in bad.stderr
+    assert bad.exit_code == 2 and "job: Input should be 'daily_report'" in bad.stderr
 
 
 def test_dead_letters_list_and_replay(running_api: RunningApi) -> None:
