@@ -12,7 +12,8 @@ A 422 adds ``errors``: one ``{"loc", "msg", "type"}`` per refused field, ``loc``
 import). Headers of the cause (WWW-Authenticate, Retry-After, Allow) are kept.
 
 A *cause* is one reason the API refuses or fails a request, declared once here with its status,
-title and the headers it carries. Code raises it (``raise RATE_LIMITED("...", headers=...)``);
+title and the headers it carries. Code raises it (``raise RATE_LIMITED("...", headers=...)``),
+or ``raise invalid_field(["header", "Idempotency-Key"], "...")`` for a 422 naming one field;
 a plain ``HTTPException(status, detail)`` becomes a problem of type ``about:blank`` too.
 
 The OpenAPI document lists every status each route can answer, found where the cause applies:
