@@ -103,8 +103,7 @@ class Cause:
 
     status: int
     description: str  # the OpenAPI response's description
-    slug: str | None = None  # its own type URI; None: about:blank, titled by the status
-    title_text: str | None = None
+    slug: str | None = None  # its own type URI; None: about:blank
     headers: tuple[Header, ...] = ()
 
     @property
@@ -113,7 +112,7 @@ class Cause:
 
     @property
     def title(self) -> str:
-        return self.title_text or HTTPStatus(self.status).phrase
+        return HTTPStatus(self.status).phrase
 
     def __call__(
         self,
