@@ -29,12 +29,20 @@ import hashlib
 import re
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, FastAPI, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Body, FastAPI, Header, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from api_stub.problems import (
+    WRITEBEHIND_UNAVAILABLE,
+    Cause,
+    invalid_field,
+    responses,
+)
+from api_stub.routes import MemberId
 from api_stub.runtime import Running, running
-from cache import NOT_FOUND, DataType
+from cache import NOT_FOUND as ABSENT
+from cache import DataType
 from cache.decorator import record_version
 from cache.errors import CacheUnavailable
 from cache.writebehind import (
@@ -48,7 +56,6 @@ from cache.writebehind import (
 from db import queries
 
 router = APIRouter(prefix="/api/v1/members", tags=["activity"])
-MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -57,6 +64,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 _KEY_FORM: Final = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the draft standard
+UNKNOWN_MEMBER = Cause(404, "no member with this id; nothing is recorded", slug="unknown-member")
 
 
 class ActivityIn(BaseModel):
@@ -82,11 +90,11 @@ async def _known(run: Running, member_id: int) -> bool:
 
     async def load() -> Any:
         found = await run.db.read(lambda session: queries.get_member(session, member_id))
-        return NOT_FOUND if found is None else found  # an absence is cached briefly
+        return ABSENT if found is None else found  # an absence is cached briefly
 
     key = cache.keys.member(member_id)
     value = await cache.get_or_load(key, load, DataType.MEMBER, version_of=record_version)
-    return value is not NOT_FOUND
+    return value is not ABSENT
 
 
 def _fingerprint(member_id: int, body: ActivityIn | ActivityBatch) -> str:
@@ -97,14 +105,7 @@ def _fingerprint(member_id: int, body: ActivityIn | ActivityBatch) -> str:
 @router.post(
     "/{member_id}/activity",
     status_code=202,
-    responses={
-        404: {"description": "No member with this id; nothing is recorded."},
-        422: {
-            "description": "Invalid events or Idempotency-Key, or the key reused with a "
-            "different request; nothing is recorded."
-        },
-        503: {"description": "Not recorded (backlog full, Redis away, replicas missing)."},
-    },
+    responses=responses(UNKNOWN_MEMBER, WRITEBEHIND_UNAVAILABLE),
 )
 async def record_activity(
     request: Request,
@@ -113,10 +114,12 @@ async def record_activity(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     if idempotency_key is not None and not _KEY_FORM.match(idempotency_key):
-        raise HTTPException(422, detail="Idempotency-Key must be 1 to 255 visible ASCII characters")
+        raise invalid_field(
+            ["header", "Idempotency-Key"], "must be 1 to 255 visible ASCII characters"
+        )
     run = running(request)
     if not await _known(run, member_id):
-        raise HTTPException(404, detail=f"no member {member_id}: activity not recorded")
+        raise UNKNOWN_MEMBER(f"no member {member_id}: activity not recorded")
     given = body.events if isinstance(body, ActivityBatch) else [body]
     events = [ActivityEvent(member_id, e.kind, e.at, e.times) for e in given]
     try:
@@ -135,29 +138,29 @@ async def record_activity(
             ids = once.ids
     except KeyReused as exc:
         detail = f"{exc}: within its window a key stands for one request; use a new key"
-        raise HTTPException(422, detail=detail) from exc
+        raise invalid_field(["header", "Idempotency-Key"], detail) from exc
     except InvalidEvent as exc:
-        raise HTTPException(422, detail=str(exc)) from exc
+        raise invalid_field(["body"], str(exc)) from exc
     except NotReplicated as exc:
         # Retry-After when a retry is safe: nothing was recorded, or the Idempotency-Key
         # makes the retry replay what was; otherwise it may count them twice (the detail
         # says so).
         safe = not exc.recorded or idempotency_key is not None
         retry = {"Retry-After": "1"} if safe else {}
-        raise HTTPException(503, detail=str(exc), headers=retry) from exc
+        raise WRITEBEHIND_UNAVAILABLE(str(exc), headers=retry) from exc
     except Backpressure as exc:
-        raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
+        raise WRITEBEHIND_UNAVAILABLE(str(exc), headers={"Retry-After": "1"}) from exc
     except CacheUnavailable as exc:
-        raise HTTPException(503, detail="activity store unavailable") from exc
+        raise WRITEBEHIND_UNAVAILABLE("activity store unavailable") from exc
     return {"accepted": len(ids), "ids": ids}
 
 
-@router.get("/{member_id}/activity")
+@router.get("/{member_id}/activity", responses=responses(WRITEBEHIND_UNAVAILABLE))
 async def read_activity(request: Request, member_id: MemberId) -> dict[str, Any]:
     try:
         return await run_in_threadpool(running(request).services.writebehind.activity, member_id)
     except CacheUnavailable as exc:
-        raise HTTPException(503, detail="activity store unavailable") from exc
+        raise WRITEBEHIND_UNAVAILABLE("activity store unavailable") from exc
 
 
 def install(app: FastAPI) -> None:

@@ -12,12 +12,8 @@ activity routes, the management API and the dashboard only add routes and middle
 fatal: the breaker serves from the database until it answers.
 
 The caching middleware answers cached routes before FastAPI routes them (api_stub.caching).
-Errors of the data layer become HTTP answers here, in one place::
-
-    InvalidData          422, naming the field when a status, tier or country is unknown
-    NotFound, UnknownLookup  404
-    Conflict             409 (email taken, or the version given is not the member's)
-    DatabaseUnavailable  503
+Every error, the data layer's included, is answered and documented as a problem document by
+api_stub.problems (installed last, so it sees every route).
 """
 
 from __future__ import annotations
@@ -25,33 +21,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from starlette.concurrency import run_in_threadpool
 
-from api_stub import routes
+from api_stub import problems, routes
 from api_stub.activity import install as install_activity
 from api_stub.caching import CacheMiddleware
 from api_stub.dashboard import install as install_dashboard
-from api_stub.imports import ImportRejected
 from api_stub.management import install as install_management
 from api_stub.runtime import Running, started
 from cache import AsyncCacheService
 from cache.invalidation import replay_outbox
 from config import Settings
-from db.errors import Conflict, DatabaseUnavailable, InvalidData, NotFound, UnknownLookup
 from services import Services
 from workers.publisher import Extra, MetricsPublisher
 
 log = logging.getLogger("api_stub")
-
-# psycopg names the violated constraint; the models name it fk_<table>_<column>_<referred>.
-_FOREIGN_KEY: Final = re.compile(r"fk_members_(status|tier|country)_")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -100,47 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(routes.router)
     app.add_middleware(CacheMiddleware, cache=cache, routes=routes.router.routes)
-    app.add_exception_handler(InvalidData, _invalid)
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(UnknownLookup, _not_found)
-    app.add_exception_handler(Conflict, _conflict)
-    app.add_exception_handler(DatabaseUnavailable, _unavailable)
-    app.add_exception_handler(ImportRejected, _rejected)
     install_activity(app)  # member activity, written behind
     management = install_management(app, settings)  # /api/v1/cache: operators only
     published["latency"] = management.latency.document
     install_dashboard(app, settings)  # /dashboard: a page over the routes above
+    problems.install(app)  # every error a problem document, in the answers and the schema
     return app
-
-
-def _problem(status: int, detail: Any) -> Response:
-    return routes.json_response({"detail": detail}, status)
-
-
-async def _invalid(_request: Request, exc: Exception) -> Response:
-    message = str(exc)
-    found = _FOREIGN_KEY.search(message)
-    if found is not None:
-        field = found.group(1)
-        error = {"type": "value_error", "loc": ["body", field], "msg": f"unknown {field}"}
-    else:
-        error = {"type": "value_error", "loc": ["body"], "msg": message}
-    return _problem(422, [error])
-
-
-async def _not_found(_request: Request, exc: Exception) -> Response:
-    return _problem(404, str(exc) or "Not Found")
-
-
-async def _conflict(_request: Request, exc: Exception) -> Response:
-    return _problem(409, str(exc))
-
-
-async def _unavailable(_request: Request, exc: Exception) -> Response:
-    log.error("database unavailable: %s", exc)
-    return _problem(503, "the database is unavailable")
-
-
-async def _rejected(_request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, ImportRejected) else 422
-    return _problem(status, str(exc))

@@ -34,14 +34,15 @@ from starlette.convertors import Convertor
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api_stub import problems
 from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
 from cache.errors import InvalidKey, LoadDeclined
 
 __all__ = ["CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
 
-NOT_FOUND_BODY: Final = b'{"detail":"Not Found"}'  # FastAPI's body for HTTPException(404)
 JSON: Final = b"application/json"
+PROBLEM_JSON: Final = problems.PROBLEM_JSON.encode()
 HIT, MISS, STALE = b"HIT", b"MISS", b"STALE"
 _OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
 _TIER: Final = {"near": b"near", "redis": b"redis"}
@@ -184,7 +185,7 @@ class CacheMiddleware:
         except (_Uncacheable, _Declined) as passed:
             await _replay(send, passed.response)
             return
-        await _send(send, *self._render(cache, rule, headers, fetched))
+        await _send(send, *self._render(cache, rule, headers, fetched, scope["path"]))
 
     async def _uncached(
         self,
@@ -212,14 +213,19 @@ class CacheMiddleware:
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
         fetched: Fetched,
+        path: str,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Status, headers and body of the answer for what the cache served."""
         value, outcome = fetched.value, _OUTCOME[fetched.outcome]
         tier = [(b"x-cache-tier", _TIER[fetched.tier])] if outcome is not MISS else []
         if value is NOT_FOUND:
-            # Never kept by clients: the member may be created the next moment.
+            # Never kept by clients: the member may be created the next moment. The body is
+            # the route's own (problems.NOT_FOUND with its default detail).
             extra = [(b"cache-control", b"no-cache"), (b"x-cache", outcome), *tier]
-            return 404, _json_headers(NOT_FOUND_BODY) + extra, NOT_FOUND_BODY
+            cause = problems.NOT_FOUND
+            missing = problems.render(404, cause.description, path, cause=cause)
+            head = [(b"content-type", PROBLEM_JSON), (b"content-length", b"%d" % len(missing))]
+            return 404, head + extra, missing
         node = fetched.node
         if node is not None and node.rendered is not None:  # a near hit: nothing to encode
             body, etag = node.rendered

@@ -62,6 +62,17 @@ class BadRow:
     def as_dict(self) -> dict[str, Any]:
         return {"line": self.line, "errors": self.errors}
 
+    def field_errors(self) -> list[dict[str, Any]]:
+        """Its errors located as a request's fields are: ``["body", line, field]``."""
+        return [
+            {
+                "loc": ["body", self.line, *([error["field"]] if error["field"] else [])],
+                "msg": error["msg"],
+                "type": "bad_row",
+            }
+            for error in self.errors
+        ]
+
 
 @dataclass(slots=True)
 class Parsed:

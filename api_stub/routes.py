@@ -12,14 +12,15 @@ miss and a later hit answer the same bytes and the same ETag.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from api_stub import imports
 from api_stub.caching import cached
+from api_stub.problems import CONFLICT, INVALID, NOT_FOUND, TOO_LARGE, responses
 from api_stub.runtime import Running, running
 from api_stub.schemas import BulkUpdate, MemberCreate, MemberPatch, MemberReplace
 from cache import invalidation
@@ -29,6 +30,7 @@ from db import analytics, queries
 PREFIX = "/api/v1"
 router = APIRouter(prefix=PREFIX)
 Run = Annotated[Running, Depends(running)]
+MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # the column is a bigint
 
 
 def json_response(
@@ -38,12 +40,19 @@ def json_response(
 
 
 # --- members -----------------------------------------------------------------------------------
-@router.get("/members/{member_id:int}")
+# The links let a client (and the stateful fuzzing) follow a created member to its routes.
+_CREATED_MEMBER: Final = {
+    operation: {"operationId": operation, "parameters": {"member_id": "$response.body#/id"}}
+    for operation in ("get_member", "replace_member", "patch_member", "delete_member")
+}
+
+
+@router.get("/members/{member_id:int}", operation_id="get_member", responses=responses(NOT_FOUND))
 @cached("member")
-async def get_member(member_id: int, run: Run) -> Response:
+async def get_member(member_id: MemberId, run: Run) -> Response:
     member = await run.db.read(lambda session: queries.get_member(session, member_id))
     if member is None:
-        raise HTTPException(status_code=404)  # cached briefly (negative caching)
+        raise NOT_FOUND()  # cached briefly (negative caching)
     return json_response(member)
 
 
@@ -109,7 +118,12 @@ async def bulk_delete_members(
     return json_response({"deleted": len(ids)})
 
 
-@router.post("/members", status_code=201)
+@router.post(
+    "/members",
+    status_code=201,
+    operation_id="create_member",
+    responses={201: {"description": "Created", "links": _CREATED_MEMBER}, **responses(CONFLICT)},
+)
 async def create_member(body: MemberCreate, run: Run) -> Response:
     member = await run.db.write(lambda session: queries.create_member(session, body.values()))
     await invalidation.member_saved(run.cache, member)
@@ -117,13 +131,21 @@ async def create_member(body: MemberCreate, run: Run) -> Response:
     return json_response(member, 201, {"location": location})
 
 
-@router.put("/members/{member_id:int}")
-async def replace_member(member_id: int, body: MemberReplace, run: Run) -> Response:
+@router.put(
+    "/members/{member_id:int}",
+    operation_id="replace_member",
+    responses=responses(NOT_FOUND, CONFLICT),
+)
+async def replace_member(member_id: MemberId, body: MemberReplace, run: Run) -> Response:
     return await _update(run, member_id, body.values(), body.version)
 
 
-@router.patch("/members/{member_id:int}")
-async def patch_member(member_id: int, body: MemberPatch, run: Run) -> Response:
+@router.patch(
+    "/members/{member_id:int}",
+    operation_id="patch_member",
+    responses=responses(NOT_FOUND, CONFLICT),
+)
+async def patch_member(member_id: MemberId, body: MemberPatch, run: Run) -> Response:
     return await _update(run, member_id, body.values(), body.version)
 
 
@@ -134,22 +156,27 @@ async def _update(
         lambda session: queries.update_member(session, member_id, values, expected_version=version)
     )
     if member is None:
-        raise HTTPException(status_code=404)
+        raise NOT_FOUND()
     if values:  # an empty PATCH changes nothing: nothing to invalidate
         await invalidation.member_saved(run.cache, member)
     return json_response(member)
 
 
-@router.delete("/members/{member_id:int}", status_code=204)
-async def delete_member(member_id: int, run: Run) -> Response:
+@router.delete(
+    "/members/{member_id:int}",
+    status_code=204,
+    operation_id="delete_member",
+    responses=responses(NOT_FOUND),
+)
+async def delete_member(member_id: MemberId, run: Run) -> Response:
     gone = await run.db.write(lambda session: queries.delete_member(session, member_id))
     if gone is None:
-        raise HTTPException(status_code=404)
+        raise NOT_FOUND()
     await invalidation.member_deleted(run.cache, gone["id"], gone["version"])
     return Response(status_code=204)
 
 
-@router.post("/members/import", status_code=201)
+@router.post("/members/import", status_code=201, responses=responses(INVALID, TOO_LARGE, CONFLICT))
 async def import_members(
     request: Request,
     run: Run,
@@ -176,8 +203,12 @@ async def import_members(
         "errors": [row.as_dict() for row in bad[: imports.MAX_REPORTED]],
     }
     if bad and not partial:
-        answer["detail"] = f"{len(bad)} bad row(s); nothing was imported"
-        return json_response(answer, 422)
+        raise INVALID(
+            f"{len(bad)} bad row(s); nothing was imported",
+            errors=[error for row in bad[: imports.MAX_REPORTED] for error in row.field_errors()],
+            imported=0,
+            bad_rows=len(bad),
+        )
     return json_response(answer, 201 if ids else 200)
 
 
@@ -204,7 +235,7 @@ async def demographics(run: Run) -> Response:
     return json_response(await run.db.read(queries.demographics))
 
 
-@router.get("/lookups/{name}")
+@router.get("/lookups/{name}", responses=responses(NOT_FOUND))
 @cached("lookup")
 async def lookup(name: str, run: Run) -> Response:
     return json_response(await run.db.read(lambda session: queries.lookup(session, name)))

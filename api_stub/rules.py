@@ -88,7 +88,7 @@ def cached(kind: str | Kind, *, vary: Sequence[str] = ()) -> Callable[[E], E]:
 
     A record's or a data entry's route takes its key parts as path parameters named as the
     kind's ``params``, and no query string (the query is not part of a shared key). A record
-    route answers 404 with FastAPI's default body, which is cached briefly.
+    route answers 404 with the problem document of problems.NOT_FOUND, which is cached briefly.
     """
     rule = rule_for(KINDS[kind] if isinstance(kind, str) else kind, vary)
 

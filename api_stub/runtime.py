@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api_stub.problems import DATABASE_UNAVAILABLE, raises
 from cache import AsyncCacheService
 from db.engine import session_factory
 from services import Services
@@ -75,6 +76,7 @@ def started(app: FastAPI) -> Running | None:
     return found
 
 
+@raises(DATABASE_UNAVAILABLE)  # a route given the services reads or writes the database
 def running(request: Request) -> Running:
     """Dependency: the started services of the app serving the request."""
     found = started(request.app)

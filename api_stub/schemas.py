@@ -67,10 +67,23 @@ class MemberReplace(_MemberFields):
         return self.model_dump(exclude={"version"})
 
 
+def _only_birth_date_nullable(schema: dict[str, Any]) -> None:
+    """The document says what ``_not_null`` checks: these fields may be absent, not null."""
+    for name in _NOT_NULL:
+        field = schema["properties"][name]
+        options = [option for option in field.pop("anyOf", []) if option.get("type") != "null"]
+        field.pop("default", None)
+        if len(options) == 1:
+            field.update(options[0])
+
+
+_NOT_NULL: Final = ("email", "first_name", "last_name", "country", "status", "tier")
+
+
 class MemberPatch(BaseModel):
     """PATCH /members/{id}: only the fields given change; only birth_date may be null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_only_birth_date_nullable)
 
     email: Email | None = None
     first_name: Name | None = None
@@ -83,7 +96,7 @@ class MemberPatch(BaseModel):
 
     _check_birth = field_validator("birth_date")(_birth_date)
 
-    @field_validator("email", "first_name", "last_name", "country", "status", "tier")
+    @field_validator(*_NOT_NULL)
     @classmethod
     def _not_null(cls, value: str | None) -> str:
         if value is None:

@@ -55,11 +55,13 @@ def _detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text[:200] or response.reason_phrase
+    # A problem document (RFC 9457): detail, and on a 422 the refused fields in errors.
     detail = body.get("detail", body) if isinstance(body, dict) else body
-    if isinstance(detail, list):  # FastAPI validation errors
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors:
         return "; ".join(
             f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"
-            for item in detail
+            for item in errors
             if isinstance(item, dict)
         )
     return detail if isinstance(detail, str) else json.dumps(detail)

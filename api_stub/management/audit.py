@@ -24,6 +24,7 @@ from typing import Any, Final
 from fastapi import HTTPException
 
 from api_stub.management.auth import Principal
+from api_stub.problems import AUDIT_UNAVAILABLE, ProblemError
 from api_stub.runtime import Database
 from db import audit
 from db.errors import DataError
@@ -63,7 +64,8 @@ def bounded(arguments: dict[str, Any]) -> dict[str, Any]:
 
 def _detail(exc: HTTPException) -> dict[str, Any]:
     detail = exc.detail
-    return {"error": detail if isinstance(detail, str | dict | list) else str(detail)}
+    extensions = exc.extensions if isinstance(exc, ProblemError) else {}
+    return {"error": detail if isinstance(detail, str | dict | list) else str(detail), **extensions}
 
 
 class Auditor:
@@ -81,7 +83,7 @@ class Auditor:
             )
         except DataError as exc:
             log.error("audit trail unavailable, %s by %s refused: %s", action, who.id, exc)
-            raise HTTPException(503, "the audit trail is unavailable: action refused") from exc
+            raise AUDIT_UNAVAILABLE("the audit trail is unavailable: action refused") from exc
         outcome = Outcome(status)
         try:
             yield outcome

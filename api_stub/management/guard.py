@@ -17,25 +17,38 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api_stub.management.auth import Principal, Role
 from api_stub.management.runtime import ManagementRuntime, management_of
 from api_stub.management.tokens import TokenStoreUnavailable
+from api_stub.problems import (
+    AUDIT_UNAVAILABLE,
+    FORBIDDEN,
+    RATE_LIMITED,
+    REDIS_UNAVAILABLE,
+    UNAUTHENTICATED,
+    Cause,
+    ProblemError,
+    raises,
+)
 
 log = logging.getLogger("api_stub.management.guard")
+TOKEN_STORE_UNAVAILABLE = REDIS_UNAVAILABLE  # added tokens live in the durable Redis
 
 REALM: Final = "cache-management"
 # auto_error=False: the 401 (with its WWW-Authenticate) is ours; it also declares the scheme.
 bearer = HTTPBearer(auto_error=False, description="A management token (viewer/operator/admin)")
 
 
-def _unauthorized(error: str | None) -> HTTPException:
+def _unauthorized(error: str | None) -> ProblemError:
     challenge = f'Bearer realm="{REALM}"'
     if error:
         challenge += f', error="{error}"'
-    return HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": challenge})
+    return UNAUTHENTICATED(
+        "a valid bearer token is required", headers={"WWW-Authenticate": challenge}
+    )
 
 
 def _arguments(request: Request) -> dict[str, Any]:
@@ -43,8 +56,19 @@ def _arguments(request: Request) -> dict[str, Any]:
 
 
 def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Principal]]:
-    """A dependency admitting tokens of ``role`` or above; ``action`` names an audited route."""
+    """A dependency admitting tokens of ``role`` or above; ``action`` names an audited route.
 
+    Its causes go into the OpenAPI document of every route behind it: 401, 429 and 503 (the
+    token store unavailable) always, 403 when some token's role is below ``role``, 503 when
+    the action must be audited first.
+    """
+    causes: list[Cause] = [UNAUTHENTICATED, RATE_LIMITED, TOKEN_STORE_UNAVAILABLE]
+    if role > min(Role):
+        causes.append(FORBIDDEN)
+    if action is not None:
+        causes.append(AUDIT_UNAVAILABLE)
+
+    @raises(*causes)
     async def guard(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -56,7 +80,7 @@ def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Pr
             who = await management.token_store.authenticate(credentials.credentials)
         except TokenStoreUnavailable as exc:
             log.error("management token store unavailable: %s", exc)
-            raise HTTPException(503, "the token store is unavailable; try again") from exc
+            raise TOKEN_STORE_UNAVAILABLE("the token store is unavailable; try again") from exc
         if who is None:
             log.warning("management call with an unknown token: %s", request.url.path)
             address = request.client.host if request.client is not None else "unknown"
@@ -67,14 +91,14 @@ def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Pr
             await management.refusals.refused("token", who.id, 403, request.url.path)
             if action is not None:
                 await management.auditor.refused(who, action, _arguments(request), 403, detail)
-            raise HTTPException(403, detail)
+            raise FORBIDDEN(detail)
         verdict = await management.limiter.hit(who.id)
         if not verdict.allowed:
             detail = f"rate limit of {verdict.limit} requests per {management.limiter.window_s}s"
             if action is not None:
                 await management.auditor.refused(who, action, _arguments(request), 429, detail)
             headers = {"Retry-After": str(verdict.retry_after_s)}
-            raise HTTPException(429, detail, headers)
+            raise RATE_LIMITED(detail, headers=headers)
         return who
 
     return guard

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import PlainTextResponse
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
@@ -38,15 +39,25 @@ from api_stub.management import figures as figures_
 from api_stub.management import health as health_
 from api_stub.management import prometheus
 from api_stub.management.auth import Principal, Role
-from api_stub.management.clear import Cleared, PatternRefused, clear
+from api_stub.management.clear import MAX_PATTERN, Cleared, PatternRefused, clear
 from api_stub.management.guard import Admin, Management, Viewer, require
 from api_stub.management.runtime import ManagementRuntime
 from api_stub.management.schemas import (
     STREAM_ID,
+    DateTime,
     InvalidationRequest,
+    Job,
     ReplayRequest,
     WarmupRequest,
     valid_stream_id,
+)
+from api_stub.problems import (
+    BROKER_UNAVAILABLE,
+    DATABASE_UNAVAILABLE,
+    REDIS_UNAVAILABLE,
+    WRITEBEHIND_UNAVAILABLE,
+    invalid_field,
+    responses,
 )
 from api_stub.routes import json_response
 from cache import DataType, invalidation
@@ -77,11 +88,20 @@ async def _broker(call: Callable[[], T], timeout: float = BROKER_TIMEOUT_S) -> T
     try:
         return await asyncio.wait_for(run_in_threadpool(call), timeout)
     except (BrokerUnavailable, OSError, TimeoutError) as exc:
-        raise HTTPException(503, f"the task broker is unavailable: {type(exc).__name__}") from exc
+        raise BROKER_UNAVAILABLE(f"the task broker is unavailable: {type(exc).__name__}") from exc
 
 
 # --- observing ----------------------------------------------------------------------------------
-@router.get("/health", summary="Health of Redis, workers, beat and the cache")
+@router.get(
+    "/health",
+    summary="Health of Redis, workers, beat and the cache",
+    responses={
+        503: {
+            "description": "some checks fail: the same report, naming them",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def get_health(_who: Viewer, m: Management) -> Response:
     answer = await health_.health(m)
     return json_response(answer, 200 if answer["status"] == "ok" else 503)
@@ -92,22 +112,26 @@ async def get_metrics(_who: Viewer, m: Management) -> Response:
     return json_response(figures_.json_safe(await figures_.figures(m)))
 
 
-@router.get("/metrics/history", summary="Stored metrics snapshots, oldest first")
+@router.get(
+    "/metrics/history",
+    summary="Stored metrics snapshots, oldest first",
+    responses=responses(DATABASE_UNAVAILABLE),
+)
 async def get_metrics_history(
     _who: Viewer,
     m: Management,
-    since: Annotated[dt.datetime | None, Query(description="default: an hour before until")] = None,
-    until: Annotated[dt.datetime | None, Query(description="default: now")] = None,
+    since: Annotated[DateTime | None, Query(description="default: an hour before until")] = None,
+    until: Annotated[DateTime | None, Query(description="default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=1440)] = 120,
 ) -> Response:
     try:
         end = _utc(until) if until is not None else dt.datetime.now(dt.UTC)
         start = _utc(since) if since is not None else end - dt.timedelta(hours=1)
     except OverflowError:
-        raise HTTPException(400, "since/until out of range") from None
+        raise invalid_field(["query", "since"], "since/until out of range") from None
 
     if end - start > MAX_HISTORY:
-        raise HTTPException(400, f"at most {MAX_HISTORY.days} days at a time")
+        raise invalid_field(["query", "since"], f"at most {MAX_HISTORY.days} days before until")
 
     def read(session: Session) -> tuple[list[dict[str, Any]], int]:
         rows: list[dict[str, Any]] = []
@@ -143,27 +167,35 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-@router.get("/prometheus", summary="The metrics as Prometheus text")
+@router.get(
+    "/prometheus", summary="The metrics as Prometheus text", response_class=PlainTextResponse
+)
 async def get_prometheus(_who: Viewer, m: Management) -> Response:
     document = await figures_.figures(m)
     body = prometheus.render(document, m.cache.snapshot())
     return Response(body, media_type=prometheus.CONTENT_TYPE)
 
 
-@router.get("/reports", summary="Maintenance reports, newest first")
+@router.get(
+    "/reports",
+    summary="Maintenance reports, newest first",
+    responses=responses(DATABASE_UNAVAILABLE),
+)
 async def get_reports(
     _who: Viewer,
     m: Management,
-    job: Annotated[str | None, Query(max_length=32, description=", ".join(reports.JOBS))] = None,
+    job: Job | None = None,
     limit: Annotated[int, Query(ge=1, le=reports.MAX_LIST)] = 50,
 ) -> Response:
-    if job is not None and job not in reports.JOBS:
-        raise HTTPException(400, f"unknown job; expected one of {', '.join(reports.JOBS)}")
     found = await m.db.read(lambda s: reports.list_reports(s, job, limit=limit))
     return json_response({"reports": found})
 
 
-@router.get("/warmup/current", summary="The automatic warm-up running now, and the last one")
+@router.get(
+    "/warmup/current",
+    summary="The automatic warm-up running now, and the last one",
+    responses=responses(REDIS_UNAVAILABLE),
+)
 async def get_warmup_current(_who: Viewer, m: Management) -> Response:
     """What the dashboard polls to show an automatic warm-up nobody typed: the lease's holder
     (task id, reason, worker, start) and the last finished run (workers/warmstate.py)."""
@@ -173,14 +205,18 @@ async def get_warmup_current(_who: Viewer, m: Management) -> Response:
             [warmstate.lease_key(keys), warmstate.last_key(keys)]
         )
     except RedisError as exc:
-        raise HTTPException(503, f"warm-up state unavailable: {type(exc).__name__}") from exc
+        raise REDIS_UNAVAILABLE(f"warm-up state unavailable: {type(exc).__name__}") from exc
     running = warmstate.decoded(raw_running)
     if running is not None and running.get("task_id"):
         running["status_url"] = f"{PREFIX}/warmup/{running['task_id']}"
     return json_response({"running": running, "last": warmstate.decoded(raw_last)})
 
 
-@router.get("/warmup/{task_id}", summary="State and progress of a warm-up")
+@router.get(
+    "/warmup/{task_id}",
+    summary="State and progress of a warm-up",
+    responses=responses(BROKER_UNAVAILABLE),
+)
 async def get_warmup(
     _who: Viewer, m: Management, task_id: Annotated[str, Path(pattern=TASK_ID)]
 ) -> Response:
@@ -199,7 +235,11 @@ async def get_warmup(
     )
 
 
-@router.get("/dead-letters", summary="Write-behind events that could not be written")
+@router.get(
+    "/dead-letters",
+    summary="Write-behind events that could not be written",
+    responses=responses(WRITEBEHIND_UNAVAILABLE),
+)
 async def get_dead_letters(
     _who: Viewer,
     m: Management,
@@ -207,12 +247,12 @@ async def get_dead_letters(
     after: Annotated[str, Query(pattern=r"^(-|[0-9]{1,20}-[0-9]{1,20})$")] = "-",
 ) -> Response:
     if after != "-" and not valid_stream_id(after):
-        raise HTTPException(400, "after: not a stream id")
+        raise invalid_field(["query", "after"], "not a stream id")
     start = after if after == "-" else f"({after}"  # exclusive: page on from the last id seen
     try:
         letters = await run_in_threadpool(m.writebehind.dead_letters, count, start)
     except CacheError as exc:
-        raise HTTPException(503, f"write-behind unavailable: {exc}") from exc
+        raise WRITEBEHIND_UNAVAILABLE(f"write-behind unavailable: {exc}") from exc
     return json_response({"dead_letters": letters, "count": len(letters)})
 
 
@@ -237,7 +277,9 @@ async def get_kinds(_who: Viewer, m: Management) -> Response:
     )
 
 
-@router.get("/audit", summary="The audit trail, newest first")
+@router.get(
+    "/audit", summary="The audit trail, newest first", responses=responses(DATABASE_UNAVAILABLE)
+)
 async def get_audit(
     _who: Admin,
     m: Management,
@@ -251,11 +293,22 @@ async def get_audit(
 
 
 # --- acting -------------------------------------------------------------------------------------
-@router.delete("/clear", summary="Delete (or count) cache keys matching a pattern")
+@router.delete(
+    "/clear",
+    summary="Delete (or count) cache keys matching a pattern",
+    responses=responses(REDIS_UNAVAILABLE),
+)
 async def delete_clear(
     m: Management,
     who: Annotated[Principal, _acting(Role.ADMIN, "cache.clear")],
-    pattern: Annotated[str, Query(description="glob under the key prefix: member:*")],
+    pattern: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_PATTERN,
+            description="glob under the key prefix: member:*",
+        ),
+    ],
     dry_run: bool = False,
 ) -> Response:
     async with m.auditor.action(
@@ -264,10 +317,10 @@ async def delete_clear(
         try:
             cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
         except PatternRefused as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise invalid_field(["query", "pattern"], str(exc)) from None
         except CacheUnavailable as exc:
             partial = exc.args[1].as_dict() if len(exc.args) > 1 else None
-            raise HTTPException(503, {"error": str(exc.args[0]), "partial": partial}) from exc
+            raise REDIS_UNAVAILABLE(str(exc.args[0]), partial=partial) from exc
         answer = cleared.as_dict()
         if cleared.deleted and not dry_run and m.settings.cache_autowarm:
             answer["warmup"] = await _autowarm(m, "clear")
@@ -287,7 +340,12 @@ async def _autowarm(m: ManagementRuntime, reason: str) -> dict[str, Any]:
     return {"task_id": task_id, "status_url": f"{PREFIX}/warmup/{task_id}"}
 
 
-@router.post("/warmup", status_code=202, summary="Enqueue a warm-up")
+@router.post(
+    "/warmup",
+    status_code=202,
+    summary="Enqueue a warm-up",
+    responses=responses(BROKER_UNAVAILABLE),
+)
 async def post_warmup(
     m: Management,
     who: Annotated[Principal, _acting(Role.OPERATOR, "cache.warmup")],
@@ -301,7 +359,10 @@ async def post_warmup(
 
 
 @router.post(
-    "/invalidation/trigger", status_code=202, summary="Invalidate what depends on a change"
+    "/invalidation/trigger",
+    status_code=202,
+    summary="Invalidate what depends on a change",
+    responses=responses(BROKER_UNAVAILABLE, REDIS_UNAVAILABLE),
 )
 async def post_invalidation(
     m: Management,
@@ -343,10 +404,14 @@ async def _clear_or_503(m: ManagementRuntime, glob: str) -> Cleared:
     try:
         return await clear(m.cache, glob, dry_run=False, batch=m.config.clear_batch)
     except CacheUnavailable as exc:
-        raise HTTPException(503, f"Redis unavailable: {exc.args[0]}") from exc
+        raise REDIS_UNAVAILABLE(f"Redis unavailable: {exc.args[0]}") from exc
 
 
-@router.post("/dead-letters/replay", summary="Re-queue dead-lettered write-behind events")
+@router.post(
+    "/dead-letters/replay",
+    summary="Re-queue dead-lettered write-behind events",
+    responses=responses(WRITEBEHIND_UNAVAILABLE),
+)
 async def post_replay(
     m: Management,
     who: Annotated[Principal, _acting(Role.OPERATOR, "writebehind.replay")],
@@ -356,7 +421,7 @@ async def post_replay(
         try:
             new_ids = await run_in_threadpool(m.writebehind.replay, body.ids)
         except CacheError as exc:
-            raise HTTPException(503, f"write-behind unavailable: {exc}") from exc
+            raise WRITEBEHIND_UNAVAILABLE(f"write-behind unavailable: {exc}") from exc
         answer = {"requested": len(body.ids), "replayed": len(new_ids), "new_ids": new_ids}
         outcome.result = {"requested": len(body.ids), "replayed": len(new_ids)}
     return json_response(answer)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from typing import TYPE_CHECKING, Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from cache.kinds import KINDS, WARMUPS
+from db.reports import JOBS
 from workers.routing import MAX_IDS
 
 MAX_DEAD_IDS = 1_000
@@ -16,12 +25,28 @@ STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
 MAX_U64 = 2**64 - 1
 
 MemberId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# The date-time of the schema (RFC 3339; no offset: UTC). Pydantic alone would also take a
+# number of seconds ("0.5"), which the schema does not say.
+_DATE_TIME: Final = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+
+
+def _date_time_text(value: object) -> object:
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        raise ValueError("expected a date-time such as 2031-01-01T00:00:00Z")
+    return value
+
+
+DateTime = Annotated[dt.datetime, BeforeValidator(_date_time_text)]
 # Enums of the schema, from the registry of cached kinds (cache.kinds).
 if TYPE_CHECKING:
     WarmupKind = str
     Tag = str
     InvalidatedType = str
+    Job = str
 else:
+    Job = Literal[JOBS]  # the maintenance reports' jobs (workers.routing)
     WarmupKind = Literal[WARMUPS]
     Tag = Literal[KINDS.tags]
     InvalidatedType = Literal[tuple(data_type.value for data_type in KINDS.data_types)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from api_stub.problems import DATABASE_UNAVAILABLE, PROBLEM_JSON
 from cache import DataType
 from tests.api.conftest import Api
 
@@ -42,4 +43,6 @@ async def test_a_failing_route_is_still_a_load_error(api: Api) -> None:
     finally:
         broken.read = original  # type: ignore[method-assign]
     assert answer.status_code == 503
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    assert answer.json()["type"] == DATABASE_UNAVAILABLE.type
     assert api.cache.metrics.of(DataType.ANALYTICS).load_errors == 1

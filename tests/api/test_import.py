@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio.connection import AbstractConnection
 from sqlalchemy import Engine
 
+from api_stub.problems import PROBLEM_JSON
 from tests.api.conftest import Api
 from tests.api.test_members import member_count, new_member, next_member_id
 
@@ -110,7 +111,11 @@ async def test_bad_rows_are_reported_by_line_and_nothing_is_written(
     assert answer.status_code == 422
     report = answer.json()
     assert (report["imported"], report["bad_rows"]) == (0, 5)
-    fields = {row["line"]: [error["field"] for error in row["errors"]] for row in report["errors"]}
+    # A problem document: each bad row's errors located as ["body", line, field].
+    fields: dict[int, list[str]] = {}
+    for error in report["errors"]:
+        line, *field = error["loc"][1:]
+        fields.setdefault(line, []).extend(field or [""])
     assert fields == {3: ["email"], 5: ["email"], 7: ["email"], 8: ["status", "country"], 9: [""]}
     assert "repeats line 6" in str(report["errors"])
     assert member_count(engine) == count
@@ -133,7 +138,10 @@ async def test_csv_line_numbers_count_the_header_and_multiline_values(api: Api) 
         "/api/v1/members/import", content=body, headers={"content-type": "text/csv"}
     )
     assert answer.status_code == 422
-    assert [row["line"] for row in answer.json()["errors"]] == [4, 5]
+    problem = answer.json()
+    assert problem["detail"] == "2 bad row(s); nothing was imported"
+    assert [error["loc"][:2] for error in problem["errors"]] == [["body", 4], ["body", 5]]
+    assert (problem["imported"], problem["bad_rows"]) == (0, 2)
 
 
 @pytest.mark.parametrize(
@@ -153,5 +161,8 @@ async def test_unreadable_files_are_rejected_whole(
         "/api/v1/members/import", content=body, headers={"content-type": content_type}
     )
     assert answer.status_code == status
-    assert isinstance(answer.json()["detail"], str)
+    problem = answer.json()
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    assert isinstance(problem["detail"], str) and problem["status"] == status
+    assert problem["errors"][0]["loc"] == ["body"]
     assert member_count(engine) == count

@@ -10,6 +10,7 @@ import anyio
 import pytest
 from sqlalchemy import Engine, func, select, text
 
+from api_stub.problems import PROBLEM_JSON
 from db.models import Member
 from tests.api.conftest import Api, api_settings_for, serve
 
@@ -81,7 +82,15 @@ async def test_unknown_id_is_negative_cached_until_created(api: Api, engine: Eng
     ran = len(api.statements)
     again = await api.client.get(path)
     assert (again.status_code, again.headers["x-cache"]) == (404, "HIT")
-    assert again.json() == missing.json() == {"detail": "Not Found"}
+    assert again.json() == missing.json()
+    assert missing.headers["content-type"] == again.headers["content-type"] == PROBLEM_JSON
+    assert missing.json() | {"detail": ""} == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "",
+        "instance": path,
+    }
     assert len(api.statements) == ran
 
     created = await api.client.post("/api/v1/members", json=new_member())
@@ -156,7 +165,10 @@ async def test_bad_create_is_422_naming_the_fields_and_writes_nothing(
     count = member_count(engine)
     answer = await api.client.post("/api/v1/members", json=body)
     assert answer.status_code == 422
-    assert {error["loc"][-1] for error in answer.json()["detail"]} == fields
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    problem = answer.json()
+    assert (problem["status"], problem["instance"]) == (422, "/api/v1/members")
+    assert {error["loc"][-1] for error in problem["errors"]} == fields
     assert member_count(engine) == count
 
 
@@ -168,7 +180,8 @@ async def test_unknown_lookup_code_is_422_naming_the_field(
     value = "ZZ" if field == "country" else "bogus"
     answer = await api.client.post("/api/v1/members", json=new_member(**{field: value}))
     assert answer.status_code == 422
-    assert answer.json()["detail"][0]["loc"] == ["body", field]
+    assert answer.json()["errors"][0]["loc"] == ["body", field]
+    assert answer.json()["detail"] == f"body.{field}: unknown {field}"
     assert member_count(engine) == count
 
     path = "/api/v1/members/23"

@@ -95,7 +95,7 @@ def test_clear_counts_asks_and_deletes(
 def test_clear_refused_pattern_is_a_usage_error(running_api: RunningApi, pattern: str) -> None:
     refused = run(running_api, "clear", pattern, "--yes")
     assert refused.exit_code == 2
-    assert "refused the request (400)" in refused.stderr
+    assert "refused the request (422)" in refused.stderr
 
 
 def test_clear_needs_the_admin_role(running_api: RunningApi) -> None:
@@ -130,7 +130,7 @@ def test_reports(running_api: RunningApi) -> None:
     assert "reports" in shown.stdout
     assert isinstance(json.loads(run(running_api, "reports", "--json").stdout)["reports"], list)
     bad = run(running_api, "reports", "--job", "nonsense", role="viewer")
-    assert bad.exit_code == 2 and "unknown job" in bad.stderr
+    assert bad.exit_code == 2 and "job: Input should be 'daily_report'" in bad.stderr
 
 
 def test_dead_letters_list_and_replay(running_api: RunningApi) -> None:

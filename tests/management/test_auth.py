@@ -10,6 +10,7 @@ import pytest
 
 from api_stub.management import PREFIX, Role, TokenTable, hash_token
 from api_stub.management.auth import MAX_TOKEN_CHARS
+from api_stub.problems import UNAUTHENTICATED
 from tests.management.conftest import Mgmt
 
 pytestmark = pytest.mark.anyio
@@ -99,7 +100,10 @@ async def test_refusals_of_actions_are_audited_with_the_token_id(mgmt: Mgmt) -> 
 async def test_malformed_or_oversized_authorization_is_401(mgmt: Mgmt, header: str) -> None:
     answer = await mgmt.call("GET", f"{PREFIX}/metrics", None, headers={"Authorization": header})
     assert answer.status_code == 401
-    assert "www-authenticate" in answer.headers
+    assert answer.headers["www-authenticate"].startswith('Bearer realm="cache-management"')
+    problem = answer.json()
+    assert (problem["type"], problem["status"]) == (UNAUTHENTICATED.type, 401)
+    assert problem["instance"] == f"{PREFIX}/metrics"
 
 
 async def test_an_oversized_token_of_the_right_digest_is_still_refused() -> None:

@@ -59,13 +59,14 @@ def neighbour(shared: redis.Redis) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("pattern", REFUSED)
-async def test_malformed_or_escaping_patterns_are_400(
+async def test_malformed_or_escaping_patterns_are_422_naming_it(
     mgmt: Mgmt, pattern: str, shared: redis.Redis, neighbour: str
 ) -> None:
     prefix = mgmt.runtime.cache.keys.prefix
     shared.set(f"{prefix}member:1", b"kept")
     answer = await mgmt.call("DELETE", CLEAR, params={"pattern": pattern})
-    assert answer.status_code == 400, answer.text
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["loc"] == ["query", "pattern"]
     assert shared.get(f"{prefix}member:1") == b"kept"
     assert len(set(shared.scan_iter(match=f"{neighbour}*"))) == 20
 

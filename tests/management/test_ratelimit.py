@@ -8,6 +8,7 @@ import pytest
 
 from api_stub.management import PREFIX
 from api_stub.management.ratelimit import RateLimiter
+from api_stub.problems import PROBLEM_JSON, RATE_LIMITED
 from config import Settings
 from tests.management.conftest import TEST_CONFIG, Tokens, serve, settings_for
 from tests.support.redis_procs import RedisProcess
@@ -31,6 +32,14 @@ async def test_a_token_over_its_limit_gets_429_with_retry_after(
         refused = await mgmt.call("GET", f"{PREFIX}/metrics", "viewer")
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "15"
+        assert refused.headers["content-type"] == PROBLEM_JSON
+        assert refused.json() == {
+            "type": RATE_LIMITED.type,
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": "rate limit of 5 requests per 60s",
+            "instance": f"{PREFIX}/metrics",
+        }
         # Another token has its own budget.
         assert (await mgmt.call("GET", f"{PREFIX}/metrics", "operator")).status_code == 200
         # Refused actions are audited as such.
