@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api_stub.management.auth import Principal, Role
 from api_stub.management.guard import Admin, Management, require
 from api_stub.management.routes import LABEL, PREFIX
 from api_stub.management.tokens import TokenConflict, TokenStoreUnavailable, UnknownToken
+from api_stub.problems import CONFLICT, NOT_FOUND, REDIS_UNAVAILABLE, ProblemError, responses
 from api_stub.routes import json_response
 
 router = APIRouter(prefix=f"{PREFIX}/tokens", tags=["cache management"])
@@ -38,8 +39,8 @@ class TokenRequest(BaseModel):
         return value.lower()
 
 
-def _unavailable(exc: TokenStoreUnavailable) -> HTTPException:
-    return HTTPException(503, f"the token store is unavailable: {exc}")
+def _unavailable(exc: TokenStoreUnavailable) -> ProblemError:
+    return REDIS_UNAVAILABLE(f"the token store is unavailable: {exc}")
 
 
 @router.get("", summary="The management tokens, bootstrap and stored")
@@ -50,7 +51,12 @@ async def get_tokens(_who: Admin, m: Management) -> Response:
         raise _unavailable(exc) from exc
 
 
-@router.post("", status_code=201, summary="Add a token; it works at once in every process")
+@router.post(
+    "",
+    status_code=201,
+    summary="Add a token; it works at once in every process",
+    responses=responses(CONFLICT),
+)
 async def post_token(
     m: Management,
     who: Annotated[Principal, Depends(require(Role.ADMIN, "token.add"))],
@@ -60,7 +66,7 @@ async def post_token(
         try:
             token = await m.token_store.add(Role[body.role.upper()], body.label, who.id)
         except TokenConflict as exc:
-            raise HTTPException(409, str(exc)) from None
+            raise CONFLICT(str(exc)) from None
         except TokenStoreUnavailable as exc:
             raise _unavailable(exc) from exc
         outcome.result = body.model_dump()
@@ -68,7 +74,11 @@ async def post_token(
     return json_response(answer, 201)
 
 
-@router.delete("/{label}", summary="Revoke a token; refused at once in every process")
+@router.delete(
+    "/{label}",
+    summary="Revoke a token; refused at once in every process",
+    responses=responses(NOT_FOUND),
+)
 async def delete_token(
     m: Management,
     who: Annotated[Principal, Depends(require(Role.ADMIN, "token.revoke"))],
@@ -78,7 +88,7 @@ async def delete_token(
         try:
             revoked = await m.token_store.revoke(label, who.id)
         except UnknownToken as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise NOT_FOUND(str(exc)) from None
         except TokenStoreUnavailable as exc:
             raise _unavailable(exc) from exc
         outcome.result = {"label": label, "role": revoked.role}

@@ -55,6 +55,9 @@ MANAGEMENT_OPERATIONS = [
     "POST /dead-letters/replay",
     "DELETE /clear",
     "GET /audit",
+    "GET /tokens",
+    "POST /tokens",
+    "DELETE /tokens/{label}",
 ]
 
 
