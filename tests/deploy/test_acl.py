@@ -177,6 +177,7 @@ def test_the_cache_core_runs_under_the_app_user(
         redis_key_prefix=PREFIX,
         redis_socket_timeout=2.0,
         redis_connect_timeout=2.0,
+        **deployment.tls_settings(),
         _env_file=None,
     )
     cache = build_cache(settings)
@@ -207,6 +208,7 @@ def worker_settings_env(deployment: Deployment, master: RedisProcess) -> dict[st
         REDIS_KEY_PREFIX=PREFIX,
         REDIS_SOCKET_TIMEOUT="2",
         REDIS_CONNECT_TIMEOUT="2",
+        **deployment.tls_env(),
     )
     return env
 
@@ -250,10 +252,14 @@ def test_a_celery_worker_runs_under_the_worker_user(
         redis_username="worker",
         redis_password=deployment.password("worker"),
         redis_key_prefix=PREFIX,
+        **deployment.tls_settings(),
         _env_file=None,
     )
     app = Celery("acl_probe_client", set_as_current=False)
     app.conf.update(celeryconfig.from_settings(settings))
+    # The master speaks TLS only: broker and results ride rediss:// with the deploy's CA.
+    assert app.conf.broker_url.startswith("rediss://worker:")
+    assert app.conf.result_backend.startswith("rediss://worker:")
     try:
         replies = wait_for(
             lambda: app.control.inspect(timeout=1.0).ping(),
