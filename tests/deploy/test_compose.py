@@ -184,7 +184,9 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         # The certificate files the settings name are the ones compose mounts there.
         mounted = mounts(config["services"][name])
         tls_files = {
-            key: mounted[value] for key, value in environment.items() if key.startswith("REDIS_TLS_")
+            key: mounted[value]
+            for key, value in environment.items()
+            if key.startswith("REDIS_TLS_")
         }
         assert set(tls_files) == {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"}
         with monkeypatch.context() as patch:
@@ -214,9 +216,7 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         assert broker["redis_backend_use_ssl"]["ssl_ca_certs"] == ca
 
 
-def test_redis_sentinel_and_their_clients_speak_tls(
-    config: Any, deploy_tls: TlsFiles
-) -> None:
+def test_redis_sentinel_and_their_clients_speak_tls(config: Any, deploy_tls: TlsFiles) -> None:
     """Servers and Sentinels get their certificates but never the CA's key; the health checks
     and redis-commander connect with TLS and the deployment's CA."""
     services = config["services"]

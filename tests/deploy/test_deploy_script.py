@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.deploy.conftest import SECRET_NAMES, run_deploy_script
@@ -97,3 +99,81 @@ def test_an_operator_setting_in_the_env_file_is_rendered(tmp_path: Path) -> None
     assert run_deploy_script("--render-only", str(out)).returncode == 0
     assert "\nmaxmemory 2gb\n" in (out / "redis-master.conf").read_text()
     assert {k: v for k, v in read_env(env_file).items() if k in SECRET_NAMES} == secrets
+
+
+TLS_FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key")
+
+
+def openssl(*args: str) -> str:
+    result = subprocess.run(
+        ["openssl", *args], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def expires_in_days(cert: Path) -> float:
+    end = openssl("x509", "-in", str(cert), "-noout", "-enddate").strip().partition("=")[2]
+    expiry = datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+    return (expiry - datetime.now(UTC)).total_seconds() / 86400
+
+
+def test_the_tls_step_makes_a_private_ca_and_certificates(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    result = run_deploy_script("--render-only", str(out))
+    assert result.returncode == 0, result.stderr
+    tls = out / "tls"
+    assert mode(tls) == 0o700
+    for name in TLS_FILES:
+        assert mode(tls / name) == (0o600 if name.endswith(".key") else 0o644), name
+    ca = str(tls / "ca.crt")
+    assert "CA:TRUE" in openssl("x509", "-in", ca, "-noout", "-ext", "basicConstraints")
+    for leaf, usage in (("server", "TLS Web Server"), ("client", "TLS Web Client")):
+        cert = str(tls / f"{leaf}.crt")
+        assert openssl("verify", "-CAfile", ca, cert).strip() == f"{cert}: OK"
+        assert usage in openssl("x509", "-in", cert, "-noout", "-ext", "extendedKeyUsage")
+        assert 800 < expires_in_days(tls / f"{leaf}.crt") < 830  # renewed well before 2 years
+    assert 3600 < expires_in_days(tls / "ca.crt") < 3660
+    sans = openssl("x509", "-in", str(tls / "server.crt"), "-noout", "-ext", "subjectAltName")
+    for name in ("redis-master", "redis-replica", "redis-sentinel-1", "redis-sentinel-3"):
+        assert f"DNS:{name}" in sans
+    assert "IP Address:127.0.0.1" in sans
+    # The rendered configs name these files (in the container's copy), TLS only.
+    master_conf = (out / "redis-master.conf").read_text()
+    assert "\nport 0\ntls-port 6379\n" in master_conf
+    assert "\ntls-replication yes\n" in master_conf
+    assert "\ntls-ca-cert-file /data/tls/ca.crt\n" in master_conf
+    sentinel_conf = (out / "sentinel.conf").read_text()
+    assert "\nport 0\ntls-port 26379\n" in sentinel_conf
+    assert "\ntls-replication yes\n" in sentinel_conf
+
+
+def test_a_second_run_keeps_the_certificates_and_replaces_only_what_is_unusable(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "deploy"
+    assert run_deploy_script("--render-only", str(out)).returncode == 0
+    tls = out / "tls"
+    first = {name: (tls / name).read_bytes() for name in TLS_FILES}
+    (tls / "server.key").chmod(0o644)  # loosened by hand: tightened again
+
+    second = run_deploy_script("--render-only", str(out))
+    assert second.returncode == 0, second.stderr
+    assert "tls: CA kept" in second.stdout
+    assert {name: (tls / name).read_bytes() for name in TLS_FILES} == first
+    assert mode(tls / "server.key") == 0o600
+
+    # A missing client certificate is made again; the CA and the server's stay.
+    (tls / "client.crt").unlink()
+    third = run_deploy_script("--render-only", str(out))
+    assert third.returncode == 0, third.stderr
+    assert "tls: client certificate generated" in third.stdout
+    assert (tls / "client.crt").read_bytes() != first["client.crt"]
+    for name in ("ca.crt", "ca.key", "server.crt", "server.key"):
+        assert (tls / name).read_bytes() == first[name], name
+    # Renewal: a certificate that expires within the window (here 900 days) is replaced.
+    renewed = run_deploy_script("--render-only", str(out), DEPLOY_TLS_RENEW_DAYS="900")
+    assert renewed.returncode == 0, renewed.stderr
+    assert "tls: server certificate generated" in renewed.stdout
+    assert "tls: CA kept" in renewed.stdout
+    assert (tls / "ca.crt").read_bytes() == first["ca.crt"]
