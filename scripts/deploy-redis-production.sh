@@ -99,6 +99,7 @@ if [ ! -e "$env_file" ]; then
         '# API_BIND=0.0.0.0' \
         '# FLOWER_BIND=127.0.0.1' \
         '# REDIS_COMMANDER_BIND=127.0.0.1' \
+        '# REDIS_TLS_AUTH_CLIENTS=optional' \
         >>"$env_file"
 fi
 # Also tightens a file someone loosened.
