@@ -14,8 +14,9 @@
 #
 # TLS: a private CA and the certificates Redis, the Sentinels and the clients use, made with
 # openssl into DEPLOY_TLS_DIR (default var/tls; DIR/tls with --render-only). Kept on the next
-# run; a certificate is made again only when it is missing, no longer the CA's, or expires
-# within DEPLOY_TLS_RENEW_DAYS (default 30).
+# run; a certificate is made again only when it is missing, no longer the CA's, lacks a name
+# the servers are reached by, or expires within DEPLOY_TLS_RENEW_DAYS (default 30).
+# DEPLOY_TLS_EXTRA_NAMES adds names to the server certificate ("DNS:redis.example,IP:10.0.0.5").
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -129,6 +130,7 @@ tls_renew_days="${DEPLOY_TLS_RENEW_DAYS:-30}"
 # Names the servers are reached by: compose service names (Sentinel announces host names, so
 # clients verify these), and the loopback for health checks and tests on one host.
 tls_server_names="DNS:redis-master,DNS:redis-replica,DNS:redis-sentinel-1,DNS:redis-sentinel-2,DNS:redis-sentinel-3,DNS:localhost,IP:127.0.0.1"
+tls_server_names+="${DEPLOY_TLS_EXTRA_NAMES:+,$DEPLOY_TLS_EXTRA_NAMES}"
 
 tls_new_key() {
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
@@ -139,14 +141,22 @@ tls_serial() {
     printf '0x%s' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 }
 
-# Kept when present, valid for another renewal period and (for a leaf) signed by the CA.
+# Kept when present, valid for another renewal period, (for a leaf) signed by the CA and
+# naming every name in $3 (comma-separated subjectAltName entries).
 tls_usable() {
-    local cert="$1" key="$2"
+    local cert="$1" key="$2" sans="${3:-}" have name
+    local -a names=()
     [ -s "$cert" ] && [ -s "$key" ] || return 1
     openssl x509 -in "$cert" -noout -checkend $((tls_renew_days * 86400)) >/dev/null 2>&1 || return 1
     if [ "$cert" != "$tls_dir/ca.crt" ]; then
         openssl verify -CAfile "$tls_dir/ca.crt" "$cert" >/dev/null 2>&1 || return 1
     fi
+    have="$(openssl x509 -in "$cert" -noout -ext subjectAltName 2>/dev/null | tr -d ' \n'),"
+    IFS=, read -ra names <<<"$sans"
+    for name in "${names[@]}"; do
+        # openssl prints "IP Address:" where the configuration says "IP:".
+        [[ "$have" == *"${name/#IP:/IPAddress:},"* ]] || return 1
+    done
 }
 
 tls_make_ca() {
@@ -167,8 +177,8 @@ tls_make_ca() {
 
 # tls_make_leaf NAME CN EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]
 tls_make_leaf() {
-    local name="$1" cn="$2" usage="$3" sans="${4:-}" ext
-    if tls_usable "$tls_dir/$name.crt" "$tls_dir/$name.key"; then
+    local name="$1" cn="$2" usage="$3" sans="${4:-}" ext signed
+    if tls_usable "$tls_dir/$name.crt" "$tls_dir/$name.key" "$sans"; then
         echo "tls: $name certificate kept"
         return
     fi
@@ -185,9 +195,14 @@ tls_make_leaf() {
     } >"$ext"
     tls_new_key "$tls_dir/$name.key.new"
     openssl req -new -key "$tls_dir/$name.key.new" -subj "/CN=$cn" -out "$tls_dir/$name.csr"
-    openssl x509 -req -in "$tls_dir/$name.csr" -CA "$tls_dir/ca.crt" -CAkey "$tls_dir/ca.key" \
-        -set_serial "$(tls_serial)" -sha256 -days "$tls_leaf_days" -extfile "$ext" \
-        -out "$tls_dir/$name.crt.new" 2>/dev/null
+    # openssl reports success on stderr too: shown only when signing fails.
+    if ! signed="$(openssl x509 -req -in "$tls_dir/$name.csr" -CA "$tls_dir/ca.crt" \
+        -CAkey "$tls_dir/ca.key" -set_serial "$(tls_serial)" -sha256 -days "$tls_leaf_days" \
+        -extfile "$ext" -out "$tls_dir/$name.crt.new" 2>&1)"; then
+        echo "tls: openssl could not sign the $name certificate: $signed" >&2
+        rm -f "$tls_dir/$name".*.new "$tls_dir/$name.csr" "$ext"
+        exit 1
+    fi
     rm -f "$tls_dir/$name.csr" "$ext"
     mv "$tls_dir/$name.key.new" "$tls_dir/$name.key"
     mv "$tls_dir/$name.crt.new" "$tls_dir/$name.crt"
@@ -195,10 +210,19 @@ tls_make_leaf() {
 }
 
 make_tls_certificates() {
+    local extra name
     if ! command -v openssl >/dev/null 2>&1; then
         echo "openssl is not installed; it makes the TLS certificates" >&2
         exit 1
     fi
+    IFS=, read -ra extra <<<"${DEPLOY_TLS_EXTRA_NAMES:-}"
+    for name in "${extra[@]}"; do
+        if ! [[ "$name" =~ ^(DNS:[A-Za-z0-9*.-]+|IP:[0-9A-Fa-f:.]+)$ ]]; then
+            echo "DEPLOY_TLS_EXTRA_NAMES: expected DNS:<name> or IP:<address> entries," \
+                "got '$name'" >&2
+            exit 2
+        fi
+    done
     mkdir -p "$tls_dir"
     chmod 700 "$tls_dir"
     tls_make_ca

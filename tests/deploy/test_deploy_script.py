@@ -177,3 +177,27 @@ def test_a_second_run_keeps_the_certificates_and_replaces_only_what_is_unusable(
     assert "tls: server certificate generated" in renewed.stdout
     assert "tls: CA kept" in renewed.stdout
     assert (tls / "ca.crt").read_bytes() == first["ca.crt"]
+
+
+def test_extra_server_names_replace_only_the_server_certificate(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    assert run_deploy_script("--render-only", str(out)).returncode == 0
+    tls = out / "tls"
+    first = {name: (tls / name).read_bytes() for name in TLS_FILES}
+
+    bad = run_deploy_script("--render-only", str(out), DEPLOY_TLS_EXTRA_NAMES="redis.example")
+    assert bad.returncode == 2
+    assert "DEPLOY_TLS_EXTRA_NAMES" in bad.stderr
+    assert {name: (tls / name).read_bytes() for name in TLS_FILES} == first
+
+    names = "DNS:redis.example,IP:10.0.0.5"
+    added = run_deploy_script("--render-only", str(out), DEPLOY_TLS_EXTRA_NAMES=names)
+    assert added.returncode == 0, added.stderr
+    sans = openssl("x509", "-in", str(tls / "server.crt"), "-noout", "-ext", "subjectAltName")
+    assert "DNS:redis.example" in sans and "IP Address:10.0.0.5" in sans
+    assert "DNS:redis-master" in sans
+    for name in ("ca.crt", "client.crt", "client.key"):
+        assert (tls / name).read_bytes() == first[name], name
+    # The same names again: nothing to do.
+    again = run_deploy_script("--render-only", str(out), DEPLOY_TLS_EXTRA_NAMES=names)
+    assert "tls: server certificate kept" in again.stdout
