@@ -9,6 +9,7 @@ Every default is documented where it is defined, with the reason.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -220,7 +221,7 @@ class Settings(BaseSettings):
         # A missing file would only fail at the first connection, as a Redis outage.
         for name in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"):
             path = getattr(self, name)
-            if path and not Path(path).is_file():
+            if path and not (Path(path).is_file() and os.access(path, os.R_OK)):
                 raise ValueError(f"{name.upper()} is not a readable file: {path}")
         if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
             raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")

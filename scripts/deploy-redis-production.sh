@@ -238,6 +238,9 @@ make_tls_certificates() {
 grant_tls_to_app() {
     if [ "$(id -u)" = 0 ]; then
         chown 10001 "$tls_dir/client.key"
+    elif [ "$(stat -c %u "$tls_dir/client.key")" != 10001 ]; then
+        echo "warning: the application containers (uid 10001) cannot read $tls_dir/client.key;" \
+            "run this script as root once, or: sudo chown 10001 $tls_dir/client.key" >&2
     fi
 }
 
