@@ -110,6 +110,8 @@ def off_reason(settings: Any) -> str | None:
         return "Redis Cluster: tracking per master node is not implemented"
     if settings.redis_read_from_replica:
         return "reads from replicas: a replica may answer the old value after the push"
+    if settings.uses_tls:
+        return "TLS: the tracking connection reads its socket directly (plain TCP only)"
     return None
 
 

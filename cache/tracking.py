@@ -31,9 +31,6 @@ How it is tracked, and why:
   tier is flushed). **Cluster**: the tier is off (one tracker per master node and slot
   moves are not done yet). Reads from replicas: off too (a replica may answer with the old
   value after the master's push arrived).
-- **TLS**: the socket is the pool's, so a TLS deployment's tracker speaks TLS like every other
-  connection. A TLS socket holds decrypted bytes that ``select`` cannot see, so a read goes
-  on until the socket would block and nothing is left buffered.
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ import contextlib
 import logging
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -67,11 +63,6 @@ def _pack(*args: str | int) -> bytes:
         data = str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
-
-
-def _buffered(sock: socket.socket) -> int:
-    """Bytes a TLS socket has decrypted but not returned yet (0 for plain TCP)."""
-    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def _call(sock: socket.socket, reader: Any, packed: bytes) -> Any:
@@ -214,14 +205,12 @@ class Tracker:
             while True:
                 try:
                     data = sock.recv(65536)
-                except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                except (BlockingIOError, InterruptedError):
                     break
                 if not data:
                     raise RedisConnectionError("tracking connection closed by the server")
                 self._reader.feed(data)
-                # A short read emptied the kernel's buffer; TLS returns one record per read
-                # and may hold more that select() would not report.
-                if len(data) < 65536 and not _buffered(sock):
+                if len(data) < 65536:
                     break
             got = False
             while (message := self._reader.gets()) is not False:

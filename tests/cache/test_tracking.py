@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +17,7 @@ from cache import MISS, CacheService, DataType, build_cache
 from cache.near import NearCache
 from config import Settings, load_settings
 from services import Services
-from tests.support.redis_procs import (
-    RedisProcess,
-    make_tls_files,
-    start_redis,
-    start_replica,
-    start_sentinels,
-)
+from tests.support.redis_procs import RedisProcess, start_redis, start_replica, start_sentinels
 
 M = DataType.MEMBER
 
@@ -315,44 +308,3 @@ def test_a_bulk_write_flushes_the_tier(services: Services, other: CacheService) 
     assert other.delete(*keys) == 2000  # one UNLINK of 2,000 keys: one push naming them all
     assert _until(lambda: near.counters.flushes > flushes and len(near) == 0, 1.0)
     assert all(cache.get(key, M) is MISS for key in keys[:5])
-
-
-def test_pushes_arrive_over_tls(tmp_path: Path) -> None:
-    """The tracking connection of a TLS deployment speaks TLS; a push that follows a burst of
-    writes (many TLS records, more than one read) still drops every entry it names."""
-    tls = make_tls_files(tmp_path)
-    with start_redis(tls=tls) as proc:
-        settings = load_settings(
-            redis_host="127.0.0.1",
-            redis_port=proc.port,
-            redis_key_prefix="near-tls:",
-            redis_tls=True,
-            redis_tls_ca_file=str(tls.ca_cert),
-            redis_tls_cert_file=str(tls.client_cert),
-            redis_tls_key_file=str(tls.client_key),
-            _env_file=None,
-        )
-        writer = build_cache(settings)
-        try:
-            with _open(settings) as services:
-                cache, near = services.cache, _near(services)
-                keys = [cache.keys.member(n) for n in range(200)]
-                for n, key in enumerate(keys):
-                    assert writer.write_through(key, {"id": n, "v": 1}, 1, M)
-
-                def all_near_hits() -> bool:
-                    # A read overtaken by its own write's push is not kept: read again.
-                    before = near.counters.hits
-                    for n, key in enumerate(keys):
-                        assert cache.get(key, M) == {"id": n, "v": 1}
-                    return near.counters.hits - before == len(keys)
-
-                assert _until(all_near_hits)
-                for n, key in enumerate(keys):
-                    assert writer.write_through(key, {"id": n, "v": 2}, 2, M)
-                assert _until(
-                    lambda: all(cache.get(k, M) == {"id": n, "v": 2} for n, k in enumerate(keys))
-                )
-                assert near.counters.invalidations >= len(keys)
-        finally:
-            writer.close()
