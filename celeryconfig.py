@@ -8,6 +8,7 @@ Celery reference, ``DOCS#std-setting-<name>``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -82,10 +83,24 @@ def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
         # The Sentinels name the master; after a failover they name the new one
         # (REDIS_DOCS#configuration). Their own password, when set, is separate.
         options["master_name"] = settings.redis_sentinel_master
+        # The Sentinels of a TLS deployment speak TLS too: the *_use_ssl settings below only
+        # reach the master's connections, these reach the Sentinels'.
+        sentinel_kwargs = settings.redis_tls_options.redis_kwargs()
         sentinel_password = settings.redis_sentinel_password.get_secret_value()
         if sentinel_password:
-            options["sentinel_kwargs"] = {"password": sentinel_password}
+            sentinel_kwargs["password"] = sentinel_password
+        if sentinel_kwargs:
+            options["sentinel_kwargs"] = sentinel_kwargs
     return options
+
+
+def redis_ssl(settings: Settings, url: str) -> dict[str, Any] | None:
+    """The TLS options of a Redis broker or result URL: rediss://, or sentinel:// with
+    REDIS_TLS on; None for plain Redis and for other transports (amqp://)."""
+    scheme = url.partition("://")[0]
+    if scheme == "rediss" or (scheme == "sentinel" and settings.uses_tls):
+        return replace(settings.redis_tls_options, enabled=True).celery_ssl()
+    return None
 
 
 def task_queues() -> tuple[Queue, ...]:
@@ -106,7 +121,15 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # past the visibility timeout. Every 10 s costs one ZRANGE per worker.
         "unacked_restore_throttle": 1,
     }
-    return {
+    tls: dict[str, Any] = {}
+    # DOCS#std-setting-broker_use_ssl and #std-setting-redis_backend_use_ssl: the CA and the
+    # client certificate of REDIS_TLS_*, the certificate always verified (Celery refuses a
+    # rediss:// URL without ssl_cert_reqs; CERT_NONE would accept any server).
+    if (broker_ssl := redis_ssl(settings, broker)) is not None:
+        tls["broker_use_ssl"] = broker_ssl
+    if (results_ssl := redis_ssl(settings, results)) is not None:
+        tls["redis_backend_use_ssl"] = results_ssl
+    return tls | {
         # --- where ------------------------------------------------------------------------
         # DOCS#std-setting-broker_url: sentinel:// URLs (one per Sentinel) when
         # REDIS_SENTINELS is set, so the broker follows a failover.

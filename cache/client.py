@@ -60,17 +60,6 @@ class AsyncClients:
                 await sentinel.aclose()
 
 
-def _tls_kwargs(settings: Settings) -> dict[str, Any]:
-    if not settings.uses_tls:
-        return {}
-    return {
-        "ssl": True,
-        "ssl_ca_certs": settings.redis_tls_ca_file,
-        "ssl_certfile": settings.redis_tls_cert_file,
-        "ssl_keyfile": settings.redis_tls_key_file,
-    }
-
-
 def _common(settings: Settings, *, asyncio: bool) -> dict[str, Any]:
     password = settings.redis_password.get_secret_value() or None
     return {
@@ -95,7 +84,12 @@ def _pool_wait(settings: Settings) -> float:
 
 
 def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"socket_timeout": settings.redis_socket_timeout}
+    # The Sentinels of a TLS deployment speak TLS too, with the same CA (deploy/redis).
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        **settings.redis_tls_options.redis_kwargs(),
+    }
     if settings.redis_sentinel_password.get_secret_value():
         kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
         kwargs["username"] = settings.redis_sentinel_username
@@ -125,7 +119,7 @@ _ASYNC = _Flavour(
 
 def _connect(settings: Settings, flavour: _Flavour, asyncio: bool) -> tuple[Mode, Any, Any, Any]:
     """(mode, writer, reader, sentinel) for the settings, in the given I/O style."""
-    common = _common(settings, asyncio=asyncio) | _tls_kwargs(settings)
+    common = _common(settings, asyncio=asyncio) | settings.redis_tls_options.redis_kwargs()
     if settings.redis_mode == "cluster":
         cluster = flavour.cluster(
             startup_nodes=[

@@ -9,6 +9,7 @@ Every default is documented where it is defined, with the reason.
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import urls
+from config.tls import RedisTls
 from config.tokens import parse_tokens
 from config.urls import mask_url
 
@@ -69,6 +71,9 @@ class Settings(BaseSettings):
     redis_read_from_replica: bool = False  # reads may lag the master by replication delay
     # Cluster: "host:port,host:port" startup nodes; when set, the cache runs on Redis Cluster.
     redis_cluster_nodes: str = ""
+    # TLS towards Redis and the Sentinels (config/tls.py): one group for every connection.
+    # Also on with a rediss:// REDIS_URL. The CA signs the servers' certificates (empty: the
+    # system's CAs); the client certificate and key go together, for servers that ask.
     redis_tls: bool = False
     redis_tls_ca_file: str | None = None
     redis_tls_cert_file: str | None = None
@@ -228,6 +233,17 @@ class Settings(BaseSettings):
             raise ValueError("writebehind_replicas needs a standalone or Sentinel master")
         return self
 
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        # A missing file would only fail at the first connection, as a Redis outage.
+        for name in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file"):
+            path = getattr(self, name)
+            if path and not (Path(path).is_file() and os.access(path, os.R_OK)):
+                raise ValueError(f"{name.upper()} is not a readable file: {path}")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
+        return self
+
     @field_validator("redis_key_prefix")
     @classmethod
     def _prefix_is_plain(cls, value: str) -> str:
@@ -328,6 +344,16 @@ class Settings(BaseSettings):
     @property
     def uses_tls(self) -> bool:
         return self.redis_tls or (self.redis_url or "").startswith("rediss://")
+
+    @cached_property
+    def redis_tls_options(self) -> RedisTls:
+        """The REDIS_TLS_* group as one object (config/tls.py), for every Redis connection."""
+        return RedisTls(
+            enabled=self.uses_tls,
+            ca_file=self.redis_tls_ca_file or None,
+            cert_file=self.redis_tls_cert_file or None,
+            key_file=self.redis_tls_key_file or None,
+        )
 
     def redis_url_for(self, db: int | None = None) -> str:
         """The Redis URL of the standalone server, with the password, for one database."""

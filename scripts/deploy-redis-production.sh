@@ -11,6 +11,12 @@
 # are 256-bit random hex (safe in URLs, ACL rules and config files), written to a mode 600 file
 # and never printed. Settings: DEPLOY_ENV_FILE (default .env.production), DEPLOY_RENDERED_DIR
 # (default var/deploy), DEPLOY_TIMEOUT (seconds to wait for health, default 300), PYTHON.
+#
+# TLS: a private CA and the certificates Redis, the Sentinels and the clients use, made with
+# openssl into DEPLOY_TLS_DIR (default var/tls; DIR/tls with --render-only). Kept on the next
+# run; a certificate is made again only when it is missing, no longer the CA's, lacks a name
+# the servers are reached by, or expires within DEPLOY_TLS_RENEW_DAYS (default 30).
+# DEPLOY_TLS_EXTRA_NAMES adds names to the server certificate ("DNS:redis.example,IP:10.0.0.5").
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -57,9 +63,11 @@ if [ -n "$render_only" ]; then
     render_only="$(cd "$render_only" && pwd)"
     env_file="${DEPLOY_ENV_FILE:-$render_only/.env.production}"
     rendered="$render_only"
+    tls_dir="${DEPLOY_TLS_DIR:-$render_only/tls}"
 else
     env_file="${DEPLOY_ENV_FILE:-$root/.env.production}"
     rendered="${DEPLOY_RENDERED_DIR:-$root/var/deploy}"
+    tls_dir="${DEPLOY_TLS_DIR:-$root/var/tls}"
 fi
 
 # --- secrets ----------------------------------------------------------------------------------
@@ -92,6 +100,7 @@ if [ ! -e "$env_file" ]; then
         '# API_BIND=0.0.0.0' \
         '# FLOWER_BIND=127.0.0.1' \
         '# REDIS_COMMANDER_BIND=127.0.0.1' \
+        '# REDIS_TLS_AUTH_CLIENTS=optional' \
         >>"$env_file"
 fi
 # Also tightens a file someone loosened.
@@ -110,6 +119,132 @@ for name in "${secrets[@]}"; do
     fi
 done
 echo "secrets: ${added} generated, $((${#secrets[@]} - added)) kept in ${env_file}"
+
+# --- TLS certificates ---------------------------------------------------------------------------
+# One private CA signs a server certificate (every Redis server and Sentinel presents it) and a
+# client certificate (the servers when they connect out, the API, workers, beat and Flower).
+# EC P-256 keys: small, fast handshakes, supported by redis-server, redis-py and Node.
+tls_ca_days=3650    # the CA outlives many leaf renewals; replacing it means redistributing it
+tls_leaf_days=825   # the longest validity clients commonly accept for a server certificate
+tls_renew_days="${DEPLOY_TLS_RENEW_DAYS:-30}"
+# Names the servers are reached by: compose service names (Sentinel announces host names, so
+# clients verify these), and the loopback for health checks and tests on one host.
+tls_server_names="DNS:redis-master,DNS:redis-replica,DNS:redis-sentinel-1,DNS:redis-sentinel-2,DNS:redis-sentinel-3,DNS:localhost,IP:127.0.0.1"
+tls_server_names+="${DEPLOY_TLS_EXTRA_NAMES:+,$DEPLOY_TLS_EXTRA_NAMES}"
+
+tls_new_key() {
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
+    chmod 600 "$1"
+}
+
+tls_serial() {
+    printf '0x%s' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+}
+
+# Kept when present, valid for another renewal period, (for a leaf) signed by the CA and
+# naming every name in $3 (comma-separated subjectAltName entries).
+tls_usable() {
+    local cert="$1" key="$2" sans="${3:-}" have name
+    local -a names=()
+    [ -s "$cert" ] && [ -s "$key" ] || return 1
+    openssl x509 -in "$cert" -noout -checkend $((tls_renew_days * 86400)) >/dev/null 2>&1 || return 1
+    if [ "$cert" != "$tls_dir/ca.crt" ]; then
+        openssl verify -CAfile "$tls_dir/ca.crt" "$cert" >/dev/null 2>&1 || return 1
+    fi
+    have="$(openssl x509 -in "$cert" -noout -ext subjectAltName 2>/dev/null | tr -d ' \n'),"
+    IFS=, read -ra names <<<"$sans"
+    for name in "${names[@]}"; do
+        # openssl prints "IP Address:" where the configuration says "IP:".
+        [[ "$have" == *"${name/#IP:/IPAddress:},"* ]] || return 1
+    done
+}
+
+tls_make_ca() {
+    if tls_usable "$tls_dir/ca.crt" "$tls_dir/ca.key"; then
+        echo "tls: CA kept"
+        return
+    fi
+    tls_new_key "$tls_dir/ca.key.new"
+    openssl req -x509 -new -key "$tls_dir/ca.key.new" -sha256 -days "$tls_ca_days" \
+        -subj "/CN=membership-cache Redis CA" -set_serial "$(tls_serial)" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -out "$tls_dir/ca.crt.new"
+    mv "$tls_dir/ca.key.new" "$tls_dir/ca.key"
+    mv "$tls_dir/ca.crt.new" "$tls_dir/ca.crt"
+    echo "tls: CA generated (valid ${tls_ca_days} days)"
+}
+
+# tls_make_leaf NAME CN EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]
+tls_make_leaf() {
+    local name="$1" cn="$2" usage="$3" sans="${4:-}" ext signed
+    if tls_usable "$tls_dir/$name.crt" "$tls_dir/$name.key" "$sans"; then
+        echo "tls: $name certificate kept"
+        return
+    fi
+    ext="$tls_dir/$name.ext"
+    {
+        echo "basicConstraints=critical,CA:FALSE"
+        echo "keyUsage=critical,digitalSignature"
+        echo "extendedKeyUsage=$usage"
+        echo "subjectKeyIdentifier=hash"
+        echo "authorityKeyIdentifier=keyid,issuer"
+        if [ -n "$sans" ]; then
+            echo "subjectAltName=$sans"
+        fi
+    } >"$ext"
+    tls_new_key "$tls_dir/$name.key.new"
+    openssl req -new -key "$tls_dir/$name.key.new" -subj "/CN=$cn" -out "$tls_dir/$name.csr"
+    # openssl reports success on stderr too: shown only when signing fails.
+    if ! signed="$(openssl x509 -req -in "$tls_dir/$name.csr" -CA "$tls_dir/ca.crt" \
+        -CAkey "$tls_dir/ca.key" -set_serial "$(tls_serial)" -sha256 -days "$tls_leaf_days" \
+        -extfile "$ext" -out "$tls_dir/$name.crt.new" 2>&1)"; then
+        echo "tls: openssl could not sign the $name certificate: $signed" >&2
+        rm -f "$tls_dir/$name".*.new "$tls_dir/$name.csr" "$ext"
+        exit 1
+    fi
+    rm -f "$tls_dir/$name.csr" "$ext"
+    mv "$tls_dir/$name.key.new" "$tls_dir/$name.key"
+    mv "$tls_dir/$name.crt.new" "$tls_dir/$name.crt"
+    echo "tls: $name certificate generated (valid ${tls_leaf_days} days)"
+}
+
+make_tls_certificates() {
+    local extra name
+    if ! command -v openssl >/dev/null 2>&1; then
+        echo "openssl is not installed; it makes the TLS certificates" >&2
+        exit 1
+    fi
+    IFS=, read -ra extra <<<"${DEPLOY_TLS_EXTRA_NAMES:-}"
+    for name in "${extra[@]}"; do
+        if ! [[ "$name" =~ ^(DNS:[A-Za-z0-9*.-]+|IP:[0-9A-Fa-f:.]+)$ ]]; then
+            echo "DEPLOY_TLS_EXTRA_NAMES: expected DNS:<name> or IP:<address> entries," \
+                "got '$name'" >&2
+            exit 2
+        fi
+    done
+    mkdir -p "$tls_dir"
+    chmod 700 "$tls_dir"
+    tls_make_ca
+    tls_make_leaf server redis serverAuth "$tls_server_names"
+    tls_make_leaf client membership-cache-client clientAuth
+    # Keys stay private (600, also when someone loosened them); certificates are public.
+    chmod 600 "$tls_dir"/*.key
+    chmod 644 "$tls_dir"/*.crt
+}
+
+# The application image runs as uid 10001 (deploy/Dockerfile) and reads the client key from a
+# read-only bind mount: it must own its copy. redis-server copies its files into its volume.
+grant_tls_to_app() {
+    if [ "$(id -u)" = 0 ]; then
+        chown 10001 "$tls_dir/client.key"
+    elif [ "$(stat -c %u "$tls_dir/client.key")" != 10001 ]; then
+        echo "warning: the application containers (uid 10001) cannot read $tls_dir/client.key;" \
+            "run this script as root once, or: sudo chown 10001 $tls_dir/client.key" >&2
+    fi
+}
+
+make_tls_certificates
 
 # --- configs ----------------------------------------------------------------------------------
 "$python" "$root/deploy/render.py" --env-file "$env_file" --out "$rendered"
@@ -130,6 +265,8 @@ else
 fi
 compose+=(--project-name "$project" --env-file "$env_file" --file "$root/docker-compose.yml")
 export DEPLOY_RENDERED_DIR="$rendered"
+export DEPLOY_TLS_DIR="$tls_dir"
+grant_tls_to_app
 
 "${compose[@]}" up -d --build --remove-orphans
 

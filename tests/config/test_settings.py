@@ -10,6 +10,7 @@ import pytest
 
 from cache import MISS, DataType, build_cache
 from config import ConfigError, load_settings
+from tests.support.redis_procs import make_tls_files
 
 DESIGN_DEFAULTS = {
     "redis_host": "localhost",
@@ -165,3 +166,19 @@ def test_production_refuses_an_unauthenticated_redis(monkeypatch: pytest.MonkeyP
         load_settings()
     monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
     assert load_settings().environment == "production"
+
+
+def test_tls_files_must_exist_and_go_together(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    with pytest.raises(ConfigError, match="REDIS_TLS_CA_FILE") as caught:
+        load_settings(redis_tls=True, redis_tls_ca_file=str(tmp_path / "missing.crt"))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE"):
+        load_settings(redis_tls=True, redis_tls_cert_file=str(tls.client_cert))
+    options = load_settings(
+        redis_url="rediss://cache.internal:6380/0", redis_tls_ca_file=str(tls.ca_cert)
+    ).redis_tls_options
+    assert options.enabled  # rediss:// alone turns TLS on
+    assert options.redis_kwargs()["ssl_ca_certs"] == str(tls.ca_cert)
+    assert options.redis_kwargs()["ssl_check_hostname"] is True
+    assert load_settings().redis_tls_options.redis_kwargs() == {}

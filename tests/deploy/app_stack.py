@@ -4,8 +4,8 @@ A master, a replica and three Sentinels from the rendered deploy/redis configs
 (tests/deploy/conftest.py); the environment of the API (ACL user ``app``, started by
 tests/support/api_process.py) and of a real ``celery worker`` (ACL user ``worker``), both
 finding the master through the Sentinels: REDIS_SENTINELS, REDIS_SENTINEL_MASTER,
-REDIS_SENTINEL_PASSWORD, and sentinel:// broker and result URLs, one chunk per Sentinel, as in
-the x-app-env block of docker-compose.yml.
+REDIS_SENTINEL_PASSWORD, REDIS_TLS_* (every server and Sentinel speaks TLS only), and sentinel://
+broker and result URLs, one chunk per Sentinel, as in the x-app-env block of docker-compose.yml.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def app_env(cluster: Cluster, user: str, database_url: str, **extra: str) -> dic
         "CELERY_RESULT_BACKEND": sentinel_urls(RESULTS_DB),
         "REDIS_USERNAME": user,
         "REDIS_PASSWORD": deployment.password(user),
+        **deployment.tls_env(),
         **extra,
     }
 

@@ -2,13 +2,18 @@
 
 The configs are rendered by deploy/render.py exactly as in production, with the values a test
 machine needs: the master's address (127.0.0.1 and a free port, never 6379), a data directory
-that exists, a small maxmemory where a test fills memory. tests/support/redis_procs.py then
-appends only its listen overrides (bind, port, dir, logfile) and what a test names explicitly.
+that exists, a small maxmemory where a test fills memory, and the directory of the TLS
+certificates, which scripts/deploy-redis-production.sh makes once per session (its own openssl
+step). tests/support/redis_procs.py then appends only its listen overrides (bind, the TLS port,
+dir, logfile) and what a test names explicitly. Every server and Sentinel speaks TLS only.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +24,10 @@ import redis
 
 from deploy.render import render_dir
 from tests.support import redis_procs
-from tests.support.redis_procs import HOST, RedisProcess, start_redis, wait_for
+from tests.support.redis_procs import HOST, RedisProcess, TlsFiles, start_redis, wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_SCRIPT = ROOT / "scripts" / "deploy-redis-production.sh"
 MASTER_NAME = "mymaster"
 PREFIX = "membership:"
 SHARED_REDIS_PORT = 6379
@@ -54,12 +61,52 @@ def generate_secrets() -> dict[str, str]:
     return {name: secrets.token_hex(32) for name in SECRET_NAMES}
 
 
+def run_deploy_script(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/deploy-redis-production.sh with none of the stack's settings inherited."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SECRET_NAMES and not key.startswith(("REDIS_", "DEPLOY_"))
+    }
+    return subprocess.run(
+        ["bash", str(DEPLOY_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "PYTHON": sys.executable, **env},
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+
+
+def tls_files(directory: Path) -> TlsFiles:
+    """The files the deploy script writes into its TLS directory, by their names there."""
+    return TlsFiles(
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.crt",
+        client_key=directory / "client.key",
+    )
+
+
+@pytest.fixture(scope="session")
+def deploy_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """The CA and certificates of the deploy script's TLS step, made once per session."""
+    out = tmp_path_factory.mktemp("deploy-tls")
+    result = run_deploy_script("--render-only", str(out))
+    assert result.returncode == 0, result.stderr
+    return tls_files(out / "tls")
+
+
 @dataclass
 class Deployment:
     """One rendering of deploy/redis/ into ``directory`` and the secrets it was made from."""
 
     directory: Path
     env: dict[str, str]
+    tls: TlsFiles
     overrides: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,16 +137,19 @@ class Deployment:
             "REDIS_DATA_DIR": str(self.directory),
             "REDIS_MASTER_HOST": HOST,
             "REDIS_MASTER_PORT": str(master_port),
+            "REDIS_TLS_DIR": str(self.tls.ca_cert.parent),
             **overrides,
         }
         render_dir(self.directory, values)
 
     def start_master(self, extra: Mapping[str, str] | None = None) -> RedisProcess:
-        return start_redis(config_file=self.master_conf, extra=extra)
+        return start_redis(
+            config_file=self.master_conf, extra=extra, tls=self.tls, tls_in_config=True
+        )
 
     def start_replica(self, master: RedisProcess) -> RedisProcess:
         self.render(master.port, **self.overrides)
-        replica = start_redis(config_file=self.replica_conf)
+        replica = start_redis(config_file=self.replica_conf, tls=self.tls, tls_in_config=True)
 
         def linked() -> bool:
             return self.replication(replica).get("master_link_status") == "up"
@@ -117,7 +167,7 @@ class Deployment:
         text = self.sentinel_conf.read_text()
 
         def render(port: int, directory: Path) -> str:
-            listen = redis_procs._listen_directives(port, directory, None)
+            listen = redis_procs._listen_directives(port, directory, self.tls, certificates=False)
             return f"{text}# ---- listen overrides of the test\n{redis_procs._render(listen)}"
 
         return redis_procs._launch(
@@ -125,7 +175,21 @@ class Deployment:
             render=render,
             sentinel=True,
             password=self.env["REDIS_SENTINEL_PASSWORD"],
+            tls=self.tls,
         )
+
+    def tls_settings(self) -> dict[str, str]:
+        """``tls_env`` as keyword arguments of load_settings."""
+        return {name.lower(): value for name, value in self.tls_env().items()}
+
+    def tls_env(self) -> dict[str, str]:
+        """The REDIS_TLS_* settings docker-compose.yml gives the application processes."""
+        return {
+            "REDIS_TLS": "true",
+            "REDIS_TLS_CA_FILE": str(self.tls.ca_cert),
+            "REDIS_TLS_CERT_FILE": str(self.tls.client_cert),
+            "REDIS_TLS_KEY_FILE": str(self.tls.client_key),
+        }
 
     def replication(self, proc: RedisProcess) -> dict[str, Any]:
         """INFO replication of ``proc``, read as the healthcheck user (as the containers do)."""
@@ -153,7 +217,7 @@ def command(client: redis.Redis, *args: object) -> Any:
 
 
 @pytest.fixture
-def make_deployment(tmp_path: Path) -> Callable[..., Deployment]:
+def make_deployment(tmp_path: Path, deploy_tls: TlsFiles) -> Callable[..., Deployment]:
     """Render the templates into a fresh directory; keyword arguments override values."""
     count = 0
 
@@ -161,7 +225,7 @@ def make_deployment(tmp_path: Path) -> Callable[..., Deployment]:
         nonlocal count
         count += 1
         directory = tmp_path / f"deploy-{count}"
-        deployment = Deployment(directory, generate_secrets(), overrides)
+        deployment = Deployment(directory, generate_secrets(), deploy_tls, overrides)
         # The master needs no master address; a placeholder port until the master has one.
         deployment.render(1, **overrides)
         return deployment

@@ -177,6 +177,7 @@ def test_the_cache_core_runs_under_the_app_user(
         redis_key_prefix=PREFIX,
         redis_socket_timeout=2.0,
         redis_connect_timeout=2.0,
+        **deployment.tls_settings(),
         _env_file=None,
     )
     cache = build_cache(settings)
@@ -207,6 +208,7 @@ def worker_settings_env(deployment: Deployment, master: RedisProcess) -> dict[st
         REDIS_KEY_PREFIX=PREFIX,
         REDIS_SOCKET_TIMEOUT="2",
         REDIS_CONNECT_TIMEOUT="2",
+        **deployment.tls_env(),
     )
     return env
 
@@ -250,10 +252,14 @@ def test_a_celery_worker_runs_under_the_worker_user(
         redis_username="worker",
         redis_password=deployment.password("worker"),
         redis_key_prefix=PREFIX,
+        **deployment.tls_settings(),
         _env_file=None,
     )
     app = Celery("acl_probe_client", set_as_current=False)
     app.conf.update(celeryconfig.from_settings(settings))
+    # The master speaks TLS only: broker and results ride rediss:// with the deploy's CA.
+    assert app.conf.broker_url.startswith("rediss://worker:")
+    assert app.conf.result_backend.startswith("rediss://worker:")
     try:
         replies = wait_for(
             lambda: app.control.inspect(timeout=1.0).ping(),
@@ -267,16 +273,18 @@ def test_a_celery_worker_runs_under_the_worker_user(
             for number, queue in enumerate(routing.QUEUES, 1)
         ]
         assert [result.get(timeout=30) for result in results] == [True] * len(results)
-        # Flower's view: the event stream (the worker sends a heartbeat every 2 s).
+        # Flower's view: the event stream. One subscription for the whole wait: kombu
+        # subscribes on the first drain, and a heartbeat asked for (wakeup) before that is
+        # published to nobody; over TLS a new subscription's handshake makes that likely.
         events: list[dict[str, object]] = []
         with app.connection() as connection:
             receiver = app.events.Receiver(connection, handlers={"*": events.append})
-            deadline = time.monotonic() + 15
-            while not events and time.monotonic() < deadline:
-                with contextlib.suppress(TimeoutError):
-                    # limit counts messages drained, not events handled: loop until one is
-                    # handled; wakeup asks the worker for a heartbeat right away
-                    receiver.capture(limit=1, timeout=3, wakeup=True)
+            with receiver.consumer_context(wakeup=False) as (consuming, channel, _):
+                deadline = time.monotonic() + 15
+                while not events and time.monotonic() < deadline:
+                    receiver.wakeup_workers(channel=channel)  # answered with a heartbeat
+                    with contextlib.suppress(TimeoutError):
+                        consuming.drain_events(timeout=1)
         assert any(event.get("type") == "worker-heartbeat" for event in events)
     finally:
         app.close()

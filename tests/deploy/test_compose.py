@@ -18,6 +18,7 @@ import yaml
 import celeryconfig
 from config import Settings, load_settings
 from tests.deploy.conftest import SECRET_NAMES, generate_secrets
+from tests.support.redis_procs import TlsFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -62,9 +63,13 @@ def secrets_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory, secrets_env: dict[str, str]) -> Any:
+def config(
+    tmp_path_factory: pytest.TempPathFactory, secrets_env: dict[str, str], deploy_tls: TlsFiles
+) -> Any:
     env_file = tmp_path_factory.mktemp("compose") / ".env.production"
-    env_file.write_text("".join(f"{name}={value}\n" for name, value in secrets_env.items()))
+    # The deploy script exports DEPLOY_TLS_DIR; here it names the certificates it made.
+    values = {**secrets_env, "DEPLOY_TLS_DIR": str(deploy_tls.ca_cert.parent)}
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
     result = run_config(env_file)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -187,8 +192,16 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         environment = config["services"][name]["environment"]
         unknown = {key for key in environment if key.lower() not in Settings.model_fields}
         assert unknown == set(), name
+        # The certificate files the settings name are the ones compose mounts there.
+        mounted = mounts(config["services"][name])
+        tls_files = {
+            key: mounted[value]
+            for key, value in environment.items()
+            if key.startswith("REDIS_TLS_")
+        }
+        assert set(tls_files) == {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"}
         with monkeypatch.context() as patch:
-            for key, value in environment.items():
+            for key, value in {**environment, **tls_files}.items():
                 patch.setenv(key, str(value))
             settings = load_settings(_env_file=None)
         assert settings.environment == "production"
@@ -200,11 +213,41 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         assert settings.redis_password.get_secret_value() == secrets_env[password]
         sentinel_password = secrets_env["REDIS_SENTINEL_PASSWORD"]
         assert settings.redis_sentinel_password.get_secret_value() == sentinel_password
+        assert settings.redis_tls_options.enabled
         broker = celeryconfig.from_settings(settings)
         # Celery follows the master through the Sentinels, as the ACL user "worker".
         assert broker["broker_url"].count("sentinel://worker:") == 3
         assert broker["broker_transport_options"]["master_name"] == "mymaster"
         assert broker["result_backend"].count("sentinel://worker:") == 3
+        # Over TLS, to the Sentinels and to the master, with the mounted CA.
+        ca = tls_files["REDIS_TLS_CA_FILE"]
+        for options in ("broker_transport_options", "result_backend_transport_options"):
+            assert broker[options]["sentinel_kwargs"]["ssl_ca_certs"] == ca
+        assert broker["broker_use_ssl"]["ssl_ca_certs"] == ca
+        assert broker["redis_backend_use_ssl"]["ssl_ca_certs"] == ca
+
+
+def test_redis_sentinel_and_their_clients_speak_tls(config: Any, deploy_tls: TlsFiles) -> None:
+    """Servers and Sentinels get their certificates but never the CA's key; the health checks
+    and redis-commander connect with TLS and the deployment's CA."""
+    services = config["services"]
+    tls_dir = str(deploy_tls.ca_cert.parent)
+    for name in REDIS_SERVICES:
+        service = services[name]
+        seen = mounts(service)
+        assert {seen[f"/etc/redis/tls/{f}"] for f in ("ca.crt", "server.key", "client.key")} <= {
+            f"{tls_dir}/{f}" for f in ("ca.crt", "server.key", "client.key")
+        }, name
+        assert str(deploy_tls.ca_key) not in seen.values(), name
+        assert "cp /etc/redis/tls/* /data/tls/" in " ".join(service["command"]), name
+        assert "--tls --cacert /data/tls/ca.crt" in " ".join(service["healthcheck"]["test"])
+    for name in APP_SERVICES:
+        assert str(deploy_tls.ca_key) not in mounts(services[name]).values(), name
+        assert services[name]["environment"]["REDIS_TLS"] == "true", name
+    commander = services["redis-commander"]
+    assert commander["environment"]["REDIS_TLS"] == "true"
+    ca_path = commander["environment"]["NODE_EXTRA_CA_CERTS"]
+    assert mounts(commander)[ca_path] == str(deploy_tls.ca_cert)
 
 
 def test_a_missing_secret_stops_compose(tmp_path: Path, secrets_env: dict[str, str]) -> None:

@@ -74,11 +74,13 @@ def test_sentinel_fails_over_to_the_replica_in_under_10_seconds(
         sentinel_kwargs={
             "password": deployment.env["REDIS_SENTINEL_PASSWORD"],
             "socket_timeout": CLIENT_TIMEOUT,
+            **deployment.tls.client_kwargs(),
         },
         username="app",
         password=deployment.password("app"),
         socket_timeout=CLIENT_TIMEOUT,
         socket_connect_timeout=CLIENT_TIMEOUT,
+        **deployment.tls.client_kwargs(),
     )
     client = sentinel.master_for(MASTER_NAME)
     try:

@@ -766,12 +766,18 @@ def _launch(
     raise AssertionError("unreachable")
 
 
-def _listen_directives(port: int, directory: Path, tls: TlsFiles | None) -> list[tuple[str, str]]:
+def _listen_directives(
+    port: int, directory: Path, tls: TlsFiles | None, *, certificates: bool = True
+) -> list[tuple[str, str]]:
+    """bind/port/dir overrides; with ``tls`` the port is the TLS port, and ``certificates``
+    False keeps the certificate directives of a config file that names its own."""
     lines = [("bind", HOST)]
     if tls is None:
         lines.append(("port", str(port)))
     else:
-        lines += [("port", "0"), ("tls-port", str(port)), *tls.server_directives()]
+        lines += [("port", "0"), ("tls-port", str(port))]
+        if certificates:
+            lines += tls.server_directives()
     lines += [("dir", _quote(directory)), ("daemonize", "no"), ("logfile", '""')]
     return lines
 
@@ -790,6 +796,7 @@ def start_redis(
     extra: Mapping[str, str] | None = None,
     tls: TlsFiles | None = None,
     config_file: Path | None = None,
+    tls_in_config: bool = False,
     timeout: float = START_TIMEOUT,
 ) -> RedisProcess:
     """Start a ``redis-server`` on 127.0.0.1 and wait until it answers PING.
@@ -799,7 +806,9 @@ def start_redis(
     the options given here that differ from the defaults, then by the ``bind``/``port``/
     ``dir``/``daemonize``/``logfile`` overrides. ``save`` is the raw value, e.g. ``"900 1"``.
     ``extra`` values are written verbatim (use ``'""'`` for an empty string).
-    With ``tls`` the server listens with ``tls-port`` on the port and has ``port 0``.
+    With ``tls`` the server listens with ``tls-port`` on the port and has ``port 0``;
+    ``tls_in_config`` leaves the certificate directives to ``config_file`` (``tls`` then only
+    tells the clients of the process which files to use).
     """
     if replicaof is not None and replicaof[1] in FORBIDDEN_PORTS:
         raise ValueError("refusing to replicate from the shared Redis on port 6379")
@@ -832,7 +841,8 @@ def start_redis(
         if base is not None:
             head = base if base.endswith("\n") else base + "\n"
             head += "# ---- overrides appended by tests/support/redis_procs.py\n"
-        return head + _render(options) + _render(_listen_directives(chosen, directory, tls))
+        listen = _listen_directives(chosen, directory, tls, certificates=not tls_in_config)
+        return head + _render(options) + _render(listen)
 
     return _launch(port=port, render=render, password=requirepass, tls=tls, timeout=timeout)
 

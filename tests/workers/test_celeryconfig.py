@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 import celeryconfig
 from config import load_settings
+from tests.support.redis_procs import make_tls_files
 from workers import routing
 
 
@@ -133,3 +137,56 @@ def test_one_effective_beat() -> None:
     assert conf["beat_scheduler"] == "workers.scheduler:LeaderScheduler"
     lease, loop = conf["beat_leader_lease"], conf["beat_max_loop_interval"]
     assert isinstance(lease, float) and isinstance(loop, float) and loop < lease / 3
+
+
+def test_tls_reaches_the_broker_the_results_and_the_sentinels(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    files = {
+        "redis_tls": True,
+        "redis_tls_ca_file": str(tls.ca_cert),
+        "redis_tls_cert_file": str(tls.client_cert),
+        "redis_tls_key_file": str(tls.client_key),
+    }
+    expected = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": str(tls.ca_cert),
+        "ssl_certfile": str(tls.client_cert),
+        "ssl_keyfile": str(tls.client_key),
+    }
+    standalone = make(**files)
+    assert str(standalone["broker_url"]).startswith("rediss://")
+    assert str(standalone["result_backend"]).startswith("rediss://")
+    assert standalone["broker_use_ssl"] == standalone["redis_backend_use_ssl"] == expected
+
+    sentinel = make(**files, redis_sentinels="s1:26379", redis_sentinel_password="pw")
+    assert sentinel["broker_use_ssl"] == sentinel["redis_backend_use_ssl"] == expected
+    for name in ("broker_transport_options", "result_backend_transport_options"):
+        sentinel_kwargs = sentinel[name]["sentinel_kwargs"]  # type: ignore[index]
+        assert sentinel_kwargs["password"] == "pw"
+        assert sentinel_kwargs["ssl"] is True
+        assert sentinel_kwargs["ssl_ca_certs"] == str(tls.ca_cert)
+        assert sentinel_kwargs["ssl_cert_reqs"] == "required"
+
+    # A RabbitMQ broker takes no Redis TLS options; the Redis results still do.
+    mixed = make(**files, celery_broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    assert "broker_use_ssl" not in mixed
+    assert mixed["redis_backend_use_ssl"] == expected
+    # Plain Redis: no TLS settings at all.
+    assert not {"broker_use_ssl", "redis_backend_use_ssl"} & set(make())
+
+
+def test_a_rediss_url_is_accepted_by_kombu_and_celery(tmp_path: Path) -> None:
+    """Celery refuses a rediss:// URL without ssl_cert_reqs; the settings supply it."""
+    from workers.factory import create_app
+
+    tls = make_tls_files(tmp_path)
+    app = create_app(
+        load_settings(_env_file=None, redis_tls=True, redis_tls_ca_file=str(tls.ca_cert))
+    )
+    try:
+        assert app.connection_for_write().ssl["ssl_ca_certs"] == str(tls.ca_cert)
+        connparams = app.backend.connparams  # type: ignore[attr-defined]
+        assert connparams["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+        assert connparams["connection_class"].__name__ == "SSLConnection"
+    finally:
+        app.close()
