@@ -9,11 +9,12 @@ Celery reference, ``DOCS#std-setting-<name>``.
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 
 from config import Settings
+from config.redis_role import RedisRole
 from workers import beat, routing
 
 DOCS: Final = "https://docs.celeryq.dev/en/stable/userguide/configuration.html"
@@ -21,6 +22,7 @@ REDIS_DOCS: Final = (
     "https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html"
 )
 
+AMQP_SCHEMES: Final = frozenset({"amqp", "amqps", "pyamqp"})  # RabbitMQ; anything else is Redis
 BROKER_DB: Final = 1  # the design's defaults: cache on 0, broker on 1, results on 2
 RESULTS_DB: Final = 2
 
@@ -42,33 +44,34 @@ BROKER_SOCKET_TIMEOUT: Final = 10.0
 BROKER_CONNECT_TIMEOUT: Final = 5.0
 
 
-def _sentinel_urls(settings: Settings, db: int) -> str:
+def _sentinel_urls(role: RedisRole, db: int) -> str:
     """``sentinel://[user:password@]host:port/db;...``: one chunk per Sentinel."""
-    password = settings.redis_password.get_secret_value()
-    auth = ""
-    if password or settings.redis_username:
-        auth = f"{quote(settings.redis_username or '', safe='')}:{quote(password, safe='')}@"
     return ";".join(
-        f"sentinel://{auth}{host}:{port}/{db}" for host, port in settings.sentinel_hosts
+        f"sentinel://{role.auth()}{host}:{port}/{db}" for host, port in role.sentinel_hosts
     )
 
 
+def _durable_url(settings: Settings, db: int) -> str:
+    """A database of the durable Redis role (the cache role's Redis on a single-node
+    install): through the Sentinels when it has them, so Celery follows a failover."""
+    role = settings.redis_role("durable")
+    return _sentinel_urls(role, db) if role.mode == "sentinel" else role.url_for(db)
+
+
 def broker_url(settings: Settings) -> str:
-    """CELERY_BROKER_URL wins; else through the Sentinels when configured; else the cache's
-    Redis, database 1."""
-    if settings.celery_broker_url:
-        return settings.celery_broker_url
-    if settings.redis_mode == "sentinel":
-        return _sentinel_urls(settings, BROKER_DB)
-    return settings.broker_url
+    """CELERY_BROKER_URL wins (``redis://``, ``sentinel://`` or ``amqp://`` for RabbitMQ);
+    else the durable Redis role, database 1."""
+    return settings.celery_broker_url or _durable_url(settings, BROKER_DB)
 
 
 def result_backend(settings: Settings) -> str:
-    if settings.celery_result_backend:
-        return settings.celery_result_backend
-    if settings.redis_mode == "sentinel":
-        return _sentinel_urls(settings, RESULTS_DB)
-    return settings.result_backend
+    """CELERY_RESULT_BACKEND wins; else the durable Redis role, database 2, whatever the
+    broker: task states must survive the cache role's evictions."""
+    return settings.celery_result_backend or _durable_url(settings, RESULTS_DB)
+
+
+def uses_rabbitmq(url: str) -> bool:
+    return urlsplit(url).scheme in AMQP_SCHEMES
 
 
 def visibility_timeout(settings: Settings) -> int:
@@ -77,28 +80,25 @@ def visibility_timeout(settings: Settings) -> int:
 
 
 def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
+    if uses_rabbitmq(url):
+        # Publisher confirms: a publish returns once RabbitMQ took the message (into a quorum
+        # queue: a majority of its nodes), so an enqueue that returned is not lost with a
+        # node (https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.pyamqp.html).
+        return {"confirm_publish": True}
     options: dict[str, Any] = {"visibility_timeout": visibility_timeout(settings)}
     if url.startswith("sentinel://"):
         # The Sentinels name the master; after a failover they name the new one
         # (REDIS_DOCS#configuration). Their own password, when set, is separate.
-        options["master_name"] = settings.redis_sentinel_master
-        sentinel_password = settings.redis_sentinel_password.get_secret_value()
+        role = settings.redis_role("durable")
+        options["master_name"] = role.sentinel_master
+        sentinel_password = role.sentinel_password.get_secret_value()
         if sentinel_password:
             options["sentinel_kwargs"] = {"password": sentinel_password}
     return options
 
 
-def task_queues() -> tuple[Queue, ...]:
-    """One direct exchange per queue, routing key = queue name: nothing implicit."""
-    return tuple(
-        Queue(name, Exchange(name, type="direct"), routing_key=name) for name in routing.QUEUES
-    )
-
-
-def from_settings(settings: Settings) -> dict[str, Any]:
-    broker = broker_url(settings)
-    results = result_backend(settings)
-    broker_options = _transport_options(settings, broker) | {
+def _redis_broker_options(settings: Settings, url: str) -> dict[str, Any]:
+    return _transport_options(settings, url) | {
         "socket_timeout": BROKER_SOCKET_TIMEOUT,
         "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
         # kombu sweeps the unacked set every unacked_restore_interval (10 s) times this
@@ -106,17 +106,63 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # past the visibility timeout. Every 10 s costs one ZRANGE per worker.
         "unacked_restore_throttle": 1,
     }
+
+
+def task_queues(rabbitmq: bool = False) -> tuple[Queue, ...]:
+    """The queues of the routing table, each bound to its own exchange by its own name:
+    nothing implicit. On RabbitMQ they are quorum queues (replicated, at-least-once) behind
+    topic exchanges, the kind Celery's native delayed delivery (retries with a countdown on
+    quorum queues) can bind; on Redis direct exchanges."""
+    if not rabbitmq:
+        return tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in routing.QUEUES
+        )
+    return tuple(
+        Queue(
+            name,
+            Exchange(name, type="topic"),
+            routing_key=name,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+        for name in routing.QUEUES
+    )
+
+
+def _broker_specific(settings: Settings, broker: str) -> dict[str, Any]:
+    if uses_rabbitmq(broker):
+        return {
+            # DOCS#std-setting-broker_transport_options: publisher confirms.
+            "broker_transport_options": _transport_options(settings, broker),
+            # DOCS#std-setting-task_default_queue_type: a queue declared from its name alone
+            # (the default one) is a quorum queue like the table's.
+            "task_default_queue_type": "quorum",
+            "task_default_exchange_type": "topic",
+            # DOCS#std-setting-worker_detect_quorum_queues: quorum queues refuse a global QoS
+            # (prefetch per channel); detected, the worker sets a per-consumer prefetch.
+            "worker_detect_quorum_queues": True,
+        }
     return {
-        # --- where ------------------------------------------------------------------------
-        # DOCS#std-setting-broker_url: sentinel:// URLs (one per Sentinel) when
-        # REDIS_SENTINELS is set, so the broker follows a failover.
-        "broker_url": broker,
-        # DOCS#std-setting-result_backend: results on their own database, never the cache's,
-        # so a cache flush or eviction policy cannot lose a task's state.
-        "result_backend": results,
         # DOCS#std-setting-broker_transport_options: visibility_timeout above; master_name
         # for Sentinel; socket timeouts so a dead master is noticed.
-        "broker_transport_options": broker_options,
+        "broker_transport_options": _redis_broker_options(settings, broker),
+        # DOCS#std-setting-worker_disable_prefetch (Redis only): take a message only when a
+        # process is free. A prefetched message sits in the unacked set, which kombu tries to
+        # restore into the master that just died; it would wait out the visibility timeout.
+        "worker_disable_prefetch": True,
+    }
+
+
+def from_settings(settings: Settings) -> dict[str, Any]:
+    broker = broker_url(settings)
+    results = result_backend(settings)
+    return _broker_specific(settings, broker) | {
+        # --- where ------------------------------------------------------------------------
+        # DOCS#std-setting-broker_url: the durable Redis role (sentinel:// URLs, one per
+        # Sentinel, when it has them, so the broker follows a failover), or RabbitMQ.
+        "broker_url": broker,
+        # DOCS#std-setting-result_backend: the durable role, its own database, never the
+        # cache's, so a cache flush or eviction policy cannot lose a task's state.
+        "result_backend": results,
         # DOCS#std-setting-result_backend_transport_options: the same visibility_timeout and
         # master_name as the broker; Celery reads some broker-side options from here too and
         # a mismatch silently falls back to the one-hour default
@@ -138,7 +184,7 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "event_serializer": "json",
         # --- queues and routes ----------------------------------------------------------------
         # DOCS#std-setting-task_queues: the five queues of the routing table, declared.
-        "task_queues": task_queues(),
+        "task_queues": task_queues(rabbitmq=uses_rabbitmq(broker)),
         # DOCS#std-setting-task_create_missing_queues: off, so a route or a send_task naming
         # an undeclared queue raises QueueNotFound instead of creating a queue nobody consumes.
         "task_create_missing_queues": False,
@@ -165,10 +211,6 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # run, it finishes; a copy redelivered after the visibility timeout repeats an
         # idempotent task.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        # DOCS#std-setting-worker_disable_prefetch (Redis only): take a message only when a
-        # process is free. A prefetched message sits in the unacked set, which kombu tries to
-        # restore into the master that just died; it would wait out the visibility timeout.
-        "worker_disable_prefetch": True,
         # DOCS#std-setting-task_publish_retry_policy: publishing (send_task, self.retry())
         # rides out a failover (under 10 s, then the Sentinels' next answer) for up to ~18 s
         # instead of failing after kombu's default 0.6 s, which would turn a retry into
