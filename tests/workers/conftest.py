@@ -149,7 +149,8 @@ def celery_worker_pool() -> str:
 
 @pytest.fixture(scope="session")
 def celery_worker_parameters() -> dict[str, object]:
-    return {"concurrency": 2}
+    # On RabbitMQ the worker's event loop notices a stop at its next wake-up, up to ~10 s.
+    return {"concurrency": 2, "shutdown_timeout": 30.0}
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tasks.sources import MemberRow, SqlSource
 from tasks.warming import aggregate_count
 from tests.support.redis_procs import RedisProcess
 from tests.workers import harness, services
-from tests.workers.conftest import BOTH_BROKERS, PG_MEMBERS, InProcess
+from tests.workers.conftest import PG_MEMBERS, InProcess
 from workers import routing
 from workers.client import TaskClient
 from workers.runtime import CacheCelery
@@ -83,7 +83,6 @@ def test_enqueue_hooks_refuse_bad_arguments(offline_client: TaskClient) -> None:
         ("critical", None, None),
     ],
 )
-@BOTH_BROKERS
 def test_enqueue_warmup_runs_on_a_worker(
     worker: InProcess, kind: str, ids: list[int] | None, done: int | None
 ) -> None:

@@ -35,7 +35,9 @@ def test_each_enqueue_lands_on_its_quorum_queue(
         routing.Q_INVALIDATE: ("quorum", True),
     }
     assert waiting(celery_app) == {routing.Q_WARMUP: 1, routing.Q_INVALIDATE: 2}
-    with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False):
+    with start_worker(
+        celery_app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=30
+    ):
         for task_id in (warmup, change, bulk):
             assert harness.final(client, task_id, 30).state == "SUCCESS"
     results = task_redis.client(db=services.RESULTS_DB)
