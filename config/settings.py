@@ -24,6 +24,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
+DURABLE_PREFIX = "durable_redis_"  # DURABLE_REDIS_HOST is durable_redis.host
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid. The message is one line naming the variable."""
 
@@ -196,6 +199,21 @@ class Settings(BaseSettings):
     management_clear_batch: PositiveInt = 1000  # keys per SCAN + UNLINK step
 
     environment: Literal["development", "test", "production"] = "development"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durable_group(cls, data: object) -> object:
+        # load_settings(durable_redis_host=...) reads as DURABLE_REDIS_HOST does: callers
+        # that pass variables by name (tests, harnesses) need not know the group nests.
+        if isinstance(data, dict):
+            flat = {
+                name[len(DURABLE_PREFIX) :]: data.pop(name)
+                for name in [n for n in data if n.lower().startswith(DURABLE_PREFIX)]
+            }
+            if flat:
+                group = data.get("durable_redis")
+                data["durable_redis"] = (dict(group) if isinstance(group, dict) else {}) | flat
+        return data
 
     @model_validator(mode="after")
     def _authenticated_outside_development(self) -> Settings:

@@ -197,6 +197,13 @@ def test_durable_role_from_its_own_variables(monkeypatch: pytest.MonkeyPatch) ->
     assert "durable-secret" not in json.dumps(shown)
 
 
+def test_durable_variables_by_name_fill_the_group() -> None:
+    settings = load_settings(
+        durable_redis_host="durable.internal", durable_redis_db="4", _env_file=None
+    )
+    assert settings.redis_role("durable").url_for() == "redis://durable.internal:6379/4"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "named"),
     [
