@@ -74,9 +74,9 @@ def backup(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """BGSAVE the durable Redis role and copy its dump.rdb (the daily backup job, run now)."""
+    """BGSAVE the configured Redis and copy its dump.rdb (the daily backup job, run now)."""
     settings = _settings()
-    if settings.redis_role("durable").mode == "cluster":
+    if settings.redis_mode == "cluster":
         _fail(2, "a cluster is backed up node by node; point cachectl at one node instead")
     services = Services.open(settings)
     client = services.redis("durable")
@@ -91,13 +91,13 @@ def backup(
         _fail(1, f"backup failed: {exc}")
     finally:
         services.close()
-    done["db"] = settings.redis_role("durable").db
+    done["db"] = settings.redis_db
     if as_json:
         print(json.dumps(done))
         return
     table = Table("name", "value", title="backup")
     table.add_row("file", done["copy"])
-    table.add_row(f"keys (db {done['db']})", f"{done['keys']:,}")
+    table.add_row(f"keys (db {settings.redis_db})", f"{done['keys']:,}")
     table.add_row("size", f"{done['bytes']:,} bytes")
     table.add_row("seconds", str(done["seconds"]))
     if done["pruned"]:

@@ -54,14 +54,7 @@ def run_job(
         if period is None
         else check_period(cadence, period)
     )
-    context = JobContext(
-        runtime.cache,
-        runtime.records,
-        runtime.settings,
-        cadence,
-        period,
-        runtime.worker.services.redis("durable"),
-    )
+    context = JobContext(runtime.cache, runtime.records, runtime.settings, cadence, period)
 
     def once() -> dict[str, Any]:
         report = body(context)

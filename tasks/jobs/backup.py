@@ -160,13 +160,11 @@ def backup(
 
 
 def run(ctx: JobContext, target_dir: Path | None = None, keep: int = KEEP) -> Report:
-    """Back up the durable role: its queues, streams and platform state are what a restore
-    needs; the cache role refills from the database."""
     settings = ctx.settings
     target_dir = Path(settings.backup_dir) if target_dir is None else target_dir
     try:
         done = backup(
-            ctx.durable, target_dir, ctx.period, keep=keep,
+            ctx.cache.clients.writer, target_dir, ctx.period, keep=keep,
             dump_files=settings.dump_files,
         )  # fmt: skip
     except (BackupError, ResponseError) as exc:

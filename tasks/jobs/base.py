@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cache import CacheService
-from cache.client import SyncRedis
 from config import Settings
 from tasks.counters import Window
 from tasks.records import Records
@@ -27,7 +26,6 @@ class JobContext:
     settings: Settings
     cadence: Cadence
     period: str  # the period the job runs in (workers/periods.py id)
-    durable: SyncRedis  # the durable Redis role's master (the backup's source)
 
     @property
     def window(self) -> tuple[dt.datetime, dt.datetime]:

@@ -49,7 +49,7 @@ def test_a_user_without_config_gets_a_failed_report_not_a_retry(tmp_path: Path) 
             client.config_get("dir")
         # Only what backup.run reads of its JobContext.
         context = SimpleNamespace(
-            durable=client,
+            cache=SimpleNamespace(clients=SimpleNamespace(writer=client)),
             period="2031-03-01",
             settings=load_settings(backup_dir=str(tmp_path / "b"), _env_file=None),
         )
@@ -86,7 +86,7 @@ def test_without_config_the_dump_files_setting_finds_the_masters_fresh_dump(
         )
         assert settings.dump_files == files
         context = SimpleNamespace(
-            durable=worker,
+            cache=SimpleNamespace(clients=SimpleNamespace(writer=worker)),
             period="2031-03-04",
             settings=settings,
         )

@@ -55,7 +55,6 @@ def context(records: MemoryRecords, cadence: str, period: str) -> JobContext:
         SETTINGS,
         cadence,  # type: ignore[arg-type]
         period,
-        None,  # type: ignore[arg-type]
     )
 
 
