@@ -1,10 +1,12 @@
-"""Two Redis roles, each a master, a replica and three Sentinels: losing one role's replica
-stops only what that role guarantees.
+"""Two Redis roles, each a master, a replica and three Sentinels from its own rendering of
+deploy/redis (deploy/render.py ROLES, as scripts/deploy-redis-production.sh renders them):
+losing one role's replica stops only what that role guarantees.
 
-The cache role runs as production's cache (an LFU eviction policy, no min-replicas-to-write),
-the durable role as production's durable Redis (noeviction, AOF, min-replicas-to-write 1);
-the API process (tests/support/api_process.py) finds both through their Sentinels, and the
-Celery broker and results are the durable role's (celeryconfig.py derives them).
+The cache role is rendered without min-replicas-to-write, the durable role with noeviction,
+AOF and min-replicas-to-write 1. The API process (tests/support/api_process.py) finds each
+role through its Sentinels with the production users (``app`` on the cache role, ``worker``
+on the durable one, as docker-compose.yml does), and the Celery broker and results are the
+durable role's, derived by celeryconfig.py.
 
 - The cache role's replica dies: reads, writes, task enqueueing and write-behind go on.
 - The durable role's replica dies: write-behind answers 503 (nothing is acknowledged that a
@@ -15,95 +17,95 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from config import Settings, load_settings
+from config import Settings
+from deploy.render import ROLES
+from tests.deploy.app_stack import Cluster, sentinel_cluster, settings_of
+from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, generate_secrets
 from tests.support.api_process import ApiProcess
 from tests.support.postgres import throwaway_database
-from tests.support.redis_procs import (
-    RedisProcess,
-    start_redis,
-    start_replica,
-    start_sentinels,
-    wait_for,
-)
+from tests.support.redis_procs import wait_for
 from workers import routing
 from workers.client import TaskClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 MEMBERS = 20
-CACHE_CONF = {"maxmemory": "64mb", "maxmemory-policy": "allkeys-lfu"}
-DURABLE_CONF = {
-    "maxmemory-policy": "noeviction",
-    "appendonly": "yes",
-    "min-replicas-to-write": "1",
-    "min-replicas-max-lag": "2",
-}
-
-
-@dataclass
-class Role:
-    name: str
-    master: RedisProcess
-    replica: RedisProcess
-    sentinels: list[RedisProcess]
-
-    @property
-    def sentinel_hosts(self) -> str:
-        return ",".join(f"{h}:{p}" for h, p in (s.address for s in self.sentinels))
 
 
 @dataclass
 class Roles:
-    cache: Role
-    durable: Role
+    cache: Cluster
+    durable: Cluster
     api: ApiProcess
     settings: Settings
 
+    def admin(self, role: Cluster, db: int = 0) -> redis.Redis:
+        return role.deployment.client(role.master, "admin", db=db)
+
+
+def rendered(directory: Path, role: str, secrets: dict[str, str]) -> Deployment:
+    """The role's rendering, pointed at loopback (the role's own host and master name are
+    compose's; here each role's Sentinels are its own processes under MASTER_NAME)."""
+    values = {
+        name: value
+        for name, value in ROLES[role].items()
+        if name not in ("REDIS_MASTER_HOST", "REDIS_SENTINEL_MASTER")
+    }
+    deployment = Deployment(directory, secrets, values)
+    deployment.render(1, **values)
+    return deployment
+
 
 @contextlib.contextmanager
-def role(name: str, conf: dict[str, str]) -> Iterator[Role]:
-    with start_redis(extra=conf) as master, start_replica(master) as replica:
-        sentinels = start_sentinels(master, master_name=name)
-        try:
-            yield Role(name, master, replica, sentinels)
-        finally:
-            for sentinel in sentinels:
-                sentinel.close()
+def both_roles(directory: Path) -> Iterator[tuple[Cluster, Cluster]]:
+    secrets = generate_secrets()
+    with (
+        sentinel_cluster(rendered(directory / "cache", "cache", secrets)) as cache,
+        sentinel_cluster(rendered(directory / "durable", "durable", secrets)) as durable,
+    ):
+        yield cache, durable
+
+
+def roles_env(cache: Cluster, durable: Cluster, database_url: str) -> dict[str, str]:
+    """The API's environment in docker-compose.yml, on these processes."""
+    secrets = cache.deployment.env
+    return {
+        "ENVIRONMENT": "production",
+        "REDIS_KEY_PREFIX": PREFIX,
+        "REDIS_SENTINELS": cache.sentinel_hosts,
+        "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        "REDIS_SENTINEL_PASSWORD": secrets["REDIS_SENTINEL_PASSWORD"],
+        "REDIS_USERNAME": "app",
+        "REDIS_PASSWORD": secrets["REDIS_APP_PASSWORD"],
+        "DURABLE_REDIS_SENTINELS": durable.sentinel_hosts,
+        "DURABLE_REDIS_SENTINEL_MASTER": MASTER_NAME,
+        "DURABLE_REDIS_SENTINEL_PASSWORD": secrets["REDIS_SENTINEL_PASSWORD"],
+        "DURABLE_REDIS_USERNAME": "worker",
+        "DURABLE_REDIS_PASSWORD": secrets["REDIS_WORKER_PASSWORD"],
+        "WRITEBEHIND_REPLICAS": "1",  # an event is acknowledged once a replica holds it
+        "DATABASE_URL": database_url,
+        "CACHE_AUTOWARM": "false",
+    }
 
 
 @pytest.fixture(scope="module")
 def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roles]:
     with (
-        role("cache", CACHE_CONF) as cache,
-        role("durable", DURABLE_CONF) as durable,
+        both_roles(tmp_path_factory.mktemp("roles")) as (cache, durable),
         throwaway_database("roles", members=MEMBERS) as database_url,
     ):
-        env = {
-            "ENVIRONMENT": "test",
-            "REDIS_KEY_PREFIX": f"roles-{uuid.uuid4().hex[:8]}:",
-            "REDIS_SENTINELS": cache.sentinel_hosts,
-            "REDIS_SENTINEL_MASTER": "cache",
-            "DURABLE_REDIS_SENTINELS": durable.sentinel_hosts,
-            "DURABLE_REDIS_SENTINEL_MASTER": "durable",
-            "WRITEBEHIND_REPLICAS": "1",  # an event is acknowledged once a replica holds it
-            "DATABASE_URL": database_url,
-            "CACHE_AUTOWARM": "false",
-        }
+        env = roles_env(cache, durable, database_url)
         api = ApiProcess(env, tmp_path_factory.mktemp("api")).start()
         try:
-            yield Roles(
-                cache,
-                durable,
-                api,
-                load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None),
-            )
+            yield Roles(cache, durable, api, settings_of(env))
         finally:
             api.stop()
 
@@ -124,7 +126,7 @@ def read_twice(http: httpx.Client, member_id: int) -> str:
 
 def broker_holds(roles: Roles, task_id: str) -> bool:
     """The warm-up message is on its queue, in the durable master's broker database."""
-    client = roles.durable.master.client(db=1)
+    client = roles.admin(roles.durable, db=1)
     try:
         return any(task_id.encode() in raw for raw in client.lrange(routing.Q_WARMUP, 0, -1))
     finally:
@@ -135,7 +137,7 @@ def test_losing_the_cache_replica_stops_nothing(roles: Roles) -> None:
     keys_prefix = roles.settings.redis_key_prefix
     roles.cache.replica.kill()
     wait_for(
-        lambda: roles.cache.master.info("replication")["connected_slaves"] == 0,
+        lambda: roles.cache.deployment.replication(roles.cache.master)["connected_slaves"] == 0,
         15,
         message="the cache master to see its replica gone",
     )
@@ -147,7 +149,7 @@ def test_losing_the_cache_replica_stops_nothing(roles: Roles) -> None:
         assert changed.status_code == 200, changed.text
         answer = http.get("/api/v1/members/2")
         assert answer.json()["first_name"] == "Replica-less"
-        cache_master = roles.cache.master.client()
+        cache_master = roles.admin(roles.cache)
         try:
             assert cache_master.exists(f"{keys_prefix}member:2")
             # Nothing durable went to the cache role.
