@@ -23,7 +23,7 @@ REDIS_DOCS: Final = (
 )
 
 AMQP_SCHEMES: Final = frozenset({"amqp", "amqps", "pyamqp"})  # RabbitMQ; anything else is Redis
-BROKER_DB: Final = 1  # the design's defaults: cache on 0, broker on 1, results on 2
+BROKER_DB: Final = 1  # databases of the durable role (the design's: broker on 1, results on 2)
 RESULTS_DB: Final = 2
 
 # A message reserved by a worker and not acknowledged within this many seconds is handed to
