@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis
 
+from api_stub.management import hash_token
 from config import Settings
 from deploy.render import ROLES
 from tests.deploy.app_stack import Cluster, sentinel_cluster, settings_of
@@ -38,6 +39,7 @@ from workers.client import TaskClient
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 MEMBERS = 20
+VIEWER_TOKEN = "roles-viewer-token"  # only its hash is configured
 
 
 @dataclass
@@ -93,6 +95,7 @@ def roles_env(cache: Cluster, durable: Cluster, database_url: str) -> dict[str, 
         "WRITEBEHIND_REPLICAS": "1",  # an event is acknowledged once a replica holds it
         "DATABASE_URL": database_url,
         "CACHE_AUTOWARM": "false",
+        "MANAGEMENT_TOKENS": f"viewer:{hash_token(VIEWER_TOKEN)}:roles-test",
     }
 
 
@@ -122,6 +125,12 @@ def read_twice(http: httpx.Client, member_id: int) -> str:
     second = http.get(f"/api/v1/members/{member_id}")
     assert second.status_code == 200
     return second.headers["x-cache"]
+
+
+def durable_check(http: httpx.Client) -> dict[str, object]:
+    answer = http.get("/api/v1/cache/health", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+    check: dict[str, object] = answer.json()["checks"]["durable"]
+    return check
 
 
 def broker_holds(roles: Roles, task_id: str) -> bool:
@@ -170,10 +179,18 @@ def test_losing_the_durable_replica_stops_write_behind_only(roles: Roles) -> Non
     with httpx.Client(base_url=roles.api.base_url, timeout=5.0) as http:
         assert activity(http, 5) == 202
         assert read_twice(http, 6) == "HIT"
+        assert durable_check(http)["ok"] is True and durable_check(http)["replicas"] == 1
         roles.durable.replica.kill()
         # No replica confirms (WAIT), then the replica gate or NOREPLICAS: 503, never 202.
         wait_for(lambda: activity(http, 5) == 503, 20, message="write-behind to answer 503")
         assert activity(http, 5) == 503
+        # /health names it: the durable master has no replica left.
+        check = wait_for(
+            lambda: (found := durable_check(http))["ok"] is False and found,
+            15,
+            message="the durable check to fail",
+        )
+        assert (check["role"], check["replicas"]) == ("master", 0), check
         # The cache role is untouched: cached reads are hits, a miss is filled.
         assert read_twice(http, 6) == "HIT"
         assert read_twice(http, 7) == "HIT"
