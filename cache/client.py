@@ -1,5 +1,9 @@
 """Redis connections from Settings: standalone, Sentinel or Cluster; pooled; TLS; timeouts.
 
+One Redis role at a time (config/redis_role.py): ``connect(settings)`` is the cache role's,
+``connect(settings, "durable")`` the durable role's; timeouts and pool sizes are the
+process's, the same for both.
+
 Each mode gives a writer (the master) and a reader (a replica when reads from replicas are
 allowed, else the writer). redis-py does the work: Sentinel's connection pool rediscovers the
 master after a failover, RedisCluster follows slot moves. Retries are limited to one
@@ -24,6 +28,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from config import Settings
+from config.redis_role import RedisRole, RoleName
 
 Mode = Literal["standalone", "sentinel", "cluster"]
 SyncRedis = redis.Redis | RedisCluster
@@ -60,21 +65,21 @@ class AsyncClients:
                 await sentinel.aclose()
 
 
-def _common(settings: Settings, *, asyncio: bool) -> dict[str, Any]:
-    password = settings.redis_password.get_secret_value() or None
+def _common(settings: Settings, role: RedisRole, *, asyncio: bool) -> dict[str, Any]:
+    password = role.password.get_secret_value() or None
     return {
         "socket_timeout": settings.redis_socket_timeout,
         "socket_connect_timeout": settings.redis_connect_timeout,
         "retry": (AsyncRetry if asyncio else Retry)(NoBackoff(), 1),
-        "username": settings.redis_username,
+        "username": role.username,
         "password": password,
         "client_name": "membership-cache",
         "decode_responses": False,
     }
 
 
-def _cluster_reads(settings: Settings) -> LoadBalancingStrategy | None:
-    return LoadBalancingStrategy.ROUND_ROBIN if settings.redis_read_from_replica else None
+def _cluster_reads(role: RedisRole) -> LoadBalancingStrategy | None:
+    return LoadBalancingStrategy.ROUND_ROBIN if role.read_from_replica else None
 
 
 def _pool_wait(settings: Settings) -> float:
@@ -83,16 +88,16 @@ def _pool_wait(settings: Settings) -> float:
     return max(1.0, settings.redis_socket_timeout * 4)
 
 
-def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+def _sentinel_kwargs(settings: Settings, role: RedisRole) -> dict[str, Any]:
     # The Sentinels of a TLS deployment speak TLS too, with the same CA (deploy/redis).
     kwargs: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout,
         "socket_connect_timeout": settings.redis_connect_timeout,
-        **settings.redis_tls_options.redis_kwargs(),
+        **role.tls_options.redis_kwargs(),
     }
-    if settings.redis_sentinel_password.get_secret_value():
-        kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
-        kwargs["username"] = settings.redis_sentinel_username
+    if role.sentinel_password.get_secret_value():
+        kwargs["password"] = role.sentinel_password.get_secret_value()
+        kwargs["username"] = role.sentinel_username
     return kwargs
 
 
@@ -117,36 +122,37 @@ _ASYNC = _Flavour(
 )
 
 
-def _connect(settings: Settings, flavour: _Flavour, asyncio: bool) -> tuple[Mode, Any, Any, Any]:
-    """(mode, writer, reader, sentinel) for the settings, in the given I/O style."""
-    common = _common(settings, asyncio=asyncio) | settings.redis_tls_options.redis_kwargs()
-    if settings.redis_mode == "cluster":
+def _connect(
+    settings: Settings, role_name: RoleName, flavour: _Flavour, asyncio: bool
+) -> tuple[Mode, Any, Any, Any]:
+    """(mode, writer, reader, sentinel) for one role, in the given I/O style."""
+    role = settings.redis_role(role_name)
+    common = _common(settings, role, asyncio=asyncio) | role.tls_options.redis_kwargs()
+    if role.mode == "cluster":
         cluster = flavour.cluster(
-            startup_nodes=[
-                flavour.cluster_node(host, port) for host, port in settings.cluster_nodes
-            ],
-            load_balancing_strategy=_cluster_reads(settings),
+            startup_nodes=[flavour.cluster_node(host, port) for host, port in role.cluster_hosts],
+            load_balancing_strategy=_cluster_reads(role),
             max_connections=settings.redis_max_connections,
             **common,
         )
         return "cluster", cluster, cluster, None
-    if settings.redis_mode == "sentinel":
+    if role.mode == "sentinel":
         sentinel = flavour.sentinel(
-            settings.sentinel_hosts,
-            sentinel_kwargs=_sentinel_kwargs(settings),
-            db=settings.redis_db,
+            role.sentinel_hosts,
+            sentinel_kwargs=_sentinel_kwargs(settings, role),
+            db=role.db,
             **common,
         )
-        name = settings.redis_sentinel_master
+        name = role.sentinel_master
         # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
         # with MaxConnectionsError, so Sentinel pools grow with demand.
         master = sentinel.master_for(name)
-        reader = sentinel.slave_for(name) if settings.redis_read_from_replica else master
+        reader = sentinel.slave_for(name) if role.read_from_replica else master
         return "sentinel", master, reader, sentinel
     # rediss:// in the URL selects the TLS connection class; the flag itself is not wanted.
     common.pop("ssl", None)
     pool = flavour.pool.from_url(
-        settings.redis_url_for(),
+        role.url_for(),
         max_connections=settings.redis_max_connections,
         timeout=_pool_wait(settings),
         **common,
@@ -155,11 +161,11 @@ def _connect(settings: Settings, flavour: _Flavour, asyncio: bool) -> tuple[Mode
     return "standalone", client, client, None
 
 
-def connect(settings: Settings) -> SyncClients:
-    """Sync clients (Celery workers, cachectl, tests)."""
-    return SyncClients(*_connect(settings, _SYNC, asyncio=False))
+def connect(settings: Settings, role: RoleName = "cache") -> SyncClients:
+    """Sync clients of one role (Celery workers, cachectl, tests)."""
+    return SyncClients(*_connect(settings, role, _SYNC, asyncio=False))
 
 
-def connect_async(settings: Settings) -> AsyncClients:
-    """asyncio clients (the API)."""
-    return AsyncClients(*_connect(settings, _ASYNC, asyncio=True))
+def connect_async(settings: Settings, role: RoleName = "cache") -> AsyncClients:
+    """asyncio clients of one role (the API)."""
+    return AsyncClients(*_connect(settings, role, _ASYNC, asyncio=True))

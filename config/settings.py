@@ -14,12 +14,13 @@ import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import urls
+from config.redis_role import Mode, RedisRole, RoleName, check_host_list
 from config.tls import RedisTls
 from config.tokens import parse_tokens
 from config.urls import mask_url
@@ -27,6 +28,9 @@ from config.urls import mask_url
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+DURABLE_PREFIX = "durable_redis_"  # DURABLE_REDIS_HOST is durable_redis.host
 
 
 class ConfigError(Exception):
@@ -40,6 +44,10 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         case_sensitive=False,
+        # DURABLE_REDIS_HOST -> durable_redis.host: the role's group is read whole after
+        # its prefix (one split), so DURABLE_REDIS_SENTINEL_MASTER is sentinel_master.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     # --- Redis: the variables of the design, with its defaults -------------------------------
@@ -79,6 +87,11 @@ class Settings(BaseSettings):
     redis_tls_cert_file: str | None = None
     redis_tls_key_file: str | None = None
     # Short timeouts: a cache that waits longer than the database it shields is useless.
+    # The durable role (config/redis_role.py): DURABLE_REDIS_HOST, _PORT, _DB, _PASSWORD,
+    # _USERNAME, _URL, _SENTINELS, _SENTINEL_MASTER, _SENTINEL_PASSWORD, _TLS... Unset: the
+    # durable role is the cache role above (one Redis for a single-node install).
+    durable_redis: RedisRole | None = None
+    # Timeouts and pool size apply to both roles.
     redis_socket_timeout: PositiveFloat = 0.25
     redis_connect_timeout: PositiveFloat = 0.25
     redis_max_connections: PositiveInt = 64
@@ -209,14 +222,31 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _durable_group(cls, data: object) -> object:
+        # load_settings(durable_redis_host=...) reads as DURABLE_REDIS_HOST does: callers
+        # that pass variables by name (tests, harnesses) need not know the group nests.
+        if isinstance(data, dict):
+            flat = {
+                name[len(DURABLE_PREFIX) :]: data.pop(name)
+                for name in [n for n in data if n.lower().startswith(DURABLE_PREFIX)]
+            }
+            if flat:
+                group = data.get("durable_redis")
+                data["durable_redis"] = (dict(group) if isinstance(group, dict) else {}) | flat
+        return data
+
     @model_validator(mode="after")
     def _authenticated_outside_development(self) -> Settings:
         # An open Redis holds the members' data and the task queue: refuse to run production
         # without a password (requirepass or an ACL user) on the cache.
-        if self.environment == "production" and not (
-            self.redis_password.get_secret_value() or "@" in (self.redis_url or "")
-        ):
+        if self.environment != "production":
+            return self
+        if not self.redis_role("cache").authenticated:
             raise ValueError("production needs REDIS_PASSWORD (requirepass or an ACL user)")
+        if not self.redis_role("durable").authenticated:
+            raise ValueError("production needs DURABLE_REDIS_PASSWORD (requirepass or an ACL user)")
         return self
 
     @model_validator(mode="after")
@@ -229,7 +259,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "writebehind_replica_timeout_ms must be below redis_socket_timeout (in ms)"
             )
-        if self.writebehind_replicas and self.redis_mode == "cluster":
+        if self.writebehind_replicas and self.redis_role("durable").mode == "cluster":
             raise ValueError("writebehind_replicas needs a standalone or Sentinel master")
         return self
 
@@ -244,6 +274,17 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
         return self
 
+    @model_validator(mode="after")
+    def _durable_has_one_master(self) -> Settings:
+        # The broker, the write-behind's WAIT and the leases need one master (a Cluster
+        # shards them); only the cache role may be a Cluster.
+        if self.durable_redis is not None and self.durable_redis.mode == "cluster":
+            raise ValueError(
+                "DURABLE_REDIS_CLUSTER_NODES must be empty: the durable role is standalone"
+                " or Sentinel"
+            )
+        return self
+
     @field_validator("redis_key_prefix")
     @classmethod
     def _prefix_is_plain(cls, value: str) -> str:
@@ -254,11 +295,7 @@ class Settings(BaseSettings):
     @field_validator("redis_sentinels", "redis_cluster_nodes")
     @classmethod
     def _host_list(cls, value: str) -> str:
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"expected host:port[,host:port...], got {item!r}")
-        return value
+        return check_host_list(value)
 
     @field_validator("alert_webhook_url")
     @classmethod
@@ -309,14 +346,6 @@ class Settings(BaseSettings):
         return self
 
     # --- Derived values -------------------------------------------------------------------------
-    @staticmethod
-    def _parse_hosts(value: str) -> list[tuple[str, int]]:
-        hosts = []
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            host, _, port = item.rpartition(":")
-            hosts.append((host, int(port)))
-        return hosts
-
     @cached_property
     def copy_dir(self) -> Path | None:
         return Path(self.backup_copy_dir) if self.backup_copy_dir else None
@@ -326,70 +355,64 @@ class Settings(BaseSettings):
         return [Path(part.strip()) for part in self.redis_dump_files.split(",") if part.strip()]
 
     @cached_property
-    def sentinel_hosts(self) -> list[tuple[str, int]]:
-        return self._parse_hosts(self.redis_sentinels)
+    def _cache_role(self) -> RedisRole:
+        # The design's REDIS_* variables are the cache role: field x is redis_x.
+        return RedisRole(
+            **{name: getattr(self, f"redis_{name}") for name in RedisRole.model_fields}
+        )
 
-    @cached_property
-    def cluster_nodes(self) -> list[tuple[str, int]]:
-        return self._parse_hosts(self.redis_cluster_nodes)
+    def redis_role(self, role: RoleName) -> RedisRole:
+        """Where a role's Redis is: the durable role falls back to the cache role's."""
+        if role == "durable" and self.durable_redis is not None:
+            return self.durable_redis
+        return self._cache_role
 
     @property
-    def redis_mode(self) -> Literal["standalone", "sentinel", "cluster"]:
-        if self.cluster_nodes:
-            return "cluster"
-        if self.sentinel_hosts:
-            return "sentinel"
-        return "standalone"
+    def durable_is_cache(self) -> bool:
+        """True when both roles are one Redis (no DURABLE_REDIS_* given, or the same)."""
+        return self.redis_role("durable") == self._cache_role
+
+    @property
+    def sentinel_hosts(self) -> list[tuple[str, int]]:
+        return self._cache_role.sentinel_hosts
+
+    @property
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        return self._cache_role.cluster_hosts
+
+    @property
+    def redis_mode(self) -> Mode:
+        return self._cache_role.mode
 
     @property
     def uses_tls(self) -> bool:
-        return self.redis_tls or (self.redis_url or "").startswith("rediss://")
+        return self._cache_role.uses_tls
 
-    @cached_property
+    @property
     def redis_tls_options(self) -> RedisTls:
-        """The REDIS_TLS_* group as one object (config/tls.py), for every Redis connection."""
-        return RedisTls(
-            enabled=self.uses_tls,
-            ca_file=self.redis_tls_ca_file or None,
-            cert_file=self.redis_tls_cert_file or None,
-            key_file=self.redis_tls_key_file or None,
-        )
+        """The cache role's REDIS_TLS_* group as one object (config/tls.py)."""
+        return self._cache_role.tls_options
 
     def redis_url_for(self, db: int | None = None) -> str:
-        """The Redis URL of the standalone server, with the password, for one database."""
-        if self.redis_url and db is None:
-            return self.redis_url
-        scheme = "rediss" if self.uses_tls else "redis"
-        auth = ""
-        password = self.redis_password.get_secret_value()
-        if password or self.redis_username:
-            auth = f"{quote(self.redis_username or '', safe='')}:{quote(password, safe='')}@"
-        host, port = self.redis_host, self.redis_port
-        if self.redis_url:
-            parts = urlsplit(self.redis_url)
-            host, port = parts.hostname or host, parts.port or port
-        return f"{scheme}://{auth}{host}:{port}/{self.redis_db if db is None else db}"
-
-    @property
-    def broker_url(self) -> str:
-        return self.celery_broker_url or self.redis_url_for(db=1)
-
-    @property
-    def result_backend(self) -> str:
-        return self.celery_result_backend or self.redis_url_for(db=2)
+        """The cache role's URL (standalone server, with the password) for one database."""
+        return self._cache_role.url_for(db)
 
     def masked(self) -> dict[str, object]:
         """The effective configuration with every secret masked, for display."""
-        shown: dict[str, object] = {}
-        for name, value in self.model_dump().items():
-            if isinstance(value, SecretStr):
-                shown[name] = "********" if value.get_secret_value() else ""
-            elif isinstance(value, str) and "://" in value:
-                shown[name] = mask_url(value)
-            else:
-                shown[name] = value
+        shown = {name: _masked(value) for name, value in self.model_dump().items()}
         shown["redis_mode"] = self.redis_mode
+        shown["durable_redis_mode"] = self.redis_role("durable").mode
         return shown
+
+
+def _masked(value: object) -> object:
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else ""
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    if isinstance(value, dict):  # a role's group
+        return {name: _masked(item) for name, item in value.items()}
+    return value
 
 
 def _secret(field: str) -> bool:
@@ -399,7 +422,9 @@ def _secret(field: str) -> bool:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else _named_in(str(first["msg"]))
+    # A role's group nests: ("durable_redis", "port") is DURABLE_REDIS_PORT.
+    loc = "_".join(str(part) for part in first["loc"])
+    field = loc or _named_in(str(first["msg"]))
     value = first.get("input")
     shown = ""
     if isinstance(value, str) and not _secret(field.lower()):

@@ -11,6 +11,11 @@ are dropped from ``*.acl`` output, because Redis rejects comments in an ACL file
 Usage (stdlib only, so the deploy script needs nothing but python3)::
 
     python3 deploy/render.py --env-file .env.production --out var/deploy
+    python3 deploy/render.py --env-file .env.production --out var/deploy --roles
+
+``--roles`` renders the templates once per Redis role (:data:`ROLES`) into ``OUT/<role>``:
+what differs between the cache role's servers and the durable role's. Without it the
+templates' defaults describe one server holding both roles.
 
 Non-empty values from the environment win over the env file, as in docker compose.
 """
@@ -32,6 +37,21 @@ SUFFIX: Final = ".template"
 # The rendered files hold passwords (masterauth, auth-pass, requirepass): owner only.
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
+
+# The Redis roles of a production deployment (docs/architecture.md), each a master, a replica
+# and three Sentinels of its own: the values of the templates that differ between them. The
+# cache role evicts (LFU among keys with a TTL, all of its keys have one) and never stops a
+# write for want of a replica; the durable role never evicts and accepts a write only while
+# its replica follows. Its Sentinels watch the master under DURABLE_REDIS_SENTINEL_MASTER.
+ROLES: Final[dict[str, dict[str, str]]] = {
+    "cache": {"REDIS_MAXMEMORY_POLICY": "volatile-lfu", "REDIS_MIN_REPLICAS_TO_WRITE": "0"},
+    "durable": {
+        "REDIS_MAXMEMORY_POLICY": "noeviction",
+        "REDIS_MIN_REPLICAS_TO_WRITE": "1",
+        "REDIS_MASTER_HOST": "redis-durable-master",
+        "REDIS_SENTINEL_MASTER": "${DURABLE_REDIS_SENTINEL_MASTER:-durable}",
+    },
+}
 
 _PLACEHOLDER: Final = re.compile(
     r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?::-(?P<default>[^}]*)|\|(?P<filter>sha256))?\}"
@@ -146,6 +166,22 @@ def render_dir(
     return written
 
 
+def role_env(role: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the role's values (which may themselves name a variable, with a default)."""
+    values = {
+        name: render_text(value, env, source=f"role {role}") for name, value in ROLES[role].items()
+    }
+    return {**env, **values}
+
+
+def render_roles(out_dir: Path, env: Mapping[str, str]) -> list[Path]:
+    """Every template once per role, into ``out_dir/<role>``; the written paths."""
+    written: list[Path] = []
+    for role in ROLES:
+        written += render_dir(out_dir / role, role_env(role, env))
+    return written
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines (``export`` optional, one level of matching quotes removed)."""
     values: dict[str, str] = {}
@@ -168,13 +204,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env-file", type=Path, help="KEY=VALUE file; the environment wins")
     parser.add_argument("--out", type=Path, required=True, help="directory for rendered files")
     parser.add_argument("--templates", type=Path, default=TEMPLATE_DIR)
+    parser.add_argument(
+        "--roles", action="store_true", help="render each Redis role into OUT/<role>"
+    )
     args = parser.parse_args(argv)
     env: dict[str, str] = {}
     try:
         if args.env_file is not None:
             env.update(read_env_file(args.env_file))
         env.update({name: value for name, value in os.environ.items() if value})
-        written = render_dir(args.out, env, template_dir=args.templates)
+        if args.roles:
+            written = render_roles(args.out, env)
+        else:
+            written = render_dir(args.out, env, template_dir=args.templates)
     except (RenderError, OSError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Deploy the production-shaped stack (docker-compose.yml): Redis master + replica, three
-# Sentinels, redis-commander, PostgreSQL, API, worker(s), beat, Flower.
+# Deploy the production-shaped stack (docker-compose.yml): two Redis roles (cache and durable),
+# each a master + replica watched by three Sentinels, redis-commander, PostgreSQL, API,
+# worker(s), beat, Flower (and RabbitMQ with COMPOSE_PROFILES=rabbitmq).
 #
 #   scripts/deploy-redis-production.sh                    secrets, render, up -d, wait for health,
 #                                                         then the automatic warm-up
@@ -36,6 +37,7 @@ secrets=(
     POSTGRES_PASSWORD
     REDIS_COMMANDER_PASSWORD      # HTTP basic auth of redis-commander
     FLOWER_PASSWORD               # HTTP basic auth of Flower
+    RABBITMQ_PASSWORD             # RabbitMQ user membership (the rabbitmq profile)
 )
 
 usage() {
@@ -95,6 +97,9 @@ if [ ! -e "$env_file" ]; then
         '# REDIS_MEMORY_LIMIT=2g' \
         '# REDIS_KEY_PREFIX=membership:' \
         '# REDIS_SENTINEL_MASTER=mymaster' \
+        '# DURABLE_REDIS_SENTINEL_MASTER=durable' \
+        '# RabbitMQ as the Celery broker: COMPOSE_PROFILES=rabbitmq and' \
+        '# CELERY_BROKER_URL=amqp://membership:<RABBITMQ_PASSWORD>@rabbitmq:5672/membership' \
         '# WORKER_CONCURRENCY=4' \
         '# APP_VERSION=latest' \
         '# API_BIND=0.0.0.0' \
@@ -247,7 +252,8 @@ grant_tls_to_app() {
 make_tls_certificates
 
 # --- configs ----------------------------------------------------------------------------------
-"$python" "$root/deploy/render.py" --env-file "$env_file" --out "$rendered"
+# One directory per Redis role (cache/, durable/): deploy/render.py ROLES.
+"$python" "$root/deploy/render.py" --env-file "$env_file" --out "$rendered" --roles
 echo "rendered configs seed new Redis volumes; running servers keep the copy they own"
 
 if [ -n "$render_only" ]; then

@@ -3,7 +3,8 @@
 # Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432. Fails when anything fails.
 # Installs what the suite starts or drives itself when it is missing: Debian's redis-server
 # (replicas, Sentinels, Clusters), openssl (TLS certificates), docker-compose (`config` only),
-# chromium and chromium-driver (the dashboard's browser test), prometheus (promtool).
+# chromium and chromium-driver (the dashboard's browser test), prometheus (promtool),
+# rabbitmq-server (the Celery tests on RabbitMQ: a vhost per run through rabbitmqctl, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v rabbitmqctl >/dev/null 2>&1 || need+=(rabbitmq-server)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${need[*]}: install them (apt-get install ${need[*]}) or run as root" >&2

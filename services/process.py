@@ -18,10 +18,10 @@ Both fronts share the core: a breaker opened by a failure seen through one front
 other away from Redis too, an invalidation that failed through one goes to the one outbox,
 and the metrics of both are one registry (what the process publishes and serves).
 
-Redis roles (docs/architecture.md): ``cache`` (evictable entries) and ``durable``
-(noeviction: streams, outbox, platform state). Settings configure one Redis today, so both
-roles resolve to one set of clients, the fronts' own; callers still name the role they need,
-so splitting the roles is a change here only.
+Redis roles (docs/architecture.md, config/redis_role.py): ``cache`` (evictable entries; the
+fronts' clients) and ``durable`` (noeviction, AOF: write-behind streams, platform state:
+leases, published metrics, alerts, refused tokens). With DURABLE_REDIS_* configured the
+durable role has clients of its own; without, both roles are the fronts' clients (one Redis).
 
 Prefork: a Services belongs to the process that built it. ``close`` in another process (a
 forked child) drops it without touching the sockets, which belong to the parent.
@@ -41,7 +41,7 @@ from cache import (
     build_async_cache,
     build_cache,
 )
-from cache.client import AsyncClients, AsyncRedis, SyncClients, SyncRedis
+from cache.client import AsyncClients, AsyncRedis, SyncClients, SyncRedis, connect, connect_async
 from cache.keys import Keys
 from cache.tracking import Tracker, tracker_for
 from cache.writebehind import AsyncGroupRecorder, WriteBehind, WriteBehindConfig
@@ -76,10 +76,18 @@ class Services:
         self._async_cache = async_cache
         self._tasks = tasks
         self.pid = os.getpid()
-        self._sync: dict[Role, SyncClients] = dict.fromkeys(ROLES, cache.clients)
-        self._async: dict[Role, AsyncClients] = (
-            dict.fromkeys(ROLES, async_cache.clients) if async_cache is not None else {}
-        )
+        # Connecting builds pools only: nothing is dialled before the first command.
+        shared = settings.durable_is_cache
+        self._sync: dict[Role, SyncClients] = {
+            "cache": cache.clients,
+            "durable": cache.clients if shared else connect(settings, "durable"),
+        }
+        self._async: dict[Role, AsyncClients] = {}
+        if async_cache is not None:
+            self._async = {
+                "cache": async_cache.clients,
+                "durable": async_cache.clients if shared else connect_async(settings, "durable"),
+            }
         self.writebehind = WriteBehind(
             self.redis("durable"), core.keys, WriteBehindConfig.from_settings(settings)
         )
@@ -155,7 +163,8 @@ class Services:
             region.bind(*fronts)
 
     def redis(self, role: Role) -> SyncRedis:
-        """The sync client (the master) of a Redis role, for state kept beside the cache."""
+        """The sync client (the master) of a Redis role: ``"durable"`` for state that must
+        not be evicted, ``"cache"`` for the cache's own keys."""
         return self._sync[role].writer
 
     def async_redis(self, role: Role) -> AsyncRedis:
@@ -208,12 +217,17 @@ class Services:
                 if self._engine is not None:
                     self._engine.dispose()
             finally:
-                self.cache.close()  # closes the sync clients of every role
+                if self._sync["durable"] is not self.cache.clients:
+                    self._sync["durable"].close()
+                self.cache.close()  # the cache role's clients
 
     async def aclose(self) -> None:
         """Close the async front and its clients, then everything :meth:`close` closes."""
         try:
             if self._async_cache is not None and not self.closed and self.owned_here():
+                durable = self._async["durable"]
+                if durable is not self._async_cache.clients:
+                    await durable.close()
                 await self._async_cache.close()
         finally:
             self.close()

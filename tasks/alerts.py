@@ -32,6 +32,7 @@ from typing import Any, Final
 import httpx
 from celery import Task, shared_task
 
+from celeryconfig import uses_rabbitmq
 from tasks.runtime import runtime_of
 from workers import routing
 from workers.alerts import Alert, dead_letter
@@ -116,6 +117,10 @@ def deliver_alert(self: Task[Any, Any], alert: dict[str, Any]) -> dict[str, Any]
         countdown = backoff(
             self.request.retries, settings.alert_webhook_backoff_s, verdict.retry_after
         )
+        if uses_rabbitmq(self.app.conf.broker_url):
+            # Celery's native delayed delivery (quorum queues) counts whole seconds and
+            # refuses a countdown under one; the Redis transport's ETA takes fractions.
+            countdown = max(1.0, countdown)
         log.warning(
             "alert %s not delivered (%s); retry in %.1fs", document["id"], verdict.reason, countdown
         )

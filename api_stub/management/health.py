@@ -193,6 +193,22 @@ async def cache_rates(m: ManagementRuntime) -> dict[str, Any]:
     return judge_rates(counted, m.config) | {"source": source, "window_s": m.config.health_window_s}
 
 
+async def durable(m: ManagementRuntime) -> dict[str, Any]:
+    """The durable role's master (write-behind, the broker, platform state) and how many
+    replicas follow it: with none, write-behind refuses events (WAIT, min-replicas-to-write).
+    One Redis for both roles: the redis and replication checks above are its checks."""
+    if m.settings.durable_is_cache:
+        return {"ok": True, "same_as": "redis"}
+    client = m.services.async_redis("durable")
+    result = await _ping(client)
+    if not result["ok"]:
+        return result
+    info = await client.info("replication")
+    replicas = int(info.get("connected_slaves", 0))
+    ok = info.get("role") == "master" and replicas >= m.settings.writebehind_replicas
+    return result | {"ok": ok, "role": info.get("role"), "replicas": replicas}
+
+
 async def breaker(m: ManagementRuntime) -> dict[str, Any]:
     state = m.cache.breaker.state.value
     return {"ok": state == "closed", "state": state, "times_opened": m.cache.breaker.times_opened}
@@ -243,6 +259,7 @@ async def database(m: ManagementRuntime) -> dict[str, Any]:
 CHECKS: Final[dict[str, Check]] = {
     "redis": redis_nodes,
     "replication": replication,
+    "durable": durable,
     "memory": memory,
     "cache": cache_rates,
     "breaker": breaker,

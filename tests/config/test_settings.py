@@ -135,8 +135,7 @@ def test_cli_config_masks_secrets(tmp_path: Path) -> None:
 def test_urls_derive_from_parts() -> None:
     settings = load_settings(redis_password="p@ss word", redis_db=3, redis_tls=True)
     assert settings.redis_url_for() == "rediss://:p%40ss%20word@localhost:6379/3"
-    assert settings.broker_url.endswith("/1")
-    assert settings.result_backend.endswith("/2")
+    assert settings.redis_url_for(db=1).endswith("/1")
 
 
 def test_cache_disabled_reads_go_to_the_source_and_writes_skip() -> None:
@@ -182,3 +181,68 @@ def test_tls_files_must_exist_and_go_together(tmp_path: Path) -> None:
     assert options.redis_kwargs()["ssl_ca_certs"] == str(tls.ca_cert)
     assert options.redis_kwargs()["ssl_check_hostname"] is True
     assert load_settings().redis_tls_options.redis_kwargs() == {}
+
+
+def test_durable_role_is_the_cache_role_until_configured() -> None:
+    settings = load_settings(redis_host="cache.internal", redis_password="pw")
+    assert settings.durable_redis is None and settings.durable_is_cache
+    assert settings.redis_role("durable") == settings.redis_role("cache")
+    assert settings.redis_role("durable").url_for() == "redis://:pw@cache.internal:6379/0"
+
+
+def test_durable_role_from_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_HOST", "cache.internal")
+    monkeypatch.setenv("DURABLE_REDIS_HOST", "durable.internal")
+    monkeypatch.setenv("DURABLE_REDIS_PORT", "6390")
+    monkeypatch.setenv("DURABLE_REDIS_PASSWORD", "durable-secret")
+    monkeypatch.setenv("DURABLE_REDIS_SENTINEL_MASTER", "durable")
+    monkeypatch.setenv("DURABLE_REDIS_SENTINELS", "10.0.0.1:26390,10.0.0.2:26390")
+    settings = load_settings()
+    durable = settings.redis_role("durable")
+    assert not settings.durable_is_cache
+    assert (durable.host, durable.port, durable.sentinel_master) == (
+        "durable.internal",
+        6390,
+        "durable",
+    )
+    assert durable.mode == "sentinel" and durable.sentinel_hosts[1] == ("10.0.0.2", 26390)
+    assert settings.redis_role("cache").host == "cache.internal"
+    assert settings.redis_mode == "standalone"  # the cache role's, unchanged
+    shown = settings.masked()
+    assert shown["durable_redis"]["password"] == "********"  # type: ignore[index]
+    assert shown["durable_redis_mode"] == "sentinel"
+    assert "durable-secret" not in json.dumps(shown)
+
+
+def test_durable_variables_by_name_fill_the_group() -> None:
+    settings = load_settings(
+        durable_redis_host="durable.internal", durable_redis_db="4", _env_file=None
+    )
+    assert settings.redis_role("durable").url_for() == "redis://durable.internal:6379/4"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("DURABLE_REDIS_PORT", "sixty", "DURABLE_REDIS_PORT"),
+        ("DURABLE_REDIS_SENTINELS", "nohostport", "DURABLE_REDIS_SENTINELS"),
+        ("DURABLE_REDIS_URL", "http://x", "DURABLE_REDIS_URL"),
+        ("DURABLE_REDIS_CLUSTER_NODES", "10.0.0.1:7000", "DURABLE_REDIS_CLUSTER_NODES"),
+    ],
+)
+def test_a_bad_durable_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=f"^invalid setting {named}:"):
+        load_settings()
+
+
+def test_production_needs_the_durable_role_authenticated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DURABLE_REDIS_HOST", "durable.internal")
+    with pytest.raises(ConfigError, match="DURABLE_REDIS_PASSWORD"):
+        load_settings(environment="production", redis_password="cache-pw")
+    monkeypatch.setenv("DURABLE_REDIS_PASSWORD", "durable-pw")
+    assert load_settings(environment="production", redis_password="cache-pw").environment == (
+        "production"
+    )

@@ -17,14 +17,25 @@ import yaml
 
 import celeryconfig
 from config import Settings, load_settings
+from config.redis_role import RedisRole
+from config.settings import DURABLE_PREFIX
 from tests.deploy.conftest import SECRET_NAMES, generate_secrets
 from tests.support.redis_procs import TlsFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 REDIS_SERVICES = ("redis-master", "redis-replica", *(f"redis-sentinel-{n}" for n in (1, 2, 3)))
+DURABLE_SERVICES = tuple(name.replace("redis-", "redis-durable-") for name in REDIS_SERVICES)
 APP_SERVICES = ("api", "worker", "beat", "flower")
-SERVICES = {*REDIS_SERVICES, "redis-commander", "postgres", "migrate", *APP_SERVICES}
+SERVICES = {
+    *REDIS_SERVICES,
+    *DURABLE_SERVICES,
+    "redis-commander",
+    "postgres",
+    "migrate",
+    "rabbitmq",
+    *APP_SERVICES,
+}
 
 
 def compose_command() -> list[str]:
@@ -44,7 +55,8 @@ def run_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in SECRET_NAMES and not key.startswith(("REDIS_", "DEPLOY_", "COMPOSE_"))
+        if key not in SECRET_NAMES
+        and not key.startswith(("REDIS_", "DURABLE_", "CELERY_", "DEPLOY_", "COMPOSE_"))
     }
     return subprocess.run(
         [*compose_command(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
@@ -117,7 +129,7 @@ def test_services_wait_for_what_they_need_to_be_healthy(config: Any) -> None:
     services = config["services"]
     for name in ("api", "worker", "beat"):
         depends = services[name]["depends_on"]
-        for sentinel in REDIS_SERVICES[2:]:
+        for sentinel in (*REDIS_SERVICES[2:], *DURABLE_SERVICES[2:]):
             assert depends[sentinel]["condition"] == "service_healthy", name
         assert depends["postgres"]["condition"] == "service_healthy", name
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
@@ -127,11 +139,29 @@ def test_services_wait_for_what_they_need_to_be_healthy(config: Any) -> None:
     )
     for sentinel in REDIS_SERVICES[2:]:
         assert set(services[sentinel]["depends_on"]) == {"redis-master", "redis-replica"}
+    for sentinel in DURABLE_SERVICES[2:]:
+        assert set(services[sentinel]["depends_on"]) == set(DURABLE_SERVICES[:2])
+
+
+def test_each_redis_role_runs_from_its_own_rendered_configs(config: Any) -> None:
+    services = config["services"]
+    for names, role in ((REDIS_SERVICES, "cache"), (DURABLE_SERVICES, "durable")):
+        for name in names:
+            rendered = mounts(services[name])["/etc/redis/rendered"]
+            assert Path(rendered).name == role, name
+            assert mounts(services[name])["/data"] in config["volumes"], name
+    data = [mounts(services[n])["/data"] for n in (*REDIS_SERVICES, *DURABLE_SERVICES)]
+    assert len(set(data)) == len(data)  # no two servers share a volume
+    # Each trio of Sentinels checks the quorum of its own role's master.
+    assert services["redis-sentinel-1"]["environment"]["SENTINEL_MASTER_NAME"] == "mymaster"
+    assert services["redis-durable-sentinel-1"]["environment"]["SENTINEL_MASTER_NAME"] == (
+        "durable"
+    )
 
 
 def test_only_the_api_and_loopback_uis_are_published(config: Any) -> None:
     services = config["services"]
-    for name in (*REDIS_SERVICES, "postgres", "worker", "beat", "migrate"):
+    for name in (*REDIS_SERVICES, *DURABLE_SERVICES, "rabbitmq", "postgres", "worker", "beat"):
         assert "ports" not in services[name], name
     commander = services["redis-commander"]
     assert ports(commander) == [("127.0.0.1", 8081, 8081)]
@@ -190,7 +220,12 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         ("worker", "worker", "REDIS_WORKER_PASSWORD"),
     ):
         environment = config["services"][name]["environment"]
-        unknown = {key for key in environment if key.lower() not in Settings.model_fields}
+        unknown = {
+            key
+            for key in environment
+            if key.lower() not in Settings.model_fields
+            and key.lower().removeprefix(DURABLE_PREFIX) not in RedisRole.model_fields
+        }
         assert unknown == set(), name
         # The certificate files the settings name are the ones compose mounts there.
         mounted = mounts(config["services"][name])
@@ -214,11 +249,20 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         sentinel_password = secrets_env["REDIS_SENTINEL_PASSWORD"]
         assert settings.redis_sentinel_password.get_secret_value() == sentinel_password
         assert settings.redis_tls_options.enabled
+        durable = settings.redis_role("durable")
+        assert durable.mode == "sentinel" and durable.sentinel_master == "durable"
+        assert {host for host, _ in durable.sentinel_hosts} == {
+            f"redis-durable-sentinel-{n}" for n in (1, 2, 3)
+        }
+        # The durable role holds the broker: every process is "worker" there.
+        assert durable.username == "worker"
+        assert durable.password.get_secret_value() == secrets_env["REDIS_WORKER_PASSWORD"]
         broker = celeryconfig.from_settings(settings)
-        # Celery follows the master through the Sentinels, as the ACL user "worker".
+        # Celery follows the durable master through its Sentinels, as the ACL user "worker".
         assert broker["broker_url"].count("sentinel://worker:") == 3
-        assert broker["broker_transport_options"]["master_name"] == "mymaster"
-        assert broker["result_backend"].count("sentinel://worker:") == 3
+        assert broker["broker_url"].count("@redis-durable-sentinel-") == 3
+        assert broker["broker_transport_options"]["master_name"] == "durable"
+        assert broker["result_backend"].count("@redis-durable-sentinel-") == 3
         # Over TLS, to the Sentinels and to the master, with the mounted CA.
         ca = tls_files["REDIS_TLS_CA_FILE"]
         for options in ("broker_transport_options", "result_backend_transport_options"):
@@ -248,6 +292,27 @@ def test_redis_sentinel_and_their_clients_speak_tls(config: Any, deploy_tls: Tls
     assert commander["environment"]["REDIS_TLS"] == "true"
     ca_path = commander["environment"]["NODE_EXTRA_CA_CERTS"]
     assert mounts(commander)[ca_path] == str(deploy_tls.ca_cert)
+
+
+def test_the_rabbitmq_profile_takes_the_broker_url_from_the_env_file(
+    tmp_path: Path, secrets_env: dict[str, str]
+) -> None:
+    amqp = f"amqp://membership:{secrets_env['RABBITMQ_PASSWORD']}@rabbitmq:5672/membership"
+    env_file = tmp_path / ".env.production"
+    values = {**secrets_env, "COMPOSE_PROFILES": "rabbitmq", "CELERY_BROKER_URL": amqp}
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    result = run_config(env_file)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_VHOST"] == "membership"
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        settings = load_settings(**{k.lower(): v for k, v in environment.items()}, _env_file=None)
+        conf = celeryconfig.from_settings(settings)
+        assert conf["broker_url"] == amqp, name
+        assert conf["broker_transport_options"] == {"confirm_publish": True}
+        # Results stay on the durable Redis role.
+        assert conf["result_backend"].count("@redis-durable-sentinel-") == 3
 
 
 def test_a_missing_secret_stops_compose(tmp_path: Path, secrets_env: dict[str, str]) -> None:

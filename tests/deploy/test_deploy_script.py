@@ -10,7 +10,11 @@ from pathlib import Path
 
 from tests.deploy.conftest import SECRET_NAMES, run_deploy_script
 
-RENDERED = ("redis-master.conf", "redis-replica.conf", "sentinel.conf", "users.acl")
+RENDERED = tuple(
+    f"{role}/{name}"
+    for role in ("cache", "durable")
+    for name in ("redis-master.conf", "redis-replica.conf", "sentinel.conf", "users.acl")
+)
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -42,9 +46,10 @@ def test_render_only_generates_private_secrets_and_renders(tmp_path: Path) -> No
     # Never printed, not even in part.
     for value in values.values():
         assert value[:16] not in result.stdout + result.stderr
-    master_conf = (out / "redis-master.conf").read_text()
-    assert "${" not in master_conf
-    assert f"masterauth {values['REDIS_REPLICATION_PASSWORD']}" in master_conf
+    for role in ("cache", "durable"):
+        master_conf = (out / role / "redis-master.conf").read_text()
+        assert "${" not in master_conf
+        assert f"masterauth {values['REDIS_REPLICATION_PASSWORD']}" in master_conf
 
 
 def test_a_second_run_keeps_the_secrets(tmp_path: Path) -> None:
@@ -97,7 +102,8 @@ def test_an_operator_setting_in_the_env_file_is_rendered(tmp_path: Path) -> None
     with env_file.open("a") as fh:
         fh.write("REDIS_MAXMEMORY=2gb\n")
     assert run_deploy_script("--render-only", str(out)).returncode == 0
-    assert "\nmaxmemory 2gb\n" in (out / "redis-master.conf").read_text()
+    for role in ("cache", "durable"):
+        assert "\nmaxmemory 2gb\n" in (out / role / "redis-master.conf").read_text()
     assert {k: v for k, v in read_env(env_file).items() if k in SECRET_NAMES} == secrets
 
 

@@ -129,3 +129,42 @@ def test_the_chosen_settings(tmp_path: Path) -> None:
     assert sentinel["sentinel monitor"] == ["mymaster redis-master 6379 2"]
     assert sentinel["sentinel down-after-milliseconds"] == ["mymaster 3000"]
     assert sentinel["sentinel failover-timeout"] == ["mymaster 5000"]
+
+
+def test_each_redis_role_is_rendered_with_its_own_guarantees(tmp_path: Path) -> None:
+    env = generate_secrets()
+    assert main_with_env(env, tmp_path) == 0
+    cache, durable = tmp_path / "cache", tmp_path / "durable"
+    for role in (cache, durable):
+        assert {p.name for p in role.iterdir()} == {
+            "redis-master.conf",
+            "redis-replica.conf",
+            "sentinel.conf",
+            "users.acl",
+        }
+    master, replica = (
+        directives(cache / "redis-master.conf"),
+        directives(cache / "redis-replica.conf"),
+    )
+    # The cache role: evicts among keys with a TTL; its replica lost, writes go on.
+    assert master["maxmemory-policy"] == replica["maxmemory-policy"] == ["volatile-lfu"]
+    assert master["min-replicas-to-write"] == ["0"]
+    assert directives(cache / "sentinel.conf")["sentinel monitor"] == [
+        "mymaster redis-master 6379 2"
+    ]
+    # The durable role: never evicts, AOF, a write needs the replica.
+    master = directives(durable / "redis-master.conf")
+    replica = directives(durable / "redis-replica.conf")
+    assert master["maxmemory-policy"] == replica["maxmemory-policy"] == ["noeviction"]
+    assert master["appendonly"] == ["yes"] and master["min-replicas-to-write"] == ["1"]
+    assert replica["replicaof"] == ["redis-durable-master 6379"]
+    assert directives(durable / "sentinel.conf")["sentinel monitor"] == [
+        "durable redis-durable-master 6379 2"
+    ]
+    assert (cache / "users.acl").read_text() == (durable / "users.acl").read_text()
+
+
+def main_with_env(env: dict[str, str], out: Path) -> int:
+    env_file = out.parent / f"{out.name}.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+    return main(["--env-file", str(env_file), "--out", str(out), "--roles"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import pytest
@@ -15,9 +16,11 @@ from sqlalchemy import text
 from cache import MISS, CacheCore, CacheRegion, DataType, build_async_cache, build_cache
 from cache.breaker import BreakerState
 from cache.flow import UNAVAILABLE
+from cache.writebehind import ActivityEvent
 from config import Settings
+from config.redis_role import RedisRole
 from services import ROLES, Services
-from tests.support.redis_procs import free_port
+from tests.support.redis_procs import free_port, start_redis
 
 
 def test_a_sync_process_has_one_front_and_no_async_parts(settings: Settings) -> None:
@@ -172,3 +175,41 @@ async def test_bind_puts_the_applications_regions_on_the_process_fronts(
     finally:
         region.unbind()
         await services.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_configured_durable_role_gets_clients_of_its_own(settings: Settings) -> None:
+    with start_redis(maxmemory_policy="noeviction", appendonly=True) as durable:
+        both = settings.model_copy(
+            update={"durable_redis": RedisRole(host=durable.host, port=durable.port, db=3)}
+        )
+        services = Services.open(both, asyncio=True)
+        try:
+            assert services.redis("cache") is services.cache.clients.writer
+            assert services.redis("durable") is not services.cache.clients.writer
+            assert services.async_redis("durable") is not services.async_cache.clients.writer
+            # The write-behind buffer and its recorder write to the durable server only.
+            assert services.writebehind.client is services.redis("durable")
+            event = ActivityEvent(member_id=5, kind="login", at=dt.datetime.now(dt.UTC))
+            assert services.writebehind.record([event])
+            assert services.recorder is not None
+            await services.recorder.record([event])
+            on_durable = durable.client(db=3)
+            try:
+                assert on_durable.xlen(services.writebehind.stream) == 2
+            finally:
+                on_durable.close()
+            assert not services.redis("cache").exists(services.writebehind.stream)
+            # The cache's entries go to the cache role.
+            assert services.cache.set(services.keys.member(5), {"id": 5}, DataType.MEMBER)
+            assert services.redis("cache").exists(services.keys.member(5))
+            assert not services.redis("durable").exists(services.keys.member(5))
+        finally:
+            await services.aclose()
+        # Both roles' pools are closed: no connection left on the durable server.
+        probe = durable.client()
+        try:
+            names = [c.get("name") for c in probe.client_list()]
+            assert "membership-cache" not in names
+        finally:
+            probe.close()

@@ -25,7 +25,7 @@ from tests.management.conftest import Tokens, serve
 from tests.support.redis_procs import RedisProcess
 from tests.support.webhook import Receiver, free_port
 from tests.workers import harness, services
-from tests.workers.conftest import InProcess
+from tests.workers.conftest import BOTH_BROKERS, InProcess
 from workers import routing
 from workers.alerts import VERSION, dead_letters
 
@@ -187,6 +187,7 @@ async def test_a_burst_of_refused_tokens_is_one_security_event(
     assert event["source"].startswith("api-")
 
 
+@BOTH_BROKERS  # the retries' countdowns: Redis's ETA, RabbitMQ's native delayed delivery
 def test_a_receiver_refusing_connections_gets_the_alert_once_it_is_back(
     worker: InProcess, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:

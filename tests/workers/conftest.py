@@ -10,6 +10,10 @@ Two ways to run tasks on a real worker:
   1, 2 and 0; emptied after each test), the cache under a prefix of the test's own; the tasks'
   PostgreSQL database is ``pg_database``. :class:`InProcess` (fixture ``worker``) is the
   producer's view of it: send through the client, wait for the result, read the cache.
+- on either broker: ``celery_broker`` is "redis" (the session's redis-server, database 1)
+  unless a test asks for both with ``@BOTH_BROKERS``; "amqp" is a RabbitMQ vhost of the test
+  run's own (``rabbitmq_url``), results staying on the redis-server (the durable role). The
+  tests that exercise the broker (enqueue, route, worker, retry, redelivery) run on both.
 - in real processes, for fault and failover tests (a killed worker, two beats, Flower, the
   entry point): ``stack`` and ``clean_stack`` (tests/workers/harness.py).
 
@@ -35,6 +39,7 @@ from sqlalchemy import Engine
 from cache import CacheService
 from config import Settings
 from db import make_engine
+from tests.support import rabbitmq
 from tests.support.redis_procs import RedisProcess, start_redis
 from tests.workers import harness, services
 from workers import routing
@@ -43,6 +48,24 @@ from workers.factory import create_app
 from workers.runtime import CacheCelery, Parts, Runtime
 
 PG_MEMBERS = 200  # seeded in pg_database; ids 1..200
+BROKERS = ("redis", "amqp")
+# A test (or module, as pytestmark) that exercises the broker runs on Redis and on RabbitMQ.
+BOTH_BROKERS = pytest.mark.parametrize("celery_broker", BROKERS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ vhost of this test run's own (created on first use, deleted at the end)."""
+    with rabbitmq.vhost() as url:
+        yield url
+
+
+@pytest.fixture
+def celery_broker(request: pytest.FixtureRequest) -> str:
+    """The broker of the in-process worker: "redis" unless parametrized (BOTH_BROKERS)."""
+    broker = str(getattr(request, "param", "redis"))
+    assert broker in BROKERS, broker
+    return broker
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +125,13 @@ def task_env(task_redis: RedisProcess, pg_database: str, tmp_path: Path) -> dict
 
 
 @pytest.fixture
-def task_settings(task_env: dict[str, str]) -> Settings:
+def task_settings(
+    task_env: dict[str, str], celery_broker: str, request: pytest.FixtureRequest
+) -> Settings:
+    """task_env's Settings, on the test's broker: the redis-server's database 1 (task_env's)
+    or the run's RabbitMQ vhost."""
+    if celery_broker == "amqp":
+        task_env = task_env | {"CELERY_BROKER_URL": request.getfixturevalue("rabbitmq_url")}
     return harness.settings_from_env(task_env)
 
 
@@ -130,9 +159,18 @@ def celery_app(
     """celery.contrib.pytest's app fixture, redefined as the platform's app: the worker
     (celery_worker) runs the real task modules, routes and limits of workers/routing.py."""
     app = create_app(task_settings, parts=celery_parts)
+    amqp = bool(
+        task_settings.celery_broker_url and task_settings.celery_broker_url.startswith("amqp")
+    )
+    if amqp:
+        # On AMQP the worker's event loop sleeps until its next timer (up to 10 s) before it
+        # sees a stop; heartbeat checks every second wake it, so the test worker stops at once.
+        app.conf.broker_heartbeat = 2
     try:
         yield app
     finally:
+        if amqp:
+            app.control.purge()  # the vhost outlives the test: leave its queues empty
         app.close_runtime()
         app.close()
         for db in (services.CACHE_DB, services.BROKER_DB, services.RESULTS_DB):

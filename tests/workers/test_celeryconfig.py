@@ -190,3 +190,43 @@ def test_a_rediss_url_is_accepted_by_kombu_and_celery(tmp_path: Path) -> None:
         assert connparams["connection_class"].__name__ == "SSLConnection"
     finally:
         app.close()
+
+
+def test_broker_and_results_live_on_the_durable_role() -> None:
+    conf = make(
+        redis_host="cache.internal",
+        redis_password="cache-pw",
+        durable_redis={"host": "durable.internal", "port": 6390, "password": "d-pw"},
+    )
+    assert conf["broker_url"] == "redis://:d-pw@durable.internal:6390/1"
+    assert conf["result_backend"] == "redis://:d-pw@durable.internal:6390/2"
+
+
+def test_durable_sentinels_carry_the_durable_master() -> None:
+    conf = make(
+        redis_sentinels="c1:26379",
+        redis_sentinel_master="cache",
+        durable_redis={"sentinels": "d1:26390,d2:26390", "sentinel_master": "durable"},
+    )
+    assert conf["broker_url"] == "sentinel://d1:26390/1;sentinel://d2:26390/1"
+    assert conf["broker_transport_options"]["master_name"] == "durable"  # type: ignore[index]
+    assert conf["result_backend_transport_options"]["master_name"] == "durable"  # type: ignore[index]
+
+
+def test_rabbitmq_broker_uses_quorum_queues_and_confirms() -> None:
+    conf = make(
+        celery_broker_url="amqp://guest:guest@mq.internal:5672/membership",
+        durable_redis={"host": "durable.internal"},
+    )
+    queues = conf["task_queues"]
+    assert [queue.name for queue in queues] == list(routing.QUEUES)  # type: ignore[attr-defined]
+    for queue in queues:  # type: ignore[attr-defined]
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        # Topic: the exchange kind Celery's native delayed delivery binds (countdowns).
+        assert queue.exchange.type == "topic" and queue.routing_key == queue.name
+    assert conf["task_default_queue_type"] == "quorum"
+    assert conf["worker_detect_quorum_queues"] is True
+    assert conf["broker_transport_options"] == {"confirm_publish": True}
+    assert "worker_disable_prefetch" not in conf  # a Redis transport option
+    # Results stay on the durable Redis role.
+    assert conf["result_backend"] == "redis://durable.internal:6379/2"

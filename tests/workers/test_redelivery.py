@@ -111,3 +111,40 @@ def test_killed_worker_s_warmup_and_invalidation_are_completed_by_another(
         rescuer.stop()
         client.close()
         cache.close()
+
+
+def test_on_rabbitmq_a_killed_worker_s_task_is_redelivered_to_another(
+    stack: harness.Stack, broker: RedisProcess, rabbitmq_url: str
+) -> None:
+    """The same loss on RabbitMQ: the quorum queue hands the unacknowledged message back as
+    soon as the dead worker's connection closes (no visibility timeout to wait out), and the
+    result lands on the Redis of the durable role."""
+    prefix = f"test-kill-amqp-{uuid.uuid4().hex[:8]}:"
+    env = services.stack_env(
+        prefix,
+        broker.port,
+        stack.database_url,
+        CELERY_BROKER_URL=rabbitmq_url,
+        SLOW_INVALIDATION_SECONDS="30",  # still running when the worker is killed
+    )
+    settings = harness.settings_from_env(env)
+    client = TaskClient(settings)
+    queues = (routing.Q_INVALIDATE,)
+    doomed = WorkerProcess(env, stack.directory, queues=queues, app="tests.workers.slow_app")
+    rescuer = WorkerProcess(env, stack.directory, queues=queues)
+    try:
+        doomed.start()
+        doomed.wait_ready(client)
+        change = client.enqueue_member_change("update", 3)
+        wait_for(lambda: client.progress(change).state == "STARTED", 30, "the invalidation to run")
+        doomed.kill()
+        rescuer.start()
+        rescuer.wait_ready(client)
+        assert harness.final(client, change).state == "SUCCESS"
+        results = broker.client(db=services.RESULTS_DB)
+        meta = json.loads(results.get(f"celery-task-meta-{change}") or b"{}")
+        assert meta["worker"] == rescuer.hostname
+    finally:
+        doomed.stop()
+        rescuer.kill()  # its work is done; a warm shutdown on AMQP waits for its loop to wake
+        client.close()

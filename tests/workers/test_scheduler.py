@@ -6,15 +6,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import pytest
+from amqp.exceptions import NotFound
 
 from cache import CacheService
-from tests.workers import harness
+from cache.keys import Keys
+from tests.support.redis_procs import start_redis
+from tests.workers import harness, services
 from tests.workers.processes import BeatProcess, wait_for
 from workers import routing
+from workers.factory import create_app
+from workers.runtime import CacheCelery
 from workers.scheduler import LeaderLease
 
 SENT = "Scheduler: Sending due task"
@@ -110,3 +116,57 @@ def test_two_beats_one_sender_each_job_once_per_period(clean_stack: harness.Stac
     assert set(ran.values()) == {1}, ran
     ticks = Counter(meta["name"] for meta in metas)
     assert all(count >= 3 for count in ticks.values()), ticks  # many ticks, one run each
+
+
+@pytest.mark.slow
+def test_on_rabbitmq_the_leader_beat_sends_every_job_to_its_quorum_queue(
+    stack: harness.Stack, rabbitmq_url: str
+) -> None:
+    """Beat publishes each scheduled job to its queue on RabbitMQ (workers consuming quorum
+    queues are tests/workers/test_rabbitmq.py's and test_redelivery.py's); its leader lease
+    stays on the durable Redis role."""
+    with start_redis() as own:
+        env = services.stack_env(
+            f"test-beat-amqp-{uuid.uuid4().hex[:8]}:",
+            own.port,
+            stack.database_url,
+            CELERY_BROKER_URL=rabbitmq_url,
+            TEST_BEAT_EVERY=str(EVERY),
+            TEST_BEAT_LEASE=str(LEASE),
+        )
+        settings = harness.settings_from_env(env)
+        app = create_app(settings)
+        queues = {spec.queue for spec in JOBS}
+        before = _waiting(app, queues)
+        beat = BeatProcess(env, stack.directory, name="beat-amqp", app="tests.workers.beat_app")
+        try:
+            beat.start()
+            wait_for(lambda: _sent(beat) >= 2 * len(JOBS), 30, "two rounds of every job")
+            durable = own.client()
+            try:
+                lease = durable.exists(Keys(settings.redis_key_prefix).system("beat", "leader"))
+            finally:
+                durable.close()
+        finally:
+            beat.kill()  # its sends are counted; a warm stop adds nothing to check
+        grown = _waiting(app, queues)
+        app.control.purge()
+        app.close()
+    assert lease
+    per_queue = Counter(spec.queue for spec in JOBS)
+    for queue in queues:
+        assert grown[queue] - before[queue] >= 2 * per_queue[queue], (queue, before, grown)
+
+
+def _waiting(app: CacheCelery, queues: set[str]) -> dict[str, int]:
+    """Messages ready on each queue, as the broker counts them (a passive declare)."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        counts = {}
+        for name in queues:
+            try:
+                counts[name] = channel.queue_declare(name, passive=True).message_count
+            except NotFound:  # not declared yet: nothing was ever sent to it
+                channel = connection.channel()  # the broker closed the one that asked
+                counts[name] = 0
+        return counts
