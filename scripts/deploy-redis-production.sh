@@ -134,7 +134,11 @@ tls_leaf_days=825   # the longest validity clients commonly accept for a server 
 tls_renew_days="${DEPLOY_TLS_RENEW_DAYS:-30}"
 # Names the servers are reached by: compose service names (Sentinel announces host names, so
 # clients verify these), and the loopback for health checks and tests on one host.
-tls_server_names="DNS:redis-master,DNS:redis-replica,DNS:redis-sentinel-1,DNS:redis-sentinel-2,DNS:redis-sentinel-3,DNS:localhost,IP:127.0.0.1"
+# Both roles' servers and Sentinels (docker-compose.yml's service names) and the loopback.
+tls_server_names="DNS:redis-master,DNS:redis-replica,DNS:redis-sentinel-1,DNS:redis-sentinel-2,DNS:redis-sentinel-3"
+tls_server_names="$tls_server_names,DNS:redis-durable-master,DNS:redis-durable-replica"
+tls_server_names="$tls_server_names,DNS:redis-durable-sentinel-1,DNS:redis-durable-sentinel-2,DNS:redis-durable-sentinel-3"
+tls_server_names="$tls_server_names,DNS:localhost,IP:127.0.0.1"
 tls_server_names+="${DEPLOY_TLS_EXTRA_NAMES:+,$DEPLOY_TLS_EXTRA_NAMES}"
 
 tls_new_key() {

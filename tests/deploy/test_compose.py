@@ -232,9 +232,10 @@ def test_the_app_settings_come_out_in_sentinel_mode(
         tls_files = {
             key: mounted[value]
             for key, value in environment.items()
-            if key.startswith("REDIS_TLS_")
+            if key.removeprefix("DURABLE_").startswith("REDIS_TLS_")
         }
-        assert set(tls_files) == {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"}
+        files = {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"}
+        assert set(tls_files) == files | {f"DURABLE_{key}" for key in files}
         with monkeypatch.context() as patch:
             for key, value in {**environment, **tls_files}.items():
                 patch.setenv(key, str(value))
@@ -295,18 +296,27 @@ def test_redis_sentinel_and_their_clients_speak_tls(config: Any, deploy_tls: Tls
 
 
 def test_the_rabbitmq_profile_takes_the_broker_url_from_the_env_file(
-    tmp_path: Path, secrets_env: dict[str, str]
+    tmp_path: Path, secrets_env: dict[str, str], deploy_tls: TlsFiles
 ) -> None:
     amqp = f"amqp://membership:{secrets_env['RABBITMQ_PASSWORD']}@rabbitmq:5672/membership"
     env_file = tmp_path / ".env.production"
-    values = {**secrets_env, "COMPOSE_PROFILES": "rabbitmq", "CELERY_BROKER_URL": amqp}
+    values = {
+        **secrets_env,
+        "COMPOSE_PROFILES": "rabbitmq",
+        "CELERY_BROKER_URL": amqp,
+        "DEPLOY_TLS_DIR": str(deploy_tls.ca_cert.parent),
+    }
     env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
     result = run_config(env_file)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_VHOST"] == "membership"
     for name in APP_SERVICES:
-        environment = services[name]["environment"]
+        environment = dict(services[name]["environment"])
+        mounted = mounts(services[name])  # the certificate files as the host has them
+        for key, value in environment.items():
+            if key.removeprefix("DURABLE_").startswith("REDIS_TLS_"):
+                environment[key] = mounted[value]
         settings = load_settings(**{k.lower(): v for k, v in environment.items()}, _env_file=None)
         conf = celeryconfig.from_settings(settings)
         assert conf["broker_url"] == amqp, name

@@ -144,14 +144,17 @@ def test_the_tls_step_makes_a_private_ca_and_certificates(tmp_path: Path) -> Non
     for name in ("redis-master", "redis-replica", "redis-sentinel-1", "redis-sentinel-3"):
         assert f"DNS:{name}" in sans
     assert "IP Address:127.0.0.1" in sans
-    # The rendered configs name these files (in the container's copy), TLS only.
-    master_conf = (out / "redis-master.conf").read_text()
-    assert "\nport 0\ntls-port 6379\n" in master_conf
-    assert "\ntls-replication yes\n" in master_conf
-    assert "\ntls-ca-cert-file /data/tls/ca.crt\n" in master_conf
-    sentinel_conf = (out / "sentinel.conf").read_text()
-    assert "\nport 0\ntls-port 26379\n" in sentinel_conf
-    assert "\ntls-replication yes\n" in sentinel_conf
+    for name in ("redis-durable-master", "redis-durable-sentinel-3"):
+        assert f"DNS:{name}" in sans
+    # Both roles' rendered configs name these files (in the container's copy), TLS only.
+    for role in ("cache", "durable"):
+        master_conf = (out / role / "redis-master.conf").read_text()
+        assert "\nport 0\ntls-port 6379\n" in master_conf
+        assert "\ntls-replication yes\n" in master_conf
+        assert "\ntls-ca-cert-file /data/tls/ca.crt\n" in master_conf
+        sentinel_conf = (out / role / "sentinel.conf").read_text()
+        assert "\nport 0\ntls-port 26379\n" in sentinel_conf
+        assert "\ntls-replication yes\n" in sentinel_conf
 
 
 def test_a_second_run_keeps_the_certificates_and_replaces_only_what_is_unusable(
