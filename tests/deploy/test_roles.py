@@ -32,7 +32,7 @@ from tests.deploy.app_stack import Cluster, sentinel_cluster, settings_of
 from tests.deploy.conftest import MASTER_NAME, PREFIX, Deployment, generate_secrets
 from tests.support.api_process import ApiProcess
 from tests.support.postgres import throwaway_database
-from tests.support.redis_procs import wait_for
+from tests.support.redis_procs import TlsFiles, wait_for
 from workers import routing
 from workers.client import TaskClient
 
@@ -53,7 +53,7 @@ class Roles:
         return role.deployment.client(role.master, "admin", db=db)
 
 
-def rendered(directory: Path, role: str, secrets: dict[str, str]) -> Deployment:
+def rendered(directory: Path, role: str, secrets: dict[str, str], tls: TlsFiles) -> Deployment:
     """The role's rendering, pointed at loopback (the role's own host and master name are
     compose's; here each role's Sentinels are its own processes under MASTER_NAME)."""
     values = {
@@ -61,17 +61,17 @@ def rendered(directory: Path, role: str, secrets: dict[str, str]) -> Deployment:
         for name, value in ROLES[role].items()
         if name not in ("REDIS_MASTER_HOST", "REDIS_SENTINEL_MASTER")
     }
-    deployment = Deployment(directory, secrets, values)
+    deployment = Deployment(directory, secrets, tls, values)
     deployment.render(1, **values)
     return deployment
 
 
 @contextlib.contextmanager
-def both_roles(directory: Path) -> Iterator[tuple[Cluster, Cluster]]:
+def both_roles(directory: Path, tls: TlsFiles) -> Iterator[tuple[Cluster, Cluster]]:
     secrets = generate_secrets()
     with (
-        sentinel_cluster(rendered(directory / "cache", "cache", secrets)) as cache,
-        sentinel_cluster(rendered(directory / "durable", "durable", secrets)) as durable,
+        sentinel_cluster(rendered(directory / "cache", "cache", secrets, tls)) as cache,
+        sentinel_cluster(rendered(directory / "durable", "durable", secrets, tls)) as durable,
     ):
         yield cache, durable
 
@@ -79,30 +79,35 @@ def both_roles(directory: Path) -> Iterator[tuple[Cluster, Cluster]]:
 def roles_env(cache: Cluster, durable: Cluster, database_url: str) -> dict[str, str]:
     """The API's environment in docker-compose.yml, on these processes."""
     secrets = cache.deployment.env
-    return {
-        "ENVIRONMENT": "production",
-        "REDIS_KEY_PREFIX": PREFIX,
-        "REDIS_SENTINELS": cache.sentinel_hosts,
-        "REDIS_SENTINEL_MASTER": MASTER_NAME,
-        "REDIS_SENTINEL_PASSWORD": secrets["REDIS_SENTINEL_PASSWORD"],
-        "REDIS_USERNAME": "app",
-        "REDIS_PASSWORD": secrets["REDIS_APP_PASSWORD"],
-        "DURABLE_REDIS_SENTINELS": durable.sentinel_hosts,
-        "DURABLE_REDIS_SENTINEL_MASTER": MASTER_NAME,
-        "DURABLE_REDIS_SENTINEL_PASSWORD": secrets["REDIS_SENTINEL_PASSWORD"],
-        "DURABLE_REDIS_USERNAME": "worker",
-        "DURABLE_REDIS_PASSWORD": secrets["REDIS_WORKER_PASSWORD"],
-        "WRITEBEHIND_REPLICAS": "1",  # an event is acknowledged once a replica holds it
-        "DATABASE_URL": database_url,
-        "CACHE_AUTOWARM": "false",
-        "MANAGEMENT_TOKENS": f"viewer:{hash_token(VIEWER_TOKEN)}:roles-test",
-    }
+    durable_tls = {f"DURABLE_{name}": value for name, value in durable.deployment.tls_env().items()}
+    return (
+        cache.deployment.tls_env()
+        | durable_tls
+        | {
+            "ENVIRONMENT": "production",
+            "REDIS_KEY_PREFIX": PREFIX,
+            "REDIS_SENTINELS": cache.sentinel_hosts,
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "REDIS_SENTINEL_PASSWORD": secrets["REDIS_SENTINEL_PASSWORD"],
+            "REDIS_USERNAME": "app",
+            "REDIS_PASSWORD": secrets["REDIS_APP_PASSWORD"],
+            "DURABLE_REDIS_SENTINELS": durable.sentinel_hosts,
+            "DURABLE_REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "DURABLE_REDIS_SENTINEL_PASSWORD": secrets["REDIS_SENTINEL_PASSWORD"],
+            "DURABLE_REDIS_USERNAME": "worker",
+            "DURABLE_REDIS_PASSWORD": secrets["REDIS_WORKER_PASSWORD"],
+            "WRITEBEHIND_REPLICAS": "1",  # an event is acknowledged once a replica holds it
+            "DATABASE_URL": database_url,
+            "CACHE_AUTOWARM": "false",
+            "MANAGEMENT_TOKENS": f"viewer:{hash_token(VIEWER_TOKEN)}:roles-test",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roles]:
+def roles(tmp_path_factory: pytest.TempPathFactory, deploy_tls: TlsFiles) -> Iterator[Roles]:
     with (
-        both_roles(tmp_path_factory.mktemp("roles")) as (cache, durable),
+        both_roles(tmp_path_factory.mktemp("roles"), deploy_tls) as (cache, durable),
         throwaway_database("roles", members=MEMBERS) as database_url,
     ):
         env = roles_env(cache, durable, database_url)
