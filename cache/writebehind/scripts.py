@@ -1,4 +1,4 @@
-"""The Lua scripts of the buffer: each one atomic step on the keys of the ``{wb}`` hash tag.
+"""The Lua scripts of the buffer: each one atomic step on the keys of one partition's hash tag.
 
 A script with the ``#!lua`` shebang and no ``allow-oom`` flag is refused up front when Redis is
 out of memory, never half-way; the consumer side is ``allow-oom``: flushing frees memory.
@@ -8,27 +8,23 @@ from __future__ import annotations
 
 from typing import Final
 
-# Accept: count and enqueue, or refuse the whole write. KEYS: the partition streams, then one
-# counter hash per event. ARGV: limit, counter ttl ms, partitions, then one entry per event
-# ("member,code,at,times"). An event goes to partition member % partitions.
-# {1, ids} or {0, backlog}.
+# Accept: count and enqueue, or refuse the whole write, on one partition's keys only (its
+# hash tag), so the step is atomic on a Cluster too. KEYS: the partition's stream, then one
+# counter hash per event. ARGV: the partition's backlog limit, counter ttl ms, then one entry
+# per event ("member,code,at,times"). {1, ids} or {0, backlog}.
 RECORD: Final = """#!lua
-local parts = tonumber(ARGV[3])
-local backlog = 0
-for p = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[p]) end
-local n = #ARGV - 3
+local backlog = redis.call('XLEN', KEYS[1])
+local n = #ARGV - 2
 if backlog + n > tonumber(ARGV[1]) then return {0, backlog} end
 local ttl, ids = ARGV[2], {}
 for i = 1, n do
-  local entry, key = ARGV[3 + i], KEYS[parts + i]
+  local entry, key = ARGV[2 + i], KEYS[1 + i]
   local member, code, at, times = string.match(entry, '^(%d+),(%a),(%d+),(%d+)$')
   redis.call('HINCRBY', key, code, times)
   local seen = tonumber(redis.call('HGET', key, 's'))
   if not seen or tonumber(at) > seen then redis.call('HSET', key, 's', at) end
   redis.call('PEXPIRE', key, ttl)
-  local stream = KEYS[1]
-  if parts > 1 then stream = KEYS[1 + tonumber(member) % parts] end
-  ids[i] = redis.call('XADD', stream, '*', 'e', entry)
+  ids[i] = redis.call('XADD', KEYS[1], '*', 'e', entry)
 end
 return {1, ids}
 """
@@ -122,12 +118,12 @@ end
 redis.call('XTRIM', stream, 'MINID', cut)
 """
 
-# Re-queue dead-lettered events (either entry form) to their member's partition; entries that
-# never parsed stay where they are. KEYS: dead-letter stream, then the partition streams.
-# ARGV: partitions, then dead-letter ids.
+# Re-queue dead-lettered events (either entry form) of one partition to its stream; ids not
+# in this dead-letter stream and entries that never parsed stay where they are.
+# KEYS: the partition's dead-letter stream, its stream. ARGV: dead-letter ids.
 REPLAY: Final = """#!lua
-local parts, out = tonumber(ARGV[1]), {}
-for i = 2, #ARGV do
+local out = {}
+for i = 1, #ARGV do
   local id = ARGV[i]
   local e = redis.call('XRANGE', KEYS[1], id, id)[1]
   if e then
@@ -137,9 +133,8 @@ for i = 2, #ARGV do
     if not entry and f.m and f.k and f.t and f.n then
       entry = f.m .. ',' .. f.k .. ',' .. f.t .. ',' .. f.n
     end
-    local member = entry and string.match(entry, '^(%d+),[lcp],%d+,%d+$')
-    if member then
-      out[#out + 1] = redis.call('XADD', KEYS[2 + tonumber(member) % parts], '*', 'e', entry)
+    if entry and string.match(entry, '^%d+,[lcp],%d+,%d+$') then
+      out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'e', entry)
       redis.call('XDEL', KEYS[1], id)
     end
   end
