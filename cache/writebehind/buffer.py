@@ -345,7 +345,10 @@ class WriteBehind:
     def health(self) -> Health:
         """Backlog and pending summed over the partitions; lag of the oldest entry of any."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
+        # A Cluster pipeline takes keyed commands only: there TIME is a call of its own.
+        clock = self._call(self.client.time) if self.clustered else None
+        if clock is None:
+            pipe.time()
         for dead_stream in self.deads:
             pipe.xlen(dead_stream)
         for stream in self.streams:
@@ -353,12 +356,14 @@ class WriteBehind:
             pipe.xrange(stream, "-", "+", 1)
             pipe.xpending(stream, GROUP)
         replies = self._call(pipe.execute, raise_on_error=False)
-        head = 1 + len(self.deads)  # TIME, then the dead-letter lengths
+        if clock is None:
+            clock, replies = replies[0], replies[1:]
+        head = len(self.deads)  # the dead-letter lengths, then three replies a partition
         for index, reply in enumerate(replies):
             if isinstance(reply, Exception) and (index < head or (index - head) % 3 != 2):
                 raise CacheUnavailable(f"write-behind: {reply}") from reply
-        sec, usec = replies[0]
-        dead = sum(int(n) for n in replies[1:head])
+        sec, usec = clock
+        dead = sum(int(n) for n in replies[:head])
         backlog = pending = 0
         lag = 0.0
         for length, oldest, group in zip(*[iter(replies[head:])] * 3, strict=True):
