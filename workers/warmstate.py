@@ -30,6 +30,12 @@ def last_key(keys: Keys) -> str:
     return keys.system("warmup", "last")
 
 
+def run_key(keys: Keys, run_id: str) -> str:
+    """The progress of a warm-up split into chunk tasks (tasks/chunks.py), summed across
+    the worker processes; removed when the run finishes, expires if it never does."""
+    return keys.system("warmup", "run", run_id)
+
+
 def identity_key(keys: Keys) -> str:
     return keys.system("redis", "identity")
 
