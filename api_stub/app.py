@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            gc.unfreeze()  # an app of a process that builds another one (tests) is freed
             replaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replaying
