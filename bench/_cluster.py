@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import redis
 
@@ -41,6 +41,7 @@ def _free_cluster_port() -> int:
 class Cluster:
     ports: list[int] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[BinaryIO] = field(default_factory=list)
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-cl-")))
 
     @property
@@ -58,6 +59,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for log in self.logs:
+            log.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
@@ -85,6 +88,7 @@ def start(masters: int = 3, timeout: float = 30.0) -> Cluster:
             home = cluster.directory / str(port)
             home.mkdir()
             cluster.ports.append(port)
+            cluster.logs.append(log := (home / "log").open("wb"))
             cluster.processes.append(
                 subprocess.Popen(
                     [
@@ -93,7 +97,7 @@ def start(masters: int = 3, timeout: float = 30.0) -> Cluster:
                         *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                         *("--save", "", "--appendonly", "no", "--protected-mode", "no"),
                     ],
-                    stdout=(home / "log").open("wb"),
+                    stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
