@@ -135,7 +135,7 @@ def warmup_chunk(
         None if upto is None else int(upto),
         progress=_progress(self, runtime, run),
     )
-    return report.as_dict()
+    return report.as_dict() | {"worker": str(self.request.hostname or "")}
 
 
 @shared_task(bind=True, **routing.task_options(routing.WARMUP_FINISH, retry_on=RETRY_ON))
@@ -154,6 +154,7 @@ def warmup_finish(
     answer = report.as_dict() | {
         "seconds": round(time.time() - float(run["holder"]["started_at"]), 3),
         "chunks": len(results),
+        "workers": len({result.get("worker") for result in results}),
     }
     durable = runtime.worker.services.redis("durable")
     keys = runtime.cache.keys
