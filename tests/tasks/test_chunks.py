@@ -53,8 +53,10 @@ def test_a_split_warmup_is_followed_as_one_task(
     everything = PG_MEMBERS + aggregate_count()
     progress = [meta for state, meta in states if state == "PROGRESS"]
     assert progress[0] == {"done": 0, "total": everything, "chunks": 7}
+    # Each chunk reports the sum after its pages (chunks run side by side, so two reports
+    # may land out of order): a report per chunk at least, the last sum is every member.
     done = [meta["done"] for meta in progress[1:]]  # type: ignore[index]
-    assert len(done) >= 7 and done == sorted(done) and done[-1] == PG_MEMBERS
+    assert len(done) >= 7 and max(done) == PG_MEMBERS and all(0 < d <= PG_MEMBERS for d in done)
     assert states[-1][0] == "SUCCESS"
     result = worker.wait(task_id).result or {}
     assert (result["chunks"], result["written"], result["missing"]) == (7, everything, 0)
