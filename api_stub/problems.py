@@ -241,8 +241,8 @@ def problem_response(
     return Response(body, status, dict(headers or {}), media_type=PROBLEM_JSON)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)  # routing's 404 and 405 are Starlette's
+def _parts(exc: StarletteHTTPException) -> tuple[Cause | None, dict[str, Any], str]:
+    """An HTTP error's cause, document extensions and detail text."""
     if isinstance(exc, ProblemError):
         cause: Cause | None = exc.cause
         extensions = exc.extensions
@@ -251,6 +251,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 422 and "errors" not in extensions:
         extensions = {**extensions, "errors": []}  # the schema's: no field was named
     detail = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
+    return cause, extensions, detail
+
+
+def asgi_answer(
+    exc: StarletteHTTPException, instance: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) of an error, for the pure-ASGI paths that answer before
+    FastAPI: the document its exception handler would send."""
+    cause, extensions, detail = _parts(exc)
+    body = render(exc.status_code, detail, instance, cause=cause, **extensions)
+    headers = [(b"content-type", PROBLEM_JSON.encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    return exc.status_code, headers, body
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)  # routing's 404 and 405 are Starlette's
+    cause, extensions, detail = _parts(exc)
     headers = exc.headers
     if exc.status_code == 405:
         # Routing names the methods of the first route of the path; Allow lists them all.

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -39,16 +39,29 @@ class Stack:
     client: TaskClient
     cache: CacheService
     worker: subprocess.Popen[bytes]
+    more_workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[subprocess.Popen[bytes]]:
+        return [self.worker, *self.more_workers]
+
+    def add_worker(self, concurrency: int = 1) -> None:
+        """One more ``celery worker`` process on the same queues, ready when this returns."""
+        index = len(self.workers)
+        self.more_workers.append(_spawn_worker(self.directory, self.env, concurrency, index))
+        _wait_ready(self, expected=index + 1)
 
     def close(self) -> None:
         try:
-            if self.worker.poll() is None:
-                self.worker.send_signal(signal.SIGTERM)
+            for worker in self.workers:
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGTERM)
+            for worker in self.workers:
                 try:
-                    self.worker.wait(30)
+                    worker.wait(30)
                 except subprocess.TimeoutExpired:
-                    os.killpg(self.worker.pid, signal.SIGKILL)
-                    self.worker.wait(5)
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait(5)
         finally:
             self.client.close()
             self.cache.close()
@@ -57,8 +70,41 @@ class Stack:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start(members: int, concurrency: int) -> tuple[Stack, float]:
-    """The running stack and the seconds its database took to seed."""
+def _spawn_worker(
+    directory: Path, env: dict[str, str], concurrency: int, index: int
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "celery", "-A", "workers.app", "worker", "-l", "WARNING"),
+            *("-Q", "cache.warmup,cache.invalidate", "-c", str(concurrency)),
+            *("-n", f"bench{index}@%h", "--without-gossip", "--without-mingle"),
+        ],
+        cwd=directory,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        stdout=(directory / f"worker{index}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(stack: Stack, expected: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(stack.client.app.control.ping(timeout=0.5) or []) < expected:
+        if any(w.poll() is not None for w in stack.workers) or time.monotonic() > deadline:
+            logs = "\n".join(
+                p.read_text(errors="replace") for p in stack.directory.glob("worker*.log")
+            )
+            stack.close()
+            raise RuntimeError(f"the benchmark's workers did not start:\n{logs}")
+
+
+def start(
+    members: int, concurrency: int, *, broker: str | None = None, chunk_size: int | None = None
+) -> tuple[Stack, float]:
+    """The running stack and the seconds its database took to seed. ``broker``: another
+    broker URL than the stack's redis-server (RabbitMQ, say); ``chunk_size``: the warm-up's
+    CACHE_WARMUP_CHUNK_SIZE."""
     directory = Path(tempfile.mkdtemp(prefix="bench-tasks-"))
     redis = start_embedded_redis(directory)
     try:
@@ -72,24 +118,14 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
         "REDIS_PORT": str(port),
         "REDIS_DB": "0",
         "REDIS_KEY_PREFIX": PREFIX,
-        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/1",
+        "CELERY_BROKER_URL": broker or f"redis://127.0.0.1:{port}/1",
         "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/2",
         "DATABASE_URL": seeded.url,
     }
+    if chunk_size is not None:
+        env["CACHE_WARMUP_CHUNK_SIZE"] = str(chunk_size)
     settings = load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "celery", "-A", "workers.app", "worker", "-l", "WARNING"),
-            *("-Q", "cache.warmup,cache.invalidate", "-c", str(concurrency)),
-            *("-n", "bench@%h", "--without-gossip", "--without-mingle"),
-        ],
-        cwd=directory,
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-        stdout=(directory / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = _spawn_worker(directory, env, concurrency, 0)
     client = TaskClient(settings)
     stack = Stack(
         directory,
@@ -102,10 +138,5 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
         build_cache(settings),
         worker,
     )
-    deadline = time.monotonic() + 60
-    while not client.app.control.ping(timeout=0.5):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            log = (directory / "worker.log").read_text(errors="replace")
-            stack.close()
-            raise RuntimeError(f"the benchmark's worker did not start:\n{log}")
+    _wait_ready(stack, expected=1)
     return stack, seeded.seconds

@@ -1,14 +1,18 @@
 """Celery tasks end to end: warm-up throughput and invalidation after a bulk import.
 
     python -m bench.tasks [--json] [--members 1000000] [--naive 2000] [--import-rows 100000]
+                          [--concurrency 2] [--broker URL] [--chunk-size N]
 
 One run, on a throwaway stack (bench/_stack.py: its own redis-server, PostgreSQL database and
 ``celery worker``), prints:
 
 - warm-up: every member (``warmup_data_type("member")``), from the enqueue to SUCCESS in the
   result backend, in keys/s (the database read, the envelopes, the pipelined writes, the
-  task); then ``warmup_all``, the same plus the aggregates, whose analytics queries scan the
-  members and payments tables;
+  task), split into chunk tasks (tasks/chunks.py); first with one worker process, then with
+  ``--concurrency`` processes (one ``celery worker -c 1`` each), with the CPU time the worker
+  processes, the redis-server and the database's backends spent per key in each run (from
+  /proc), and what that CPU cost allows on this machine's cores; then ``warmup_all``, the
+  same plus the aggregates, whose analytics queries scan the members and payments tables;
 - naive: one ``warmup_members([id])`` task per member, the way a per-row signal would warm;
   measured on ``--naive`` members (their keys deleted first) and extrapolated to all of
   them, as the report says;
@@ -19,8 +23,10 @@ One run, on a throwaway stack (bench/_stack.py: its own redis-server, PostgreSQL
   fresh (the aggregate entries gone and the API's member generations moved), and the
   verification that the aggregates then read back the new totals.
 
-Targets: warm-up >= 100,000 keys/s; import invalidation < 1 s. Missed targets are reported,
-not signalled: the exit status is 0 unless something failed.
+Targets: warm-up >= 100,000 keys/s, >= 200,000 keys/s with 2 processes and 2 processes
+>= 1.6x one; import invalidation < 1 s. Missed targets are reported, not signalled: the exit
+status is 0 unless something failed. ``--broker`` runs the workers on another broker (say
+``amqp://guest:guest@127.0.0.1:5672/<vhost>``); results stay on the stack's redis-server.
 """
 
 from __future__ import annotations
@@ -42,12 +48,15 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import _stack
+from bench import _pg, _stack
 from cache import DataType
 from cachectl.embedded import start_embedded_redis
 from workers import routing
 
 WARM_TARGET: Final = 100_000.0  # keys/s
+SCALED_TARGET: Final = 200_000.0  # keys/s with 2 worker processes
+SPEEDUP_TARGET: Final = 1.6  # 2 processes against 1
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 INVALIDATION_TARGET: Final = 1.0  # seconds
 
 
@@ -58,7 +67,76 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--naive", type=int, default=2_000, help="members warmed one per task")
     parser.add_argument("--import-rows", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--broker", default=None, help="broker URL (default: the stack's Redis)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="CACHE_WARMUP_CHUNK_SIZE (default: setting)"
+    )
     return parser.parse_args(argv)
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _session_pids(session_ids: set[int]) -> list[int]:
+    """Processes of the given sessions: a worker and its pool children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) in session_ids:  # session id
+                found.append(int(entry.name))
+    return found
+
+
+def _backend_pids(stack: _stack.Stack) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(_pg.ADMIN_DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (stack.database,)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def cpu_snapshot(stack: _stack.Stack) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of the workers' processes, the redis-server and the database's
+    backends (each per pid: a backend that appears later started at 0)."""
+    workers = _session_pids({w.pid for w in stack.workers})
+    return {
+        "worker": {pid: _cpu_seconds(pid) for pid in workers},
+        "redis_server": {stack.redis.process.pid: _cpu_seconds(stack.redis.process.pid)},
+        "postgres": {pid: _cpu_seconds(pid) for pid in _backend_pids(stack)},
+    }
+
+
+def cpu_split(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], keys: int
+) -> dict[str, Any]:
+    """Microseconds of CPU per key by party, and the keys/s those costs allow on this
+    machine's cores when every core is busy."""
+    per_key = {
+        party: round(
+            sum(t - before[party].get(pid, 0.0) for pid, t in after[party].items()) / keys * 1e6,
+            2,
+        )
+        for party in after
+    }
+    total = sum(per_key.values())
+    cores = os.cpu_count() or 1
+    return {
+        "cpu_us_per_key": per_key,
+        "cpu_us_per_key_total": round(total, 2),
+        "cores": cores,
+        "ceiling_keys_per_second": round(cores / total * 1e6) if total else None,
+    }
 
 
 def _final(stack: _stack.Stack, task_id: str, timeout: float) -> dict[str, Any]:
@@ -73,7 +151,9 @@ def _final(stack: _stack.Stack, task_id: str, timeout: float) -> dict[str, Any]:
     raise TimeoutError(f"task {task_id} not done in {timeout} s")
 
 
-def bench_warmup(stack: _stack.Stack, members: int, kind: str) -> dict[str, Any]:
+def bench_warmup(
+    stack: _stack.Stack, members: int, kind: str, *, cpu: bool = False
+) -> dict[str, Any]:
     """``member``: every member (warmup_data_type); ``all``: members then the aggregates,
     whose queries scan the whole members and payments tables (warmup_all)."""
     # The stack's own server: its cache database is emptied so every key is written again.
@@ -82,6 +162,7 @@ def bench_warmup(stack: _stack.Stack, members: int, kind: str) -> dict[str, Any]
         admin.flushdb(asynchronous=True)
     finally:
         admin.close()
+    before = cpu_snapshot(stack) if cpu else None
     started = time.perf_counter()
     if kind == "member":
         task_id = stack.client.send(routing.WARMUP_DATA_TYPE, "member")
@@ -89,14 +170,23 @@ def bench_warmup(stack: _stack.Stack, members: int, kind: str) -> dict[str, Any]
         task_id = stack.client.enqueue_warmup(kind)
     result = _final(stack, task_id, timeout=3600)
     seconds = time.perf_counter() - started
-    return {
+    figures = {
         "task": kind,
         "members": members,
+        "processes": len(stack.workers),
+        "chunks": result.get("chunks", 1),
         "written": result["written"],
         "seconds": round(seconds, 3),
         "task_seconds": result["seconds"],
         "keys_per_second": round(result["written"] / seconds),
     }
+    if before is not None:
+        split = cpu_split(before, cpu_snapshot(stack), result["written"])
+        split["cores_busy"] = round(
+            split["cpu_us_per_key_total"] * figures["keys_per_second"] / 1e6, 2
+        )
+        figures["cpu"] = split
+    return figures
 
 
 def bench_naive(stack: _stack.Stack, count: int, members: int) -> dict[str, Any]:
@@ -230,9 +320,12 @@ def envelope_size(stack: _stack.Stack) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load = os.getloadavg()  # the machine may be shared: the figures are read against it
-    stack, seeded = _stack.start(args.members, args.concurrency)
+    stack, seeded = _stack.start(args.members, 1, broker=args.broker, chunk_size=args.chunk_size)
     try:
-        warm = bench_warmup(stack, args.members, "member")
+        warm_one = bench_warmup(stack, args.members, "member", cpu=True)
+        while len(stack.workers) < args.concurrency:
+            stack.add_worker()
+        warm = bench_warmup(stack, args.members, "member", cpu=True)
         warm_all = bench_warmup(stack, args.members, "all")
         size = envelope_size(stack)
         naive = bench_naive(stack, min(args.naive, args.members), args.members)
@@ -247,6 +340,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "seed_seconds": seeded,
+        "broker": "redis" if args.broker is None else args.broker.split(":", 1)[0],
+        "warmup_1_process": warm_one,
         "warmup": warm,
         "warmup_all": warm_all,
         "naive": naive,
@@ -257,6 +352,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["verdict"] = {
         "warmup_target_keys_per_second": WARM_TARGET,
         "warmup_ok": warm["keys_per_second"] >= WARM_TARGET,
+        "scaled_target_keys_per_second": SCALED_TARGET,
+        "scaled_ok": warm["keys_per_second"] >= SCALED_TARGET,
+        "speedup": round(warm["keys_per_second"] / warm_one["keys_per_second"], 2),
+        "speedup_target": SPEEDUP_TARGET,
+        "speedup_ok": warm["keys_per_second"] >= SPEEDUP_TARGET * warm_one["keys_per_second"],
+        # What the measured CPU cost per key allows with every core busy, against one
+        # process's rate: the speedup this machine can give at all.
+        "speedup_ceiling": (
+            round(warm_one["cpu"]["ceiling_keys_per_second"] / warm_one["keys_per_second"], 2)
+            if warm_one["cpu"]["ceiling_keys_per_second"]
+            else None
+        ),
         "warmup_vs_naive": round(warm["keys_per_second"] / naive["keys_per_second"], 1),
         "warmup_vs_redis_benchmark": (
             round(warm["keys_per_second"] / reference["sets_per_second"], 3)
@@ -277,10 +384,15 @@ def render(figures: dict[str, Any], console: Console) -> None:
     title = f"Celery tasks ({machine['cpus']} CPUs, load {machine['load_average_at_start'][0]})"
     table = Table("measure", "figure", title=title)
     every = figures["warmup_all"]
-    table.add_row(
-        f"warm-up, {warm['members']:,} members (warmup_data_type member, enqueue to SUCCESS)",
-        f"{warm['keys_per_second']:,} keys/s ({warm['seconds']} s)",
-    )
+    for run in (figures["warmup_1_process"], warm):
+        cpu = run["cpu"]
+        split = ", ".join(f"{k} {v} us" for k, v in cpu["cpu_us_per_key"].items())
+        table.add_row(
+            f"warm-up, {run['members']:,} members, {run['processes']} worker process(es), "
+            f"{run['chunks']} chunks (warmup_data_type member, enqueue to SUCCESS)",
+            f"{run['keys_per_second']:,} keys/s ({run['seconds']} s); CPU per key: {split}; "
+            f"{cpu['cores_busy']} of {cpu['cores']} cores busy",
+        )
     table.add_row(
         "warmup_all: the same members, then the aggregates (full-table analytics queries)",
         f"{every['keys_per_second']:,} keys/s ({every['seconds']} s)",
@@ -305,6 +417,12 @@ def render(figures: dict[str, Any], console: Console) -> None:
         f"warm-up target >= {WARM_TARGET:,.0f} keys/s: {ok[verdict['warmup_ok']]}; "
         f"{verdict['warmup_vs_naive']}x the naive warm-up; "
         f"{verdict['warmup_vs_redis_benchmark']} of redis-benchmark's rate"
+    )
+    console.print(
+        f"2 processes >= {SCALED_TARGET:,.0f} keys/s: {ok[verdict['scaled_ok']]}; "
+        f"speedup {verdict['speedup']}x (target {SPEEDUP_TARGET}x: "
+        f"{ok[verdict['speedup_ok']]}); this machine's CPU per key allows at most "
+        f"{verdict['speedup_ceiling']}x one process's rate"
     )
     console.print(
         f"import invalidation target < {INVALIDATION_TARGET} s: {ok[verdict['invalidation_ok']]}"

@@ -20,8 +20,14 @@ on 127.0.0.1:5432, dropped afterwards; Redis database 14 under ``bench:wb:<hex>:
                   (5 a call); accept-to-commit lag of every entry, p50/p99
     naive         one INSERT + COMMIT per event (the same threads); one Celery task per
                   event (a stock worker, 2 prefork processes, the same upsert per task)
+    partitions    flush rows/s with 1, 2 and 4 partitions (one flusher process each), on
+                  this Redis and on a 3-master Cluster started by the run (bench/_wb_partitions)
+    http          the API's POST /api/v1/members/{id}/activity under wrk (1 event, and 10
+                  events a request; 50 connections) beside the cached member GET on the same
+                  server (bench/_wb_http)
 
-Targets: >= 20,000 events/s accepted, >= 100,000 rows/s flushed, lag p99 <= 1 s.
+Targets: >= 20,000 events/s accepted, >= 100,000 rows/s flushed, lag p99 <= 1 s; over HTTP,
+single events >= 0.8x the cached member GET's requests/s.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import _pg
+from bench import _pg, _wb_http, _wb_partitions
 from cache import build_cache
 from cache.client import connect_async
 from cache.writebehind import (
@@ -478,6 +484,10 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             report |= measure_lag(settings, wb, url, opts)
             report["naive_insert_commit_per_s"] = measure_naive_sql(dsn, opts)
             report["naive_celery_task_per_s"] = measure_naive_celery(settings, dsn, opts)
+            report["flush_by_partitions"] = _wb_partitions.measure(
+                url, opts.prefix, opts.partition_backlog, opts.members
+            )
+            report["http"] = _wb_http.measure(url, opts.members, opts.http_seconds, opts.prefix)
     finally:
         _clear(floor, settings.redis_key_prefix)
         floor.close()
@@ -497,6 +507,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "accepted_per_s": accepted >= TARGETS["accepted_per_s"],
         "flush_rows_per_s": best_rows >= TARGETS["flush_rows_per_s"],
         "lag_p99_s": report["lag_p99_s"] <= TARGETS["lag_p99_s"],
+        "http_single_vs_get": report["http"]["target_met"],
     }
     return report
 
@@ -541,6 +552,35 @@ def render(report: dict[str, Any]) -> None:
     table.add_row(f"lag at {report['lag_offered_per_s']:,.0f} events/s offered", lag)
     console = Console()
     console.print(table)
+    scaling = Table(title="flush rows/s by partitions (one flusher process each)")
+    for column in ("redis", "partitions", "on shards", "rows/s", "seconds"):
+        scaling.add_column(column, justify="right")
+    for where, runs in report["flush_by_partitions"].items():
+        for one in runs:
+            scaling.add_row(
+                where, str(one["partitions"]), str(one["shards"]), f"{one['rows_per_s']:,}",
+                f"{one['seconds']}",
+            )  # fmt: skip
+    console.print(scaling)
+    http = report["http"]
+    web = Table(title=f"HTTP, one API server, wrk {http['connections']} connections")
+    for column in ("route", "requests/s", "events/s", "p50 ms", "p99 ms", "errors"):
+        web.add_column(column, justify="right")
+    for label, name in (
+        ("GET /api/v1/members/{id} (cached)", "member_get"),
+        ("POST .../activity, 1 event", "activity_single"),
+        ("POST .../activity, 10 events", "activity_batch10"),
+    ):
+        one = http[name]
+        web.add_row(
+            label, f"{one['rps']:,.0f}", f"{one.get('events_per_s', 0):,.0f}",
+            f"{one['p50_ms']}", f"{one['p99_ms']}", str(one["errors"]),
+        )  # fmt: skip
+    console.print(web)
+    console.print(
+        f"single events / cached GETs: {http['single_vs_get']}x (target "
+        f"{http['target_single_vs_get']}x)"
+    )
     for name, value in report["ratios"].items():
         console.print(f"{name}: {value:.2f}x")
     met = ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in report["targets_met"].items())
@@ -563,6 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=200_000, help="events preloaded to flush")
     parser.add_argument("--naive-tasks", type=int, default=2_000, help="Celery tasks sent")
     parser.add_argument("--lag-seconds", type=float, default=10.0, help="steady-load duration")
+    parser.add_argument(
+        "--partition-backlog", type=int, default=100_000, help="events a partition-count run"
+    )
+    parser.add_argument("--http-seconds", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--flusher-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--celery-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--producer-child", nargs=5, help=argparse.SUPPRESS)

@@ -13,6 +13,7 @@ Layout (prefix ``membership:`` by default)::
     membership:sys:{wb}:dead               write-behind dead letters (never a TTL)
     membership:sys:{wb}:day:{id}:{date}    a member's activity counters of one day (TTL'd)
     membership:sys:{wb}:once:{sha}         an activity POST's Idempotency-Key (TTL: its window)
+    membership:sys:{wb-<p>}:...            the same keys of write-behind partition p > 0
     membership:sys:*                       other platform state (metrics, periods, leases)
 
 Lease keys carry the cache key in a hash tag so that, on Redis Cluster, a key and its lease
@@ -37,6 +38,13 @@ def _part(value: object) -> str:
     if not _SAFE_PART.match(text):
         raise InvalidKey(f"invalid key part {text!r}")
     return text
+
+
+def _wb_tag(partition: int) -> str:
+    """The hash tag of a write-behind partition: "wb", then "wb-1", "wb-2", ..."""
+    if type(partition) is not int or partition < 0:
+        raise InvalidKey(f"invalid write-behind partition {partition!r}")
+    return f"wb-{partition}" if partition else "wb"
 
 
 class Keys:
@@ -95,14 +103,16 @@ class Keys:
         # carries its own hash tag, which keys built here never do.
         return f"{self.prefix}{_LEASE}{{{key}}}"
 
-    def writebehind(self, *parts: object) -> str:
-        # One hash tag: the stream and the counters one record touches share a Cluster slot,
-        # so the single Lua step that updates both is allowed there.
-        return f"{self.prefix}sys:{{wb}}:" + ":".join(map(_part, parts))
+    def writebehind(self, *parts: object, partition: int = 0) -> str:
+        # One hash tag a partition: its stream, dead letters and the counters its record
+        # step touches share a Cluster slot (the single Lua step is allowed there), and the
+        # partitions hash to different slots, so on a Cluster they spread over the shards.
+        # Partition 0 keeps the bare "wb" tag: one partition keeps the keys it always had.
+        return f"{self.prefix}sys:{{{_wb_tag(partition)}}}:" + ":".join(map(_part, parts))
 
-    def writebehind_pattern(self, *parts: str) -> str:
-        """SCAN pattern under the write-behind tag, e.g. ("day", "*")."""
-        return f"{self.prefix}sys:{{wb}}:" + ":".join(parts)
+    def writebehind_pattern(self, *parts: str, partition: int = 0) -> str:
+        """SCAN pattern under a partition's write-behind tag, e.g. ("day", "*")."""
+        return f"{self.prefix}sys:{{{_wb_tag(partition)}}}:" + ":".join(parts)
 
     def system(self, *parts: object) -> str:
         return ":".join((self.prefix + "sys", *map(_part, parts)))

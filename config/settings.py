@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     cache_autowarm_lease_s: PositiveInt = 60
     # Members warmed by the automatic warm-up: the hottest by recent activity.
     cache_autowarm_hottest: NonNegativeInt = 1_000
+    # Members per chunk task when every member is warmed (tasks/chunks.py): a warm-up of more
+    # is a chord of chunks over id ranges that all worker processes share. 50,000 members are
+    # ~0.3 s of work: enough chunks to keep every process busy to the end, few enough that
+    # each task's overhead (a message, a result, a progress write) stays below 1%.
+    cache_warmup_chunk_size: PositiveInt = 50_000
     # Refresh-ahead: entries of the hot set are re-read this long before their soft expiry;
     # at least twice the job's beat interval (workers.routing.REFRESH_SECONDS) so one missed
     # tick still refreshes in time.

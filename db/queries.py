@@ -129,6 +129,13 @@ def members_after(session: Session, after_id: int, limit: int) -> list[dict[str,
         return [serialize.member(row) for row in rows.mappings()]
 
 
+def member_id_bounds(session: Session) -> tuple[int, int] | None:
+    """The lowest and highest member id (two primary-key lookups), None without members."""
+    with translating():
+        low, high = session.execute(select(func.min(Member.id), func.max(Member.id))).one()
+    return None if low is None else (int(low), int(high))
+
+
 def count_members(session: Session) -> int:
     """How many members there are (a full count; PostgreSQL may use an index-only scan)."""
     with translating():

@@ -56,9 +56,13 @@ MEMBER_JSON_SQL: Final = (
     "version FROM (SELECT members.*, (SELECT a.last_seen_at FROM member_activity_daily AS a"
     " WHERE a.member_id = members.id AND a.last_seen_at IS NOT NULL"
     " ORDER BY a.day DESC LIMIT 1) AS last_seen_at"
-    " FROM members WHERE id > %(after)s ORDER BY id LIMIT %(size)s) AS members"
+    " FROM members WHERE id > %(after)s AND id <= %(upto)s ORDER BY id LIMIT %(size)s)"
+    " AS members"
     " ORDER BY id) AS m"
 )
+
+
+_NO_UPPER_BOUND: Final = 2**63 - 1  # the largest bigint: every member id is below it
 
 
 class Source(Protocol):
@@ -72,13 +76,19 @@ class Source(Protocol):
 
     def count_members(self) -> int: ...
 
+    def member_id_bounds(self) -> tuple[int, int] | None:
+        """The lowest and highest member id; None without members."""
+        ...
+
     def members(self, ids: Iterable[int]) -> dict[int, Member]:
         """The members among ``ids`` that exist, by id (one query per 5,000 ids)."""
         ...
 
-    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
-        """Every member in id order as JSON rows, ``size`` at a time, one keyset query per
-        page."""
+    def member_pages(
+        self, size: int, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[list[MemberRow]]:
+        """Every member with ``after`` < id <= ``upto`` (no upper bound: None) in id order as
+        JSON rows, ``size`` at a time, one keyset query per page."""
         ...
 
     def close(self) -> None: ...
@@ -119,28 +129,34 @@ class SqlSource:
         with self._sessions() as session:
             return queries.count_members(session)
 
+    def member_id_bounds(self) -> tuple[int, int] | None:
+        with self._sessions() as session:
+            return queries.member_id_bounds(session)
+
     def members(self, ids: Iterable[int]) -> dict[int, Member]:
         with self._sessions() as session:
             return queries.members_by_ids(session, ids)
 
-    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
-        after = 0
-        while True:
+    def member_pages(
+        self, size: int, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[list[MemberRow]]:
+        last = _NO_UPPER_BOUND if upto is None else upto
+        while after < last:
             with self._sessions() as session:  # one short transaction per page
-                page = self._json_page(session, after, size)
+                page = self._json_page(session, after, last, size)
             if not page:
                 return
             yield page
             after = page[-1][0]
 
-    def _json_page(self, session: Session, after: int, size: int) -> list[MemberRow]:
+    def _json_page(self, session: Session, after: int, upto: int, size: int) -> list[MemberRow]:
         if self.engine.dialect.name != "postgresql":
-            members = queries.members_after(session, after, size)
+            members = [m for m in queries.members_after(session, after, size) if m["id"] <= upto]
             return [(m["id"], m["version"], orjson.dumps(m)) for m in members]
         driver = cast(psycopg.Connection[Any], session.connection().connection.dbapi_connection)
         with driver.cursor(binary=True) as cursor:
             cursor.execute("SET LOCAL TIME ZONE 'UTC'")  # to_json renders this offset
-            cursor.execute(MEMBER_JSON_SQL, {"after": after, "size": size})
+            cursor.execute(MEMBER_JSON_SQL, {"after": after, "upto": upto, "size": size})
             return [(i, v, bytes(doc)) for i, v, doc in cursor.fetchall()]
 
     def close(self) -> None:

@@ -210,6 +210,36 @@ def warm_all_members(
     return report
 
 
+def member_chunks(bounds: tuple[int, int] | None, chunk_size: int) -> list[tuple[int, int | None]]:
+    """Id ranges (after, upto] of about ``chunk_size`` ids covering ``bounds`` (the lowest and
+    highest member id); the last is open (None), so members created meanwhile are warmed."""
+    if bounds is None:
+        return [(0, None)]
+    low, high = bounds
+    starts = range(low - 1, high, chunk_size)
+    return [(after, after + chunk_size) for after in starts[:-1]] + [(starts[-1], None)]
+
+
+def warm_member_range(
+    cache: CacheService,
+    source: Source,
+    after: int,
+    upto: int | None,
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress = _no_progress,
+) -> WarmReport:
+    """The members with ``after`` < id <= ``upto`` (None: no upper bound), one keyset query
+    and one pipeline per batch; ``total`` is what was found."""
+    report = WarmReport(started=time.monotonic())
+    for page in prefetched(source.member_pages(batch_size, after=after, upto=upto)):
+        _fill_members(cache, page, report)
+        report.done += len(page)
+        report.total = report.done
+        progress(report.done, report.total)
+    return report
+
+
 def warm_critical(
     cache: CacheService,
     source: Source,
@@ -229,6 +259,22 @@ def warm_critical(
     return warm_members(cache, source, ids, batch_size=batch_size, progress=progress, report=report)
 
 
+def warmable_type(name: str) -> DataType:
+    """The data type a warm-up of ``name`` fills (ValueError when none)."""
+    try:
+        data_type = DataType(name)
+    except ValueError:
+        data_type = DataType.DEFAULT
+    if data_type not in KINDS.warmable_types:
+        raise ValueError(f"cannot warm data type {name!r}")
+    return data_type
+
+
+def warms_every_member(data_type: DataType) -> bool:
+    """Whether warming the data type means warming every member (its records)."""
+    return bool(KINDS.warmed(Warm.HOTTEST, data_type))
+
+
 def warm_data_type(
     cache: CacheService,
     source: Source,
@@ -239,13 +285,8 @@ def warm_data_type(
 ) -> WarmReport:
     """One data type (cache.kinds.KINDS.warmable_types): its records, every one (members), or
     its aggregate kinds."""
-    try:
-        data_type = DataType(name)
-    except ValueError:
-        data_type = DataType.DEFAULT
-    if data_type not in KINDS.warmable_types:
-        raise ValueError(f"cannot warm data type {name!r}")
-    if KINDS.warmed(Warm.HOTTEST, data_type):
+    data_type = warmable_type(name)
+    if warms_every_member(data_type):
         return warm_all_members(cache, source, batch_size=batch_size, progress=progress)
     report = WarmReport(started=time.monotonic(), total=aggregate_count(data_type))
     warm_aggregates(cache, source, report, data_type, progress)

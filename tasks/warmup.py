@@ -2,6 +2,10 @@
 
 Retried on connection errors (Redis or the database) with exponential backoff and jitter;
 a warm-up repeated from the start writes the same values again, so late acks are safe.
+
+A warm-up of every member larger than ``Settings.cache_warmup_chunk_size`` (``warmup_all``,
+``warmup_data_type("member")``) becomes a chord of chunk tasks that every worker process
+shares, still followed as one task id (tasks/chunks.py).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from celery import Task, shared_task
 
 from cache.errors import CacheUnavailable
 from db.errors import DatabaseUnavailable
-from tasks import warming
+from tasks import chunks, warming
 from tasks.runtime import runtime_of
 from workers import routing
 from workers.routing import MAX_IDS
@@ -42,7 +46,9 @@ def warmup_critical(self: Task[Any, Any], hottest: int = warming.HOTTEST) -> dic
 
 @shared_task(bind=True, **routing.task_options(routing.WARMUP_ALL, retry_on=RETRY_ON))
 def warmup_all(self: Task[Any, Any]) -> dict[str, Any]:
-    """Aggregates, then every member in batches of warming.BATCH_SIZE."""
+    """Every member in batches of warming.BATCH_SIZE, then the aggregates."""
+    if (skipped := chunks.start(self, aggregates=True)) is not None:
+        return skipped
     runtime = runtime_of(self)
     progress = progress_of(self)
     report = warming.warm_all_members(runtime.cache, runtime.source, progress=progress)
@@ -64,6 +70,9 @@ def warmup_members(self: Task[Any, Any], ids: list[int]) -> dict[str, Any]:
 @shared_task(bind=True, **routing.task_options(routing.WARMUP_DATA_TYPE, retry_on=RETRY_ON))
 def warmup_data_type(self: Task[Any, Any], name: str) -> dict[str, Any]:
     """One data type of cache.kinds.KINDS.warmable_types ("member": every member)."""
+    every_member = warming.warms_every_member(warming.warmable_type(name))
+    if every_member and (skipped := chunks.start(self, aggregates=False)) is not None:
+        return skipped
     runtime = runtime_of(self)
     report = warming.warm_data_type(runtime.cache, runtime.source, name, progress=progress_of(self))
     return report.as_dict()

@@ -18,6 +18,7 @@ APP_NAME: Final = "membership_cache"
 # by name and load none of them.
 TASK_MODULES: Final = (
     "tasks.warmup",
+    "tasks.chunks",
     "tasks.autowarm",
     "tasks.refresh",
     "tasks.invalidation",

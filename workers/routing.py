@@ -177,6 +177,11 @@ WARMUP_CRITICAL: Final = TaskSpec("tasks.warmup.warmup_critical", Q_WARMUP, 300,
 WARMUP_ALL: Final = TaskSpec("tasks.warmup.warmup_all", Q_WARMUP, 1800, 1860)
 WARMUP_MEMBERS: Final = TaskSpec("tasks.warmup.warmup_members", Q_WARMUP, 300, 330)
 WARMUP_DATA_TYPE: Final = TaskSpec("tasks.warmup.warmup_data_type", Q_WARMUP, 600, 630)
+# A warm-up of every member split over the worker processes (tasks/chunks.py): a chord of
+# chunks (members of one id range, Settings.cache_warmup_chunk_size) and its finish (the
+# summed report, the aggregates of warmup_all, the lease released).
+WARMUP_CHUNK: Final = TaskSpec("tasks.chunks.warmup_chunk", Q_WARMUP, 300, 330)
+WARMUP_FINISH: Final = TaskSpec("tasks.chunks.warmup_finish", Q_WARMUP, 300, 330)
 
 # The automatic warm-up (tasks/autowarm.py): the critical warm-up under a cluster-wide lease,
 # sent by the worker_ready signal, the management `clear`, redis-watch, cachectl up, deploy.
@@ -251,6 +256,8 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     WARMUP_ALL,
     WARMUP_MEMBERS,
     WARMUP_DATA_TYPE,
+    WARMUP_CHUNK,
+    WARMUP_FINISH,
     AUTO_WARM,
     WATCH_REDIS,
     REFRESH_AHEAD,

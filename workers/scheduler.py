@@ -54,12 +54,15 @@ return 0
 class LeaderLease:
     """A renewable lease on one key; ``hold()`` takes or keeps it, True while we lead."""
 
-    def __init__(self, client: Any, key: str, seconds: float, token: str | None = None) -> None:
+    def __init__(
+        self, client: Any, key: str, seconds: float, token: str | None = None, *, held: bool = False
+    ) -> None:
         self.client = client
         self.key = key
         self.seconds = seconds
         self.token = token or uuid.uuid4().hex
-        self.leading = False
+        # ``held``: another process took it under this token; hold() renews, never takes it.
+        self.leading = held
         self._checked = 0.0
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)

@@ -1,12 +1,13 @@
 """The automatic warm-up's state in Redis: who is warming now, the last run, the Redis seen.
 
-Written by the worker tasks (tasks/autowarm.py), read by them and by the API's
+Written by the worker tasks (tasks/autowarm.py, tasks/chunks.py), read by them and by the API's
 ``GET /api/v1/cache/warmup/current`` (which the dashboard polls): one definition of the keys
 and of their JSON for both, importable by producers (no task code, no Celery).
 
     <prefix>sys:warmup:lease     the running warm-up's lease (SET NX PX, renewed, released);
                                  its value says which task holds it, why, since when
-    <prefix>sys:warmup:last      the last finished automatic warm-up and its result
+    <prefix>sys:warmup:last      the last finished automatic (or chunked) warm-up, its result
+    <prefix>sys:warmup:run:<id>  a chunked warm-up's progress summed across its chunk tasks
     <prefix>sys:redis:identity   the cache server's run id and master address, as last seen
                                  by the redis-watch beat job
 
@@ -28,6 +29,12 @@ def lease_key(keys: Keys) -> str:
 
 def last_key(keys: Keys) -> str:
     return keys.system("warmup", "last")
+
+
+def run_key(keys: Keys, run_id: str) -> str:
+    """The progress of a warm-up split into chunk tasks (tasks/chunks.py), summed across
+    the worker processes; removed when the run finishes, expires if it never does."""
+    return keys.system("warmup", "run", run_id)
 
 
 def identity_key(keys: Keys) -> str:

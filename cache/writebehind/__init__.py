@@ -19,8 +19,20 @@ lock. XAUTOCLAIM is not used: it claims idle entries past a live holder's fresh 
 
 With ``partitions`` > 1 there is one stream a partition (member id % partitions), each with
 its own group and its own database offset: the rule holds per stream, and flushers of
-different partitions run side by side. Counters add up and ``last_seen_at`` keeps the newest,
+different partitions run side by side, in as many worker processes as there are partitions
+(the flush task sends one run a partition; whichever process takes a run claims that
+partition, the others find it busy). Counters add up and ``last_seen_at`` keeps the newest,
 so no order is needed between partitions.
+
+On a Redis Cluster: every key a partition's atomic step touches (its stream, its dead-letter
+stream, and the counters of the members that hash to it) carries the partition's own hash tag
+(``{wb}``, ``{wb-1}``, ...: cache/keys.py), so each step stays in one slot and the partitions
+spread over the shards. The record step used to update counters and sum the backlog of every
+partition in one script; now a member's counters live under its partition's tag, the backlog
+limit is per partition (``max_backlog`` / partitions, checked on the partition's own stream),
+and a write spanning partitions is one script call a partition (one pipeline on a single
+server): atomic per partition, so past a partition's limit the events of the other
+partitions may have been recorded (Backpressure says so; the API's writes are one member's).
 
 ``apply`` raises :class:`BatchOverlap` when the database holds part of the batch (a stalled
 holder committed another cut of the same entries): the rest is applied. It raises

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from redis.cluster import RedisCluster
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from cache.client import SyncRedis
@@ -36,6 +37,10 @@ _MS: Final = dt.timedelta(milliseconds=1)
 _KEY_MEMO: Final = 100_000  # counter keys remembered: building one costs ~3 µs of checks
 
 
+# One record script call: the events' indices in the write, its keys and its args.
+Call = tuple[list[int], list[str], list[str | int]]
+
+
 _NOREPLICAS: Final = re.compile(r"(^|caused error: )NOREPLICAS\b")
 
 
@@ -52,26 +57,26 @@ def redis_error(exc: RedisError) -> CacheError:
 class WriteBehind:
     """The buffer: record, read in order, acknowledge, dead-letter, health.
 
-    ``streams`` holds one stream a partition; ``stream`` is the first (the only one unless
-    ``config.partitions`` > 1). Consumer-side methods take the partition they work on.
+    ``streams`` holds one stream a partition, ``deads`` one dead-letter stream a partition,
+    each under the partition's hash tag; ``stream`` and ``dead`` are the first (the only ones
+    unless ``config.partitions`` > 1). Consumer-side methods take the partition they work on.
+    The backlog limit is per partition (``max_backlog`` / partitions): a partition's record
+    step reads only its own stream's length.
     """
 
     def __init__(self, client: SyncRedis, keys: Keys, config: WriteBehindConfig) -> None:
         self.client, self.keys, self.config = client, keys, config
-        self.streams = tuple(
-            keys.writebehind("stream", *([p] if p else [])) for p in range(config.partitions)
-        )
-        self.stream = self.streams[0]
-        self.dead = keys.writebehind("dead")
+        parts = range(config.partitions)
+        self.streams = tuple(keys.writebehind("stream", partition=p) for p in parts)
+        self.deads = tuple(keys.writebehind("dead", partition=p) for p in parts)
+        self.stream, self.dead = self.streams[0], self.deads[0]
+        self.partition_limit = -(-config.max_backlog // config.partitions)
+        self.clustered = isinstance(client, RedisCluster)
         self._record = client.register_script(scripts.RECORD)
         self._fetch = client.register_script(scripts.FETCH)
         self._settle = client.register_script(scripts.SETTLE)
         self._replay = client.register_script(scripts.REPLAY)
-        self.head: list[str | int] = [
-            config.max_backlog,
-            config.counter_ttl_s * 1000,
-            config.partitions,
-        ]
+        self.head: list[str | int] = [self.partition_limit, config.counter_ttl_s * 1000]
         self.replica_gate = ReplicaGate(config.replicas)
         self._days: dict[int, str] = {}
         self._counter_keys: dict[tuple[int, int], str] = {}
@@ -81,12 +86,16 @@ class WriteBehind:
             value = self._days[day_no] = day_of(day_no).isoformat()
         return value
 
+    def partition_of(self, member_id: int) -> int:
+        return member_id % self.config.partitions
+
     def counter_key(self, member_id: int, day_no: int) -> str:
         key = self._counter_keys.get((member_id, day_no))
         if key is None:
             if len(self._counter_keys) >= _KEY_MEMO:
                 self._counter_keys.clear()
-            key = self.keys.writebehind("day", member_id, self._day(day_no))
+            day, partition = self._day(day_no), self.partition_of(member_id)
+            key = self.keys.writebehind("day", member_id, day, partition=partition)
             self._counter_keys[(member_id, day_no)] = key
         return key
 
@@ -98,15 +107,19 @@ class WriteBehind:
 
     # --- producers --------------------------------------------------------------------------
     def record(self, events: Sequence[ActivityEvent], *, now: float | None = None) -> list[str]:
-        """Count and enqueue the events in one atomic step; their stream ids."""
-        keys, args = self.encode(events, time.time() if now is None else now)
-        return self.send(keys, args) if keys else []
+        """Count and enqueue the events, one atomic step a partition; their stream ids."""
+        parts, keys, args = self.encode(events, time.time() if now is None else now)
+        return self.send(parts, keys, args) if keys else []
 
-    def encode(self, events: Sequence[ActivityEvent], now: float) -> tuple[list[str], list[str]]:
-        """The record script's counter keys and entries for the events (InvalidEvent)."""
+    def encode(
+        self, events: Sequence[ActivityEvent], now: float
+    ) -> tuple[list[int], list[str], list[str]]:
+        """The events' partitions, counter keys and entries for the record script
+        (InvalidEvent)."""
         now_ms = int(now * 1000)
         oldest = now_ms - self.config.max_event_age_s * 1000
         newest = now_ms + self.config.max_future_s * 1000
+        parts: list[int] = []
         keys: list[str] = []
         args: list[str] = []
         for event in events:
@@ -119,24 +132,72 @@ class WriteBehind:
                 raise InvalidEvent(f"refused {event!r}: unknown kind, bad member or time")
             if member <= 0 or type(times) is not int or not 0 < times <= 10_000:
                 raise InvalidEvent(f"refused {event!r}: bad member, times must be 1..10000")
+            parts.append(member % self.config.partitions)
             keys.append(self.counter_key(member, at // DAY_MS))
             args.append(f"{member},{code},{at},{times}")
-        return keys, args
+        return parts, keys, args
 
-    def send(self, keys: list[str], args: list[str]) -> list[str]:
-        """Run the record script on encoded events (Backpressure past the limit); with
-        ``config.replicas``, WAIT for them on the same connection (NotReplicated)."""
-        all_keys, all_args = [*self.streams, *keys], [*self.head, *args]
+    def calls(self, parts: list[int], keys: list[str], args: list[str]) -> list[Call]:
+        """The record script calls of encoded events: one a partition they fall in."""
+        first = parts[0]
+        if all(p == first for p in parts):  # the usual case: one member, one partition
+            return [(list(range(len(parts))), [self.streams[first], *keys], [*self.head, *args])]
+        by_part: dict[int, Call] = {}
+        for index, (part, key, arg) in enumerate(zip(parts, keys, args, strict=True)):
+            call = by_part.setdefault(part, ([], [self.streams[part]], [*self.head]))
+            call[0].append(index)
+            call[1].append(key)
+            call[2].append(arg)
+        return list(by_part.values())
+
+    def merge(self, calls: list[Call], replies: Sequence[Any]) -> list[str]:
+        """The events' ids in the order given, from the replies of their calls; Backpressure
+        when a partition refused (the other partitions' events were recorded)."""
+        refused = [reply for reply in replies if not reply[0]]
+        if refused:
+            limit, detail = self.partition_limit, refused[0][1]
+            others = (
+                " (the events of other partitions were recorded)"
+                if len(refused) < len(replies)
+                else ""
+            )
+            per = " a partition" if self.config.partitions > 1 else ""
+            raise Backpressure(
+                f"write-behind backlog {detail} at its limit of {limit}{per}{others}"
+            )
+        if len(calls) == 1:
+            return self.recorded(replies[0])
+        ids = [""] * sum(len(call[0]) for call in calls)
+        for (indices, _, _), reply in zip(calls, replies, strict=True):
+            for index, entry_id in zip(indices, reply[1], strict=True):
+                ids[index] = entry_id.decode()
+        return ids
+
+    def send(self, parts: list[int], keys: list[str], args: list[str]) -> list[str]:
+        """Run the record script on encoded events, one call a partition (Backpressure past
+        a partition's limit); with ``config.replicas``, WAIT for them on the same connection
+        (NotReplicated). Several partitions go in one pipeline, on a Cluster one call each."""
+        calls = self.calls(parts, keys, args)
         if not self.config.replicas:
-            return self.recorded(self._call(self._record, keys=all_keys, args=all_args))
+            if len(calls) == 1:
+                ((_, k, a),) = calls
+                return self.merge(calls, [self._call(self._record, keys=k, args=a)])
+            if self.clustered:  # a Cluster pipeline cannot load scripts: one call each
+                replies = [self._call(self._record, keys=k, args=a) for _, k, a in calls]
+                return self.merge(calls, replies)
         if self.replica_gate.due():
             self.replica_gate.update(self._call(self.client.info, "replication"))
         self.replica_gate.check()
         pipe = self.client.pipeline(transaction=False)
-        self._record(keys=all_keys, args=all_args, client=pipe)
-        pipe.wait(self.config.replicas, self.config.replica_timeout_ms)
-        reply, acked = self._call(pipe.execute)
-        return self.replicated(self.recorded(reply), acked)
+        for _, k, a in calls:
+            self._record(keys=k, args=a, client=pipe)
+        if self.config.replicas:
+            pipe.wait(self.config.replicas, self.config.replica_timeout_ms)
+        replies = self._call(pipe.execute)
+        if not self.config.replicas:
+            return self.merge(calls, replies)
+        *replies, acked = replies
+        return self.replicated(self.merge(calls, replies), acked)
 
     def replicated(self, ids: list[str], acked: int) -> list[str]:
         """``ids`` when ``acked`` replicas (WAIT's answer) are enough, else NotReplicated."""
@@ -161,7 +222,7 @@ class WriteBehind:
         """Cached counters of the days an event may still reach, newest first."""
         today = int((time.time() if now is None else now) * 1000) // DAY_MS
         days = range(today, today - self.config.max_event_age_s * 1000 // DAY_MS - 1, -1)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)  # one slot: one node on a Cluster
         for day_no in days:
             pipe.hgetall(self.counter_key(member_id, day_no))
         rows, seen = [], 0
@@ -245,44 +306,67 @@ class WriteBehind:
     def _settle_ids(self, partition: int, ids: Sequence[str], error: str) -> None:
         if ids:
             newest = max(ids, key=stream_id)
-            keys = [self.streams[partition], self.dead]
+            keys = [self.streams[partition], self.deads[partition]]
             self._call(self._settle, keys=keys, args=[GROUP, newest, error, *ids])
 
     def dead_letters(self, count: int = 100, after: str = "-") -> list[dict[str, str]]:
-        """Dead-lettered entries, oldest first: their dead-letter id and fields."""
-        raw = self._call(self.client.xrange, self.dead, after, "+", count)
+        """Dead-lettered entries of every partition, oldest first: dead-letter id and fields."""
+        pipe = self.client.pipeline(transaction=False)
+        for dead in self.deads:
+            pipe.xrange(dead, after, "+", count)
+        raw = sorted(
+            (entry for entries in self._call(pipe.execute) for entry in entries),
+            key=lambda entry: stream_id(text(entry[0])),
+        )[:count]
         return [
             {"dead_id": text(i)} | entry_fields({text(k): text(v) for k, v in f.items()})
             for i, f in raw
         ]
 
     def replay(self, dead_ids: Sequence[str]) -> list[str]:
-        """Re-queue dead-lettered events (the cache counted them already); their new ids."""
+        """Re-queue dead-lettered events (the cache counted them already) to the stream of
+        the partition that dead-lettered them; their new ids."""
         if not dead_ids:
             return []
-        keys, args = [self.dead, *self.streams], [self.config.partitions, *dead_ids]
-        return [text(i) for i in self._call(self._replay, keys=keys, args=args)]
+        out: list[str] = []
+        for dead, stream in zip(self.deads, self.streams, strict=True):
+            ids = self._call(self._replay, keys=[dead, stream], args=list(dead_ids))
+            out.extend(text(i) for i in ids)
+        return out
 
     def discard(self, dead_ids: Sequence[str]) -> int:
-        return int(self._call(self.client.xdel, self.dead, *dead_ids)) if dead_ids else 0
+        if not dead_ids:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for dead in self.deads:
+            pipe.xdel(dead, *dead_ids)
+        return sum(int(n) for n in self._call(pipe.execute))
 
     def health(self) -> Health:
         """Backlog and pending summed over the partitions; lag of the oldest entry of any."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.dead)
-        pipe.time()
+        # A Cluster pipeline takes keyed commands only: there TIME is a call of its own.
+        clock = self._call(self.client.time) if self.clustered else None
+        if clock is None:
+            pipe.time()
+        for dead_stream in self.deads:
+            pipe.xlen(dead_stream)
         for stream in self.streams:
             pipe.xlen(stream)
             pipe.xrange(stream, "-", "+", 1)
             pipe.xpending(stream, GROUP)
         replies = self._call(pipe.execute, raise_on_error=False)
+        if clock is None:
+            clock, replies = replies[0], replies[1:]
+        head = len(self.deads)  # the dead-letter lengths, then three replies a partition
         for index, reply in enumerate(replies):
-            if isinstance(reply, Exception) and (index < 2 or index % 3 != 1):
+            if isinstance(reply, Exception) and (index < head or (index - head) % 3 != 2):
                 raise CacheUnavailable(f"write-behind: {reply}") from reply
-        dead, (sec, usec) = replies[:2]
+        sec, usec = clock
+        dead = sum(int(n) for n in replies[:head])
         backlog = pending = 0
         lag = 0.0
-        for length, oldest, group in zip(*[iter(replies[2:])] * 3, strict=True):
+        for length, oldest, group in zip(*[iter(replies[head:])] * 3, strict=True):
             backlog += int(length)
             if oldest:
                 age = sec + usec / 1e6 - stream_id(text(oldest[0][0]))[0] / 1000

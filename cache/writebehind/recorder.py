@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from cache.client import AsyncRedis
 from cache.errors import CacheUnavailable
 from cache.writebehind import scripts
-from cache.writebehind.buffer import WriteBehind, redis_error
+from cache.writebehind.buffer import Call, WriteBehind, redis_error
 from cache.writebehind.errors import KeyReused
 from cache.writebehind.events import ActivityEvent, text
 
@@ -24,10 +24,10 @@ class _Waiter:
     """One caller's events, and its ids or error once the group is sent. ``done`` is held
     until then: a bare lock wakes a thread with less work than a Future's condition."""
 
-    __slots__ = ("args", "done", "error", "ids", "keys")
+    __slots__ = ("args", "done", "error", "ids", "keys", "parts")
 
-    def __init__(self, keys: list[str], args: list[str]) -> None:
-        self.keys, self.args = keys, args
+    def __init__(self, parts: list[int], keys: list[str], args: list[str]) -> None:
+        self.parts, self.keys, self.args = parts, keys, args
         self.ids: list[str] = []
         self.error: BaseException | None = None
         self.done = threading.Lock()
@@ -52,10 +52,10 @@ class GroupRecorder:
         self._slots = threading.BoundedSemaphore(max_inflight)
 
     def record(self, events: Sequence[ActivityEvent]) -> list[str]:
-        keys, args = self.wb.encode(events, time.time())
+        parts, keys, args = self.wb.encode(events, time.time())
         if not keys:
             return []
-        mine = _Waiter(keys, args)
+        mine = _Waiter(parts, keys, args)
         self._queue.append(mine)
         while self._slots.acquire(blocking=False):
             try:
@@ -81,10 +81,11 @@ class GroupRecorder:
             pass
         if not group:
             return
+        parts = [part for waiter in group for part in waiter.parts]
         keys = [key for waiter in group for key in waiter.keys]
         args = [arg for waiter in group for arg in waiter.args]
         try:
-            ids = self.wb.send(keys, args)
+            ids = self.wb.send(parts, keys, args)
         except Exception as exc:  # each caller of the group gets it; none waits forever
             for waiter in group:
                 waiter.error = exc
@@ -97,7 +98,7 @@ class GroupRecorder:
             waiter.done.release()
 
 
-_Pending = tuple[list[str], list[str], "asyncio.Future[list[str]]"]
+_Pending = tuple[list[int], list[str], list[str], "asyncio.Future[list[str]]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +129,11 @@ class AsyncGroupRecorder:
         self._sender: asyncio.Task[None] | None = None
 
     async def record(self, events: Sequence[ActivityEvent]) -> list[str]:
-        keys, args = self.wb.encode(events, time.time())
+        parts, keys, args = self.wb.encode(events, time.time())
         if not keys:
             return []
         mine: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._queue.append((keys, args, mine))
+        self._queue.append((parts, keys, args, mine))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all())
         return await mine
@@ -143,7 +144,7 @@ class AsyncGroupRecorder:
                 group, size = [], 0
                 while self._queue and size < self.max_events:
                     group.append(item := self._queue.popleft())
-                    size += len(item[0])
+                    size += len(item[1])
                 await self._send_group(group)
         finally:
             self._sender = None
@@ -152,10 +153,14 @@ class AsyncGroupRecorder:
                 self._queue.clear()
 
     async def _send_group(self, group: list[_Pending]) -> None:
-        keys = [*self.wb.streams, *(key for item in group for key in item[0])]
-        args: list[str | int] = [*self.wb.head, *(arg for item in group for arg in item[1])]
+        if len(group) == 1:
+            parts, keys, args, _ = group[0]
+        else:
+            parts = [part for item in group for part in item[0]]
+            keys = [key for item in group for key in item[1]]
+            args = [arg for item in group for arg in item[2]]
         try:
-            ids = await self._send(keys, args)
+            ids = await self._send(self.wb.calls(parts, keys, args))
         except RedisError as exc:
             self._fail(group, redis_error(exc), exc)
             return
@@ -166,24 +171,28 @@ class AsyncGroupRecorder:
             self._fail(group, CacheUnavailable("write-behind: send cancelled"))
             raise
         start = 0
-        for item_keys, _, future in group:
+        for _, item_keys, _, future in group:
             if not future.done():  # a caller that gave up (cancelled) is skipped
                 future.set_result(ids[start : start + len(item_keys)])
             start += len(item_keys)
 
     async def record_once(
-        self, events: Sequence[ActivityEvent], key: str, fingerprint: str, window_ms: int
+        self, events: Sequence[ActivityEvent], digest: str, fingerprint: str, window_ms: int
     ) -> Once:
-        """Record ``events`` unless ``key`` (an idempotency key's Redis key, under the buffer's
-        hash tag) already recorded a request within ``window_ms``: then replay its ids, or
+        """Record ``events`` (one member's: one partition) unless the idempotency key
+        ``digest`` already recorded a request within ``window_ms``: then replay its ids, or
         raise KeyReused when that request's ``fingerprint`` differs. One script call of its
         own (not grouped: its reply is its own), so the check, the record and the key's write
-        are one atomic step."""
-        keys, args = self.wb.encode(events, time.time())
-        all_keys = [*self.wb.streams, *keys, key]
+        are one atomic step on the partition's hash tag."""
+        parts, keys, args = self.wb.encode(events, time.time())
+        part = parts[0]
+        if any(other != part for other in parts):
+            raise ValueError("record_once takes the events of one partition")
+        once = self.wb.keys.writebehind("once", digest, partition=part)
+        all_keys = [self.wb.streams[part], *keys, once]
         all_args: list[str | int] = [*self.wb.head, window_ms, fingerprint, *args]
         try:
-            reply, acked = await self._call(self._once, all_keys, all_args)
+            reply, acked = await self._call_once(all_keys, all_args)
         except RedisError as exc:
             raise redis_error(exc) from exc
         if int(reply[0]) == 2:
@@ -192,31 +201,51 @@ class AsyncGroupRecorder:
             held = text(reply[2])
             ids = held.split(",") if held else []
             return Once(self.wb.replicated(ids, acked) if acked is not None else ids, True)
-        ids = self.wb.recorded(reply)
+        ids = self.wb.merge([([0], all_keys, all_args)], [reply])
         return Once(self.wb.replicated(ids, acked) if acked is not None else ids, False)
 
-    async def _send(self, keys: list[str], args: list[str | int]) -> list[str]:
-        """One record call; with replicas required, WAIT on the same connection after it."""
-        reply, acked = await self._call(self._script, keys, args)
-        ids = self.wb.recorded(reply)
-        return ids if acked is None else self.wb.replicated(ids, acked)
-
-    async def _call(self, script: Any, keys: list[str], args: list[str | int]) -> tuple[Any, Any]:
+    async def _call_once(self, keys: list[str], args: list[str | int]) -> tuple[Any, Any]:
         """(the script's reply, how many replicas confirmed it: None when none are required);
         with replicas required, WAIT on the same connection after it."""
         replicas = self.wb.config.replicas
         if not replicas:
-            return await script(keys=keys, args=args), None
-        gate = self.wb.replica_gate  # one view of the master's replicas per buffer
+            return await self._once(keys=keys, args=args), None
+        gate = self.wb.replica_gate
         if gate.due():
             gate.update(await self._client.info("replication"))
         gate.check()
         pipe = self._client.pipeline(transaction=False)
         # A Script given a pipeline queues EVALSHA there (redis-py's types omit pipelines).
-        await script(keys=keys, args=args, client=pipe)
+        await self._once(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
         pipe.wait(replicas, self.wb.config.replica_timeout_ms)
         reply, acked = await pipe.execute()
         return reply, acked
+
+    async def _send(self, calls: list[Call]) -> list[str]:
+        """One record call a partition; with replicas required, WAIT on the same connection
+        after them. Several partitions go in one pipeline, on a Cluster one call each."""
+        replicas, wb = self.wb.config.replicas, self.wb
+        if not replicas:
+            if len(calls) == 1:
+                ((_, keys, args),) = calls
+                return wb.merge(calls, [await self._script(keys=keys, args=args)])
+            if wb.clustered:  # a Cluster pipeline cannot load scripts: one call each
+                return wb.merge(calls, [await self._script(keys=k, args=a) for _, k, a in calls])
+        gate = wb.replica_gate  # one view of the master's replicas per buffer
+        if gate.due():
+            gate.update(await self._client.info("replication"))
+        gate.check()
+        pipe = self._client.pipeline(transaction=False)
+        for _, keys, args in calls:
+            # A Script given a pipeline queues EVALSHA there (redis-py's types omit pipelines).
+            await self._script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+        if replicas:
+            pipe.wait(replicas, wb.config.replica_timeout_ms)
+        replies = await pipe.execute()
+        if not replicas:
+            return wb.merge(calls, replies)
+        *replies, acked = replies
+        return wb.replicated(wb.merge(calls, replies), acked)
 
     @staticmethod
     def _fail(group: list[_Pending], error: Exception, cause: Exception | None = None) -> None:

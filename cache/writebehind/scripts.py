@@ -1,4 +1,4 @@
-"""The Lua scripts of the buffer: each one atomic step on the keys of the ``{wb}`` hash tag.
+"""The Lua scripts of the buffer: each one atomic step on the keys of one partition's hash tag.
 
 A script with the ``#!lua`` shebang and no ``allow-oom`` flag is refused up front when Redis is
 out of memory, never half-way; the consumer side is ``allow-oom``: flushing frees memory.
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Final
 
-# Accept: count and enqueue, or refuse the whole write; shared by the two scripts below.
-# record(parts, limit, ttl, k, a, n): the streams are KEYS[1..parts], the n counter hashes
-# KEYS[k..], the n entries ("member,code,at,times") ARGV[a..]. An event goes to partition
-# member % parts. {1, ids} or {0, backlog}.
+# Accept: count and enqueue, or refuse the whole write, on one partition's keys only (its
+# hash tag), so the step is atomic on a Cluster too; shared by the two scripts below.
+# record(limit, ttl, k, a, n): KEYS[1] is the partition's stream, the n counter hashes
+# KEYS[k..], the n entries ("member,code,at,times") ARGV[a..]. {1, ids} or {0, backlog}.
 _RECORD_FN: Final = """
-local function record(parts, limit, ttl, k, a, n)
-  local backlog = 0
-  for p = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[p]) end
+local function record(limit, ttl, k, a, n)
+  local backlog = redis.call('XLEN', KEYS[1])
   if backlog + n > limit then return {0, backlog} end
   local ids = {}
   for i = 1, n do
@@ -25,31 +24,28 @@ local function record(parts, limit, ttl, k, a, n)
     local seen = tonumber(redis.call('HGET', key, 's'))
     if not seen or tonumber(at) > seen then redis.call('HSET', key, 's', at) end
     redis.call('PEXPIRE', key, ttl)
-    local stream = KEYS[1]
-    if parts > 1 then stream = KEYS[1 + tonumber(member) % parts] end
-    ids[i] = redis.call('XADD', stream, '*', 'e', entry)
+    ids[i] = redis.call('XADD', KEYS[1], '*', 'e', entry)
   end
   return {1, ids}
 end
 """
 
-# KEYS: the partition streams, then one counter hash per event. ARGV: limit, counter ttl ms,
-# partitions, then one entry per event.
+# KEYS: the partition's stream, then one counter hash per event. ARGV: the partition's backlog
+# limit, counter ttl ms, then one entry per event.
 RECORD: Final = (
     "#!lua\n"
     + _RECORD_FN
     + """
-local parts = tonumber(ARGV[3])
-return record(parts, tonumber(ARGV[1]), ARGV[2], parts + 1, 4, #ARGV - 3)
+return record(tonumber(ARGV[1]), ARGV[2], 2, 3, #ARGV - 2)
 """
 )
 
 # Record once per idempotency key: the check, the record and the key's write in one step, so
 # a crash cannot record without the key (a retry counting twice) or the key without the
 # record (a retry answered with events never recorded). KEYS: as RECORD, then the key's hash
-# (last). ARGV: limit, counter ttl ms, partitions, window ms, fingerprint, then the entries.
-# A key already held answers {2, its fingerprint, its ids joined by ','} and records nothing;
-# a refused write ({0, backlog}) leaves no key, so its retry may succeed.
+# (last, under the same partition's tag). ARGV: limit, counter ttl ms, window ms, fingerprint,
+# then the entries. A key already held answers {2, its fingerprint, its ids joined by ','}
+# and records nothing; a refused write ({0, backlog}) leaves no key, so its retry may succeed.
 RECORD_ONCE: Final = (
     "#!lua\n"
     + _RECORD_FN
@@ -57,11 +53,10 @@ RECORD_ONCE: Final = (
 local once = KEYS[#KEYS]
 local held = redis.call('HMGET', once, 'f', 'ids')
 if held[1] then return {2, held[1], held[2]} end
-local parts = tonumber(ARGV[3])
-local done = record(parts, tonumber(ARGV[1]), ARGV[2], parts + 1, 6, #ARGV - 5)
+local done = record(tonumber(ARGV[1]), ARGV[2], 2, 5, #ARGV - 4)
 if done[1] == 1 then
-  redis.call('HSET', once, 'f', ARGV[5], 'ids', table.concat(done[2], ','))
-  redis.call('PEXPIRE', once, ARGV[4])
+  redis.call('HSET', once, 'f', ARGV[4], 'ids', table.concat(done[2], ','))
+  redis.call('PEXPIRE', once, ARGV[3])
 end
 return done
 """
@@ -156,12 +151,12 @@ end
 redis.call('XTRIM', stream, 'MINID', cut)
 """
 
-# Re-queue dead-lettered events (either entry form) to their member's partition; entries that
-# never parsed stay where they are. KEYS: dead-letter stream, then the partition streams.
-# ARGV: partitions, then dead-letter ids.
+# Re-queue dead-lettered events (either entry form) of one partition to its stream; ids not
+# in this dead-letter stream and entries that never parsed stay where they are.
+# KEYS: the partition's dead-letter stream, its stream. ARGV: dead-letter ids.
 REPLAY: Final = """#!lua
-local parts, out = tonumber(ARGV[1]), {}
-for i = 2, #ARGV do
+local out = {}
+for i = 1, #ARGV do
   local id = ARGV[i]
   local e = redis.call('XRANGE', KEYS[1], id, id)[1]
   if e then
@@ -171,9 +166,8 @@ for i = 2, #ARGV do
     if not entry and f.m and f.k and f.t and f.n then
       entry = f.m .. ',' .. f.k .. ',' .. f.t .. ',' .. f.n
     end
-    local member = entry and string.match(entry, '^(%d+),[lcp],%d+,%d+$')
-    if member then
-      out[#out + 1] = redis.call('XADD', KEYS[2 + tonumber(member) % parts], '*', 'e', entry)
+    if entry and string.match(entry, '^%d+,[lcp],%d+,%d+$') then
+      out[#out + 1] = redis.call('XADD', KEYS[2], '*', 'e', entry)
       redis.call('XDEL', KEYS[1], id)
     end
   end

@@ -42,8 +42,13 @@ class FakeSource:
         self.queries.append("members")
         return {i: self.rows[i] for i in ids if i in self.rows}
 
-    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
-        ordered = sorted(self.rows)
+    def member_id_bounds(self) -> tuple[int, int] | None:
+        return (min(self.rows), max(self.rows)) if self.rows else None
+
+    def member_pages(
+        self, size: int, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[list[MemberRow]]:
+        ordered = [i for i in sorted(self.rows) if after < i and (upto is None or i <= upto)]
         for start in range(0, len(ordered), size):
             self.queries.append("page")
             page = [self.rows[i] for i in ordered[start : start + size]]

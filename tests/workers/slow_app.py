@@ -31,8 +31,10 @@ class SlowSource(SqlSource):
     def build(cls, services: Services) -> SlowSource:
         return cls(services.engine)
 
-    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
-        for page in super().member_pages(5):
+    def member_pages(
+        self, size: int, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[list[MemberRow]]:
+        for page in super().member_pages(5, after=after, upto=upto):
             time.sleep(DELAY)
             yield page
 

@@ -128,8 +128,10 @@ class SlowSource(SqlSource):
     def build(cls, services: Services) -> SlowSource:
         return cls(services.engine)
 
-    def member_pages(self, size: int) -> Iterator[list[MemberRow]]:
-        for page in super().member_pages(self.PAGE):
+    def member_pages(
+        self, size: int, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[list[MemberRow]]:
+        for page in super().member_pages(self.PAGE, after=after, upto=upto):
             time.sleep(self.PAUSE)
             yield page
 

@@ -40,6 +40,8 @@ def test_wire_names_are_unchanged() -> None:
         "tasks.warmup.warmup_all",
         "tasks.warmup.warmup_members",
         "tasks.warmup.warmup_data_type",
+        "tasks.chunks.warmup_chunk",
+        "tasks.chunks.warmup_finish",
         "tasks.autowarm.auto_warm",
         "tasks.autowarm.watch_redis",
         "tasks.refresh.refresh_ahead",

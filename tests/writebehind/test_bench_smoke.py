@@ -17,6 +17,7 @@ def test_the_benchmark_reports_every_figure(capsys: pytest.CaptureFixture[str]) 
     argv = ["--json", "--seconds", "0.3", "--threads", "2", "--members", "2000"]
     small = ["--backlog", "4000", "--lag-seconds", "1", "--naive-tasks", "100", "--procs", "2"]
     small += ["--connections", "4", "--partitions", "2"]
+    small += ["--partition-backlog", "2000", "--http-seconds", "1"]
     assert writebehind.main([*argv, *small]) == 0
     report = json.loads(capsys.readouterr().out)
     for name in (
@@ -27,7 +28,19 @@ def test_the_benchmark_reports_every_figure(capsys: pytest.CaptureFixture[str]) 
         "naive_insert_commit_per_s", "naive_celery_task_per_s", "lag_p50_s", "lag_p99_s",
     ):  # fmt: skip
         assert report[name] > 0, name
-    assert set(report["targets_met"]) == {"accepted_per_s", "flush_rows_per_s", "lag_p99_s"}
+    assert set(report["targets_met"]) == {
+        "accepted_per_s", "flush_rows_per_s", "lag_p99_s", "http_single_vs_get",
+    }  # fmt: skip
+    # Every partition count flushed its whole backlog, on one Redis and on the Cluster, where
+    # more partitions reach more shards.
+    by_parts = report["flush_by_partitions"]
+    for where in ("standalone", "cluster"):
+        assert [run["partitions"] for run in by_parts[where]] == [1, 2, 4]
+        assert all(run["rows_per_s"] > 0 and run["backlog_left"] == 0 for run in by_parts[where])
+    assert [run["shards"] for run in by_parts["cluster"]] == [1, 2, 3]
+    http = report["http"]
+    for name in ("member_get", "activity_single", "activity_batch10"):
+        assert http[name]["rps"] > 0 and http[name]["errors"] == 0, name
     client = redis.Redis(db=writebehind.BENCH_DB)
     assert not list(client.scan_iter(match="bench:wb:*", count=1000))
     client.close()

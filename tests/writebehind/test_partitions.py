@@ -43,11 +43,15 @@ def test_a_member_always_lands_in_the_same_partition(cache: CacheService) -> Non
     assert wb.health().pending == 3
 
 
-def test_backpressure_counts_every_partition(cache: CacheService) -> None:
-    wb = parted(cache, max_backlog=5)
-    wb.record([ActivityEvent(m, "login") for m in (1, 2, 3, 4)])
-    with pytest.raises(Backpressure, match="at its limit of 5"):
-        wb.record([ActivityEvent(5, "login"), ActivityEvent(6, "login")])
+def test_backpressure_is_per_partition(cache: CacheService) -> None:
+    wb = parted(cache, max_backlog=6)  # 2 a partition: each step reads its own stream only
+    wb.record([ActivityEvent(m, "login") for m in (3, 6)])  # partition 0 full
+    with pytest.raises(Backpressure, match="at its limit of 2 a partition"):
+        wb.record([ActivityEvent(9, "login")])
+    assert len(wb.record([ActivityEvent(1, "login"), ActivityEvent(4, "login")])) == 2
+    with pytest.raises(Backpressure, match="events of other partitions were recorded"):
+        wb.record([ActivityEvent(2, "login"), ActivityEvent(12, "login")])
+    assert [len(stream_ids(wb.client, s)) for s in wb.streams] == [2, 2, 1]
 
 
 def test_partitions_flush_side_by_side_exactly_once(cache: CacheService, engine: Engine) -> None:
