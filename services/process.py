@@ -10,6 +10,7 @@
     ├── redis(role)     the raw sync client of a Redis role, for platform state: write-behind
     │   async_redis(role)  streams, period guard, metrics publisher, rate limiter, leases
     ├── engine          the SQLAlchemy engine, built on first use (db/ is imported then)
+    ├── consistency     the consistency monitor's samples (cache/consistency.py)
     ├── writebehind     the write-behind buffer (cache.writebehind.WriteBehind), durable role
     ├── recorder        its asyncio group recorder (asyncio processes)
     └── tasks           the task client (workers.client.TaskClient); ``tasks=True`` only
@@ -42,6 +43,7 @@ from cache import (
     build_cache,
 )
 from cache.client import AsyncClients, AsyncRedis, SyncClients, SyncRedis
+from cache.consistency import MonitorConfig, Samples
 from cache.keys import Keys
 from cache.tracking import Tracker, tracker_for
 from cache.writebehind import AsyncGroupRecorder, WriteBehind, WriteBehindConfig
@@ -80,6 +82,7 @@ class Services:
         self._async: dict[Role, AsyncClients] = (
             dict.fromkeys(ROLES, async_cache.clients) if async_cache is not None else {}
         )
+        self.consistency = Samples(core.keys, MonitorConfig.from_settings(settings))
         self.writebehind = WriteBehind(
             self.redis("durable"), core.keys, WriteBehindConfig.from_settings(settings)
         )

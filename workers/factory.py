@@ -25,6 +25,7 @@ TASK_MODULES: Final = (
     "tasks.maintenance",
     "tasks.writebehind",
     "tasks.alerts",
+    "tasks.consistency",
 )
 
 
