@@ -31,6 +31,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,14 +84,20 @@ class Run:
         self.group = SentinelGroup(workdir / "redis", args.down_after_ms)
         self.broker: EmbeddedRedis | None = None
         self.template: _pg.Seeded | None = None
+        self.timings: dict[str, float] = {}
+        self.healing: threading.Thread | None = None
 
     def start(self) -> None:
         task = self.progress.add_task("sentinels, broker, database", total=3)
+        started = time.monotonic()
         self.group.start()
+        self.timings["sentinels_s"] = round(time.monotonic() - started, 1)
         self.progress.advance(task)
         self.broker = start_embedded_redis(self.workdir / "broker")
         self.progress.advance(task)
+        started = time.monotonic()
         self.template = _pg.create_seeded(self.args.members)
+        self.timings["seed_s"] = round(time.monotonic() - started, 1)
         self.progress.advance(task)
 
     def close(self) -> None:
@@ -126,15 +133,27 @@ class Run:
     # --- one pass --------------------------------------------------------------------------
     def run_pass(self, name: str, cache_on: bool, trace: Trace) -> dict[str, Any]:
         assert self.template is not None
+        timings: dict[str, float] = {}
+        mark = time.monotonic()
+        if self.healing is not None:
+            self.healing.join()
         self.group.wait_healthy(60)  # the last pass's killed master is a replica again
         self.group.flush()
         db = _pg.clone(self.template)
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            timings[phase] = round(time.monotonic() - mark, 1)
+            mark = time.monotonic()
+
         try:
             api_port = free_port()
             before = _pg.settled(db.dsn)
+            lap("prepare_s")
             platform = start_platform(
                 self.env(cache_on, db.url, api_port), self.workdir / name, self.args.concurrency
             )
+            lap("start_s")
             try:
                 task = self.progress.add_task(f"replay, cache {name}", total=trace.duration)
                 recording = asyncio.run(
@@ -146,10 +165,13 @@ class Run:
                         lambda at: self.progress.update(task, completed=at),
                     )
                 )
+                lap("replay_s")
                 figures = self.settle(platform.base_url, drain=cache_on)
+                lap("drain_s")
             finally:
                 platform.close()
             counts = _pg.settled(db.dsn) - before
+            lap("stop_s")
         finally:
             _pg.drop(db.name)
         transactions = {
@@ -157,13 +179,14 @@ class Run:
             "rollbacks": counts.reads,
             "transactions": counts.transactions,
         }
-        return pass_figures(
+        found = pass_figures(
             recording,
             trace.duration,
             transactions,
             figures.get("consistency"),
             (figures.get("latency") or {}).get("by_kind"),
         )
+        return found | {"timings": timings}
 
     def incidents(self, base_url: str) -> dict[str, tuple[float, Incident]]:
         group, token = self.group, self.token
@@ -175,6 +198,9 @@ class Run:
                 group.wait_promoted(node.port)
                 promoted = time.monotonic()
                 node.start()  # back as a replica of the new master (the Sentinels see to it)
+                # The deployment heals beside the rest of the pass; the next pass waits for it.
+                self.healing = threading.Thread(target=group.wait_healthy, args=(60,))
+                self.healing.start()
                 return {"promoted": promoted}
 
             return await asyncio.to_thread(work)
@@ -248,6 +274,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "windows_s": args.windows,
             "sentinel_down_after_ms": args.down_after_ms,
             "latency": "client-side (httpx, same host), includes the client's own scheduling",
+            "timings": run_.timings,
         },
         "passes": passes,
     }
