@@ -122,6 +122,7 @@ def start(members: int, concurrency: int) -> tuple[Stack, float]:
 # A run is over when the platform stops: what a warm shutdown would finish is not measured.
 STOP_TIMEOUT: Final = 3.0
 
+
 @dataclass
 class Platform:
     """API, worker and beat started by cachectl.stack's own commands and readiness checks,
