@@ -48,6 +48,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cache import CacheService
+from cache.client import SyncRedis
 from cache.codec import HEADER_SIZE, Header, read_header
 from cache.consistency import (
     Inconsistency,
@@ -113,7 +114,7 @@ class Monitor:
     def __init__(
         self,
         cache: CacheService,
-        durable: Any,
+        durable: SyncRedis,
         engine: Engine,
         samples: Samples,
         probe: httpx.Client | None = None,
