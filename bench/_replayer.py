@@ -83,8 +83,8 @@ async def _poll(
                         "consistency": figures.get("consistency"),
                     }
                 )
-        except (httpx.HTTPError, ValueError):
-            pass
+        except (httpx.HTTPError, ValueError, RuntimeError):
+            pass  # a busy API skips a poll; the client closing ends the replay anyway
         await asyncio.sleep(POLL_S)
 
 
@@ -142,8 +142,10 @@ async def replay(
                 progress(min(request.at, trace.duration))
         await asyncio.sleep(max(0.0, trace.duration - (time.monotonic() - start)))
         progress(trace.duration)
-        await asyncio.gather(*pending, *side)
-        poller.cancel()
+        try:
+            await asyncio.gather(*pending, *side)
+        finally:
+            poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
     return recording

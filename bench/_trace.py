@@ -26,12 +26,12 @@ from typing import Final
 
 # Read routes and their shares of the reads (the rest of the 100% are writes and activity).
 READ_MIX: Final = (
-    ("member", 0.72),
-    ("member_list", 0.08),
-    ("dashboard", 0.06),
-    ("growth", 0.04),
-    ("demographics", 0.04),
-    ("lookup", 0.06),
+    ("member", 0.80),
+    ("member_list", 0.10),
+    ("dashboard", 0.02),
+    ("growth", 0.015),
+    ("demographics", 0.015),
+    ("lookup", 0.05),
 )
 WRITE_SHARE: Final = 0.05
 ACTIVITY_SHARE: Final = 0.05
