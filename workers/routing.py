@@ -24,7 +24,7 @@ Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, 
     cache.warmup       bulk reads from the database, pipelined writes; long, few at a time
     cache.invalidate   small and latency-sensitive: a stale read lasts until it runs
     cache.writebehind  write-behind flushes: the stream drained into PostgreSQL in batches
-    metrics            the every-minute snapshot
+    metrics            the every-minute snapshot, the Redis watch, the consistency monitor
     maintenance        the beat cadence (daily/weekly/monthly/quarterly jobs); also the default;
                        and the webhook deliveries of alerts (few, short, bounded retries)
 
