@@ -123,8 +123,18 @@ class Tally:
     seconds: float = 0.0
 
     @classmethod
-    def empty(cls) -> Tally:
-        return cls({}, {}, {}, [])
+    def empty(cls, seconds: float = 0.0) -> Tally:
+        return cls({}, {}, {}, [], seconds=seconds)
+
+    def merge(self, other: Tally) -> None:
+        for window, checked in other.checked.items():
+            self.checked[window] = self.checked.get(window, 0) + checked
+            self.consistent[window] = self.consistent.get(window, 0) + other.consistent[window]
+            self.late_seconds[window] = (
+                self.late_seconds.get(window, 0.0) + other.late_seconds[window]
+            )
+        self.inconsistencies.extend(other.inconsistencies)
+        self.checks += other.checks
 
     def add(self, window: str, agreed: bool, late_s: float) -> None:
         self.checked[window] = self.checked.get(window, 0) + 1
@@ -236,8 +246,9 @@ class Samples:
                 log.warning("consistency: an unreadable sample was dropped: %r", member[:200])
         return claimed
 
-    def count(self, redis: SyncRedis, tally: Tally) -> None:
-        """Add one run's tally to the counters, and its inconsistencies to the list."""
+    def count(self, redis: SyncRedis, tally: Tally, *, run_done: bool = True) -> None:
+        """Add a tally (a batch of a run, or the run's end with its seconds) to the
+        counters, and its inconsistencies to the list."""
         pipe = redis.pipeline(transaction=False)
         for window, checked in tally.checked.items():
             pipe.hincrby(self.counts_key, f"{window}:checked", checked)
@@ -245,7 +256,7 @@ class Samples:
             pipe.hincrbyfloat(self.counts_key, f"{window}:late_seconds", tally.late_seconds[window])
         pipe.hincrby(self.counts_key, "checks", tally.checks)
         pipe.hincrbyfloat(self.counts_key, "check_seconds", tally.seconds)
-        pipe.hincrby(self.counts_key, "runs", 1)
+        pipe.hincrby(self.counts_key, "runs", int(run_done))
         if tally.inconsistencies:
             pipe.lpush(self.recent_key, *(json.dumps(i.as_dict()) for i in tally.inconsistencies))
             pipe.ltrim(self.recent_key, 0, RECENT_KEPT - 1)

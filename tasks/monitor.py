@@ -65,6 +65,11 @@ from db import queries
 log = logging.getLogger("tasks.monitor")
 
 PROBE_TIMEOUT_S: Final = 1.0
+# A run checks due samples BATCH at a time (claimed, checked, counted) for at most
+# RUN_BUDGET_S, well inside its soft time limit (workers/routing.py CHECK_CONSISTENCY); what is
+# still due waits for the next run, a second later.
+BATCH: Final = 50
+RUN_BUDGET_S: Final = 4.0
 RECORD_KINDS: Final = tuple(kind for kind in KINDS if kind.storage is Storage.RECORD)
 
 
@@ -124,25 +129,46 @@ class Monitor:
         self.engine = engine
         self.samples = samples
         self.probe = probe
+        self._deadline = 0.0  # of the run in progress: probes past it are skipped
 
-    def claim(self, now: float) -> list[Due]:
-        budget = self.samples.config.max_checks
+    def claim(self, now: float, limit: int) -> list[Due]:
         found: list[Due] = []
         for window in self.samples.config.windows:
-            for sample in self.samples.claim(self.durable, window, now, budget - len(found)):
+            for sample in self.samples.claim(self.durable, window, now, limit - len(found)):
                 late = now - (sample.acked_at + window)
                 found.append(Due(window_name(window), late, sample))
         return found
 
     def run(self, now: float | None = None) -> dict[str, Any]:
-        """Claim the due checks, check them, count them: the run's figures."""
+        """Claim the due checks in batches, check and count each batch, until none is due,
+        ``max_checks`` were made or RUN_BUDGET_S has passed: the run's figures. A run cut
+        short (its time limit, a dead dependency) loses at most the batch in hand."""
         started = time.perf_counter()
-        due = self.claim(time.time() if now is None else now)
-        tally = Tally.empty()
-        if due:
-            self.check(due, tally)
-        tally.seconds = time.perf_counter() - started
-        self.samples.count(self.durable, tally)
+        self._deadline = started + RUN_BUDGET_S
+        total = Tally.empty()
+        budget = self.samples.config.max_checks
+        while budget > 0 and time.perf_counter() < self._deadline:
+            due = self.claim(time.time() if now is None else now, min(BATCH, budget))
+            if not due:
+                break
+            batch = Tally.empty()
+            self.check(due, batch)
+            self.samples.count(self.durable, batch, run_done=False)
+            self._log(batch)
+            total.merge(batch)
+            budget -= len(due)
+        total.seconds = time.perf_counter() - started
+        self.samples.count(self.durable, Tally.empty(seconds=total.seconds), run_done=True)
+        return {
+            "checks": total.checks,
+            "checked": total.checked,
+            "consistent": total.consistent,
+            "inconsistencies": [i.as_dict() for i in total.inconsistencies],
+            "seconds": round(total.seconds, 4),
+        }
+
+    @staticmethod
+    def _log(tally: Tally) -> None:
         for found in tally.inconsistencies:
             log.warning(
                 "inconsistent %s s after the write: key=%s tier=%s cached=%s database=%s",
@@ -152,13 +178,6 @@ class Monitor:
                 found.cached,
                 found.database,
             )
-        return {
-            "checks": tally.checks,
-            "checked": tally.checked,
-            "consistent": tally.consistent,
-            "inconsistencies": [i.as_dict() for i in tally.inconsistencies],
-            "seconds": round(tally.seconds, 4),
-        }
 
     def check(self, due: Sequence[Due], tally: Tally) -> None:
         ids = {d.sample.member_id for d in due}
@@ -227,8 +246,8 @@ class Monitor:
     def _probe(self, item: Due, row: dict[str, Any] | None) -> list[Inconsistency]:
         member_id = item.sample.member_id
         url = f"/api/v1/members/{member_id}"
-        if self.probe is None:
-            return []
+        if self.probe is None or time.perf_counter() > self._deadline:
+            return []  # no probe, or the run's time is up: Redis's copies were checked
         try:
             answer = self.probe.get(url)
         except httpx.HTTPError as exc:
