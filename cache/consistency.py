@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from redis.exceptions import RedisError
 
@@ -230,7 +230,8 @@ class Samples:
         if limit <= 0:
             return []
         key = self.due_key(window)
-        raw: list[bytes] = list(redis.zrangebyscore(key, "-inf", now, start=0, num=limit))  # type: ignore[arg-type]
+        # Without scores the members come back as bytes (redis-py types every variant).
+        raw = cast("list[bytes]", redis.zrangebyscore(key, "-inf", now, start=0, num=limit))
         if not raw:
             return []
         pipe = redis.pipeline(transaction=False)
