@@ -247,6 +247,12 @@ class Samples:
                 log.warning("consistency: an unreadable sample was dropped: %r", member[:200])
         return claimed
 
+    def requeue(self, redis: SyncRedis, window: float, samples: Sequence[Sample]) -> None:
+        """Put claimed samples back as they were (a check that could not be made: Redis or
+        the database away); the next run claims them again, later, and counts it late."""
+        if samples:
+            redis.zadd(self.due_key(window), {s.encode(): s.acked_at + window for s in samples})
+
     def count(self, redis: SyncRedis, tally: Tally, *, run_done: bool = True) -> None:
         """Add a tally (a batch of a run, or the run's end with its seconds) to the
         counters, and its inconsistencies to the list."""

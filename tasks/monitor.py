@@ -61,6 +61,7 @@ from cache.consistency import (
 from cache.invalidation import generations_sync
 from cache.kinds import KINDS, Change, Kind, Storage
 from db import queries
+from db.errors import DataError
 
 log = logging.getLogger("tasks.monitor")
 
@@ -130,6 +131,7 @@ class Monitor:
         self.samples = samples
         self.probe = probe
         self._deadline = 0.0  # of the run in progress: probes past it are skipped
+        self._held: list[Due] = []  # claimed, not checked, not yet put back (Redis away)
 
     def claim(self, now: float, limit: int) -> list[Due]:
         found: list[Due] = []
@@ -145,6 +147,8 @@ class Monitor:
         short (its time limit, a dead dependency) loses at most the batch in hand."""
         started = time.perf_counter()
         self._deadline = started + RUN_BUDGET_S
+        if self._held:
+            self._requeue(())
         total = Tally.empty()
         budget = self.samples.config.max_checks
         while budget > 0 and time.perf_counter() < self._deadline:
@@ -152,7 +156,11 @@ class Monitor:
             if not due:
                 break
             batch = Tally.empty()
-            self.check(due, batch)
+            try:
+                self.check(due, batch)
+            except (RedisError, DataError):
+                self._requeue(due)
+                raise
             self.samples.count(self.durable, batch, run_done=False)
             self._log(batch)
             total.merge(batch)
@@ -166,6 +174,18 @@ class Monitor:
             "inconsistencies": [i.as_dict() for i in total.inconsistencies],
             "seconds": round(total.seconds, 4),
         }
+
+    def _requeue(self, due: Sequence[Due]) -> None:
+        """A batch that could not be checked goes back to its due sets; with Redis away it
+        is held by this process and put back by its next run (lost only with the process)."""
+        held, self._held = [*self._held, *due], []
+        for window in self.samples.config.windows:
+            name = window_name(window)
+            mine = [item for item in held if item.window == name]
+            try:
+                self.samples.requeue(self.durable, window, [item.sample for item in mine])
+            except RedisError:
+                self._held.extend(mine)
 
     @staticmethod
     def _log(tally: Tally) -> None:
