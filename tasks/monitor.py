@@ -143,8 +143,8 @@ class Monitor:
 
     def run(self, now: float | None = None) -> dict[str, Any]:
         """Claim the due checks in batches, check and count each batch, until none is due,
-        ``max_checks`` were made or RUN_BUDGET_S has passed: the run's figures. A run cut
-        short (its time limit, a dead dependency) loses at most the batch in hand."""
+        ``max_checks`` were made or RUN_BUDGET_S has passed: the run's figures. A batch whose
+        check fails (Redis or the database away) is put back for a later run, counted late."""
         started = time.perf_counter()
         self._deadline = started + RUN_BUDGET_S
         if self._held:
