@@ -5,13 +5,14 @@ cache.kinds); their bodies here run only on a miss. The aggregates and lookups a
 entries under the keys the Celery warm-up fills (``Kind.key``, generations included), so a
 warmed cache answers them without running the route.
 Writes commit first, then tell the cache (cache.invalidation), so a reader never caches what a
-rolled-back write did. Bodies are rendered with orjson, the encoding of cached documents, so a
-miss and a later hit answer the same bytes and the same ETag.
+rolled-back write did, then the consistency monitor (cache.consistency: a sampled share).
+Bodies are rendered with orjson, the encoding of cached documents, so a miss and a later hit
+answer the same bytes and the same ETag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final
 
 import orjson
@@ -37,6 +38,13 @@ def json_response(
     data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+async def _sample(run: Running, change: Change, written: Iterable[tuple[int, int | None]]) -> None:
+    """Hand an acknowledged write to the consistency monitor (a sampled share of writes;
+    one pipelined step when sampled, nothing otherwise)."""
+    services = run.services
+    await services.consistency.arecord(services.async_redis("durable"), change, written)
 
 
 # --- members -----------------------------------------------------------------------------------
@@ -100,6 +108,7 @@ async def bulk_update_members(
     )
     if ids:
         await invalidation.members_changed(run.cache, ids, Change.BULK_UPDATE)
+        await _sample(run, Change.BULK_UPDATE, ((i, None) for i in ids))
     return json_response({"updated": len(ids)})
 
 
@@ -115,6 +124,7 @@ async def bulk_delete_members(
     ids = await run.db.write(lambda session: queries.bulk_delete_members(session, where))
     if ids:
         await invalidation.members_changed(run.cache, ids, Change.BULK_DELETE)
+        await _sample(run, Change.BULK_DELETE, ((i, None) for i in ids))
     return json_response({"deleted": len(ids)})
 
 
@@ -127,6 +137,7 @@ async def bulk_delete_members(
 async def create_member(body: MemberCreate, run: Run) -> Response:
     member = await run.db.write(lambda session: queries.create_member(session, body.values()))
     await invalidation.member_saved(run.cache, member)
+    await _sample(run, Change.CREATE, [(member["id"], member["version"])])
     location = f"{PREFIX}/members/{member['id']}"
     return json_response(member, 201, {"location": location})
 
@@ -159,6 +170,7 @@ async def _update(
         raise NOT_FOUND()
     if values:  # an empty PATCH changes nothing: nothing to invalidate
         await invalidation.member_saved(run.cache, member)
+        await _sample(run, Change.UPDATE, [(member["id"], member["version"])])
     return json_response(member)
 
 
@@ -173,6 +185,7 @@ async def delete_member(member_id: MemberId, run: Run) -> Response:
     if gone is None:
         raise NOT_FOUND()
     await invalidation.member_deleted(run.cache, gone["id"], gone["version"])
+    await _sample(run, Change.DELETE, [(gone["id"], gone["version"] + 1)])
     return Response(status_code=204)
 
 
@@ -197,6 +210,7 @@ async def import_members(
     if ids:
         # One round trip for the whole import, however many rows.
         await invalidation.members_imported(run.cache, ids)
+        await _sample(run, Change.IMPORT, ((i, 1) for i in ids))
     answer: dict[str, Any] = {
         "imported": len(ids),
         "bad_rows": len(bad),

@@ -87,6 +87,27 @@ def create_seeded(members: int) -> Seeded:
     )
 
 
+def clone(template: Seeded) -> Seeded:
+    """A copy of ``template`` (CREATE DATABASE ... TEMPLATE: a file copy, no re-seeding), so
+    two runs start from the same rows; nothing may be connected to the template meanwhile."""
+    name = f"mc_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template.name)
+            )
+        )
+    return Seeded(
+        name=name,
+        url=f"postgresql+psycopg://root@127.0.0.1:5432/{name}",
+        dsn=f"postgresql://root@127.0.0.1:5432/{name}",
+        members=template.members,
+        payments=template.payments,
+        seconds=0.0,
+        size_mb=template.size_mb,
+    )
+
+
 def drop(name: str) -> None:
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(

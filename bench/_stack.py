@@ -1,8 +1,12 @@
-"""A throwaway stack for bench/tasks.py: a redis-server, a PostgreSQL database, a worker.
+"""Throwaway stacks for the benches.
 
-Nothing shared is touched: the redis-server is started for the run (broker on database 1,
-results on 2, cache on 0) and stopped after it; the database is created, seeded, and
-dropped; the worker is a ``celery -A workers.app worker`` subprocess on that pair.
+:func:`start` (bench/tasks.py): a redis-server, a PostgreSQL database, a worker.
+:func:`start_platform` (bench/replay.py): the API, a worker and beat as ``cachectl up`` starts
+them, over the Redis and database the caller gives.
+
+Nothing shared is touched: :func:`start`'s redis-server is started for the run (broker on
+database 1, results on 2, cache on 0) and stopped after it; the database is created, seeded,
+and dropped; the worker is a ``celery -A workers.app worker`` subprocess on that pair.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from typing import Final
 
 from bench import _pg
 from cache import CacheService, build_cache
+from cachectl import stack as cachectl_stack
 from cachectl.embedded import EmbeddedRedis, start_embedded_redis
+from cachectl.stack import Supervisor
 from config import Settings, load_settings
+from services import Services
 from workers.client import TaskClient
 
 PREFIX: Final = "bench:tasks:"
@@ -140,3 +147,53 @@ def start(
     )
     _wait_ready(stack, expected=1)
     return stack, seeded.seconds
+
+
+# --- the whole platform, as `cachectl up` runs it (bench.replay) ------------------------------
+# A run is over when the platform stops: what a warm shutdown would finish is not measured.
+STOP_TIMEOUT: Final = 3.0
+
+
+@dataclass
+class Platform:
+    """API, worker and beat started by cachectl.stack's own commands and readiness checks,
+    in a directory of their own (no .env of the working tree: the environment is all)."""
+
+    supervisor: Supervisor
+    services: Services
+    base_url: str
+
+    def close(self) -> None:
+        """SIGTERM to every child at once (a run is over: no order to keep, and the warm
+        shutdowns overlap), then cachectl's stop for what lingers."""
+        try:
+            for child in self.supervisor.children:
+                if child.alive and child.proc is not None:
+                    child.proc.send_signal(signal.SIGTERM)
+            self.supervisor.stop_all(STOP_TIMEOUT)
+        finally:
+            self.services.close()
+
+
+def start_platform(env: dict[str, str], workdir: Path, concurrency: int = 2) -> Platform:
+    """The API, a worker consuming every queue and beat over ``env``; returns once each
+    answers its readiness check (RuntimeError with the log's tail when one exits)."""
+    settings = load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
+    workdir.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(workdir, env | {"PYTHONPATH": str(REPO)}, cwd=workdir)
+    services = Services.open(settings, tasks=True)
+    platform = Platform(supervisor, services, cachectl_stack.api_url(settings))
+    try:
+        started = {
+            name: supervisor.start(name, argv)
+            for name, argv in cachectl_stack.commands(settings, workdir, concurrency).items()
+            if name in ("api", "worker", "beat")
+        }
+        probes = cachectl_stack.checks(services, started)
+        missing = cachectl_stack.wait_ready(supervisor, {name: probes[name] for name in started})
+        if missing:
+            raise RuntimeError(f"not ready: {missing}")
+    except BaseException:
+        platform.close()
+        raise
+    return platform

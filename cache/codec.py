@@ -134,3 +134,22 @@ def decode(raw: bytes) -> Entry:
     except (orjson.JSONDecodeError, zstandard.ZstdError) as exc:
         raise CorruptEntry(f"undecodable body: {exc}") from exc
     return Entry(value, created, soft, compute, version)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What an envelope's first HEADER_SIZE bytes say, read without the body (GETRANGE)."""
+
+    created_at: float
+    version: int
+    not_found: bool
+
+
+def read_header(raw: bytes | None) -> Header | None:
+    """The header of an envelope (or of its first HEADER_SIZE bytes); None for anything else."""
+    if not raw or len(raw) < HEADER_SIZE or raw[0] != MAGIC:
+        return None
+    _, fmt, schema, _, created, _, _, version = _HEADER.unpack_from(raw)
+    if schema != SCHEMA_VERSION:
+        return None
+    return Header(created, version, fmt == FMT_NOT_FOUND)

@@ -67,6 +67,7 @@ class Supervisor:
     workdir: Path
     env: Mapping[str, str]
     children: list[Child] = field(default_factory=list)
+    cwd: Path | None = None  # None: cachectl's own (its .env is the children's too)
 
     def start(self, name: str, argv: list[str]) -> Child:
         logs = self.workdir / "logs"
@@ -79,6 +80,7 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         self.children.append(child)

@@ -140,6 +140,24 @@ class Settings(BaseSettings):
     # Cache keys examined per run to find new hot members (an incremental SCAN).
     cache_refresh_scan_budget: PositiveInt = 2_000
 
+    # --- The consistency monitor (cache/consistency.py, tasks/consistency.py) ---------------
+    # Share of acknowledged member writes sampled: each sampled write costs one pipelined
+    # Redis step at the write and one check per window; 1% of a busy API is thousands a day.
+    consistency_sample_rate: float = Field(0.01, ge=0, le=1)
+    # Seconds after the acknowledgement at which each sample's cached copies are compared
+    # with the database: "consistent within 1 s / 10 s / 60 s".
+    consistency_windows_s: str = "1,10,60"
+    # Pending checks kept per window (oldest dropped, and counted, beyond it): the monitor's
+    # memory is bounded whatever the write rate.
+    consistency_max_samples: PositiveInt = 10_000
+    # Checks per run (one run a second): bounds the monitor's database and Redis work.
+    consistency_max_checks: PositiveInt = 500
+    # Members sampled from one bulk write (an import of 100,000 rows adds at most this many).
+    consistency_max_per_write: PositiveInt = 20
+    # The API the monitor asks as a reader would (its near tier and HTTP layer); empty: the
+    # Redis copies only.
+    consistency_probe_url: str = ""
+
     # --- Database and broker --------------------------------------------------------------------
     # Empty means: the local PostgreSQL when it answers, else a SQLite file (embedded default).
     database_url: str = ""
@@ -312,6 +330,21 @@ class Settings(BaseSettings):
                 # Not the value itself: it may carry the webhook's credential.
                 raise ValueError("must be empty (off) or an http:// or https:// URL with a host")
         return SecretStr(url)
+
+    @field_validator("consistency_windows_s")
+    @classmethod
+    def _windows(cls, value: str) -> str:
+        try:
+            windows = [float(part) for part in value.split(",")]
+        except ValueError:
+            raise ValueError("a comma-separated list of seconds, e.g. 1,10,60") from None
+        if not windows or any(w <= 0 for w in windows) or windows != sorted(set(windows)):
+            raise ValueError("positive seconds in increasing order, e.g. 1,10,60")
+        return value
+
+    @property
+    def consistency_windows(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.consistency_windows_s.split(","))
 
     @field_validator("redis_url")
     @classmethod

@@ -10,6 +10,7 @@
     ├── redis(role)     the raw sync client of a Redis role, for platform state: write-behind
     │   async_redis(role)  streams, period guard, metrics publisher, rate limiter, leases
     ├── engine          the SQLAlchemy engine, built on first use (db/ is imported then)
+    ├── consistency     the consistency monitor's samples (cache/consistency.py)
     ├── writebehind     the write-behind buffer (cache.writebehind.WriteBehind), durable role
     ├── recorder        its asyncio group recorder (asyncio processes)
     └── tasks           the task client (workers.client.TaskClient); ``tasks=True`` only
@@ -42,6 +43,7 @@ from cache import (
     build_cache,
 )
 from cache.client import AsyncClients, AsyncRedis, SyncClients, SyncRedis, connect, connect_async
+from cache.consistency import MonitorConfig, Samples
 from cache.keys import Keys
 from cache.tracking import Tracker, tracker_for
 from cache.writebehind import AsyncGroupRecorder, WriteBehind, WriteBehindConfig
@@ -88,6 +90,7 @@ class Services:
                 "cache": async_cache.clients,
                 "durable": async_cache.clients if shared else connect_async(settings, "durable"),
             }
+        self.consistency = Samples(core.keys, MonitorConfig.from_settings(settings))
         self.writebehind = WriteBehind(
             self.redis("durable"), core.keys, WriteBehindConfig.from_settings(settings)
         )

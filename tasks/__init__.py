@@ -14,6 +14,8 @@ decide retry. The logic lives in plain functions a test calls without a worker.
     maintenance.py   the beat cadence, each job once per period; bodies in jobs/; a report
                      with an alert raises it (workers/alerts.py)
     alerts.py        deliver_alert: one alert POSTed to ALERT_WEBHOOK_URL, retried, dead-lettered
+    monitor.py       the consistency monitor's checks: cached copies against the database
+    consistency.py   check_consistency (every second): the monitor's due checks
     runtime.py       runtime_of(task): the worker's Runtime plus the task side's parts
                      (source, records, lifetimes), declared here and built per process
 

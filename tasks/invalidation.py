@@ -154,4 +154,7 @@ def on_bulk_operation(
             raise ValueError("member ids go with a bulk operation that touched members")
         return _answer([], [], 0)
     runtime = runtime_of(self)
-    return _answer(*invalidate(runtime.cache, change, ids, runtime.lifetimes))
+    answer = _answer(*invalidate(runtime.cache, change, ids, runtime.lifetimes))
+    services = runtime.worker.services
+    services.consistency.record(services.redis("durable"), change, ((i, None) for i in ids))
+    return answer

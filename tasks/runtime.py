@@ -10,6 +10,7 @@ and built by the runtime on first use in each process, closed with it:
     RECORDS     where the jobs store snapshots and reports (tasks/records.py SqlRecords)
     LIFETIMES   ages of entries at invalidation (tasks/lifetimes.py), published with the
                 process's counters under "lifetimes"
+    MONITOR     the consistency monitor's checks (tasks/monitor.py) and its API probe
 
 A task calls :func:`runtime_of` (this module's, not the worker's) and gets a
 :class:`TaskRuntime`: the worker's runtime with these parts as attributes. A test replaces a
@@ -27,6 +28,7 @@ from cache import CacheService
 from config import Settings
 from services import Services
 from tasks.lifetimes import Lifetimes
+from tasks.monitor import Monitor, probe_client
 from tasks.records import Records, SqlRecords
 from tasks.sources import Source, SqlSource
 from workers import runtime as worker_runtime
@@ -47,6 +49,21 @@ def _new_records(services: Services) -> Records:
     return SqlRecords(services.engine)
 
 
+def _new_monitor(services: Services) -> Monitor:
+    return Monitor(
+        services.cache,
+        services.redis("durable"),
+        services.engine,
+        services.consistency,
+        probe_client(services.consistency.config),
+    )
+
+
+def _close_monitor(monitor: Monitor) -> None:
+    if monitor.probe is not None:
+        monitor.probe.close()
+
+
 def _publish_lifetimes(lifetimes: Lifetimes) -> dict[str, Any]:
     return lifetimes.snapshot()
 
@@ -55,6 +72,7 @@ def _publish_lifetimes(lifetimes: Lifetimes) -> dict[str, Any]:
 SOURCE: Final[Part[Source]] = Part("source", _new_source)
 RECORDS: Final[Part[Records]] = Part("records", _new_records)
 LIFETIMES: Final[Part[Lifetimes]] = Part("lifetimes", _new_lifetimes, publish=_publish_lifetimes)
+MONITOR: Final[Part[Monitor]] = Part("monitor", _new_monitor, close=_close_monitor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +108,10 @@ class TaskRuntime:
     @property
     def lifetimes(self) -> Lifetimes:
         return self.worker.part(LIFETIMES)
+
+    @property
+    def monitor(self) -> Monitor:
+        return self.worker.part(MONITOR)
 
 
 def runtime_of(task: Task[Any, Any]) -> TaskRuntime:

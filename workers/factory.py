@@ -26,6 +26,7 @@ TASK_MODULES: Final = (
     "tasks.maintenance",
     "tasks.writebehind",
     "tasks.alerts",
+    "tasks.consistency",
 )
 
 

@@ -24,7 +24,7 @@ Queues (explicit; ``task_create_missing_queues`` is off, so a typo is an error, 
     cache.warmup       bulk reads from the database, pipelined writes; long, few at a time
     cache.invalidate   small and latency-sensitive: a stale read lasts until it runs
     cache.writebehind  write-behind flushes: the stream drained into PostgreSQL in batches
-    metrics            the every-minute snapshot
+    metrics            the every-minute snapshot, the Redis watch, the consistency monitor
     maintenance        the beat cadence (daily/weekly/monthly/quarterly jobs); also the default;
                        and the webhook deliveries of alerts (few, short, bounded retries)
 
@@ -33,6 +33,7 @@ hour; each tick ``expires`` well inside its period, see workers/beat.py)::
 
     metrics-snapshot     every minute
     writebehind-flush    every DRAIN_SECONDS (no period guard: a steady drain)
+    consistency-check    every CONSISTENCY_SECONDS: the monitor's due checks (tasks/consistency.py)
     redis-watch          every WATCH_SECONDS: a new Redis run id or master sends auto_warm
     refresh-ahead        every REFRESH_SECONDS: hot entries re-read before they expire
     daily-report         00:05 every day        hit rate, error rate, alert state
@@ -87,6 +88,10 @@ WATCH_SECONDS: Final = 10.0
 # How often the refresh-ahead job runs; its lead (Settings.cache_refresh_lead_s) is at
 # least twice this, so a missed tick still refreshes before the soft expiry.
 REFRESH_SECONDS: Final = 30.0
+
+# How often the consistency monitor runs its due checks: a check falls due at ack + window
+# and runs within this long after it (the lateness is counted beside the figures).
+CONSISTENCY_SECONDS: Final = 1.0
 
 # Retries of tasks that hit a connection error: 1 s, 2 s, 4 s ... capped at RETRY_BACKOFF_MAX,
 # each with full jitter so a Redis restart is not followed by a synchronized stampede.
@@ -232,6 +237,18 @@ FLUSH_WRITEBEHIND: Final = TaskSpec(
     beat=Beat("writebehind-flush", DRAIN_SECONDS, DRAIN_SECONDS - 1, {"seconds": DRAIN_SECONDS}),
 )
 
+# The consistency monitor (tasks/consistency.py): bounded work (CONSISTENCY_MAX_CHECKS per
+# run); on the metrics queue, which holds no long task, so checks are not late behind a
+# warm-up. A tick that waited longer than the interval is dropped: the next one claims its
+# checks.
+CHECK_CONSISTENCY: Final = TaskSpec(
+    "tasks.consistency.check_consistency",
+    Q_METRICS,
+    10,
+    20,
+    beat=Beat("consistency-check", CONSISTENCY_SECONDS, CONSISTENCY_SECONDS),
+)
+
 DAILY_REPORT: Final = _maintenance(
     "daily_report", 300, 330, "daily", Cron(minute="5", hour="0"), 12 * HOUR
 )
@@ -266,6 +283,7 @@ TASKS: Final[tuple[TaskSpec, ...]] = (
     DELIVER_ALERT,
     METRICS_SNAPSHOT,
     FLUSH_WRITEBEHIND,
+    CHECK_CONSISTENCY,
     DAILY_REPORT,
     DAILY_BACKUP,
     WEEKLY_TTL_REVIEW,

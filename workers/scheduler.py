@@ -73,9 +73,11 @@ class LeaderLease:
             return True
         ms = int(self.seconds * 1000)
         try:
-            if self.leading:
-                leading = bool(self._renew(keys=[self.key], args=[self.token, ms]))
-            else:
+            # Renewal also when not leading: a leader cut off by a connection error (a
+            # failover) still holds its token in the key and takes it back at once, rather
+            # than standing by until its own lease lapses.
+            leading = bool(self._renew(keys=[self.key], args=[self.token, ms]))
+            if not leading and not self.leading:
                 leading = bool(self.client.set(self.key, self.token, nx=True, px=ms))
         except RedisError as exc:
             # Without Redis nobody can know who leads: stop sending; the period guards

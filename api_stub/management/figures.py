@@ -16,6 +16,8 @@ redis         INFO of the master: memory vs maxmemory, keyspace hits/misses, evi
 writebehind   backlog, lag, dead letters
 keyspace      the key distribution by pattern (count and bytes) of the latest snapshot:
               sampling the keyspace is the snapshot job's work, once a minute
+consistency   the consistency monitor (cache/consistency.py): per window the sampled writes
+              checked and found consistent, their ratio and nines; its own cost
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import math
 import time
 from typing import Any, Final
 
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from api_stub.management.runtime import ManagementRuntime
@@ -115,6 +118,14 @@ async def writebehind_figures(m: ManagementRuntime) -> dict[str, Any]:
     }
 
 
+async def consistency_figures(m: ManagementRuntime) -> dict[str, Any]:
+    try:
+        found = await m.services.consistency.aread(m.services.async_redis("durable"))
+    except RedisError as exc:
+        return {"available": False, "error": str(exc)}
+    return {"available": True} | found
+
+
 async def latest_snapshot(m: ManagementRuntime) -> dict[str, Any] | None:
     try:
         return await m.db.read(reports.latest_snapshot)
@@ -159,6 +170,7 @@ async def figures(m: ManagementRuntime) -> dict[str, Any]:
         },
         "redis": await redis_figures(m),
         "writebehind": await writebehind_figures(m),
+        "consistency": await consistency_figures(m),
         "keyspace": payload.get("keyspace"),
         "snapshot_taken_at": (snapshot or {}).get("taken_at"),
     }

@@ -57,6 +57,43 @@ class CacheCollector:
         yield from self._latency()
         yield from self._state()
         yield from self._near()
+        yield from self._consistency()
+
+    def _consistency(self) -> Iterator[Metric]:
+        """The consistency monitor's counters (shared by every process, in Redis)."""
+        found = self.figures.get("consistency") or {}
+        if not found.get("available"):
+            return
+        checked = CounterMetricFamily(
+            f"{NS}_consistency_checked",
+            "Sampled writes checked, per window after their acknowledgement",
+            labels=["window"],
+        )
+        consistent = CounterMetricFamily(
+            f"{NS}_consistency_consistent",
+            "Sampled writes whose cached copies agreed with the database, per window",
+            labels=["window"],
+        )
+        ratio = GaugeMetricFamily(
+            f"{NS}_consistency_ratio",
+            "Share of checked sampled writes consistent within the window",
+            labels=["window"],
+        )
+        for window, values in found["windows"].items():
+            checked.add_metric([window], values["checked"])
+            consistent.add_metric([window], values["consistent"])
+            if values["ratio"] is not None:
+                ratio.add_metric([window], values["ratio"])
+        yield checked
+        yield consistent
+        yield ratio
+        for name, help_text in (
+            ("sampled", "Acknowledged writes sampled by the consistency monitor"),
+            ("dropped", "Sampled checks dropped past CONSISTENCY_MAX_SAMPLES"),
+            ("checks", "Checks the consistency monitor ran (its cost: rate() is checks/s)"),
+            ("check_seconds", "Seconds the consistency monitor spent checking (its cost)"),
+        ):
+            yield CounterMetricFamily(f"{NS}_consistency_{name}", help_text, value=found[name])
 
     def _near(self) -> Iterator[Metric]:
         """The near tier of this process (cache.metrics.NearCounters); absent when off."""

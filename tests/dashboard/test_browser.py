@@ -240,6 +240,8 @@ def test_dashboard_shows_the_snapshots_and_runs_a_warmup(
         wait_for(browser, "health", lambda d: attribute(d, "#health", "data-status") != "unknown")
         assert attribute(browser, "#health", "data-status") == "ok", find(browser, "#health").text
         assert attribute(browser, "#tile-breaker", "data-state") == "closed"
+        # The consistency monitor's windows, the shortest first (no write sampled here).
+        assert find(browser, "#tile-consistency .value").text == "— within 1 s"
         assert attribute(browser, "#breakers tr[data-state='closed']", "data-process")
         groups = {
             bar.get_attribute("data-group")

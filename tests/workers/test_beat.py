@@ -34,14 +34,14 @@ def test_the_schedule_is_the_tables() -> None:
         else:
             assert entry["schedule"] == spec.beat.every
     # The metrics snapshot, the write-behind drain, the five maintenance jobs, the Redis
-    # identity watch and the refresh-ahead of the hot set.
+    # identity watch, the refresh-ahead of the hot set and the consistency monitor.
     assert {spec.queue for spec in routing.SCHEDULED} == {
         routing.Q_METRICS,
         routing.Q_WRITEBEHIND,
         routing.Q_MAINTENANCE,
         routing.Q_WARMUP,
     }
-    assert len(routing.SCHEDULED) == 9
+    assert len(routing.SCHEDULED) == 10
 
 
 def test_the_write_behind_drain_runs_as_long_as_its_interval() -> None:

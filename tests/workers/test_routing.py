@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import tasks.consistency
 import tasks.invalidation
 import tasks.maintenance
 import tasks.metrics
@@ -50,6 +51,7 @@ def test_wire_names_are_unchanged() -> None:
         "tasks.alerts.deliver_alert",
         "tasks.metrics.snapshot",
         "tasks.writebehind.flush_writebehind",
+        "tasks.consistency.check_consistency",
         "tasks.maintenance.daily_report",
         "tasks.maintenance.daily_backup",
         "tasks.maintenance.weekly_ttl_review",
@@ -58,6 +60,7 @@ def test_wire_names_are_unchanged() -> None:
     }
     assert tasks.metrics.snapshot.name == routing.METRICS_SNAPSHOT.name
     assert tasks.writebehind.flush_writebehind.name == routing.FLUSH_WRITEBEHIND.name
+    assert tasks.consistency.check_consistency.name == routing.CHECK_CONSISTENCY.name
 
 
 def test_shared_constants_have_one_definition() -> None:

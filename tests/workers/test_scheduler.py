@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from amqp.exceptions import NotFound
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import CacheService
 from cache.keys import Keys
@@ -44,6 +45,29 @@ def test_lease_is_exclusive_renewable_and_released(cache: CacheService) -> None:
     second._checked = 0.0
     assert not second.hold()  # renewal is compare-and-set: no stealing back
     assert third.hold()
+
+
+def test_a_leader_cut_off_by_a_connection_error_leads_again_at_once(
+    cache: CacheService,
+) -> None:
+    """A failover resets the leader's connection: its lease (its token, replicated) is still
+    in the key, so it leads again on the next tick, not after the lease lapsed."""
+    key = cache.keys.system("beat", "leader")
+    client = cache.clients.writer
+    leader, standby = LeaderLease(client, key, 30.0), LeaderLease(client, key, 30.0)
+    assert leader.hold()
+    renew = leader._renew
+
+    def cut_off(*_args: Any, **_kwargs: Any) -> Any:
+        raise RedisConnectionError("Connection reset by peer")
+
+    leader._renew = cut_off
+    leader._checked = 0.0
+    assert not leader.hold()  # nobody can know who leads: it stops sending
+    leader._renew = renew
+    assert leader.hold() and not standby.hold()
+    assert client.pttl(key) > 29_000  # renewed, not waited out
+    leader.release()
 
 
 def _sent(beat: BeatProcess) -> int:

@@ -54,6 +54,35 @@ export function renderTiles(metrics) {
     `opened ${count(breaker.times_opened ?? 0)} times`,
   );
   node.dataset.state = breaker.state ?? "";
+  renderConsistency(metrics.consistency ?? {});
+}
+
+// "N nines within M s": -log10 of the inconsistent share; when every check agreed the sample
+// size bounds what can be shown (">= log10(checked)").
+function nines(window) {
+  if (!window.checked) return "—";
+  const figure = window.nines.toFixed(1);
+  return window.all_consistent ? `≥ ${figure} nines` : `${figure} nines`;
+}
+
+function renderConsistency(found) {
+  if (found.available === false) {
+    tile("tile-consistency", "unavailable", found.error ?? "");
+    return;
+  }
+  const windows = Object.entries(found.windows ?? {});
+  if (windows.length === 0) return;
+  const [first, ...rest] = windows;
+  const node = tile(
+    "tile-consistency",
+    `${nines(first[1])} within ${first[0]} s`,
+    [
+      ...rest.map(([name, w]) => `${nines(w)} within ${name} s`),
+      `${count(found.sampled)} sampled`,
+      `cost ${count(found.checks)} checks, ${duration(found.check_seconds)}`,
+    ].join(" · "),
+  );
+  node.dataset.inconsistent = String(windows.reduce((n, [, w]) => n + w.inconsistent, 0));
 }
 
 export function renderLatency(requests) {

@@ -1,0 +1,251 @@
+"""bench.replay's figures, verdict, table and self-contained HTML report.
+
+Figures of one pass (:func:`pass_figures`) come from the replayer's recording alone, except
+the database transactions (pg_stat_database) and the consistency monitor's counters (the
+management API). The failover window is from the master's kill until the Sentinels named the
+new master plus ``FAILOVER_MARGIN_S`` (the breaker's reset and the near tier's reconnect);
+latency and 5xx targets are judged outside it, and what happened inside is reported.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._replayer import Answer, Recording
+
+CACHED_ROUTES: Final = ("member", "member_list", "dashboard", "growth", "demographics", "lookup")
+FAILOVER_MARGIN_S: Final = 3.0
+# The API's own latency of its cached answers per kind (GET /metrics, histogram buckets: the
+# bound of the p99's bucket) is shown beside the client's, which includes the client.
+P99_TARGET_MS: Final = 10.0
+DB_RATIO_TARGET: Final = 0.10
+NINES_TARGET: Final = 6.0
+VENDOR: Final = Path(__file__).resolve().parents[1] / "api_stub/dashboard/static/vendor"
+
+
+def _ms(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0] * 1000, 2)
+    cuts = statistics.quantiles(values, n=1000, method="inclusive")
+    return round(cuts[min(int(q * 1000) - 1, len(cuts) - 1)] * 1000, 2)
+
+
+def failover_window(rec: Recording) -> tuple[float, float] | None:
+    if "kill" not in rec.incidents:
+        return None
+    end = rec.incidents.get("promoted", rec.incidents["kill"]) + FAILOVER_MARGIN_S
+    return rec.incidents["kill"], end
+
+
+def _inside(answer: Answer, window: tuple[float, float] | None) -> bool:
+    return window is not None and window[0] <= answer.at <= window[1]
+
+
+def routes(rec: Recording, window: tuple[float, float] | None) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for route in sorted({a.route for a in rec.answers}):
+        mine = [a for a in rec.answers if a.route == route]
+        outside = [a.latency_s for a in mine if not _inside(a, window) and 0 < a.status < 500]
+        found[route] = {
+            "requests": len(mine),
+            "p50_ms": _ms(outside, 0.50),
+            "p99_ms": _ms(outside, 0.99),
+            "p99_ms_all": _ms([a.latency_s for a in mine], 0.99),
+            "errors_5xx": sum(
+                a.status >= 500 or a.status == 0 for a in mine if not _inside(a, window)
+            ),
+            "errors_5xx_in_failover": sum(
+                a.status >= 500 or a.status == 0 for a in mine if _inside(a, window)
+            ),
+            "hits": sum(a.cache in ("HIT", "STALE") for a in mine),
+            "near_hits": sum(a.tier == "near" for a in mine),
+        }
+    return found
+
+
+def hit_rate_series(
+    rec: Recording, duration: float, buckets: int = 60
+) -> dict[str, list[float | None]]:
+    width = max(duration / buckets, 0.5)
+    times: list[float | None] = []
+    rates: list[float | None] = []
+    rps: list[float | None] = []
+    for index in range(int(duration / width) + 1):
+        lo, hi = index * width, (index + 1) * width
+        inside = [a for a in rec.answers if lo <= a.at < hi]
+        cached = [a for a in inside if a.route in CACHED_ROUTES and a.cache]
+        times.append(round(lo, 2))
+        rps.append(round(len(inside) / width, 1))
+        rates.append(
+            round(sum(a.cache in ("HIT", "STALE") for a in cached) / len(cached), 4)
+            if cached
+            else None
+        )
+    return {"t": times, "hit_rate": rates, "rps": rps}
+
+
+def pass_figures(
+    rec: Recording,
+    duration: float,
+    transactions: dict[str, int],
+    consistency: dict[str, Any] | None,
+    latency_server: dict[str, Any] | None,
+) -> dict[str, Any]:
+    window = failover_window(rec)
+    requests = len(rec.answers)
+    per_k = 1000 / requests if requests else 0.0
+    cached = [a for a in rec.answers if a.route in CACHED_ROUTES and a.cache]
+    lags = [p["lag_s"] for p in rec.polls if p.get("lag_s") is not None]
+    return {
+        "requests": requests,
+        "behind_schedule_s": round(rec.behind_s, 3),
+        "incidents": rec.incidents,
+        "failover_window": list(window) if window else None,
+        "imports": rec.imports,
+        "routes": routes(rec, window),
+        "hit_rate": round(sum(a.cache in ("HIT", "STALE") for a in cached) / len(cached), 4)
+        if cached
+        else None,
+        "hit_rate_over_time": hit_rate_series(rec, duration),
+        "db": {
+            **transactions,
+            "transactions_per_1k_requests": round(transactions["transactions"] * per_k, 1),
+            "commits_per_1k_requests": round(transactions["commits"] * per_k, 1),
+        },
+        "writebehind_lag": {
+            "t": [p["t"] for p in rec.polls],
+            "lag_s": [p.get("lag_s") for p in rec.polls],
+            "max_s": max(lags) if lags else None,
+        },
+        "consistency": consistency,
+        "server_latency_by_kind": latency_server,
+    }
+
+
+def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
+    windows = ((on.get("consistency") or {}).get("windows")) or {}
+    first = windows[min(windows, key=float)] if windows else {}
+    last = windows[max(windows, key=float)] if windows else {}
+    ratio_1 = first.get("ratio")
+    off_tx = off["db"]["transactions_per_1k_requests"]
+    db_ratio = on["db"]["transactions_per_1k_requests"] / off_tx if off_tx else None
+    p99 = {r: v["p99_ms"] for r, v in on["routes"].items() if r in CACHED_ROUTES}
+    errors_outside = sum(v["errors_5xx"] for v in on["routes"].values())
+    return {
+        "consistent_first_window_ratio": ratio_1,
+        "consistent_first_window_nines": first.get("nines"),
+        "consistent_first_window_checked": first.get("checked"),
+        # A run of n samples shows at most log10(n) nines: all consistent is the best it can say.
+        "six_nines_first_window_ok": ratio_1 is not None and ratio_1 >= 1 - 10**-NINES_TARGET,
+        "six_nines_provable_by_sample": (first.get("checked") or 0) >= 10**NINES_TARGET,
+        "all_consistent_last_window_ok": bool(last.get("all_consistent")),
+        "db_transactions_ratio": round(db_ratio, 4) if db_ratio is not None else None,
+        "db_ratio_ok": db_ratio is not None and db_ratio <= DB_RATIO_TARGET,
+        "cached_p99_ms": p99,
+        "cached_p99_ok": all(v is not None and v < P99_TARGET_MS for v in p99.values()),
+        "errors_5xx_outside_failover": errors_outside,
+        "errors_5xx_in_failover": sum(v["errors_5xx_in_failover"] for v in on["routes"].values()),
+        "no_5xx_outside_failover_ok": errors_outside == 0,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    console = Console(record=True, width=120, file=io.StringIO())
+    routes_table = Table(title="per route (cache on | off); latency outside the failover window")
+    columns = ("route", "requests", "p50 ms", "p99 ms", "server hit p99 ms", "5xx",
+               "5xx in failover", "off p50", "off p99")  # fmt: skip
+    for column in columns:
+        routes_table.add_column(column, justify="right")
+    on, off = result["passes"]["on"], result["passes"]["off"]
+    server = on.get("server_latency_by_kind") or {}
+    for route, row in on["routes"].items():
+        other = off["routes"].get(route, {})
+        hit_p99 = ((server.get(route) or {}).get("cached") or {}).get("p99")
+        routes_table.add_row(
+            route, str(row["requests"]), str(row["p50_ms"]), str(row["p99_ms"]),
+            "-" if hit_p99 is None else f"<= {hit_p99 * 1000:g}",
+            str(row["errors_5xx"]), str(row["errors_5xx_in_failover"]),
+            str(other.get("p50_ms")), str(other.get("p99_ms")),
+        )  # fmt: skip
+    console.print(routes_table)
+    summary = Table(title="targets")
+    summary.add_column("figure")
+    summary.add_column("value", justify="right")
+    summary.add_column("target")
+    v = result["verdict"]
+    consistent = (
+        f"{v['consistent_first_window_ratio']} ({v['consistent_first_window_nines']} nines"
+        f" of {v['consistent_first_window_checked']})"
+    )
+    errors = f"{v['errors_5xx_outside_failover']} / {v['errors_5xx_in_failover']}"
+    rows = (
+        ("consistent within first window", consistent, ">= 6 nines"),
+        ("all consistent within last window", str(v["all_consistent_last_window_ok"]), "100%"),
+        ("db transactions / 1k requests on", str(on["db"]["transactions_per_1k_requests"]), ""),
+        ("db transactions / 1k requests off", str(off["db"]["transactions_per_1k_requests"]), ""),
+        ("db commits / 1k requests on | off", f"{on['db']['commits_per_1k_requests']} | "
+         f"{off['db']['commits_per_1k_requests']}", ""),
+        ("db ratio on/off", str(v["db_transactions_ratio"]), "<= 0.10"),
+        ("hit rate (on)", str(on["hit_rate"]), ""),
+        ("cached p99 < 10 ms outside failover", str(v["cached_p99_ok"]), "all routes"),
+        ("5xx outside / inside failover (on)", errors, "0 outside"),
+        ("write-behind lag max s (on)", str(on["writebehind_lag"]["max_s"]), ""),
+        ("failover window s (on)", str(on["failover_window"]), ""),
+        ("monitor cost (on): checks, seconds", f"{(on['consistency'] or {}).get('checks')}, "
+         f"{(on['consistency'] or {}).get('check_seconds')}", ""),
+    )  # fmt: skip
+    for row in rows:
+        summary.add_row(*row)
+    console.print(summary)
+    return console.export_text()
+
+
+def write_html(result: dict[str, Any], path: Path) -> None:
+    """One file: the figures as JSON, uPlot (the dashboard's offline copy) inline, charts."""
+    script = (VENDOR / "uPlot.iife.min.js").read_text()
+    style = (VENDOR / "uPlot.min.css").read_text()
+    data = json.dumps(result).replace("</", "<\\/")
+    text_table = html.escape(result.get("table", ""))
+    path.write_text(
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>bench.replay</title>
+<style>{style} body{{font:14px system-ui;margin:24px}}
+pre{{background:#f6f6f6;padding:12px}}</style>
+<script>{script}</script></head><body>
+<h1>bench.replay: a day of traffic, cache on and off</h1>
+<pre>{text_table}</pre>
+<h2>Requests per second and hit rate (cache on)</h2><div id="hits"></div>
+<h2>Write-behind lag (s)</h2><div id="lag"></div>
+<h2>All figures</h2><pre id="raw"></pre>
+<script>
+const R = {data};
+document.getElementById("raw").textContent = JSON.stringify(R, null, 2);
+const on = R.passes.on, off = R.passes.off;
+const marks = Object.entries(on.incidents);
+const mark = {{hooks: {{draw: [u => {{ const c = u.ctx; c.save(); c.strokeStyle = "#c00";
+  for (const [name, t] of marks) {{ const x = u.valToPos(t, "x", true);
+    c.beginPath(); c.moveTo(x, u.bbox.top); c.lineTo(x, u.bbox.top + u.bbox.height); c.stroke();
+    c.fillText(name, x + 3, u.bbox.top + 12); }} c.restore(); }}]}}}};
+const opts = (series) => ({{width: 900, height: 280, plugins: [mark],
+  scales: {{x: {{time: false}}}}, series: [{{label: "t (s)"}}, ...series]}});
+const h = on.hit_rate_over_time, ho = off.hit_rate_over_time;
+new uPlot(opts([{{label: "rps on", stroke: "#36c"}}, {{label: "rps off", stroke: "#999"}},
+  {{label: "hit rate x100", stroke: "#2a2"}}]),
+  [h.t, h.rps, ho.rps.slice(0, h.t.length), h.hit_rate.map(v => v === null ? null : v * 100)],
+  document.getElementById("hits"));
+const l = on.writebehind_lag;
+new uPlot(opts([{{label: "lag on", stroke: "#36c"}}]), [l.t, l.lag_s],
+  document.getElementById("lag"));
+</script></body></html>
+"""
+    )
