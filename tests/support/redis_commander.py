@@ -17,6 +17,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "var" / "node"
+# No install scripts: the native bcrypt is optional (bcryptjs stands in).
+NPM_FLAGS = ("--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--ignore-scripts")
 PACKAGE_DIR = NODE_DIR / "node_modules" / "redis-commander"
 _IMAGE = re.compile(r"image:\s*ghcr\.io/joeferner/redis-commander:(?P<version>[\w.-]+)")
 
@@ -57,11 +59,15 @@ def install() -> Path:
     with (NODE_DIR / ".install.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _installed_version() != version:
-            # No install scripts: the native bcrypt is optional (bcryptjs stands in).
             result = subprocess.run(
-                [npm, "install", "--prefix", str(NODE_DIR), "--no-save", "--no-package-lock"]
-                + ["--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"]
-                + [f"redis-commander@{version}"],
+                [
+                    npm,
+                    "install",
+                    "--prefix",
+                    str(NODE_DIR),
+                    *NPM_FLAGS,
+                    f"redis-commander@{version}",
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
