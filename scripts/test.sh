@@ -4,7 +4,8 @@
 # Installs what the suite starts or drives itself when it is missing: Debian's redis-server
 # (replicas, Sentinels, Clusters), openssl (TLS certificates), docker-compose (`config` only),
 # chromium and chromium-driver (the dashboard's browser test), prometheus (promtool),
-# rabbitmq-server (the Celery tests on RabbitMQ: a vhost per run through rabbitmqctl, as root).
+# rabbitmq-server (the Celery tests on RabbitMQ: a vhost per run through rabbitmqctl, as root),
+# npm (redis-commander, the version of docker-compose.yml, into var/node/ for its rotation test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v rabbitmqctl >/dev/null 2>&1 || need+=(rabbitmq-server)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${need[*]}: install them (apt-get install ${need[*]}) or run as root" >&2
@@ -30,6 +32,7 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m tests.support.redis_commander >/dev/null
 
 echo "== ruff"
 .venv/bin/ruff check .

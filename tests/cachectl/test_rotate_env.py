@@ -1,8 +1,12 @@
-"""cachectl rotate flower / redis-commander: the env file's passwords change, and a real Flower
-restarted from it (python -m workers.flower, as `cachectl up` runs it) takes the client through
-the rotation with no request refused: both passwords work between the phases. A restart
-refuses connections for a moment; the client retries those, as any HTTP client of a restarting
-service does, and only an answer other than 200 counts as a failure."""
+"""cachectl rotate flower / redis-commander: the env file's passwords change, and the real UI
+restarted from it takes the client through the rotation with no failed request.
+
+Flower (python -m workers.flower, as `cachectl up` runs it) accepts both passwords between the
+phases. redis-commander (from npm, the version of docker-compose.yml, with the environment
+compose gives the service) has one login: it is recreated, and the client logs in to the new
+process with the new password. A restart refuses connections for a moment; the client retries
+those, as any HTTP client of a restarting service does, and only an answer other than 200
+counts as a failure."""
 
 from __future__ import annotations
 
@@ -17,18 +21,23 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cachectl.main import app as cachectl
+from cachectl.rotate_env import COMMANDER_PASSWORD
 from deploy.render import read_env_file
+from tests.deploy.conftest import generate_secrets
+from tests.deploy.test_compose import run_config
 from tests.support.process_group import stop_group
+from tests.support.redis_commander import RedisCommanderMissing, install
 from tests.support.redis_procs import RedisProcess, free_port, start_redis
 from tests.workers.processes import REPO
 
 pytestmark = pytest.mark.slow
 
 USER = "operator"
-REQUEST_DEADLINE_S = 60.0  # a request waits this long for a restarting Flower
+REQUEST_DEADLINE_S = 60.0  # a request waits this long for a restarting UI
 
 
 def _wait(
@@ -94,28 +103,98 @@ class Flower:
         return httpx.get(f"{self.url}/api/tasks", auth=(USER, password), timeout=10).status_code
 
 
+class Commander:
+    """redis-commander with the environment compose gives the service from the env file (its
+    Redis connection aside: a private redis-server), restarted on one port as
+    `docker compose up -d redis-commander` recreates it."""
+
+    # The image's entrypoint turns these into the Redis connection; the rest node reads itself.
+    CONNECTION = ("REDIS_", "SENTINEL", "NODE_EXTRA_CA_CERTS")
+
+    def __init__(self, entry: Path, env_file: Path, redis: RedisProcess, directory: Path) -> None:
+        self.entry, self.env_file, self.redis, self.directory = entry, env_file, redis, directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.user = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def service_environment(self) -> dict[str, str]:
+        config = run_config(self.env_file)
+        assert config.returncode == 0, config.stderr
+        env = yaml.safe_load(config.stdout)["services"]["redis-commander"]["environment"]
+        return {k: str(v) for k, v in env.items() if not k.startswith(self.CONNECTION)}
+
+    def start(self) -> None:
+        service = self.service_environment()
+        self.user = service["HTTP_USER"]
+        env = service | {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.directory),
+            "ADDRESS": "127.0.0.1",
+            "PORT": str(self.port),
+            "NOSAVE": "true",  # no connection list written into the package's config
+        }
+        redis = ["--redis-host", "127.0.0.1", "--redis-port", str(self.redis.port)]
+        with (self.directory / "redis-commander.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["node", str(self.entry), *redis],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait(self.answers, lambda: f"redis-commander to answer: {self.log()}")
+
+    def log(self) -> str:
+        return (self.directory / "redis-commander.log").read_text(errors="replace")[-2000:]
+
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, 20)
+            self.proc = None
+
+    def status(self, password: str) -> int:
+        """Sign in as the UI does, then read the server's INFO with the session's token; a
+        refused login is a 401. The token is signed with a key of the process: a restarted
+        UI asks for the password again."""
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            login = http.post("/signin", data={"username": self.user, "password": password})
+            if login.status_code != 200 or not login.json()["ok"]:
+                return 401
+            session = {"Authorization": f"Bearer {login.json()['bearerToken']}"}
+            return http.get("/apiv2/server/info", headers=session).status_code
+
+
 class Client:
     """Authenticated API calls with the password of the client's secret store."""
 
-    def __init__(self, flower: Flower, password: str) -> None:
-        self.flower = flower
+    def __init__(self, status: Callable[[str], int], password: str) -> None:
+        self.status = status
         self.password = password
         self.done: dict[str, int] = {}
+        self.retried = 0
         self.failures: list[str] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def request(self) -> None:
-        password = self.password
         deadline = time.monotonic() + REQUEST_DEADLINE_S
         while True:
+            password = self.password  # each attempt with the store's password of the moment
             try:
-                status = self.flower.status(password)
+                status = self.status(password)
                 break
             except httpx.TransportError as exc:  # restarting: not listening yet
                 if time.monotonic() > deadline:
                     self.failures.append(f"no answer: {exc}")
                     return
+                self.retried += 1
                 time.sleep(0.05)
         if status == 200:
             self.done[password] = self.done.get(password, 0) + 1
@@ -149,6 +228,25 @@ def flower(tmp_path: Path) -> Iterator[Flower]:
             running.stop()
 
 
+@pytest.fixture
+def commander(tmp_path: Path) -> Iterator[Commander]:
+    try:
+        entry = install()
+    except RedisCommanderMissing as exc:
+        pytest.fail(str(exc))
+    env_file = tmp_path / ".env.production"
+    secrets = generate_secrets() | {COMMANDER_PASSWORD: "old-Commander-1"}
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in secrets.items()))
+    env_file.chmod(0o600)
+    with start_redis() as redis:
+        running = Commander(entry, env_file, redis, tmp_path)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+
+
 def _rotate(*args: str, **env: str) -> None:
     result = CliRunner().invoke(cachectl, ["rotate", *args], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -156,7 +254,7 @@ def _rotate(*args: str, **env: str) -> None:
 
 def test_flower_password_rotates_with_no_refused_request(flower: Flower) -> None:
     old, new = "old-Flower-1", "new-Flower-2"
-    client = Client(flower, old)
+    client = Client(flower.status, old)
     client.thread.start()
     try:
         client.served(old, 10)
@@ -180,6 +278,35 @@ def test_flower_password_rotates_with_no_refused_request(flower: Flower) -> None
     assert client.failures == []
     assert (flower.status(old), flower.status(new)) == (401, 200)
     # No password on any command line (Flower's included): they travel in the environment.
+    cmdlines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
+    assert not [c for c in cmdlines if new.encode() in c]
+
+
+def test_redis_commander_password_rotates_with_no_failed_request(commander: Commander) -> None:
+    old, new = "old-Commander-1", "new-Commander-2"
+    client = Client(commander.status, old)
+    client.thread.start()
+    try:
+        client.served(old, 10)
+        _rotate(
+            "redis-commander",
+            "--env-file",
+            str(commander.env_file),
+            REDIS_COMMANDER_NEW_PASSWORD=new,
+        )
+        assert read_env_file(commander.env_file)[COMMANDER_PASSWORD] == new
+        client.served(old, 5)  # the running UI keeps its login until it is recreated
+        commander.stop()
+        retried = client.retried
+        client.password = new  # the recreated UI asks for the new one
+        commander.start()
+        client.served(new, 10)
+    finally:
+        client.stop.set()
+        client.thread.join(30)
+    assert client.failures == []
+    assert client.retried > retried  # the traffic went on through the restart
+    assert (commander.status(old), commander.status(new)) == (401, 200)
     cmdlines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
     assert not [c for c in cmdlines if new.encode() in c]
 
