@@ -51,9 +51,18 @@ class LoadedCopy:
         return ""
 
     def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=SOCKET_TIMEOUT_S)
+        """A client of database ``db``: one each, closed by :meth:`stop`."""
+        found = self.clients.get(db)
+        if found is None:
+            found = self.clients[db] = redis.Redis(
+                host="127.0.0.1", port=self.port, db=db, socket_timeout=SOCKET_TIMEOUT_S
+            )
+        return found
 
     def stop(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
         # `save ""` in its config: SIGTERM does not write the data back over the copy.
         if self.process.poll() is None:
             self.process.terminate()
