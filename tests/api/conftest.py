@@ -53,6 +53,9 @@ def api_settings_for(prefix: str, database_url: str, **overrides: Any) -> Settin
         "database_url": database_url,
         "cache_xfetch_beta": 0.0,  # no early refresh: HIT and MISS are deterministic
         "cache_ttl_jitter": 0.0,
+        # No write sampled by the consistency monitor: round-trip counts stay exact (its own
+        # tests turn it on).
+        "consistency_sample_rate": 0.0,
     }
     return load_settings(**(values | overrides), _env_file=None)
 
