@@ -4,8 +4,6 @@ the tasks list, followed to SUCCESS (GET /warmup/current, then its progress)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -14,7 +12,14 @@ from selenium.webdriver.remote.webelement import WebElement
 from api_stub import routes
 from api_stub.management import PREFIX
 from tests.dashboard.conftest import Live
-from tests.dashboard.test_browser import attribute, browser, find, sign_in, wait_for
+from tests.dashboard.test_browser import (
+    attribute,
+    browser,
+    console_errors,
+    find,
+    sign_in,
+    wait_for,
+)
 from tests.workers.processes import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -44,5 +49,4 @@ def test_an_automatic_warm_up_appears_in_the_tasks_list(
     item: WebElement = wait_for(browser, "the automatic warm-up", finished, timeout=30)
     assert "Automatic warm-up: clear" in item.text
     assert "written" in item.text
-    console: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
-    assert not [entry for entry in console if entry["level"] == "SEVERE"]
+    assert not console_errors(browser)
