@@ -23,7 +23,9 @@ Redis, database 13, a prefix per test).
 
 from __future__ import annotations
 
+import gc
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +175,12 @@ def celery_app(
             app.control.purge()  # the vhost outlives the test: leave its queues empty
         app.close_runtime()
         app.close()
+        # Celery keeps a result backend per thread; the worker's threads leave theirs (and
+        # their sockets) to the collector: collect them at the app's end, not in whichever
+        # later test the collector happens to run.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         for db in (services.CACHE_DB, services.BROKER_DB, services.RESULTS_DB):
             client = task_redis.client(db=db)
             try:
