@@ -237,7 +237,7 @@ def measure_flush(
         "flush_events_per_s": flusher.stats.events / spent,
         "flush_rows_per_s": flusher.stats.rows / spent,
         "flush_batches": flusher.stats.batches,
-        **measure_partitioned_flush(wb, url, opts),
+        **measure_partitioned_flush(url, opts),
         "db_apply_rows_per_s": db_only,
         "copy_rows_per_s": measure_copy(dsn, opts.members),
     }
@@ -249,58 +249,17 @@ def preload(wb: WriteBehind, events: int, members: int, seed: int) -> None:
         wb.record([_event(rng, members) for _ in range(500)])
 
 
-def measure_partitioned_flush(
-    wb: WriteBehind, url: str, opts: argparse.Namespace
-) -> dict[str, float]:
-    """``--partitions`` flusher processes, each draining its partition of the same backlog."""
-    config = WriteBehindConfig(max_backlog=10**7, partitions=opts.partitions)
-    parted = WriteBehind(wb.client, wb.keys, config)
-    parted.ensure_group()
-    preload(parted, opts.backlog, opts.members, seed=9)
-    env = {**os.environ, "REDIS_KEY_PREFIX": opts.prefix}
-    command = [sys.executable, "-m", "bench.writebehind", "--drain-child", url]
-    children = [
-        subprocess.Popen(
-            [*command, str(opts.partitions), str(p)],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for p in range(opts.partitions)
-    ]
-    for child in children:
-        assert child.stdout is not None
-        child.stdout.readline()  # "ready"
-    for child in children:
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    done = [json.loads(child.communicate(timeout=300)[0].splitlines()[-1]) for child in children]
-    spent = max(d["end"] for d in done) - min(d["start"] for d in done)
+def measure_partitioned_flush(url: str, opts: argparse.Namespace) -> dict[str, float]:
+    """``--partitions`` flusher processes, each draining its partition of the same backlog
+    (bench._wb_partitions, under a prefix of its own that it clears)."""
+    found = _wb_partitions.flush_rate(
+        url, f"{opts.prefix}parted:", opts.partitions, opts.backlog, opts.members
+    )
     return {
         "flush_partitions": opts.partitions,
-        "flush_partitioned_events_per_s": sum(d["events"] for d in done) / spent,
-        "flush_partitioned_rows_per_s": sum(d["rows"] for d in done) / spent,
+        "flush_partitioned_events_per_s": found["events"] / found["seconds"],
+        "flush_partitioned_rows_per_s": found["rows"] / found["seconds"],
     }
-
-
-def drain_child(url: str, partitions: int, partition: int) -> None:
-    settings = bench_settings(os.environ["REDIS_KEY_PREFIX"])
-    cache, engine = build_cache(settings), make_engine(url)
-    config = WriteBehindConfig(max_backlog=10**7, partitions=partitions)
-    wb = WriteBehind(cache.clients.writer, cache.keys, config)
-    flusher = Flusher(wb, sql_apply(engine), f"bench-part-{partition}", partition)
-    with engine.connect():
-        pass  # connected before the clock starts
-    print("ready", flush=True)
-    sys.stdin.readline()
-    start = time.time()
-    stats = flusher.drain(300, until_empty=True)
-    end = time.time()
-    print(json.dumps({"start": start, "end": end, "events": stats.events, "rows": stats.rows}))
-    engine.dispose()
-    cache.close()
 
 
 def measure_copy(dsn: str, members: int) -> float:
@@ -610,14 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flusher-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--celery-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--producer-child", nargs=5, help=argparse.SUPPRESS)
-    parser.add_argument("--drain-child", nargs=3, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.producer_child:
         conns, secs, start_at, members, seed = opts.producer_child
         async_producer(int(conns), float(secs), float(start_at), int(members), int(seed))
-        return 0
-    if opts.drain_child:
-        drain_child(opts.drain_child[0], int(opts.drain_child[1]), int(opts.drain_child[2]))
         return 0
     if opts.flusher_child:
         flusher_child(opts.flusher_child[0], float(opts.flusher_child[1]))
