@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import httpx
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from api_stub.management import hash_token
 from bench import _pg
@@ -51,6 +51,7 @@ from bench._sentinel import MASTER_NAME, SentinelGroup, free_port
 from bench._stack import start_platform
 from bench._trace import Trace, generate
 from cachectl.embedded import EmbeddedRedis, start_embedded_redis
+from workers.client import Progress as TaskProgress
 from workers.client import TaskClient
 
 PREFIX: Final = "bench:replay:"
@@ -162,8 +163,8 @@ class Run:
             )
             lap("start_s")
             try:
+                warmed = self.warm(platform.services.tasks) if cache_on else {}
                 if cache_on:
-                    self.warm(platform.services.tasks)
                     lap("warm_s")
                 task = self.progress.add_task(f"replay, cache {name}", total=trace.duration)
                 recording = asyncio.run(
@@ -196,15 +197,27 @@ class Run:
             figures.get("consistency"),
             (figures.get("latency") or {}).get("by_kind"),
         )
-        return found | {"timings": timings}
+        return found | {"timings": timings, "warm_written": warmed.get("written")}
 
-    def warm(self, tasks: TaskClient) -> None:
+    def warm(self, tasks: TaskClient) -> dict[str, Any]:
         """Yesterday's cache: every member and aggregate, by the platform's own warm-up
         (``warmup all``), before the day starts; a day compressed into minutes has too few
         requests to warm a large table by reading it."""
         task = self.progress.add_task("warm-up (warmup all)", total=1.0)
-        task_id = tasks.enqueue_warmup("all")
         deadline = time.monotonic() + WARM_TIMEOUT_S
+        while True:
+            found = self._await(tasks, tasks.enqueue_warmup("all"), task, deadline)
+            # The platform's own start-up warm-up may hold the lease: ``all`` is then skipped
+            # (SUCCESS, "skipped": "running") and is sent again once that one is done.
+            if not (found.result or {}).get("skipped"):
+                break
+            time.sleep(0.5)
+        self.progress.update(task, completed=1.0)
+        return dict(found.result)
+
+    def _await(
+        self, tasks: TaskClient, task_id: str, task: TaskID, deadline: float
+    ) -> TaskProgress:
         while True:
             found = tasks.progress(task_id)
             if found.fraction is not None:
@@ -216,7 +229,7 @@ class Run:
             time.sleep(0.5)
         if found.state != "SUCCESS":
             raise RuntimeError(f"the warm-up failed: {found.error}")
-        self.progress.update(task, completed=1.0)
+        return found
 
     def incidents(self, base_url: str) -> dict[str, tuple[float, Incident]]:
         group, token = self.group, self.token

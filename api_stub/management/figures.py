@@ -34,8 +34,6 @@ from cache.errors import CacheError
 from cache.metrics import COUNTER_NAMES as COUNTERS
 from cache.metrics import rates
 from cache.replication import replica_entries
-from db import reports
-from db.errors import DataError
 from workers.publisher import read_published
 
 REDIS_FIELDS: Final = (
@@ -126,13 +124,6 @@ async def consistency_figures(m: ManagementRuntime) -> dict[str, Any]:
     return {"available": True} | found
 
 
-async def latest_snapshot(m: ManagementRuntime) -> dict[str, Any] | None:
-    try:
-        return await m.db.read(reports.latest_snapshot)
-    except DataError:
-        return None
-
-
 async def figures(m: ManagementRuntime) -> dict[str, Any]:
     live = m.cache.snapshot()
     mine = _counters(live["by_type"])
@@ -143,7 +134,7 @@ async def figures(m: ManagementRuntime) -> dict[str, Any]:
             into = overall.setdefault(name, dict.fromkeys(COUNTERS, 0))
             for counter in COUNTERS:
                 into[counter] += values.get(counter, 0)
-    snapshot = await latest_snapshot(m)
+    snapshot = await m.snapshot.get()
     payload = (snapshot or {}).get("payload") or {}
     return {
         "taken_at": time.time(),

@@ -239,10 +239,7 @@ async def beat(m: ManagementRuntime) -> dict[str, Any]:
     lease_ms = await m.cache.run(m.services.async_redis("durable").pttl, key)
     lease = None if lease_ms is UNAVAILABLE or int(lease_ms) < 0 else int(lease_ms)
     age: float | None = None
-    try:
-        latest = await m.db.read(reports.latest_snapshot)
-    except DataError:
-        latest = None
+    latest = await m.snapshot.get()
     if latest is not None and latest["taken_at"]:
         taken = dt.datetime.fromisoformat(latest["taken_at"])
         age = round((dt.datetime.now(dt.UTC) - taken).total_seconds(), 1)

@@ -26,6 +26,7 @@ from api_stub.management.config import ManagementConfig
 from api_stub.management.latency import LatencyRecorder
 from api_stub.management.ratelimit import RateLimiter
 from api_stub.management.refusals import RefusalWatch
+from api_stub.management.snapshots import LatestSnapshot
 from api_stub.management.tokens import TokenStore
 from api_stub.runtime import Database, Running, started
 from cache import AsyncCacheService, CacheService
@@ -54,6 +55,10 @@ class ManagementRuntime:
     token_store: TokenStore
     process: str = field(default_factory=lambda: process_id("api"))
     ping: PingWorkers | None = None
+    snapshot: LatestSnapshot = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.snapshot = LatestSnapshot(self.db)
 
     @classmethod
     def over(
