@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     cache_autowarm_lease_s: PositiveInt = 60
     # Members warmed by the automatic warm-up: the hottest by recent activity.
     cache_autowarm_hottest: NonNegativeInt = 1_000
+    # What the automatic warm-up after a `clear` fills. "all": every member too (the chunked
+    # warm-up: ~20 s for 1,000,000 members on two cores), as the cache held before the clear;
+    # the hottest members by activity are not the members read most, and each one missed is
+    # a database transaction and a slow read. "critical": the warm-up above only, for tables
+    # too large to refill.
+    cache_autowarm_after_clear: Literal["critical", "all"] = "all"
     # Members per chunk task when every member is warmed (tasks/chunks.py): a warm-up of more
     # is a chord of chunks over id ranges that all worker processes share. 50,000 members are
     # ~0.3 s of work: enough chunks to keep every process busy to the end, few enough that

@@ -3,7 +3,9 @@
 Triggers (each sends :func:`auto_warm` by name; none waits for it)::
 
     worker_ready signal (workers/app.py)   only_if_cold: a worker start warms a cold cache
-    management DELETE /clear               after a clear that removed entries
+    management DELETE /clear               after a clear that removed entries: every
+                                           member too (CACHE_AUTOWARM_AFTER_CLEAR=all),
+                                           chunked over the workers as ``warmup all``
     redis-watch beat job (watch_redis)     the cache server's run id or master changed
     cachectl up, the production deploy     their last step (``cachectl warmup auto``)
 
@@ -46,7 +48,7 @@ from cache.flow import UNAVAILABLE
 from cache.invalidation import generations_sync
 from cache.kinds import KINDS, Warm
 from db.errors import DatabaseUnavailable
-from tasks import warming
+from tasks import chunks, warming
 from tasks.runtime import runtime_of
 from workers import routing, warmstate
 from workers.client import TaskClient
@@ -133,6 +135,11 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
     runtime = runtime_of(self)
     cache, settings = runtime.cache, runtime.settings
     answer: dict[str, Any] = {"reason": reason, "warmed": False}
+    everything = reason == "clear" and settings.cache_autowarm_after_clear == "all"
+    # More members than one chunk: the chord of chunks takes this task's place (it takes the
+    # lease itself, and answers "skipped" when another warm-up holds it).
+    if everything and (skipped := chunks.start(self, aggregates=True, reason=reason)):
+        return answer | skipped
     if only_if_cold:
         missing = missing_critical(cache)
         answer["cold_keys"] = len(missing)
@@ -165,9 +172,12 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
         self.update_state(state="PROGRESS", meta={"done": done, "total": total, "reason": reason})
 
     try:
-        report = warming.warm_critical(
-            cache, runtime.source, hottest=settings.cache_autowarm_hottest, progress=progress
-        )
+        if everything:
+            report = warming.warm_everything(cache, runtime.source, progress=progress)
+        else:
+            report = warming.warm_critical(
+                cache, runtime.source, hottest=settings.cache_autowarm_hottest, progress=progress
+            )
     finally:
         lease.release()
     answer |= {"warmed": True, **report.as_dict()}

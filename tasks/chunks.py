@@ -152,6 +152,8 @@ def warmup_finish(
         report.total += warming.aggregate_count()
         warming.warm_aggregates(runtime.cache, runtime.source, report)
     answer = report.as_dict() | {
+        "reason": run["holder"]["reason"],
+        "warmed": True,
         "seconds": round(time.time() - float(run["holder"]["started_at"]), 3),
         "chunks": len(results),
         "workers": len({result.get("worker") for result in results}),

@@ -291,3 +291,13 @@ def warm_data_type(
     report = WarmReport(started=time.monotonic(), total=aggregate_count(data_type))
     warm_aggregates(cache, source, report, data_type, progress)
     return report
+
+
+def warm_everything(
+    cache: CacheService, source: Source, *, progress: Progress = _no_progress
+) -> WarmReport:
+    """``warmup all`` in one task: every member, then every aggregate."""
+    report = warm_all_members(cache, source, progress=progress)
+    report.total += aggregate_count()
+    warm_aggregates(cache, source, report, progress=progress)
+    return report

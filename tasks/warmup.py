@@ -50,10 +50,7 @@ def warmup_all(self: Task[Any, Any]) -> dict[str, Any]:
     if (skipped := chunks.start(self, aggregates=True)) is not None:
         return skipped
     runtime = runtime_of(self)
-    progress = progress_of(self)
-    report = warming.warm_all_members(runtime.cache, runtime.source, progress=progress)
-    report.total += warming.aggregate_count()
-    warming.warm_aggregates(runtime.cache, runtime.source, report, progress=progress)
+    report = warming.warm_everything(runtime.cache, runtime.source, progress=progress_of(self))
     return report.as_dict()
 
 

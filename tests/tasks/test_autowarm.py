@@ -23,7 +23,7 @@ from tasks.autowarm import identity_change, missing_critical
 from tasks.runtime import SOURCE
 from tasks.sources import Source, SqlSource
 from tests.support.redis_procs import RedisProcess, start_redis
-from tests.workers.conftest import InProcess
+from tests.workers.conftest import PG_MEMBERS, InProcess
 from workers import routing, warmstate
 from workers.runtime import Parts
 
@@ -74,7 +74,36 @@ def _slow_source(services: Services) -> Source:
 def task_env(task_env: dict[str, str], cache_redis: RedisProcess) -> dict[str, str]:
     """The cache on the module's redis-server, with the automatic warm-up on."""
     cache_redis.client().flushall()  # the module's own server: nothing else lives there
-    return task_env | {"REDIS_PORT": str(cache_redis.port), "CACHE_AUTOWARM": "true"}
+    return task_env | {
+        "REDIS_PORT": str(cache_redis.port),
+        "CACHE_AUTOWARM": "true",
+        "CACHE_AUTOWARM_HOTTEST": str(HOTTEST),
+        "CACHE_WARMUP_CHUNK_SIZE": str(CHUNK),
+    }
+
+
+HOTTEST = 5  # of PG_MEMBERS: the critical warm-up leaves most members cold
+CHUNK = 64  # PG_MEMBERS = 200: the warm-up of every member is a chord of 4 chunks
+
+
+def _cached_members(worker: InProcess) -> int:
+    keys = worker.cache.keys.members(range(1, PG_MEMBERS + 1))
+    return int(worker.cache.clients.writer.exists(*keys))
+
+
+def test_a_clear_is_followed_by_every_member_and_a_restart_by_the_hottest(
+    worker: InProcess,
+) -> None:
+    after_clear = worker.wait(worker.client.enqueue_auto_warm("clear"))
+    assert after_clear.state == "SUCCESS", after_clear.error
+    assert after_clear.result["reason"] == "clear" and after_clear.result["warmed"] is True
+    assert after_clear.result["chunks"] == 4
+    assert _cached_members(worker) == PG_MEMBERS
+    assert missing_critical(worker.cache) == []
+    worker.cache.clients.writer.flushdb()  # the module's own server
+    after_restart = worker.run(routing.AUTO_WARM, "redis-restart")
+    assert after_restart.state == "SUCCESS", after_restart.error
+    assert _cached_members(worker) <= HOTTEST  # the hottest by recent payments, if any
 
 
 def test_a_cold_cache_is_warmed_and_a_warm_one_left_alone(worker: InProcess) -> None:
@@ -99,13 +128,14 @@ def test_one_warm_up_at_a_time_the_other_says_by_whom(
     celery_parts: Parts, worker: InProcess
 ) -> None:
     ENTERED.clear()
-    first = worker.client.enqueue_auto_warm("clear")
+    first = worker.client.enqueue_auto_warm("redis-restart")
     assert ENTERED.wait(10), "the first warm-up did not start"
-    second = worker.wait(worker.client.enqueue_auto_warm("redis-restart"))
+    # The warm-up after a clear (every member, in chunks) waits its turn the same way.
+    second = worker.wait(worker.client.enqueue_auto_warm("clear"))
     assert second.state == "SUCCESS", second.error
     assert second.result["warmed"] is False and second.result["skipped"] == "running"
     assert second.result["by"]["task_id"] == first
-    assert second.result["by"]["reason"] == "clear"
+    assert second.result["by"]["reason"] == "redis-restart"
     done = worker.wait(first)
     assert done.result["warmed"] is True
 
