@@ -134,8 +134,10 @@ def worker_name() -> str:
 def commands(settings: Settings, workdir: Path, concurrency: int) -> dict[str, list[str]]:
     python = sys.executable
     queues, modules = worker_queues()
+    nice = ["nice", "-n", str(settings.worker_nice)] if settings.worker_nice else []
     found = {
         "worker": [
+            *nice,
             python,
             *("-m", "celery", "-A", "workers.app", "worker", "-l", "INFO"),
             *("-c", str(concurrency), "-n", worker_name(), "-Q", ",".join(queues)),

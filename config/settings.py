@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     celery_visibility_timeout: PositiveInt | None = None
 
     # --- Processes --------------------------------------------------------------------------------
+    # The niceness `cachectl up` runs the worker at (nice(1), 0-19): on one machine the
+    # warm-ups, flushes and jobs yield the CPU to the API's requests instead of queueing them.
+    worker_nice: int = Field(10, ge=0, le=19)
     api_host: str = "127.0.0.1"
     api_port: int = Field(5000, ge=1, le=65535)  # the design's port
     flower_port: int = Field(5555, ge=1, le=65535)

@@ -35,6 +35,20 @@ def _processes_with(marker: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
+def _nice(pid: int) -> int | None:
+    try:
+        return int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[16])
+    except OSError:
+        return None  # gone meanwhile
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path, empty_database: str) -> None:
     marker = f"MC_UP_TEST_{uuid.uuid4().hex}"
     api_port, flower_port, dead_port = free_port(), free_port(), free_port()
@@ -90,6 +104,11 @@ def test_up_serves_everything_and_ctrl_c_stops_it_all(tmp_path: Path, empty_data
         assert re.search(r"done: [1-9][\d,]* keys written", warm.stdout), warm.stdout
         children = _processes_with(marker)
         assert len(children) >= 5  # cachectl, redis, worker (+ its pool), beat, flower, api
+        # The worker and its pool yield the CPU to the API (WORKER_NICE, 10 by default).
+        niceness = {pid: _nice(pid) for pid in children}
+        workers = [pid for pid in children if b" worker " in _cmdline(pid)]
+        assert workers and all(niceness[pid] == 10 for pid in workers), niceness
+        assert {niceness[pid] for pid in children if pid not in workers} == {0}, niceness
 
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, out.read_text()
