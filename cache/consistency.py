@@ -13,7 +13,7 @@ Layout, on the durable role (never evicted), under ``Keys.system``::
                                          at most CONSISTENCY_MAX_SAMPLES, oldest dropped
     sys:consistency:counts         HASH  <window>:checked, <window>:consistent,
                                          <window>:late_seconds (check time past due), sampled,
-                                         dropped, checks, check_seconds, runs
+                                         dropped, checks, check_seconds, db_reads, runs
     sys:consistency:inconsistent   LIST  the newest inconsistencies (JSON), newest first
 
 A sample is one member: its id, the version the write produced (None after a bulk change,
@@ -121,6 +121,7 @@ class Tally:
     inconsistencies: list[Inconsistency]
     checks: int = 0
     seconds: float = 0.0
+    db_reads: int = 0  # queries run (one per batch): the monitor's own database cost
 
     @classmethod
     def empty(cls, seconds: float = 0.0) -> Tally:
@@ -135,6 +136,7 @@ class Tally:
             )
         self.inconsistencies.extend(other.inconsistencies)
         self.checks += other.checks
+        self.db_reads += other.db_reads
 
     def add(self, window: str, agreed: bool, late_s: float) -> None:
         self.checked[window] = self.checked.get(window, 0) + 1
@@ -262,6 +264,7 @@ class Samples:
             pipe.hincrby(self.counts_key, f"{window}:consistent", tally.consistent[window])
             pipe.hincrbyfloat(self.counts_key, f"{window}:late_seconds", tally.late_seconds[window])
         pipe.hincrby(self.counts_key, "checks", tally.checks)
+        pipe.hincrby(self.counts_key, "db_reads", tally.db_reads)
         pipe.hincrbyfloat(self.counts_key, "check_seconds", tally.seconds)
         pipe.hincrby(self.counts_key, "runs", int(run_done))
         if tally.inconsistencies:
@@ -351,6 +354,7 @@ def summary(
         "dropped": int(number("dropped")),
         "checks": int(number("checks")),
         "check_seconds": round(number("check_seconds"), 4),
+        "db_reads": int(number("db_reads")),
         "runs": int(number("runs")),
         "recent_inconsistencies": list(recent),
     }

@@ -203,6 +203,7 @@ class Monitor:
         ids = {d.sample.member_id for d in due}
         with Session(self.engine) as session:
             rows = queries.members_by_ids(session, ids)
+        tally.db_reads += 1
         keys = self.cache.keys
         copies: dict[str, Header | None] = {}
         wanted: list[str] = [kind.key(keys, [i]) for kind in RECORD_KINDS for i in sorted(ids)]

@@ -92,6 +92,7 @@ class CacheCollector:
             ("dropped", "Sampled checks dropped past CONSISTENCY_MAX_SAMPLES"),
             ("checks", "Checks the consistency monitor ran (its cost: rate() is checks/s)"),
             ("check_seconds", "Seconds the consistency monitor spent checking (its cost)"),
+            ("db_reads", "Database queries the consistency monitor ran (one per batch)"),
         ):
             yield CounterMetricFamily(f"{NS}_consistency_{name}", help_text, value=found[name])
 

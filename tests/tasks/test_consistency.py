@@ -108,6 +108,8 @@ def test_a_write_through_the_api_is_consistent(worker: InProcess, api: httpx.Cli
         assert figures["windows"][window]["consistent"] == 1
         assert figures["windows"][window]["all_consistent"] is True
     assert figures["checks"] == 2 and figures["check_seconds"] > 0
+    # One query per batch: the two windows' checks, one batch each unless a late run took both.
+    assert figures["db_reads"] in (1, 2)
 
     prometheus = api.get(
         "/api/v1/cache/prometheus", headers={"Authorization": f"Bearer {VIEWER}"}
@@ -115,6 +117,7 @@ def test_a_write_through_the_api_is_consistent(worker: InProcess, api: httpx.Cli
     assert 'membership_cache_consistency_ratio{window="0.5"} 1.0' in prometheus
     assert 'membership_cache_consistency_checked_total{window="2"} 1.0' in prometheus
     assert "membership_cache_consistency_check_seconds_total" in prometheus
+    assert f"membership_cache_consistency_db_reads_total {figures['db_reads']:.1f}" in prometheus
 
 
 def test_a_write_behind_the_caches_back_is_inconsistent(
