@@ -217,6 +217,19 @@ class TlsFiles:
     client_cert: Path
     client_key: Path
 
+    @classmethod
+    def under(cls, directory: Path) -> TlsFiles:
+        """The files by their names in ``directory``: the names :func:`make_tls_files` and
+        the deploy script's TLS step both write."""
+        return cls(
+            ca_cert=directory / "ca.crt",
+            ca_key=directory / "ca.key",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+        )
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis`` to connect with the client certificate."""
         return {
@@ -265,17 +278,6 @@ extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid,issuer
 """
-
-
-def _tls_paths(directory: Path) -> TlsFiles:
-    return TlsFiles(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-    )
 
 
 def _run_openssl(args: list[str], cwd: Path) -> None:
@@ -440,7 +442,7 @@ def make_tls_files(
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    files = _tls_paths(directory)
+    files = TlsFiles.under(directory)
     if backend == "auto":
         has_crypto = importlib.util.find_spec("cryptography") is not None
         backend = "cryptography" if has_crypto else "openssl"
