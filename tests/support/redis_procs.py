@@ -84,11 +84,12 @@ def wait_for(
     timeout: float = 10.0,
     interval: float = 0.05,
     *,
-    message: str = "condition",
+    message: str | Callable[[], str] = "condition",
 ) -> T:
     """Call ``predicate`` until it returns a truthy value and return that value.
 
-    Redis errors and ``OSError`` raised by the predicate count as "not yet".
+    Redis errors and ``OSError`` raised by the predicate count as "not yet". ``message`` may
+    be a function: what it says is read at the timeout (e.g. the failures seen by then).
     Raises :class:`TimeoutError` (mentioning the last such error) after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
@@ -103,7 +104,8 @@ def wait_for(
                 return result
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_exc!r})" if last_exc is not None else ""
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}{detail}")
+            what = message() if callable(message) else message
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
         time.sleep(interval)
 
 
