@@ -159,7 +159,7 @@ def _aggregate_keys(cache: CacheService) -> list[tuple[str, Kind, tuple[Any, ...
     found = []
     for kind in KINDS.warmed(Warm.CRITICAL):
         gens = generations_sync(cache, kind.tags) or ()
-        found += [(kind.key(cache.keys, p, gens), kind, p) for p in kind.variants]
+        found += [(key, kind, p) for key, p in kind.variant_keys(cache.keys, gens).items()]
     return found
 
 

@@ -266,10 +266,10 @@ def bench_invalidation(stack: _stack.Stack, rows: int) -> dict[str, Any]:
             raise RuntimeError("Redis did not answer the generations")
         by_tag = dict(zip(tags, generations, strict=True))
         aggregates = [
-            kind.key(cache.keys, params, [by_tag[tag] for tag in kind.tags])
+            key
             for kind in KINDS.invalidated_by(Change.IMPORT)
             if kind.warm is Warm.CRITICAL
-            for params in kind.variants
+            for key in kind.variant_keys(cache.keys, by_tag)
         ]
         batch = f"{time.time_ns():x}"
         imported = [

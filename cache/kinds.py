@@ -21,7 +21,8 @@ Readers: the API's caching rules (api_stub.rules) and routes' keys, the warm-up
 (tasks.warming), both invalidation paths (cache.invalidation for the API, tasks.invalidation
 for Celery), the management API's enums and its /kinds listing, the TTL review, the task
 client's warm-up kinds and the dashboard (through /api/v1/cache/kinds). The API and the
-warm-up build a key with the same :meth:`Kind.key`, generations included.
+warm-up build a key with the same :meth:`Kind.key`, generations included; whatever needs the
+current keys of a kind's variants (warm-up, invalidation, checks) takes :meth:`Kind.variant_keys`.
 
 Adding a cached kind: a declaration below, its query in db/, its route in api_stub/routes.py.
 """
@@ -109,6 +110,22 @@ class Kind:
         if len(values) != len(self.params) or len(gens) != len(self.tags):
             raise ValueError(f"{self.name}: key takes {self.params} and {len(self.tags)} gens")
         return keys.entry(self.data_type, *self.path, *values, *gens)
+
+    def variant_keys(
+        self, keys: Keys, gens: Mapping[str, int] | Sequence[int] = ()
+    ) -> dict[str, tuple[Any, ...]]:
+        """The current key of each of :attr:`variants`, with its parameter values.
+
+        ``gens`` as :meth:`key` takes them, or by tag (one generations read for many kinds).
+        A variant that does not give every parameter (a record's: keyed by id) has no key.
+        """
+        if isinstance(gens, Mapping):
+            gens = [gens[tag] for tag in self.tags]
+        return {
+            self.key(keys, params, gens): params
+            for params in self.variants
+            if len(params) == len(self.params)
+        }
 
     def describe(self) -> dict[str, Any]:
         """JSON for the management API's /kinds and the dashboard."""

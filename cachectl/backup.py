@@ -32,7 +32,7 @@ from cachectl import recovery
 from config import ConfigError, Settings, load_settings
 from services import Services
 from tasks.jobs import manifest as manifests
-from tasks.jobs.backup import RDB_MAGIC, BackupError
+from tasks.jobs.backup import RDB_MAGIC, BackupError, backed_up_node
 from tasks.jobs.backup import backup as run_backup
 from tasks.jobs.loaded_copy import LoadError, load_copy
 
@@ -77,7 +77,7 @@ def backup(
     if settings.redis_mode == "cluster":
         _fail(2, "a cluster is backed up node by node; point cachectl at one node instead")
     services = Services.open(settings)
-    client = services.redis("durable")
+    client = backed_up_node(services)
     # Seconds in the name: several manual copies a day, sorting after that day's daily one.
     label = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     try:

@@ -32,7 +32,7 @@ secrets=(
     REDIS_WORKER_PASSWORD         # ACL user worker: Celery broker and results, tasks' cache
     REDIS_REPLICATION_PASSWORD    # ACL user replication: replica -> master sync
     REDIS_SENTINEL_AUTH_PASSWORD  # ACL user sentinel: Sentinel -> Redis servers
-    REDIS_SENTINEL_PASSWORD       # requirepass of the Sentinels: clients -> Sentinels
+    REDIS_SENTINEL_PASSWORD       # the Sentinels' default user: clients and peers -> Sentinels
     REDIS_HEALTHCHECK_PASSWORD    # ACL user healthcheck: container health checks
     POSTGRES_PASSWORD
     REDIS_COMMANDER_PASSWORD      # HTTP basic auth of redis-commander

@@ -84,7 +84,7 @@ def missing_critical(cache: CacheService) -> list[str]:
         gens = generations_sync(cache, kind.tags)
         if gens is None:
             raise CacheUnavailable(f"could not read the generations of {kind.name}")
-        wanted += [kind.key(cache.keys, params, gens) for params in kind.variants]
+        wanted += kind.variant_keys(cache.keys, gens)
 
     def exists(keys: list[str]) -> list[Any]:
         pipe = cache.clients.writer.pipeline(transaction=False)

@@ -89,12 +89,7 @@ def affected_keys(
         if kind.storage is Storage.RECORD:
             found.extend(kind.key(keys, [member_id]) for member_id in ids)
         elif kind.storage is Storage.ENTRY:
-            kind_gens = [gens[tag] for tag in kind.tags]
-            found.extend(
-                kind.key(keys, params, kind_gens)
-                for params in kind.variants
-                if len(params) == len(kind.params)
-            )
+            found.extend(kind.variant_keys(keys, gens))
     return found
 
 

@@ -54,7 +54,9 @@ def run_job(
         if period is None
         else check_period(cadence, period)
     )
-    context = JobContext(runtime.cache, runtime.records, runtime.settings, cadence, period)
+    context = JobContext(
+        runtime.cache, runtime.records, runtime.settings, cadence, period, runtime.services
+    )
 
     def once() -> dict[str, Any]:
         report = body(context)

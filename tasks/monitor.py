@@ -227,12 +227,7 @@ class Monitor:
         if gens is None:
             raise RedisError("the generations could not be read")
         by_tag = dict(zip(tags, gens, strict=True))
-        return [
-            kind.key(self.cache.keys, params, [by_tag[tag] for tag in kind.tags])
-            for kind in kinds
-            for params in kind.variants
-            if len(params) == len(kind.params)
-        ]
+        return [key for kind in kinds for key in kind.variant_keys(self.cache.keys, by_tag)]
 
     def _disagreements(
         self,

@@ -257,8 +257,7 @@ def _aggregates(cache: CacheService) -> list[Candidate]:
         gens = generations_sync(cache, kind.tags)
         if gens is None:
             raise CacheUnavailable(f"could not read the generations of {kind.name}")
-        for params in kind.variants:
-            key = kind.key(cache.keys, params, gens)
+        for key, params in kind.variant_keys(cache.keys, gens).items():
             out.append(Candidate(key, kind.data_type, -2, None, kind=kind, params=params))
     return out
 

@@ -86,6 +86,10 @@ class TaskRuntime:
         return self.worker.settings
 
     @property
+    def services(self) -> Services:
+        return self.worker.services
+
+    @property
     def cache(self) -> CacheService:
         return self.worker.cache
 

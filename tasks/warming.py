@@ -125,7 +125,8 @@ def warm_kind(cache: CacheService, source: Source, kind: Kind, report: WarmRepor
     if gens is None:
         raise CacheUnavailable(f"could not read the generations of {kind.name}")
     items = {
-        kind.key(cache.keys, params, gens): source.load(kind, params) for params in kind.variants
+        key: source.load(kind, params)
+        for key, params in kind.variant_keys(cache.keys, gens).items()
     }
     report.written += _store(cache, items, kind.data_type)
     report.done += len(kind.variants)

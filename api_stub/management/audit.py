@@ -1,25 +1,27 @@
 """Every management action goes through the audit trail (db/audit.py): no record, no action.
 
-:meth:`Auditor.action` opens an entry before the action runs and closes it with the HTTP
-status and result however the action ends (an HTTPException's status and detail, 500 for
-anything else). When the entry cannot be opened (the database is down) the action is refused
-with 503: an operator can retry, an unrecorded clear cannot be undone. Refusals of an
-authenticated caller (403, 429) are recorded in one step; failing to record them is logged,
-not raised. Calls without a valid token are only logged: anyone could fill the table with
-them.
+:meth:`Auditor.action` opens an entry before the action runs and closes it with the HTTP status
+and result however the action ends (an HTTPException's status and detail, 500 for anything
+else). It also answers the action's own errors: a route names which error becomes which problem
+(``errors``), and the entry is closed with that answer. When the entry cannot be opened (the
+database is down) the action is refused with 503: an operator can retry, an unrecorded clear
+cannot be undone. Refusals of an authenticated caller (403, 429) are recorded in one step;
+failing to record them is logged, not raised. Calls without a valid token are only logged:
+anyone could fill the table with them.
 
-Arguments are stored as JSON (NUL characters replaced), bounded to MAX_ARGUMENT_BYTES (a
-longer list of ids is cut and marked ``"truncated": true``).
+Arguments are stored as JSON (NUL characters replaced), bounded to MAX_ARGUMENT_BYTES (a longer
+list of ids is cut and marked ``"truncated": true``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
 
 from fastapi import HTTPException
 
@@ -32,6 +34,10 @@ from db.errors import DataError
 log = logging.getLogger("api_stub.management.audit")
 
 MAX_ARGUMENT_BYTES: Final = 8 * 1024
+
+# What an action may raise and the answer each gives (the first class that matches).
+Errors: TypeAlias = Mapping[type[Exception], Callable[[Any], HTTPException]]
+NO_ERRORS: Final[Errors] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -74,7 +80,12 @@ class Auditor:
 
     @asynccontextmanager
     async def action(
-        self, who: Principal, action: str, arguments: dict[str, Any], status: int
+        self,
+        who: Principal,
+        action: str,
+        arguments: dict[str, Any],
+        status: int,
+        errors: Errors = NO_ERRORS,
     ) -> AsyncIterator[Outcome]:
         stored = bounded(arguments)
         try:
@@ -86,7 +97,11 @@ class Auditor:
             raise AUDIT_UNAVAILABLE("the audit trail is unavailable: action refused") from exc
         outcome = Outcome(status)
         try:
-            yield outcome
+            try:
+                yield outcome
+            except tuple(errors) as exc:
+                answer = next(to(exc) for kind, to in errors.items() if isinstance(exc, kind))
+                raise answer from exc
         except HTTPException as exc:
             await self._close(entry_id, exc.status_code, _detail(exc))
             raise

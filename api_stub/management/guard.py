@@ -51,6 +51,13 @@ def _unauthorized(error: str | None) -> ProblemError:
     )
 
 
+def token_store_unavailable(exc: TokenStoreUnavailable) -> ProblemError:
+    """The 503 of an unreachable token store; why goes to the log only (the guard answers
+    callers it has not authenticated yet)."""
+    log.error("management token store unavailable: %s", exc)
+    return TOKEN_STORE_UNAVAILABLE("the token store is unavailable; try again")
+
+
 def _arguments(request: Request) -> dict[str, Any]:
     return {"path": request.url.path, "query": dict(request.query_params)}
 
@@ -79,8 +86,7 @@ def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Pr
         try:
             who = await management.token_store.authenticate(credentials.credentials)
         except TokenStoreUnavailable as exc:
-            log.error("management token store unavailable: %s", exc)
-            raise TOKEN_STORE_UNAVAILABLE("the token store is unavailable; try again") from exc
+            raise token_store_unavailable(exc) from exc
         if who is None:
             log.warning("management call with an unknown token: %s", request.url.path)
             address = request.client.host if request.client is not None else "unknown"
@@ -102,6 +108,11 @@ def require(role: Role, action: str | None = None) -> Callable[..., Awaitable[Pr
         return who
 
     return guard
+
+
+def acting(role: Role, action: str) -> Any:
+    """The dependency of an audited route: tokens of ``role`` or above, refusals recorded."""
+    return Depends(require(role, action))
 
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]

@@ -28,7 +28,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import RedisError
@@ -38,9 +38,10 @@ from starlette.concurrency import run_in_threadpool
 from api_stub.management import figures as figures_
 from api_stub.management import health as health_
 from api_stub.management import prometheus
+from api_stub.management.audit import Errors
 from api_stub.management.auth import Principal, Role
 from api_stub.management.clear import MAX_PATTERN, Cleared, PatternRefused, clear
-from api_stub.management.guard import Admin, Management, Viewer, require
+from api_stub.management.guard import Admin, Management, Viewer, acting
 from api_stub.management.runtime import ManagementRuntime
 from api_stub.management.schemas import (
     STREAM_ID,
@@ -77,10 +78,6 @@ MAX_HISTORY: Final = dt.timedelta(days=31)  # a month of minute snapshots: ~45k 
 
 router = APIRouter(prefix=PREFIX, tags=["cache management"])
 T = TypeVar("T")
-
-
-def _acting(role: Role, action: str) -> Any:
-    return Depends(require(role, action))
 
 
 async def _broker(call: Callable[[], T], timeout: float = BROKER_TIMEOUT_S) -> T:
@@ -300,7 +297,7 @@ async def get_audit(
 )
 async def delete_clear(
     m: Management,
-    who: Annotated[Principal, _acting(Role.ADMIN, "cache.clear")],
+    who: Annotated[Principal, acting(Role.ADMIN, "cache.clear")],
     pattern: Annotated[
         str,
         Query(
@@ -311,21 +308,28 @@ async def delete_clear(
     ],
     dry_run: bool = False,
 ) -> Response:
-    async with m.auditor.action(
-        who, "cache.clear", {"pattern": pattern, "dry_run": dry_run}, 200
-    ) as outcome:
-        try:
-            cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
-        except PatternRefused as exc:
-            raise invalid_field(["query", "pattern"], str(exc)) from None
-        except CacheUnavailable as exc:
-            partial = exc.args[1].as_dict() if len(exc.args) > 1 else None
-            raise REDIS_UNAVAILABLE(str(exc.args[0]), partial=partial) from exc
+    arguments = {"pattern": pattern, "dry_run": dry_run}
+    async with m.auditor.action(who, "cache.clear", arguments, 200, _CLEAR_ERRORS) as outcome:
+        cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
         answer = cleared.as_dict()
         if cleared.deleted and not dry_run and m.settings.cache_autowarm:
             answer["warmup"] = await _autowarm(m, "clear")
         outcome.result = answer
     return json_response(answer)
+
+
+def _clear_unavailable(exc: CacheUnavailable) -> HTTPException:
+    partial = exc.args[1].as_dict() if len(exc.args) > 1 else None
+    return REDIS_UNAVAILABLE(str(exc.args[0]), partial=partial)
+
+
+_CLEAR_ERRORS: Final[Errors] = {
+    PatternRefused: lambda exc: invalid_field(["query", "pattern"], str(exc)),
+    CacheUnavailable: _clear_unavailable,
+}
+_REPLAY_ERRORS: Final[Errors] = {
+    CacheError: lambda exc: WRITEBEHIND_UNAVAILABLE(f"write-behind unavailable: {exc}")
+}
 
 
 async def _autowarm(m: ManagementRuntime, reason: str) -> dict[str, Any]:
@@ -348,7 +352,7 @@ async def _autowarm(m: ManagementRuntime, reason: str) -> dict[str, Any]:
 )
 async def post_warmup(
     m: Management,
-    who: Annotated[Principal, _acting(Role.OPERATOR, "cache.warmup")],
+    who: Annotated[Principal, acting(Role.OPERATOR, "cache.warmup")],
     body: WarmupRequest,
 ) -> Response:
     async with m.auditor.action(who, "cache.warmup", body.model_dump(), 202) as outcome:
@@ -366,7 +370,7 @@ async def post_warmup(
 )
 async def post_invalidation(
     m: Management,
-    who: Annotated[Principal, _acting(Role.OPERATOR, "cache.invalidate")],
+    who: Annotated[Principal, acting(Role.OPERATOR, "cache.invalidate")],
     body: InvalidationRequest,
 ) -> Response:
     arguments = body.model_dump(exclude_none=True)
@@ -414,14 +418,14 @@ async def _clear_or_503(m: ManagementRuntime, glob: str) -> Cleared:
 )
 async def post_replay(
     m: Management,
-    who: Annotated[Principal, _acting(Role.OPERATOR, "writebehind.replay")],
+    who: Annotated[Principal, acting(Role.OPERATOR, "writebehind.replay")],
     body: ReplayRequest,
 ) -> Response:
-    async with m.auditor.action(who, "writebehind.replay", {"ids": body.ids}, 200) as outcome:
-        try:
-            new_ids = await run_in_threadpool(m.writebehind.replay, body.ids)
-        except CacheError as exc:
-            raise WRITEBEHIND_UNAVAILABLE(f"write-behind unavailable: {exc}") from exc
+    arguments = {"ids": body.ids}
+    async with m.auditor.action(
+        who, "writebehind.replay", arguments, 200, _REPLAY_ERRORS
+    ) as outcome:
+        new_ids = await run_in_threadpool(m.writebehind.replay, body.ids)
         answer = {"requested": len(body.ids), "replayed": len(new_ids), "new_ids": new_ids}
         outcome.result = {"requested": len(body.ids), "replayed": len(new_ids)}
     return json_response(answer)

@@ -10,16 +10,17 @@ never the token. See api_stub/management/tokens.py for where the tokens live.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api_stub.management.audit import Errors
 from api_stub.management.auth import Principal, Role
-from api_stub.management.guard import Admin, Management, require
+from api_stub.management.guard import Admin, Management, acting, token_store_unavailable
 from api_stub.management.routes import LABEL, PREFIX
 from api_stub.management.tokens import TokenConflict, TokenStoreUnavailable, UnknownToken
-from api_stub.problems import CONFLICT, NOT_FOUND, REDIS_UNAVAILABLE, ProblemError, responses
+from api_stub.problems import CONFLICT, NOT_FOUND, responses
 from api_stub.routes import json_response
 
 router = APIRouter(prefix=f"{PREFIX}/tokens", tags=["cache management"])
@@ -39,8 +40,14 @@ class TokenRequest(BaseModel):
         return value.lower()
 
 
-def _unavailable(exc: TokenStoreUnavailable) -> ProblemError:
-    return REDIS_UNAVAILABLE(f"the token store is unavailable: {exc}")
+_ADD_ERRORS: Final[Errors] = {
+    TokenConflict: lambda exc: CONFLICT(str(exc)),
+    TokenStoreUnavailable: token_store_unavailable,
+}
+_REVOKE_ERRORS: Final[Errors] = {
+    UnknownToken: lambda exc: NOT_FOUND(str(exc)),
+    TokenStoreUnavailable: token_store_unavailable,
+}
 
 
 @router.get("", summary="The management tokens, bootstrap and stored")
@@ -48,7 +55,7 @@ async def get_tokens(_who: Admin, m: Management) -> Response:
     try:
         return json_response({"tokens": await m.token_store.listed()})
     except TokenStoreUnavailable as exc:
-        raise _unavailable(exc) from exc
+        raise token_store_unavailable(exc) from exc
 
 
 @router.post(
@@ -58,20 +65,13 @@ async def get_tokens(_who: Admin, m: Management) -> Response:
     responses=responses(CONFLICT),
 )
 async def post_token(
-    m: Management,
-    who: Annotated[Principal, Depends(require(Role.ADMIN, "token.add"))],
-    body: TokenRequest,
+    m: Management, who: Annotated[Principal, acting(Role.ADMIN, "token.add")], body: TokenRequest
 ) -> Response:
-    async with m.auditor.action(who, "token.add", body.model_dump(), 201) as outcome:
-        try:
-            token = await m.token_store.add(Role[body.role.upper()], body.label, who.id)
-        except TokenConflict as exc:
-            raise CONFLICT(str(exc)) from None
-        except TokenStoreUnavailable as exc:
-            raise _unavailable(exc) from exc
-        outcome.result = body.model_dump()
-    answer: dict[str, Any] = body.model_dump() | {"token": token}
-    return json_response(answer, 201)
+    arguments = body.model_dump()
+    async with m.auditor.action(who, "token.add", arguments, 201, _ADD_ERRORS) as outcome:
+        token = await m.token_store.add(Role[body.role.upper()], body.label, who.id)
+        outcome.result = arguments
+    return json_response(arguments | {"token": token}, 201)
 
 
 @router.delete(
@@ -81,15 +81,12 @@ async def post_token(
 )
 async def delete_token(
     m: Management,
-    who: Annotated[Principal, Depends(require(Role.ADMIN, "token.revoke"))],
+    who: Annotated[Principal, acting(Role.ADMIN, "token.revoke")],
     label: Annotated[str, Path(pattern=LABEL)],
 ) -> Response:
-    async with m.auditor.action(who, "token.revoke", {"label": label}, 200) as outcome:
-        try:
-            revoked = await m.token_store.revoke(label, who.id)
-        except UnknownToken as exc:
-            raise NOT_FOUND(str(exc)) from None
-        except TokenStoreUnavailable as exc:
-            raise _unavailable(exc) from exc
+    async with m.auditor.action(
+        who, "token.revoke", {"label": label}, 200, _REVOKE_ERRORS
+    ) as outcome:
+        revoked = await m.token_store.revoke(label, who.id)
         outcome.result = {"label": label, "role": revoked.role}
     return json_response({"label": label, "role": revoked.role, "revoked_at": revoked.revoked_at})

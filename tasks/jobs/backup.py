@@ -1,5 +1,9 @@
 """The daily RDB backup: BGSAVE, wait until LASTSAVE moves, copy the dump, keep the newest N.
 
+What is saved is the durable role's master (:func:`backed_up_node`, for the job and ``cachectl
+backup`` alike): it holds what cannot be rebuilt (write-behind streams, platform state, the
+broker's queues), while the cache role's entries are refilled from the database.
+
 The worker must see the master's dump file. In production REDIS_DUMP_FILES names the dump of
 every node as mounted into the worker (read-only data volumes): after a failover the master is
 another node, so the copy is taken from the file the save just wrote (modified at LASTSAVE or
@@ -35,6 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from cache.errors import CacheUnavailable
 from cache.keys import Keys
+from services import Role, Services
 from tasks.jobs import manifest as manifests
 from tasks.jobs.base import FAILED, OK, JobContext, Report
 from tasks.jobs.inventory import Inventory, take_inventory
@@ -43,6 +48,12 @@ from tasks.jobs.loaded_copy import LoadError, load_copy
 KEEP: Final = 7  # a week of daily copies
 WAIT_SECONDS: Final = 600.0  # under the task's soft time limit
 RDB_MAGIC: Final = b"REDIS"
+BACKED_UP: Final[Role] = "durable"
+
+
+def backed_up_node(services: Services) -> Any:
+    """The client of the node a backup saves (the master of the :data:`BACKED_UP` role)."""
+    return services.redis(BACKED_UP)
 
 
 class BackupError(Exception):
@@ -234,7 +245,7 @@ def run(ctx: JobContext, target_dir: Path | None = None, keep: int = KEEP) -> Re
     target_dir = Path(settings.backup_dir) if target_dir is None else target_dir
     try:
         done = backup(
-            ctx.cache.clients.writer, target_dir, ctx.period, keep=keep,
+            backed_up_node(ctx.services), target_dir, ctx.period, keep=keep,
             dump_files=settings.dump_files, keys=ctx.cache.keys,
             copy_dir=settings.copy_dir,
         )  # fmt: skip

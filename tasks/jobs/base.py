@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from cache import CacheService
 from config import Settings
+from services import Services
 from tasks.counters import Window
 from tasks.records import Records
 from workers.periods import bounds, previous
@@ -26,6 +27,7 @@ class JobContext:
     settings: Settings
     cadence: Cadence
     period: str  # the period the job runs in (workers/periods.py id)
+    services: Services  # the process's: a job that needs another Redis role asks it here
 
     @property
     def window(self) -> tuple[dt.datetime, dt.datetime]:

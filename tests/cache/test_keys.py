@@ -4,6 +4,7 @@ import pytest
 
 from cache.errors import InvalidKey
 from cache.keys import Keys
+from cache.kinds import KINDS, TAG_ANALYTICS, TAG_MEMBERS
 from cache.types import DataType
 
 
@@ -63,3 +64,20 @@ def test_a_member_key_gives_back_its_id_and_nothing_else_does() -> None:
     assert keys.member_id_of(keys.member(42).encode()) == 42  # as SCAN answers
     for other in (keys.lookup("tiers"), "other:member:42", keys.member("x1"), "membership:member:"):
         assert keys.member_id_of(other) is None
+
+
+def test_variant_keys_are_the_current_keys_of_every_variant() -> None:
+    keys = Keys("membership:")
+    lookup, dashboard, member = KINDS["lookup"], KINDS["dashboard"], KINDS["member"]
+    assert lookup.variant_keys(keys) == {
+        "membership:lookup:tiers": ("tiers",),
+        "membership:lookup:statuses": ("statuses",),
+        "membership:lookup:countries": ("countries",),
+    }
+    # Generations in the kind's tag order or by tag (one read for many kinds) give one key.
+    by_tag = {TAG_MEMBERS: 5, TAG_ANALYTICS: 9}
+    assert dashboard.variant_keys(keys, [9]) == dashboard.variant_keys(keys, by_tag)
+    assert list(dashboard.variant_keys(keys, by_tag)) == ["membership:analytics:dashboard:9"]
+    with pytest.raises(ValueError, match="gens"):
+        dashboard.variant_keys(keys)
+    assert member.variant_keys(keys) == {}  # keyed by id: no variant to enumerate

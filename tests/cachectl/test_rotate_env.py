@@ -14,7 +14,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,23 +30,14 @@ from tests.deploy.conftest import generate_secrets
 from tests.deploy.test_compose import run_config
 from tests.support.process_group import stop_group
 from tests.support.redis_commander import RedisCommanderMissing, install
-from tests.support.redis_procs import RedisProcess, free_port, start_redis
+from tests.support.redis_procs import RedisProcess, free_port, start_redis, wait_for
+from tests.support.traffic import Traffic
 from tests.workers.processes import REPO
 
 pytestmark = pytest.mark.slow
 
 USER = "operator"
 REQUEST_DEADLINE_S = 60.0  # a request waits this long for a restarting UI
-
-
-def _wait(
-    condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = 60.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 class Flower:
@@ -82,7 +72,7 @@ class Flower:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait(self.answers, "Flower to answer")
+        wait_for(self.answers, 60, message="Flower to answer")
 
     def answers(self) -> bool:
         try:
@@ -143,7 +133,7 @@ class Commander:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait(self.answers, lambda: f"redis-commander to answer: {self.log()}")
+        wait_for(self.answers, 60, message=lambda: f"redis-commander to answer: {self.log()}")
 
     def log(self) -> str:
         return (self.directory / "redis-commander.log").read_text(errors="replace")[-2000:]
@@ -171,46 +161,31 @@ class Commander:
             return http.get("/apiv2/server/info", headers=session).status_code
 
 
-class Client:
-    """Authenticated API calls with the password of the client's secret store."""
+class Client(Traffic[str]):
+    """Authenticated API calls with the password of the client's secret store, counted by
+    password."""
 
     def __init__(self, status: Callable[[str], int], password: str) -> None:
+        super().__init__(self.call)
         self.status = status
         self.password = password
-        self.done: dict[str, int] = {}
         self.retried = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def request(self) -> None:
+    def call(self, _: int) -> str:
         deadline = time.monotonic() + REQUEST_DEADLINE_S
         while True:
             password = self.password  # each attempt with the store's password of the moment
             try:
                 status = self.status(password)
-                break
-            except httpx.TransportError as exc:  # restarting: not listening yet
+            except httpx.TransportError:  # restarting: not listening yet
                 if time.monotonic() > deadline:
-                    self.failures.append(f"no answer: {exc}")
-                    return
+                    raise
                 self.retried += 1
                 time.sleep(0.05)
-        if status == 200:
-            self.done[password] = self.done.get(password, 0) + 1
-        else:
-            self.failures.append(f"answered {status}")
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.request()
-
-    def served(self, password: str, more: int) -> None:
-        seen = self.done.get(password, 0)
-        _wait(
-            lambda: self.done.get(password, 0) >= seen + more,
-            lambda: f"{more} more requests (failures: {self.failures[:3]})",
-        )
+                continue
+            if status != 200:
+                raise AssertionError(f"answered {status}")
+            return password
 
 
 @pytest.fixture
@@ -254,9 +229,7 @@ def _rotate(*args: str, **env: str) -> None:
 
 def test_flower_password_rotates_with_no_refused_request(flower: Flower) -> None:
     old, new = "old-Flower-1", "new-Flower-2"
-    client = Client(flower.status, old)
-    client.thread.start()
-    try:
+    with Client(flower.status, old) as client:
         client.served(old, 10)
         _rotate("flower", "--env-file", str(flower.env_file), FLOWER_NEW_PASSWORD=new)
         values = read_env_file(flower.env_file)
@@ -272,9 +245,6 @@ def test_flower_password_rotates_with_no_refused_request(flower: Flower) -> None
         assert "FLOWER_PREVIOUS_PASSWORD" not in read_env_file(flower.env_file)
         flower.restart()
         client.served(new, 10)
-    finally:
-        client.stop.set()
-        client.thread.join(30)
     assert client.failures == []
     assert (flower.status(old), flower.status(new)) == (401, 200)
     # No password on any command line (Flower's included): they travel in the environment.
@@ -284,9 +254,7 @@ def test_flower_password_rotates_with_no_refused_request(flower: Flower) -> None
 
 def test_redis_commander_password_rotates_with_no_failed_request(commander: Commander) -> None:
     old, new = "old-Commander-1", "new-Commander-2"
-    client = Client(commander.status, old)
-    client.thread.start()
-    try:
+    with Client(commander.status, old) as client:
         client.served(old, 10)
         _rotate(
             "redis-commander",
@@ -301,9 +269,6 @@ def test_redis_commander_password_rotates_with_no_failed_request(commander: Comm
         client.password = new  # the recreated UI asks for the new one
         commander.start()
         client.served(new, 10)
-    finally:
-        client.stop.set()
-        client.thread.join(30)
     assert client.failures == []
     assert client.retried > retried  # the traffic went on through the restart
     assert (commander.status(old), commander.status(new)) == (401, 200)

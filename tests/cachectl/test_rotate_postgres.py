@@ -6,9 +6,7 @@ new one works from its start, and no query fails. Then back again."""
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -20,6 +18,7 @@ from cachectl.rotate import RotationError
 from cachectl.rotate_postgres import can_login, rotate_postgres_password, set_password
 from db.engine import make_engine
 from tests.support.pg_cluster import PgCluster, password_cluster
+from tests.support.traffic import Traffic
 
 pytestmark = pytest.mark.slow
 
@@ -35,65 +34,30 @@ def cluster() -> Iterator[PgCluster]:
         yield made
 
 
-def _wait(
-    condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = 20.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.01)
-
-
-class Traffic:
-    """Threads writing and reading through the current engine (the process serving them)."""
+class Queries(Traffic[Engine]):
+    """Threads writing and reading through the current engine (the process serving them),
+    counted by engine."""
 
     def __init__(self, engine: Engine) -> None:
+        super().__init__(self.call, threads=3)
         self.engine = engine
-        self.failures: list[str] = []
-        self.done: dict[int, int] = {}
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(3)]
 
-    def run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            engine = self.engine
-            try:
-                with engine.begin() as conn:
-                    conn.execute(text("INSERT INTO probe (n) VALUES (:n)"), {"n": n})
-                    conn.execute(text("SELECT count(*) FROM probe")).scalar_one()
-                self.done[id(engine)] = self.done.get(id(engine), 0) + 1
-            except Exception as exc:
-                self.failures.append(f"{type(exc).__name__}: {exc}")
-            n += 1
-            if n % 25 == 0:
-                # A pool that opens connections all along: every one logs in afresh.
-                engine.pool.dispose()
-
-    def served(self, engine: Engine, more: int) -> None:
-        seen = self.done.get(id(engine), 0)
-        _wait(
-            lambda: self.done.get(id(engine), 0) >= seen + more,
-            lambda: f"{more} more queries (failures: {self.failures[:3]})",
-        )
-
-    def __enter__(self) -> Traffic:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(15)
+    def call(self, n: int) -> Engine:
+        engine = self.engine
+        if n and n % 25 == 0:
+            # A pool that opens connections all along: every one logs in afresh.
+            engine.pool.dispose()
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO probe (n) VALUES (:n)"), {"n": n})
+            conn.execute(text("SELECT count(*) FROM probe")).scalar_one()
+        return engine
 
 
 def _rotate_under_traffic(cluster: PgCluster, app_url: str, new: str) -> str:
     old_engine = make_engine(app_url, pool_size=2, max_overflow=2)
     engines = [old_engine]
     try:
-        with Traffic(old_engine) as traffic:
+        with Queries(old_engine) as traffic:
             traffic.served(old_engine, 30)
 
             def clients_moved(moved: str) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,9 @@ from tests.support.redis_procs import (
     _quote,
     _render,
     start_redis,
+    wait_for,
 )
+from tests.support.traffic import Traffic
 
 pytestmark = pytest.mark.fault
 
@@ -93,7 +93,11 @@ class Deployment:
 
         for _ in range(3):
             self.sentinels.append(_launch(port=None, render=render, sentinel=True))
-        _wait(lambda: all(len(self.peers(s)) == 2 for s in self.sentinels), "peers to meet")
+        wait_for(
+            lambda: all(len(self.peers(s)) == 2 for s in self.sentinels),
+            20,
+            message="peers to meet",
+        )
 
     def admin(self, proc: RedisProcess) -> redis.Redis:
         user = "sadmin" if proc.sentinel else "admin"
@@ -122,16 +126,6 @@ class Deployment:
             proc.close()
 
 
-def _wait(
-    condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = 20.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     built = Deployment(tmp_path)
@@ -142,18 +136,16 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         built.close()
 
 
-class Traffic:
-    """Requests through the Sentinels with the password of the clients' secret store."""
+class Clients(Traffic[str]):
+    """Requests through the Sentinels with the password of the clients' secret store, counted
+    by password."""
 
     def __init__(self, deployment: Deployment) -> None:
+        super().__init__(self.call)
         self.deployment = deployment
         self.store = {"client": deployment.passwords["client"]}
-        self.failures: list[str] = []
-        self.done: dict[str, int] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def request(self, n: int) -> None:
+    def call(self, n: int) -> str:
         password = self.store["client"]
         settings = load_settings(
             _env_file=None,
@@ -170,38 +162,18 @@ class Traffic:
         try:
             clients.writer.set(f"app:k{n % 50}", n)
             assert int(clients.writer.get(f"app:k{n % 50}") or -1) == n
-            self.done[password] = self.done.get(password, 0) + 1
-        except Exception as exc:
-            self.failures.append(f"{type(exc).__name__}: {exc}")
         finally:
             clients.close()
-
-    def run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            self.request(n)
-            n += 1
-
-    def served(self, password: str, more: int) -> None:
-        seen = self.done.get(password, 0)
-        _wait(
-            lambda: self.done.get(password, 0) >= seen + more,
-            lambda: f"{more} more requests (failures: {self.failures[:3]})",
-        )
+        return password
 
 
 @pytest.fixture
-def traffic(deployment: Deployment) -> Iterator[Traffic]:
-    running = Traffic(deployment)
-    running.thread.start()
-    try:
+def traffic(deployment: Deployment) -> Iterator[Clients]:
+    with Clients(deployment) as running:
         yield running
-    finally:
-        running.stop.set()
-        running.thread.join(15)
 
 
-def test_sentinel_password_rotates_under_traffic(deployment: Deployment, traffic: Traffic) -> None:
+def test_sentinel_password_rotates_under_traffic(deployment: Deployment, traffic: Clients) -> None:
     old, new = deployment.passwords["client"], secrets.token_hex(16)
     traffic.served(old, 30)
 
@@ -228,11 +200,12 @@ def test_sentinel_password_rotates_under_traffic(deployment: Deployment, traffic
     restarted = deployment.sentinels[0]
     restarted.restart()
     others = deployment.sentinels[1:]
-    _wait(
+    wait_for(
         lambda: all(
             any(p["port"] == str(restarted.port) for p in deployment.peers(s)) for s in others
         ),
-        "the restarted Sentinel to be known",
+        20,
+        message="the restarted Sentinel to be known",
     )
 
     def seen_up() -> bool:
@@ -246,13 +219,13 @@ def test_sentinel_password_rotates_under_traffic(deployment: Deployment, traffic
             for s in others
         )
 
-    _wait(seen_up, "the peers to log in to the restarted Sentinel")
+    wait_for(seen_up, 20, message="the peers to log in to the restarted Sentinel")
     traffic.served(new, 10)
     assert traffic.failures == []
 
 
 def test_sentinel_auth_pass_rotates_and_sentinels_log_in_again(
-    deployment: Deployment, traffic: Traffic
+    deployment: Deployment, traffic: Clients
 ) -> None:
     old, new = deployment.passwords["sentinel"], secrets.token_hex(16)
     master = deployment.master
@@ -265,7 +238,7 @@ def test_sentinel_auth_pass_rotates_and_sentinels_log_in_again(
         # Cut the Sentinels' links: they come back only with a password the master takes.
         deployment.ask(master, "CLIENT", "KILL", "USER", "sentinel")
         # Each Sentinel holds two links to the master: commands and the hello channel.
-        _wait(lambda: sentinel_links() >= 6, "the Sentinels to log in again")
+        wait_for(lambda: sentinel_links() >= 6, 20, message="the Sentinels to log in again")
 
     rotate_auth_pass(
         deployment.nodes(sentinel=False),
@@ -282,7 +255,7 @@ def test_sentinel_auth_pass_rotates_and_sentinels_log_in_again(
         return _as_dict(deployment.ask(sentinel, "SENTINEL", "MASTER", MASTER))["flags"]
 
     for sentinel in deployment.sentinels:
-        _wait(lambda: flags(sentinel) == "master", "a connected master, not down")
+        wait_for(lambda: flags(sentinel) == "master", 20, message="a connected master, not down")
         assert new in sentinel.conf.read_text()
     assert not can_login(deployment.nodes(sentinel=False)[0], "sentinel", old)
     traffic.served(deployment.passwords["client"], 20)

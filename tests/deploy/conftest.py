@@ -80,25 +80,13 @@ def run_deploy_script(*args: str, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
-def tls_files(directory: Path) -> TlsFiles:
-    """The files the deploy script writes into its TLS directory, by their names there."""
-    return TlsFiles(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-    )
-
-
 @pytest.fixture(scope="session")
 def deploy_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """The CA and certificates of the deploy script's TLS step, made once per session."""
     out = tmp_path_factory.mktemp("deploy-tls")
     result = run_deploy_script("--render-only", str(out))
     assert result.returncode == 0, result.stderr
-    return tls_files(out / "tls")
+    return TlsFiles.under(out / "tls")
 
 
 @dataclass

@@ -187,16 +187,16 @@ def test_data_lives_in_named_volumes(config: Any) -> None:
 
 def test_the_worker_sees_every_redis_nodes_dump_for_the_daily_backup(config: Any) -> None:
     """The worker's Redis user may not run CONFIG: the dumps come from mounted volumes, one a
-    node, since either may be master; copies go to a volume of their own."""
+    node of the durable role (the role the job saves), since either may be master; copies go
+    to a volume of their own."""
     services = config["services"]
     worker, environment = services["worker"], services["worker"]["environment"]
     seen = mounts(worker)
-    for path in environment["REDIS_DUMP_FILES"].split(","):
-        volume = seen[str(Path(path).parent)]
-        assert volume in {mounts(services[n])["/data"] for n in ("redis-master", "redis-replica")}
-    assert {mounts(services[n])["/data"] for n in ("redis-master", "redis-replica")} <= set(
-        seen.values()
-    )
+    durable = {
+        mounts(services[n])["/data"] for n in ("redis-durable-master", "redis-durable-replica")
+    }
+    dumps = {seen[str(Path(path).parent)] for path in environment["REDIS_DUMP_FILES"].split(",")}
+    assert dumps == durable
     assert seen[environment["BACKUP_DIR"]] in config["volumes"]
     # The second copy on a volume of its own, not the first copy's.
     second = seen[environment["BACKUP_COPY_DIR"]]

@@ -151,6 +151,19 @@ def test_tokens_rotate_across_processes_under_traffic(two_apis: list[str], token
         timeout=10,
     )
     assert taken.status_code == 409 and _status(a, second) == 200
+    ghost = f"ghost-{time.time_ns()}"
+    unknown = httpx.delete(
+        f"{a}/api/v1/cache/tokens/{ghost}", headers=tokens.headers("admin"), timeout=10
+    )
+    assert unknown.status_code == 404 and ghost in unknown.json()["detail"]
+    # Both refusals are in the audit trail with their answer.
+    audit = httpx.get(f"{b}/api/v1/cache/audit", headers=tokens.headers("admin"), timeout=10)
+    refused = {
+        (e["action"], e["arguments"]["label"], e["status"])
+        for e in audit.json()["entries"]
+        if e["action"].startswith("token.") and e["status"] >= 400
+    }
+    assert {("token.add", "client-2", 409), ("token.revoke", ghost, 404)} <= refused
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -84,11 +84,12 @@ def wait_for(
     timeout: float = 10.0,
     interval: float = 0.05,
     *,
-    message: str = "condition",
+    message: str | Callable[[], str] = "condition",
 ) -> T:
     """Call ``predicate`` until it returns a truthy value and return that value.
 
-    Redis errors and ``OSError`` raised by the predicate count as "not yet".
+    Redis errors and ``OSError`` raised by the predicate count as "not yet". ``message`` may
+    be a function: what it says is read at the timeout (e.g. the failures seen by then).
     Raises :class:`TimeoutError` (mentioning the last such error) after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
@@ -103,7 +104,8 @@ def wait_for(
                 return result
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_exc!r})" if last_exc is not None else ""
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}{detail}")
+            what = message() if callable(message) else message
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
         time.sleep(interval)
 
 
@@ -217,6 +219,19 @@ class TlsFiles:
     client_cert: Path
     client_key: Path
 
+    @classmethod
+    def under(cls, directory: Path) -> TlsFiles:
+        """The files by their names in ``directory``: the names :func:`make_tls_files` and
+        the deploy script's TLS step both write."""
+        return cls(
+            ca_cert=directory / "ca.crt",
+            ca_key=directory / "ca.key",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+        )
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis`` to connect with the client certificate."""
         return {
@@ -265,17 +280,6 @@ extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid,issuer
 """
-
-
-def _tls_paths(directory: Path) -> TlsFiles:
-    return TlsFiles(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-    )
 
 
 def _run_openssl(args: list[str], cwd: Path) -> None:
@@ -440,7 +444,7 @@ def make_tls_files(
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    files = _tls_paths(directory)
+    files = TlsFiles.under(directory)
     if backend == "auto":
         has_crypto = importlib.util.find_spec("cryptography") is not None
         backend = "cryptography" if has_crypto else "openssl"

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
 
 from cache.keys import Keys
-from config import load_settings
+from config import Settings, load_settings
+from services import Services
 from tasks.jobs import audit
-from tasks.jobs.backup import BackupError, backup, prune, run
+from tasks.jobs.backup import BackupError, backed_up_node, backup, prune, run
+from tasks.jobs.base import JobContext
 from tasks.jobs.manifest import ManifestError, read_verified
-from tests.support.redis_procs import start_redis
+from tests.support.redis_procs import RedisProcess, start_redis
 
 
 def test_backup_saves_copies_and_keeps_the_newest(tmp_path: Path) -> None:
@@ -102,6 +106,61 @@ def test_a_second_directory_that_cannot_be_written_fails_the_backup(tmp_path: Pa
     assert (tmp_path / "b" / "dump-2031-03-01.rdb").exists()  # the first copy stays
 
 
+def _settings(proc: RedisProcess, user: str, password: str, **more: Any) -> Settings:
+    """The worker's settings with one Redis (both roles) on ``proc`` as ``user``."""
+    return load_settings(
+        redis_host="127.0.0.1",
+        redis_port=proc.port,
+        redis_username=user,
+        redis_password=password,
+        _env_file=None,
+        **more,
+    )
+
+
+@contextmanager
+def _job(settings: Settings, period: str) -> Iterator[JobContext]:
+    """The daily backup's JobContext over the services a worker opens from ``settings``."""
+    services = Services.open(settings)
+    try:
+        yield JobContext(services.cache, None, settings, "daily", period, services)  # type: ignore[arg-type]
+    finally:
+        services.close()
+
+
+def test_the_job_saves_the_durable_roles_node_not_the_caches(tmp_path: Path) -> None:
+    """The cache role and the durable role on two servers: the copy is the durable one's (its
+    server, its keys), as ``cachectl backup``'s is, and the cache's server is not saved."""
+    with start_redis() as cache_node, start_redis() as durable_node:
+        cache_node.client().set("p:member:1", "evictable")
+        durable = durable_node.client()
+        durable.xadd("p:sys:{wb}:stream", {"e": "1"})
+        durable.set("p:sys:state", "kept")
+        cache_saved = cache_node.client().lastsave()
+        settings = load_settings(
+            redis_host="127.0.0.1",
+            redis_port=cache_node.port,
+            durable_redis_host="127.0.0.1",
+            durable_redis_port=durable_node.port,
+            redis_key_prefix="p:",
+            backup_dir=str(tmp_path / "b"),
+            _env_file=None,
+        )
+        with _job(settings, "2031-03-05") as context:
+            assert backed_up_node(context.services) is context.services.redis("durable")
+            report = run(context)
+        assert report.status == "ok", report.alert
+        manifest = read_verified(Path(report.payload["copy"]))
+        assert manifest["redis"]["run_id"] == durable.info("server")["run_id"]
+        assert manifest["inventory"]["0"]["families"] == {
+            "sys:state/string": {"persistent": 1, "volatile": 0},
+            "sys:{wb}/stream": {"persistent": 1, "volatile": 0},
+        }
+        assert report.payload["source"] == str(durable_node.dir / "dump.rdb")
+        assert cache_node.client().lastsave() == cache_saved
+        durable.close()
+
+
 def test_a_user_without_config_gets_a_failed_report_not_a_retry(tmp_path: Path) -> None:
     acl = tmp_path / "users.acl"
     acl.write_text("user default on nopass ~* &* +@all\nuser cache on >cache-pw ~* +@all -config\n")
@@ -111,14 +170,10 @@ def test_a_user_without_config_gets_a_failed_report_not_a_retry(tmp_path: Path) 
         )
         with pytest.raises(redis.ResponseError):
             client.config_get("dir")
-        # Only what backup.run reads of its JobContext.
-        context = SimpleNamespace(
-            cache=SimpleNamespace(clients=SimpleNamespace(writer=client), keys=Keys("")),
-            period="2031-03-01",
-            settings=load_settings(backup_dir=str(tmp_path / "b"), _env_file=None),
-        )
-        report = run(context)  # type: ignore[arg-type]
         client.close()
+        settings = _settings(proc, "cache", "cache-pw", backup_dir=str(tmp_path / "b"))
+        with _job(settings, "2031-03-01") as context:
+            report = run(context)
     assert report.status == "failed"
     assert "CONFIG GET refused" in (report.alert or "")
 
@@ -132,38 +187,33 @@ def test_without_config_the_dump_files_setting_finds_the_masters_fresh_dump(
     acl = tmp_path / "users.acl"
     acl.write_text(
         "user default on nopass ~* &* +@all\n"
-        "user worker on >worker-pw ~* -@all +@read +@write +bgsave +lastsave +info +time\n"
+        "user worker on >worker-pw ~* -@all +@read +@write +bgsave +lastsave +info +time"
+        " +client|setname\n"
     )
     with start_redis(aclfile=acl) as master, start_redis(aclfile=acl) as other:
         stale = other.dir / "dump.rdb"
         other.client().save()  # an older dump of another node
         os.utime(stale, (1, 1))
-        worker = redis.Redis(
-            host="127.0.0.1", port=master.port, username="worker", password="worker-pw"
-        )
-        worker.set("k", b"v" * 3000)
+        master.client().set("k", b"v" * 3000)
         files = [stale, master.dir / "dump.rdb", tmp_path / "absent" / "dump.rdb"]
-        settings = load_settings(
+        settings = _settings(
+            master,
+            "worker",
+            "worker-pw",
             backup_dir=str(tmp_path / "b"),
             redis_dump_files=",".join(map(str, files)),
-            _env_file=None,
         )
         assert settings.dump_files == files
-        context = SimpleNamespace(
-            cache=SimpleNamespace(clients=SimpleNamespace(writer=worker), keys=Keys("")),
-            period="2031-03-04",
-            settings=settings,
-        )
-        report = run(context)  # type: ignore[arg-type]
+        with _job(settings, "2031-03-04") as context:
+            report = run(context)
         assert report.status == "ok", report.alert
         assert report.payload["source"] == str(master.dir / "dump.rdb")
         copy = Path(report.payload["copy"])
         assert copy.parent == tmp_path / "b" and copy.read_bytes().startswith(b"REDIS")
         # Only stale or absent candidates: a failed report naming each, no copy.
-        settings = load_settings(redis_dump_files=f"{stale},{files[2]}", _env_file=None)
-        context.settings = settings
-        failed = run(context, tmp_path / "c")  # type: ignore[arg-type]
-        worker.close()
+        settings = _settings(master, "worker", "worker-pw", redis_dump_files=f"{stale},{files[2]}")
+        with _job(settings, "2031-03-04") as context:
+            failed = run(context, tmp_path / "c")
     assert failed.status == "failed"
     assert f"{stale} (older)" in (failed.alert or "") and "(absent)" in (failed.alert or "")
     assert not (tmp_path / "c").exists()

@@ -3,15 +3,10 @@ one task id to follow, progress summed across chunks, one warm-up at a time."""
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 
 from tasks.warming import aggregate_count, member_chunks
-from tests.support.redis_procs import RedisProcess
-from tests.workers import services
-from tests.workers.conftest import PG_MEMBERS, InProcess
+from tests.workers.conftest import PG_MEMBERS, FollowTask, InProcess
 from workers import routing, warmstate
 from workers.scheduler import LeaderLease
 
@@ -33,29 +28,15 @@ def test_chunks_cover_the_ids_once_and_leave_the_last_open() -> None:
 
 
 def test_a_split_warmup_is_followed_as_one_task(
-    worker: InProcess, task_redis: RedisProcess
+    worker: InProcess, published_states: FollowTask
 ) -> None:
-    listener = task_redis.client(db=services.RESULTS_DB)
-    pubsub = listener.pubsub(ignore_subscribe_messages=True)
-    pubsub.psubscribe("celery-task-meta-*")
-    try:
-        task_id = worker.client.enqueue_warmup("all")
-        states: list[tuple[str, object]] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not states or states[-1][0] != "SUCCESS"):
-            message = pubsub.get_message(timeout=0.5)
-            if message and message["channel"].decode().endswith(task_id):
-                meta = json.loads(message["data"])
-                states.append((meta["status"], meta["result"]))
-    finally:
-        pubsub.close()
-        listener.close()
+    task_id, states = published_states(lambda: worker.client.enqueue_warmup("all"))
     everything = PG_MEMBERS + aggregate_count()
     progress = [meta for state, meta in states if state == "PROGRESS"]
     assert progress[0] == {"done": 0, "total": everything, "chunks": 7}
     # Each chunk reports the sum after its pages (chunks run side by side, so two reports
     # may land out of order): a report per chunk at least, the last sum is every member.
-    done = [meta["done"] for meta in progress[1:]]  # type: ignore[index]
+    done = [meta["done"] for meta in progress[1:]]
     assert len(done) >= 7 and max(done) == PG_MEMBERS and all(0 < d <= PG_MEMBERS for d in done)
     assert states[-1][0] == "SUCCESS"
     result = worker.wait(task_id).result or {}

@@ -55,6 +55,7 @@ def context(records: MemoryRecords, cadence: str, period: str) -> JobContext:
         SETTINGS,
         cadence,  # type: ignore[arg-type]
         period,
+        None,  # type: ignore[arg-type]
     )
 
 

@@ -3,36 +3,17 @@ retried."""
 
 from __future__ import annotations
 
-import json
-import time
-
 from tasks.warming import aggregate_count
-from tests.support.redis_procs import RedisProcess
-from tests.workers import services
-from tests.workers.conftest import PG_MEMBERS, InProcess
+from tests.workers.conftest import PG_MEMBERS, FollowTask, InProcess
 from workers import routing
 
 
 def test_progress_is_published_while_the_warmup_runs(
-    worker: InProcess, task_redis: RedisProcess
+    worker: InProcess, published_states: FollowTask
 ) -> None:
     """The result backend announces PROGRESS (done/total) before SUCCESS, as Flower and the
     API's progress endpoint see it."""
-    listener = task_redis.client(db=services.RESULTS_DB)
-    pubsub = listener.pubsub(ignore_subscribe_messages=True)
-    pubsub.psubscribe("celery-task-meta-*")  # pub/sub is server-wide: filtered by id below
-    try:
-        task_id = worker.client.enqueue_warmup("all")
-        states: list[tuple[str, object]] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (not states or states[-1][0] != "SUCCESS"):
-            message = pubsub.get_message(timeout=0.5)
-            if message and message["channel"].decode().endswith(task_id):
-                meta = json.loads(message["data"])
-                states.append((meta["status"], meta["result"]))
-    finally:
-        pubsub.close()
-        listener.close()
+    _, states = published_states(lambda: worker.client.enqueue_warmup("all"))
     names = [state for state, _ in states]
     assert names[0] == "STARTED" and names[-1] == "SUCCESS"
     progress = [meta for state, meta in states if state == "PROGRESS"]

@@ -24,11 +24,14 @@ Redis, database 13, a prefix per test).
 from __future__ import annotations
 
 import gc
+import json
+import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping: the ready check)
 import pytest
@@ -36,6 +39,7 @@ import pytest
 # celery.contrib.pytest's in-process worker: pytest-celery 1.x's plugin re-exports it, then
 # shadows the name with its docker-based worker; a conftest fixture takes precedence again.
 from celery.contrib.pytest import celery_worker as celery_worker
+from celery.states import READY_STATES
 from sqlalchemy import Engine
 
 from cache import CacheService
@@ -115,6 +119,38 @@ def task_redis() -> Iterator[RedisProcess]:
         yield proc
     finally:
         proc.close()
+
+
+# A function sending a task (its id) -> the id and the (state, meta) announced for it.
+FollowTask = Callable[[Callable[[], str]], tuple[str, list[tuple[str, Any]]]]
+
+
+@pytest.fixture
+def published_states(task_redis: RedisProcess) -> Iterator[FollowTask]:
+    """Sends a task and returns its id and the states the result backend published for it, up
+    to SUCCESS or FAILURE (30 s at the most), as Flower and the API's progress endpoint see them."""
+    listener = task_redis.client(db=services.RESULTS_DB)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+
+    def follow(send: Callable[[], str]) -> tuple[str, list[tuple[str, Any]]]:
+        pubsub.psubscribe("celery-task-meta-*")  # before the send: pub/sub is not kept
+        task_id = send()
+        states: list[tuple[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not states or states[-1][0] not in READY_STATES):
+            message = pubsub.get_message(timeout=0.5)
+            # Pub/sub is server-wide: other tasks' announcements are filtered out by id.
+            if message and message["channel"].decode().endswith(task_id):
+                meta = json.loads(message["data"])
+                states.append((meta["status"], meta["result"]))
+        pubsub.punsubscribe()
+        return task_id, states
+
+    try:
+        yield follow
+    finally:
+        pubsub.close()
+        listener.close()
 
 
 @pytest.fixture
