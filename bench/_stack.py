@@ -58,17 +58,33 @@ class Stack:
         self.more_workers.append(_spawn_worker(self.directory, self.env, concurrency, index))
         _wait_ready(self, expected=index + 1)
 
+    def use_broker(self, broker: str | None) -> None:
+        """The workers and the client moved to another broker (None: the stack's
+        redis-server): every worker stopped, one started on it, ready when this returns.
+        Results and the cache stay on the stack's redis-server."""
+        self._stop_workers()
+        self.client.close()
+        self.env["CELERY_BROKER_URL"] = broker or _redis_broker(self.redis.port)
+        self.settings = _settings(self.env)
+        self.client = TaskClient(self.settings)
+        self.more_workers = []
+        self.worker = _spawn_worker(self.directory, self.env, 1, 0)
+        _wait_ready(self, expected=1)
+
+    def _stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(5)
+
     def close(self) -> None:
         try:
-            for worker in self.workers:
-                if worker.poll() is None:
-                    worker.send_signal(signal.SIGTERM)
-            for worker in self.workers:
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                    worker.wait(5)
+            self._stop_workers()
         finally:
             self.client.close()
             self.cache.close()
@@ -80,19 +96,29 @@ class Stack:
 def _spawn_worker(
     directory: Path, env: dict[str, str], concurrency: int, index: int
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "celery", "-A", "workers.app", "worker", "-l", "WARNING"),
-            *("-Q", "cache.warmup,cache.invalidate", "-c", str(concurrency)),
-            *("-n", f"bench{index}@%h", "--without-gossip", "--without-mingle"),
-        ],
-        cwd=directory,
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-        stdout=(directory / f"worker{index}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # The child writes the log through its own copy of the descriptor.
+    with (directory / f"worker{index}.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "celery", "-A", "workers.app", "worker", "-l", "WARNING"),
+                *("-Q", "cache.warmup,cache.invalidate", "-c", str(concurrency)),
+                *("-n", f"bench{index}@%h", "--without-gossip", "--without-mingle"),
+            ],
+            cwd=directory,
+            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _redis_broker(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/1"
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    return load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
 
 
 def _wait_ready(stack: Stack, expected: int) -> None:
@@ -125,13 +151,16 @@ def start(
         "REDIS_PORT": str(port),
         "REDIS_DB": "0",
         "REDIS_KEY_PREFIX": PREFIX,
-        "CELERY_BROKER_URL": broker or f"redis://127.0.0.1:{port}/1",
+        "CELERY_BROKER_URL": broker or _redis_broker(port),
         "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/2",
         "DATABASE_URL": seeded.url,
+        # A worker start would warm the cold cache by itself (tasks/autowarm.py): its hottest
+        # members and full-table aggregates would count in the first measured run.
+        "CACHE_AUTOWARM": "false",
     }
     if chunk_size is not None:
         env["CACHE_WARMUP_CHUNK_SIZE"] = str(chunk_size)
-    settings = load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
+    settings = _settings(env)
     worker = _spawn_worker(directory, env, concurrency, 0)
     client = TaskClient(settings)
     stack = Stack(
@@ -178,7 +207,7 @@ class Platform:
 def start_platform(env: dict[str, str], workdir: Path, concurrency: int = 2) -> Platform:
     """The API, a worker consuming every queue and beat over ``env``; returns once each
     answers its readiness check (RuntimeError with the log's tail when one exits)."""
-    settings = load_settings(**{k.lower(): v for k, v in env.items()}, _env_file=None)
+    settings = _settings(env)
     workdir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(workdir, env | {"PYTHONPATH": str(REPO)}, cwd=workdir)
     services = Services.open(settings, tasks=True)

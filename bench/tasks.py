@@ -11,8 +11,11 @@ One run, on a throwaway stack (bench/_stack.py: its own redis-server, PostgreSQL
   task), split into chunk tasks (tasks/chunks.py); first with one worker process, then with
   ``--concurrency`` processes (one ``celery worker -c 1`` each), with the CPU time the worker
   processes, the redis-server and the database's backends spent per key in each run (from
-  /proc), and what that CPU cost allows on this machine's cores; then ``warmup_all``, the
-  same plus the aggregates, whose analytics queries scan the members and payments tables;
+  /proc), and what that CPU cost allows on this machine's cores. Measured on both brokers:
+  the stack's redis-server and RabbitMQ (a vhost of the run's own on 127.0.0.1:5672, deleted
+  after; left out, and said so, when no broker answers there); then, on Redis,
+  ``warmup_all``, the same plus the aggregates, whose analytics queries scan the members and
+  payments tables;
 - naive: one ``warmup_members([id])`` task per member, the way a per-row signal would warm;
   measured on ``--naive`` members (their keys deleted first) and extrapolated to all of
   them, as the report says;
@@ -25,8 +28,10 @@ One run, on a throwaway stack (bench/_stack.py: its own redis-server, PostgreSQL
 
 Targets: warm-up >= 100,000 keys/s, >= 200,000 keys/s with 2 processes and 2 processes
 >= 1.6x one; import invalidation < 1 s. Missed targets are reported, not signalled: the exit
-status is 0 unless something failed. ``--broker`` runs the workers on another broker (say
-``amqp://guest:guest@127.0.0.1:5672/<vhost>``); results stay on the stack's redis-server.
+status is 0 unless something failed. ``--broker`` names the second broker instead of a vhost
+of the run's own (say ``amqp://guest:guest@127.0.0.1:5672/<vhost>``); results stay on the
+stack's redis-server. The top-level figures (``warmup_1_process``, ``warmup``, ``verdict``)
+are the Redis broker's; ``brokers`` holds each broker's warm-ups and speedup.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,7 +54,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import _pg, _stack
+from bench import _pg, _rabbitmq, _stack
 from cache import DataType
 from cachectl.embedded import start_embedded_redis
 from workers import routing
@@ -67,7 +73,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--naive", type=int, default=2_000, help="members warmed one per task")
     parser.add_argument("--import-rows", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
-    parser.add_argument("--broker", default=None, help="broker URL (default: the stack's Redis)")
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help="the second broker's URL (default: a vhost of the run's own on RabbitMQ)",
+    )
     parser.add_argument(
         "--chunk-size", type=int, default=None, help="CACHE_WARMUP_CHUNK_SIZE (default: setting)"
     )
@@ -318,14 +328,74 @@ def envelope_size(stack: _stack.Stack) -> int:
     return len(raw) if raw else 300
 
 
+def bench_scaling(stack: _stack.Stack, members: int, concurrency: int) -> dict[str, Any]:
+    """The member warm-up with one worker process, then with ``concurrency``, on the broker
+    the stack's workers use; the speedup and what the CPU cost per key allows."""
+    one = bench_warmup(stack, members, "member", cpu=True)
+    while len(stack.workers) < concurrency:
+        stack.add_worker()
+    many = bench_warmup(stack, members, "member", cpu=True)
+    ceiling = one["cpu"]["ceiling_keys_per_second"]
+    return {
+        "warmup_1_process": one,
+        "warmup": many,
+        "speedup": round(many["keys_per_second"] / one["keys_per_second"], 2),
+        "speedup_ok": many["keys_per_second"] >= SPEEDUP_TARGET * one["keys_per_second"],
+        "scaled_ok": many["keys_per_second"] >= SCALED_TARGET,
+        # What the measured CPU cost per key allows with every core busy, against one
+        # process's rate: the speedup this machine can give at all.
+        "speedup_ceiling": round(ceiling / one["keys_per_second"], 2) if ceiling else None,
+    }
+
+
+def broker_label(url: str) -> str:
+    """A broker's name in the report: its URL's scheme ("amqp"); another Redis than the
+    stack's is "redis-other"."""
+    scheme = url.split(":", 1)[0]
+    return "redis-other" if scheme.startswith("redis") else scheme
+
+
+@contextmanager
+def second_broker(url: str | None) -> Iterator[str | None]:
+    """``url``, else a RabbitMQ vhost of the run's own (deleted after) when RabbitMQ answers,
+    else None."""
+    if url is not None:
+        yield url
+    elif not _rabbitmq.answers():
+        yield None
+    else:
+        with _rabbitmq.vhost("bench-tasks") as own:
+            yield own
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load = os.getloadavg()  # the machine may be shared: the figures are read against it
-    stack, seeded = _stack.start(args.members, 1, broker=args.broker, chunk_size=args.chunk_size)
+    with second_broker(args.broker) as other:
+        figures = _run_on(args, other, load)
+    if other is None:
+        figures["brokers_missing"] = {
+            "amqp": f"no broker answers on {_rabbitmq.HOST}:{_rabbitmq.PORT}"
+        }
+    return figures
+
+
+def _run_on(
+    args: argparse.Namespace, other: str | None, load: tuple[float, float, float]
+) -> dict[str, Any]:
+    # The second broker first: the Redis broker's runs end with the import, which adds
+    # members, so they come last.
+    stack, seeded = _stack.start(args.members, 1, broker=other, chunk_size=args.chunk_size)
+    brokers: dict[str, dict[str, Any]] = {}
     try:
-        warm_one = bench_warmup(stack, args.members, "member", cpu=True)
-        while len(stack.workers) < args.concurrency:
-            stack.add_worker()
-        warm = bench_warmup(stack, args.members, "member", cpu=True)
+        if other is not None:
+            on_other = bench_scaling(stack, args.members, args.concurrency)
+            if other.startswith("amqp"):
+                on_other["vhost"] = _rabbitmq.vhost_of(other)
+            brokers[broker_label(other)] = on_other
+            stack.use_broker(None)
+        on_redis = bench_scaling(stack, args.members, args.concurrency)
+        brokers = {"redis": on_redis, **brokers}
+        warm_one, warm = on_redis["warmup_1_process"], on_redis["warmup"]
         warm_all = bench_warmup(stack, args.members, "all")
         size = envelope_size(stack)
         naive = bench_naive(stack, min(args.naive, args.members), args.members)
@@ -340,7 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "seed_seconds": seeded,
-        "broker": "redis" if args.broker is None else args.broker.split(":", 1)[0],
+        "broker": "redis",
         "warmup_1_process": warm_one,
         "warmup": warm,
         "warmup_all": warm_all,
@@ -348,22 +418,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "redis_benchmark": reference,
         "member_envelope_bytes": size,
         "invalidation": invalidation,
+        "brokers": brokers,
     }
+    for each in brokers.values():
+        each["vs_redis_benchmark"] = (
+            round(each["warmup"]["keys_per_second"] / reference["sets_per_second"], 3)
+            if reference.get("available")
+            else None
+        )
     figures["verdict"] = {
         "warmup_target_keys_per_second": WARM_TARGET,
         "warmup_ok": warm["keys_per_second"] >= WARM_TARGET,
         "scaled_target_keys_per_second": SCALED_TARGET,
-        "scaled_ok": warm["keys_per_second"] >= SCALED_TARGET,
-        "speedup": round(warm["keys_per_second"] / warm_one["keys_per_second"], 2),
+        "scaled_ok": on_redis["scaled_ok"],
+        "speedup": on_redis["speedup"],
         "speedup_target": SPEEDUP_TARGET,
-        "speedup_ok": warm["keys_per_second"] >= SPEEDUP_TARGET * warm_one["keys_per_second"],
-        # What the measured CPU cost per key allows with every core busy, against one
-        # process's rate: the speedup this machine can give at all.
-        "speedup_ceiling": (
-            round(warm_one["cpu"]["ceiling_keys_per_second"] / warm_one["keys_per_second"], 2)
-            if warm_one["cpu"]["ceiling_keys_per_second"]
-            else None
-        ),
+        "speedup_ok": on_redis["speedup_ok"],
+        "speedup_ceiling": on_redis["speedup_ceiling"],
         "warmup_vs_naive": round(warm["keys_per_second"] / naive["keys_per_second"], 1),
         "warmup_vs_redis_benchmark": (
             round(warm["keys_per_second"] / reference["sets_per_second"], 3)
@@ -378,21 +449,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any], console: Console) -> None:
-    warm, naive, ref = figures["warmup"], figures["naive"], figures["redis_benchmark"]
+    naive, ref = figures["naive"], figures["redis_benchmark"]
     inv, verdict = figures["invalidation"], figures["verdict"]
     machine = figures["machine"]
     title = f"Celery tasks ({machine['cpus']} CPUs, load {machine['load_average_at_start'][0]})"
     table = Table("measure", "figure", title=title)
     every = figures["warmup_all"]
-    for run in (figures["warmup_1_process"], warm):
-        cpu = run["cpu"]
-        split = ", ".join(f"{k} {v} us" for k, v in cpu["cpu_us_per_key"].items())
+    for broker, on in figures["brokers"].items():
+        for run in (on["warmup_1_process"], on["warmup"]):
+            cpu = run["cpu"]
+            split = ", ".join(f"{k} {v} us" for k, v in cpu["cpu_us_per_key"].items())
+            table.add_row(
+                f"warm-up on {broker}, {run['members']:,} members, {run['processes']} worker "
+                f"process(es), {run['chunks']} chunks (warmup_data_type member, enqueue to "
+                "SUCCESS)",
+                f"{run['keys_per_second']:,} keys/s ({run['seconds']} s); CPU per key: "
+                f"{split}; {cpu['cores_busy']} of {cpu['cores']} cores busy",
+            )
         table.add_row(
-            f"warm-up, {run['members']:,} members, {run['processes']} worker process(es), "
-            f"{run['chunks']} chunks (warmup_data_type member, enqueue to SUCCESS)",
-            f"{run['keys_per_second']:,} keys/s ({run['seconds']} s); CPU per key: {split}; "
-            f"{cpu['cores_busy']} of {cpu['cores']} cores busy",
+            f"broker {broker}: {on['warmup']['processes']} processes against 1",
+            f"{on['warmup_1_process']['keys_per_second']:,} -> "
+            f"{on['warmup']['keys_per_second']:,} keys/s: {on['speedup']}x (CPU allows "
+            f"{on['speedup_ceiling']}x); {on['vs_redis_benchmark']} of redis-benchmark's rate",
         )
+    for broker, why in figures.get("brokers_missing", {}).items():
+        table.add_row(f"broker {broker}", f"not measured: {why}")
     table.add_row(
         "warmup_all: the same members, then the aggregates (full-table analytics queries)",
         f"{every['keys_per_second']:,} keys/s ({every['seconds']} s)",
@@ -418,12 +499,13 @@ def render(figures: dict[str, Any], console: Console) -> None:
         f"{verdict['warmup_vs_naive']}x the naive warm-up; "
         f"{verdict['warmup_vs_redis_benchmark']} of redis-benchmark's rate"
     )
-    console.print(
-        f"2 processes >= {SCALED_TARGET:,.0f} keys/s: {ok[verdict['scaled_ok']]}; "
-        f"speedup {verdict['speedup']}x (target {SPEEDUP_TARGET}x: "
-        f"{ok[verdict['speedup_ok']]}); this machine's CPU per key allows at most "
-        f"{verdict['speedup_ceiling']}x one process's rate"
-    )
+    for broker, on in figures["brokers"].items():
+        console.print(
+            f"on {broker}: 2 processes >= {SCALED_TARGET:,.0f} keys/s: {ok[on['scaled_ok']]}; "
+            f"speedup {on['speedup']}x (target {SPEEDUP_TARGET}x: "
+            f"{ok[on['speedup_ok']]}); this machine's CPU per key allows at most "
+            f"{on['speedup_ceiling']}x one process's rate"
+        )
     console.print(
         f"import invalidation target < {INVALIDATION_TARGET} s: {ok[verdict['invalidation_ok']]}"
     )

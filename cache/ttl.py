@@ -57,6 +57,18 @@ class TtlPolicy:
         base = float(ttl if ttl is not None else self.ttl(data_type))
         return jittered(base, self.jitter, self.stale_ratio, rand)
 
+    def expiries(
+        self, data_type: DataType, count: int, rand: random.Random | None = None
+    ) -> list[tuple[float, int]]:
+        """:meth:`expiry` for ``count`` new values at once, each with its own draw, as
+        (soft seconds, hard ms) pairs: bulk writes build thousands, and an Expiry each costs
+        more than the draw."""
+        base, jitter, ratio = float(self.ttl(data_type)), self.jitter, self.stale_ratio
+        if not jitter:
+            return [_soft_hard(base, 0.0, ratio)] * count
+        draw = (rand or random).random  # uniform(-jitter, jitter), spelled out: no call each
+        return [_soft_hard(base, -jitter + 2 * jitter * draw(), ratio) for _ in range(count)]
+
     def negative(self) -> Expiry:
         return Expiry(float(self.negative_ttl), self.negative_ttl * 1000)
 
@@ -70,9 +82,13 @@ def jittered(
 ) -> Expiry:
     """Soft TTL within base*(1 +- jitter); the hard TTL adds the stale window on top."""
     draw = (rand or random).uniform(-jitter, jitter) if jitter else 0.0
+    return Expiry(*_soft_hard(base, draw, stale_ratio))
+
+
+def _soft_hard(base: float, draw: float, stale_ratio: float) -> tuple[float, int]:
     soft = max(base * (1.0 + draw), 0.001)
     hard_ms = max(math.ceil(soft * (1.0 + stale_ratio) * 1000), math.ceil(soft * 1000) + 1)
-    return Expiry(soft, hard_ms)
+    return soft, hard_ms
 
 
 def should_refresh_early(

@@ -17,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
+import hiredis
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache import CacheService, DataType
 from cache.errors import CacheUnavailable
@@ -30,6 +34,7 @@ _SET_NX: Final = (
 # Replies to a batch may take longer than the cache's request-path socket timeout (0.25 s by
 # default, right for one GET): the server parses and runs thousands of SETs first.
 REPLY_TIMEOUT: Final = 5.0
+REPLY_BUFFER: Final = 64 * 1024  # a batch's replies ("+OK" or nil) are 5 bytes each
 
 # (key, value, version): value is anything JSON-serializable, or orjson.Fragment for JSON
 # bytes already rendered (by PostgreSQL, for members).
@@ -42,10 +47,10 @@ def fragment(json_bytes: bytes) -> orjson.Fragment:
 
 
 def _packed(cache: CacheService, items: list[Item], data_type: DataType) -> bytes:
-    envelope = cache.core.envelope
+    keys, values, versions = zip(*items, strict=True)
+    envelopes = cache.core.envelopes(values, data_type, versions)
     parts = []
-    for key, value, version in items:
-        payload, px = envelope(value, data_type, version=version)
+    for key, (payload, px) in zip(keys, envelopes, strict=True):
         key_bytes, px_bytes = key.encode(), b"%d" % px
         parts.append(
             _SET_NX % (len(key_bytes), key_bytes, len(payload), payload, len(px_bytes), px_bytes)
@@ -53,22 +58,48 @@ def _packed(cache: CacheService, items: list[Item], data_type: DataType) -> byte
     return b"".join(parts)
 
 
+def _replies(conn: Any, count: int) -> list[Any]:
+    """The next ``count`` replies on ``conn``, parsed by one hiredis reader straight from the
+    socket: redis-py's read_response per reply costs more than the server's SET. An error
+    reply raises ResponseError (after all were read)."""
+    reader = hiredis.Reader()  # error replies come back as hiredis.ReplyError values
+    sock = conn._sock
+    replies: list[Any] = []
+    sock.settimeout(REPLY_TIMEOUT)
+    try:
+        while len(replies) < count:
+            data = sock.recv(REPLY_BUFFER)
+            if not data:
+                raise RedisConnectionError("Redis closed the connection mid-batch")
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                replies.append(reply)
+    except TimeoutError as exc:
+        raise RedisTimeoutError(f"{count} replies not read in {REPLY_TIMEOUT} s") from exc
+    except OSError as exc:
+        raise RedisConnectionError(f"reading {count} replies: {exc}") from exc
+    finally:
+        sock.settimeout(conn.socket_timeout)
+    if replies.count(b"OK") + replies.count(None) < count:
+        error = next(reply for reply in replies if isinstance(reply, hiredis.ReplyError))
+        raise ResponseError(str(error))
+    return replies
+
+
 def _send_resp(client: Any, packed: bytes, count: int) -> int:
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command([packed])
-        replies = [
-            conn.read_response(disable_decoding=True, timeout=REPLY_TIMEOUT) for _ in range(count)
-        ]
+        replies = _replies(conn, count)
     except BaseException:
-        # An error reply (OOM, say) raises before the rest are read: replies may be pending,
-        # so the connection is dropped rather than handed to the next user out of step.
+        # Replies may be pending (a timeout, an interrupt): the connection is dropped rather
+        # than handed to the next user out of step.
         conn.disconnect()
         raise
     finally:
         pool.release(conn)
-    return sum(1 for reply in replies if reply is not None)
+    return replies.count(b"OK")
 
 
 def _send_pipeline(cache: CacheService, items: list[Item], data_type: DataType) -> int:

@@ -59,6 +59,28 @@ def test_bytes_round_trip(body: bytes, threshold: int) -> None:
     assert codec.decode(raw).value == body
 
 
+@given(
+    values=st.lists(json_values | st.binary(max_size=300), max_size=10),
+    created=st.floats(0, 4e9),
+    threshold=st.sampled_from([0, 1, 64, 4096]),
+)
+def test_encode_many_is_encode_of_each(values: list[Any], created: float, threshold: int) -> None:
+    versions = list(range(len(values)))
+    softs = [created + n for n in range(len(values))]
+    assert codec.encode_many(
+        values, versions, created_at=created, soft_expires_at=softs, compress_threshold=threshold
+    ) == [
+        codec.encode(
+            value,
+            created_at=created,
+            soft_expires_at=soft,
+            version=version,
+            compress_threshold=threshold,
+        )
+        for value, version, soft in zip(values, versions, softs, strict=True)
+    ]
+
+
 def test_large_values_are_compressed_and_small_ones_not() -> None:
     big = {"rows": [{"id": i, "name": "member"} for i in range(500)]}
     small = {"id": 1}

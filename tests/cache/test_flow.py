@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cache import MISS, DataType
+from cache import MISS, NOT_FOUND, DataType
 from cache.breaker import BreakerState
 from cache.ops import (
     UNAVAILABLE,
@@ -168,3 +168,15 @@ def test_bump_is_one_round_trip_and_queues_everything_when_down() -> None:
     assert op.commands[2] == ("UNLINK", "t:m", "t:lease:{t:m}")
     assert drive(core.bump(["a"], ["t:m"]), lambda op: UNAVAILABLE)[0] is False
     assert core.outbox.drain() == ["t:gen:a", "t:m"]
+
+
+def test_envelopes_are_envelope_of_each_and_refuse_not_found() -> None:
+    clock = Clock()
+    core = make_core(clock)  # no jitter: every envelope of one instant is the same
+    values = [{"id": 1}, [1, 2], "text"]
+    assert core.envelopes(values, DataType.MEMBER, [3, 4, 5]) == [
+        core.envelope(value, DataType.MEMBER, version=version)
+        for value, version in zip(values, [3, 4, 5], strict=True)
+    ]
+    with pytest.raises(ValueError, match="NOT_FOUND"):
+        core.envelopes([{"id": 1}, NOT_FOUND], DataType.MEMBER, [1, 1])

@@ -34,6 +34,16 @@ def test_jitter_spreads_keys_warmed_together() -> None:
     assert len({round(s) for s in softs}) > 100
 
 
+@given(jitter=st.sampled_from([0.0, 0.1, 0.5]), seed=st.integers(0, 2**32))
+def test_expiries_draw_exactly_as_expiry_does(jitter: float, seed: int) -> None:
+    policy = TtlPolicy(base={DataType.DEFAULT: 1800, DataType.MEMBER: 900}, jitter=jitter)
+    one_by_one, rand = [], random.Random(seed)
+    for _ in range(50):
+        expiry = policy.expiry(DataType.MEMBER, rand=rand)
+        one_by_one.append((expiry.soft_seconds, expiry.hard_ms))
+    assert policy.expiries(DataType.MEMBER, 50, random.Random(seed)) == one_by_one
+
+
 def test_policy_per_data_type() -> None:
     policy = TtlPolicy.from_settings(load_settings(_env_file=None))
     assert {dt: policy.ttl(dt) for dt in DataType} == {

@@ -8,6 +8,7 @@ from cache import CacheService, DataType, build_cache
 from cache.errors import CacheUnavailable
 from config import Settings
 from tasks.bulkwrite import fill_missing, fragment
+from tests.support.redis_procs import start_redis
 
 
 def test_values_round_trip_through_the_core(cache: CacheService) -> None:
@@ -39,6 +40,31 @@ def test_existing_keys_are_left_alone(cache: CacheService) -> None:
     assert fill_missing(cache, [(key, {"kept": False}, 99)], DataType.MEMBER) == 0
     assert cache.get(key, DataType.MEMBER) == {"kept": True}
     assert fill_missing(cache, [], DataType.MEMBER) == 0
+    # Among others, only the missing ones are stored and counted.
+    items = [(cache.keys.member(n), {"n": n}, 1) for n in range(7, 12)]
+    assert fill_missing(cache, items, DataType.MEMBER) == 4
+    assert cache.get(key, DataType.MEMBER) == {"kept": True}
+    assert cache.get(cache.keys.member(11), DataType.MEMBER) == {"n": 11}
+
+
+def test_a_refused_batch_is_cache_unavailable_and_the_connection_stays_usable(
+    settings: Settings,
+) -> None:
+    """Redis refusing the SETs (out of memory) is reported, not counted as stored, and the
+    next command on the pool gets its own reply."""
+    with start_redis(maxmemory="2mb", maxmemory_policy="noeviction") as server:
+        full = build_cache(settings.model_copy(update={"redis_port": server.port}))
+        try:
+            value = {"pad": "x" * 2000}
+            items = [(full.keys.member(n), value, 1) for n in range(5_000)]  # ~10 MB
+            with pytest.raises(CacheUnavailable):
+                fill_missing(full, items, DataType.MEMBER)
+            stored = full.clients.writer.dbsize()
+            assert 0 < stored < len(items)  # some fitted, the rest was refused
+            assert full.metrics.of(DataType.MEMBER).writes == 0
+            assert full.clients.writer.get("absent") is None  # in step: its own reply
+        finally:
+            full.close()
 
 
 def test_redis_down_is_cache_unavailable(settings: Settings) -> None:
