@@ -196,6 +196,14 @@ def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
         # A run of n samples shows at most log10(n) nines: all consistent is the best it can say.
         "six_nines_first_window_ok": ratio_1 is not None and ratio_1 >= 1 - 10**-NINES_TARGET,
         "six_nines_provable_by_sample": (first.get("checked") or 0) >= 10**NINES_TARGET,
+        # What the sample does show: with none inconsistent among n checks, the share of
+        # inconsistent writes is below 3/n at 95% confidence (the rule of three); 6 nines
+        # needs n >= 3,000,000 checks.
+        "inconsistent_share_upper_95": (
+            round(3 / first["checked"], 6)
+            if first.get("checked") and first.get("inconsistent") == 0
+            else None
+        ),
         "all_consistent_last_window_ok": bool(last.get("all_consistent")),
         "db_transactions_ratio": round(db_ratio, 4) if db_ratio is not None else None,
         "db_ratio_ok": db_ratio is not None and db_ratio <= DB_RATIO_TARGET,
@@ -239,7 +247,8 @@ def table(result: dict[str, Any]) -> str:
     v = result["verdict"]
     consistent = (
         f"{v['consistent_first_window_ratio']} ({v['consistent_first_window_nines']} nines"
-        f" of {v['consistent_first_window_checked']})"
+        f" of {v['consistent_first_window_checked']}; inconsistent share < "
+        f"{v['inconsistent_share_upper_95']} at 95%)"
     )
     errors = f"{v['errors_5xx_outside_failover']} / {v['errors_5xx_in_failover']}"
     rows = (
