@@ -15,6 +15,7 @@ from api_stub.management.snapshots import LatestSnapshot
 from api_stub.runtime import Database
 from db import reports
 from db.engine import make_engine, session_factory
+from tests.support.postgres import throwaway_database
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
@@ -31,10 +32,14 @@ class CountingDatabase(Database):
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
+def engine() -> Iterator[Engine]:
+    """A database of the test's own: the newest snapshot is the one it stored."""
+    with throwaway_database("snapshots", members=0) as url:
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def store(engine: Engine, payload: dict[str, Any]) -> None:
