@@ -103,8 +103,8 @@ async def _known(run: Running, member_id: int) -> bool:
         return ABSENT if found is None else found  # an absence is cached briefly
 
     key = cache.keys.member(member_id)
-    value = await cache.get_or_load(key, load, DataType.MEMBER, version_of=record_version)
-    return value is not ABSENT
+    fetched = await cache.fetch(key, load, DataType.MEMBER, version_of=record_version)
+    return fetched.value is not ABSENT
 
 
 def _fingerprint(member_id: int, body: ActivityIn | ActivityBatch) -> str:
@@ -204,15 +204,20 @@ class ActivityFastPath:
         if found is None or run is None or run.services.recorder is None or self._declined(scope):
             await self.app(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
-        while more and size <= MAX_FAST_BODY:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left
-                return
-            chunks.append(chunk := message.get("body", b""))
-            size += len(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        message = await receive()
+        if message["type"] != "http.request":  # the client left
+            return
+        body, more = message.get("body", b""), message.get("more_body", False)
+        if more:  # a body in several messages (rare: a small body comes in one)
+            chunks, size = [body], len(body)
+            while more and size <= MAX_FAST_BODY:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunks.append(chunk := message.get("body", b""))
+                size += len(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
         member_id = int(found.group(1))
         parsed: ActivityBody | None = None
         if not more and member_id <= MAX_MEMBER_ID:
