@@ -28,10 +28,10 @@ middleware answers a cached GET, as pure ASGI before FastAPI's routing, dependen
 response rendering (those cost about 1 ms a request, more than recording the event):
 the body is validated in one ``TypeAdapter.validate_json`` of the route's own models, the
 events are recorded by the recorder (the requests in flight share script calls, a few
-groups in flight at once while Redis answers; no database), and the answer is orjson bytes. Anything it does not handle as well as the
-route does (a body that does not validate, is not JSON or is large, a request header the
-route reads) goes to the route with its body unread, so errors and every other behaviour
-stay the route's.
+groups in flight at once while Redis answers; no database), and the answer is orjson
+bytes. Anything it does not handle as well as the route does (a body that does not
+validate, is not JSON or is large, a request header the route reads) goes to the route
+with its body unread, so errors and every other behaviour stay the route's.
 """
 
 from __future__ import annotations
