@@ -27,11 +27,11 @@ The POST is the hot write: :class:`ActivityFastPath` answers it the way the cach
 middleware answers a cached GET, as pure ASGI before FastAPI's routing, dependencies and
 response rendering (those cost about 1 ms a request, more than recording the event):
 the body is validated in one ``TypeAdapter.validate_json`` of the route's own models, the
-events are recorded by the recorder (one script call shared by the requests in flight,
-no database), and the answer is orjson bytes. Anything it does not handle as well as the
-route does (a body that does not validate, is not JSON or is large, a request header the
-route reads) goes to the route with its body unread, so errors and every other behaviour
-stay the route's.
+events are recorded by the recorder (the requests in flight share script calls, a few
+groups in flight at once while Redis answers; no database), and the answer is orjson
+bytes. Anything it does not handle as well as the route does (a body that does not
+validate, is not JSON or is large, a request header the route reads) goes to the route
+with its body unread, so errors and every other behaviour stay the route's.
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ async def _known(run: Running, member_id: int) -> bool:
         return ABSENT if found is None else found  # an absence is cached briefly
 
     key = cache.keys.member(member_id)
-    value = await cache.get_or_load(key, load, DataType.MEMBER, version_of=record_version)
-    return value is not ABSENT
+    fetched = await cache.fetch(key, load, DataType.MEMBER, version_of=record_version)
+    return fetched.value is not ABSENT
 
 
 def _fingerprint(member_id: int, body: ActivityIn | ActivityBatch) -> str:
@@ -204,15 +204,20 @@ class ActivityFastPath:
         if found is None or run is None or run.services.recorder is None or self._declined(scope):
             await self.app(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
-        while more and size <= MAX_FAST_BODY:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left
-                return
-            chunks.append(chunk := message.get("body", b""))
-            size += len(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        message = await receive()
+        if message["type"] != "http.request":  # the client left
+            return
+        body, more = message.get("body", b""), message.get("more_body", False)
+        if more:  # a body in several messages (rare: a small body comes in one)
+            chunks, size = [body], len(body)
+            while more and size <= MAX_FAST_BODY:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                chunks.append(chunk := message.get("body", b""))
+                size += len(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
         member_id = int(found.group(1))
         parsed: ActivityBody | None = None
         if not more and member_id <= MAX_MEMBER_ID:

@@ -140,7 +140,7 @@ class WriteBehind:
     def calls(self, parts: list[int], keys: list[str], args: list[str]) -> list[Call]:
         """The record script calls of encoded events: one a partition they fall in."""
         first = parts[0]
-        if all(p == first for p in parts):  # the usual case: one member, one partition
+        if self.config.partitions == 1 or all(p == first for p in parts):  # the usual case
             return [(list(range(len(parts))), [self.streams[first], *keys], [*self.head, *args])]
         by_part: dict[int, Call] = {}
         for index, (part, key, arg) in enumerate(zip(parts, keys, args, strict=True)):

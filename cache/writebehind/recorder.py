@@ -113,20 +113,27 @@ class Once:
 class AsyncGroupRecorder:
     """``record`` for asyncio callers (the API): concurrent calls share one script call.
 
-    The first caller to find no send under way starts a sender task; callers arriving while
-    a group is in flight queue their events and await their ids, and the sender sends what
-    queued meanwhile as the next group (up to ``max_events``), until nothing is left. A
-    coroutine switch costs far less than a thread's wake-up, so groups grow with the
-    number of requests in flight. ``client`` is the asyncio client of the same Redis.
+    A caller queues its events and awaits its ids. A sender task takes everything queued
+    when it runs (up to ``max_events``) as one group and, once that group is answered, the
+    next, until nothing is left. A caller that finds no sender about to run starts one, as
+    long as fewer than ``max_inflight`` groups are in flight: a group that waits on Redis
+    holds back neither the requests behind it nor the event loop, so a Redis slow to be
+    scheduled (a loaded host) costs one round trip a request, not two. A coroutine switch
+    costs far less than a thread's wake-up, so groups grow with the number of requests in
+    flight. ``client`` is the asyncio client of the same Redis (one pooled connection a
+    group in flight).
     """
 
-    def __init__(self, wb: WriteBehind, client: AsyncRedis, max_events: int = 1_000) -> None:
-        self.wb, self.max_events = wb, max_events
+    def __init__(
+        self, wb: WriteBehind, client: AsyncRedis, max_events: int = 1_000, max_inflight: int = 4
+    ) -> None:
+        self.wb, self.max_events, self.max_inflight = wb, max_events, max_inflight
         self._client = client
         self._script = client.register_script(scripts.RECORD)
         self._once = client.register_script(scripts.RECORD_ONCE)
         self._queue: deque[_Pending] = deque()
-        self._sender: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()  # each with a group in flight, or next
+        self._next: asyncio.Task[None] | None = None  # the sender about to take the queue
 
     async def record(self, events: Sequence[ActivityEvent]) -> list[str]:
         parts, keys, args = self.wb.encode(events, time.time())
@@ -134,11 +141,14 @@ class AsyncGroupRecorder:
             return []
         mine: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._queue.append((parts, keys, args, mine))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_all())
+        if self._next is None and len(self._senders) < self.max_inflight:
+            self._next = sender = asyncio.create_task(self._send_all())
+            self._senders.add(sender)
+            sender.add_done_callback(self._ended)
         return await mine
 
     async def _send_all(self) -> None:
+        me, self._next = asyncio.current_task(), None
         try:
             while self._queue:
                 group, size = [], 0
@@ -147,8 +157,18 @@ class AsyncGroupRecorder:
                     size += len(item[1])
                 await self._send_group(group)
         finally:
-            self._sender = None
+            # Gone before the loop runs anything else: a caller queuing next starts a sender.
+            self._senders.discard(me)
             if self._queue:  # cancelled: no caller may wait forever
+                self._fail(list(self._queue), CacheUnavailable("write-behind: send cancelled"))
+                self._queue.clear()
+
+    def _ended(self, sender: asyncio.Task[None]) -> None:
+        """A sender cancelled before it ran: the queue must not wait for it."""
+        self._senders.discard(sender)
+        if self._next is sender:
+            self._next = None
+            if self._queue:
                 self._fail(list(self._queue), CacheUnavailable("write-behind: send cancelled"))
                 self._queue.clear()
 

@@ -44,3 +44,24 @@ def test_the_benchmark_reports_every_figure(capsys: pytest.CaptureFixture[str]) 
     client = redis.Redis(db=writebehind.BENCH_DB)
     assert not list(client.scan_iter(match="bench:wb:*", count=1000))
     client.close()
+
+
+def test_only_http_reports_the_http_part_with_its_full_run_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--json", "--only", "http", "--members", "2000", "--http-seconds", "1"]
+    argv += ["--http-rounds", "2"]
+    assert writebehind.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"load_average", "http", "targets_met"}
+    http = report["http"]
+    for name in ("member_get", "activity_single", "activity_batch10"):
+        assert http[name]["rps"] > 0 and http[name]["errors"] == 0, name
+    assert http["activity_batch10"]["events_per_s"] > http["activity_batch10"]["rps"]
+    assert report["targets_met"] == {"http_single_vs_get": http["target_met"]}
+    # Two rounds, the figures those of the median one (of two: the better ratio).
+    assert http["rounds"] == 2 and len(http["by_round"]) == 2
+    assert http["single_vs_get"] == max(one["single_vs_get"] for one in http["by_round"])
+    client = redis.Redis(db=writebehind.BENCH_DB)
+    assert not list(client.scan_iter(match="bench:wb:*", count=1000))
+    client.close()

@@ -16,6 +16,7 @@ from cache.writebehind import (
     InvalidEvent,
     WriteBehind,
     WriteBehindConfig,
+    stream_id,
 )
 from config import Settings
 
@@ -53,6 +54,44 @@ async def test_concurrent_requests_share_calls_and_keep_their_ids(
     assert len(ids) == len(set(ids)) == 1000 == wb.client.xlen(wb.stream)
     assert sends <= 100  # 1,000 requests, about one call per round of the 50 callers
     assert {wb.activity(1 + n)["days"][0]["login"] for n in range(50)} == {20}
+
+
+async def test_groups_waiting_on_redis_hold_back_no_request_up_to_max_inflight(
+    wb: WriteBehind, settings: Settings
+) -> None:
+    """A group whose reply is late (a Redis slow to be scheduled) does not hold the next
+    requests back: they go as another group, up to ``max_inflight`` groups in flight."""
+    clients = connect_async(settings)
+    recorder = AsyncGroupRecorder(wb, clients.writer, max_inflight=2)
+    script, held, release = recorder._script, [], asyncio.Event()
+
+    async def late(**kw: object) -> object:
+        held.append(kw)
+        await release.wait()
+        return await script(**kw)  # type: ignore[arg-type]
+
+    recorder._script = late  # type: ignore[assignment]
+
+    async def sent(count: int) -> None:
+        while len(held) < count:
+            await asyncio.sleep(0.001)
+
+    try:
+        first = asyncio.create_task(recorder.record([ActivityEvent(1, "login")]))
+        await asyncio.wait_for(sent(1), 5)
+        second = asyncio.create_task(recorder.record([ActivityEvent(2, "login")]))
+        await asyncio.wait_for(sent(2), 5)  # sent while the first is still unanswered
+        third = asyncio.create_task(recorder.record([ActivityEvent(3, "checkin")]))
+        await asyncio.sleep(0.05)
+        assert len(held) == 2 and not third.done()  # two in flight: the third queues
+        release.set()
+        ids = [await asyncio.wait_for(task, 5) for task in (first, second, third)]
+    finally:
+        await clients.close()
+    assert len(held) == 3
+    stored = [entry_id.decode() for entry_id, _ in wb.client.xrange(wb.stream)]
+    assert sorted((i for got in ids for i in got), key=stream_id) == stored
+    assert wb.activity(3)["days"][0]["checkin"] == 1
 
 
 async def test_a_refused_group_fails_each_caller_in_it(
