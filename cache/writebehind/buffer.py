@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -34,6 +35,9 @@ from cache.writebehind.events import (
 from cache.writebehind.replicas import ReplicaGate
 
 _MS: Final = dt.timedelta(milliseconds=1)
+# A record call's token outlives any resend of it (the client resends at once, within its
+# socket timeout) and then goes by itself.
+CALL_TOKEN_TTL_MS: Final = 10_000
 _KEY_MEMO: Final = 100_000  # counter keys remembered: building one costs ~3 µs of checks
 
 
@@ -138,17 +142,25 @@ class WriteBehind:
         return parts, keys, args
 
     def calls(self, parts: list[int], keys: list[str], args: list[str]) -> list[Call]:
-        """The record script calls of encoded events: one a partition they fall in."""
+        """The record script calls of encoded events: one a partition they fall in, each
+        with a token of its own (a resent call records nothing twice)."""
+        head = [*self.head, CALL_TOKEN_TTL_MS]
         first = parts[0]
         if self.config.partitions == 1 or all(p == first for p in parts):  # the usual case
-            return [(list(range(len(parts))), [self.streams[first], *keys], [*self.head, *args])]
+            every = list(range(len(parts)))
+            return [(every, [self.streams[first], *keys, self._token(first)], [*head, *args])]
         by_part: dict[int, Call] = {}
         for index, (part, key, arg) in enumerate(zip(parts, keys, args, strict=True)):
-            call = by_part.setdefault(part, ([], [self.streams[part]], [*self.head]))
+            call = by_part.setdefault(part, ([], [self.streams[part]], [*head]))
             call[0].append(index)
             call[1].append(key)
             call[2].append(arg)
+        for part, (_, call_keys, _) in by_part.items():
+            call_keys.append(self._token(part))
         return list(by_part.values())
+
+    def _token(self, partition: int) -> str:
+        return self.keys.writebehind("call", secrets.token_hex(8), partition=partition)
 
     def merge(self, calls: list[Call], replies: Sequence[Any]) -> list[str]:
         """The events' ids in the order given, from the replies of their calls; Backpressure

@@ -30,13 +30,27 @@ local function record(limit, ttl, k, a, n)
 end
 """
 
-# KEYS: the partition's stream, then one counter hash per event. ARGV: the partition's backlog
-# limit, counter ttl ms, then one entry per event.
+# KEYS: the partition's stream, one counter hash per event, then the call's token (last, under
+# the same tag). ARGV: the partition's backlog limit, counter ttl ms, the token's lifetime ms,
+# then one entry per event. The token makes the call idempotent: the client library resends a
+# command once when its reply is lost (a timeout, a dropped connection) although Redis may have
+# run it; the resent call finds its token and answers the ids recorded the first time.
 RECORD: Final = (
     "#!lua\n"
     + _RECORD_FN
     + """
-return record(tonumber(ARGV[1]), ARGV[2], 2, 3, #ARGV - 2)
+local token = KEYS[#KEYS]
+local held = redis.call('GET', token)
+if held then
+  local ids = {}
+  for id in string.gmatch(held, '[^,]+') do ids[#ids + 1] = id end
+  return {1, ids}
+end
+local done = record(tonumber(ARGV[1]), ARGV[2], 2, 4, #ARGV - 3)
+if done[1] == 1 then
+  redis.call('SET', token, table.concat(done[2], ','), 'PX', ARGV[3])
+end
+return done
 """
 )
 
