@@ -15,6 +15,15 @@ process) honoured by If-None-Match with a 304, and Cache-Control with max-age an
 stale-while-revalidate. When Redis is unavailable the route runs as if uncached
 (``no-cache``).
 
+One recompute of a tagged entry at a time per process, across generations: every member
+write bumps the aggregates' and lists' tags, so under steady writes each reader arrives
+with a newer generation than the recompute under way, and the key's lease (one per
+generation) let each start its own. At 1,000,000 members that was seven copies of the
+dashboard's revenue query running at once, 46 s each. A reader that misses while a
+recompute of the same variant runs in this process is served that recompute's value when
+it is done, as ``X-Cache: STALE`` (it may predate the last write), and nothing is stored
+under its newer generation: the next reader after it recomputes.
+
 Cached routes answer JSON: a stored body is sent back as application/json, without the
 route's other headers. Documents are rendered with orjson, as the routes render them, so a
 hit answers the bytes a miss did.
@@ -22,6 +31,7 @@ hit answers the bytes a miss did.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +58,20 @@ _OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
 _TIER: Final = {"near": b"near", "redis": b"redis"}
 # The scope entry naming the kind a cached route serves (api_stub.management.latency reads it).
 KIND_SCOPE: Final = "membership.cache_kind"
+
+
+class _Shared(LoadDeclined):
+    """The value of a recompute of the same variant that was under way (an older
+    generation's): served as STALE, never stored under the reader's generation. A
+    declined load for the counters: neither a miss nor a load error."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+
+class _RecomputeFailed(LoadDeclined):
+    """The recompute a reader shared failed (its own reader got the route's answer)."""
 
 
 class _Uncacheable(Exception):
@@ -93,6 +117,8 @@ class CacheMiddleware:
         self._cache = cache  # late-bound: the lifespan builds the cache after the stack
         self._routes: list[tuple[re.Pattern[str], dict[str, Convertor[Any]], CacheRule]] = []
         self._controls: dict[CacheRule, _Control] = {}
+        # Tagged entries' recomputes under way in this process, by variant (not generation).
+        self._recomputes: dict[tuple[str, str], asyncio.Future[Any]] = {}
         for route in routes:
             rule = rule_of(route)
             path = getattr(route, "path", None)
@@ -119,7 +145,11 @@ class CacheMiddleware:
         if key is None:
             await self._uncached(scope, receive, send, rule, headers)
             return
-        await self._serve(cache, key, scope, receive, send, rule, headers)
+        variant = None
+        if rule.tags:
+            shape = repr(sorted(params.items())) if rule.entry is not None else ""
+            variant = (rule.kind.name, shape or response_digest(scope, rule, headers, ()))
+        await self._serve(cache, key, scope, receive, send, rule, headers, variant)
 
     # --- routing -------------------------------------------------------------------------------
     def _match(self, scope: Scope) -> tuple[CacheRule, Mapping[str, Any]] | None:
@@ -165,8 +195,9 @@ class CacheMiddleware:
         send: Send,
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
+        variant: tuple[str, str] | None = None,
     ) -> None:
-        async def load() -> Any:
+        async def run_route() -> Any:
             response = await _capture(self.app, scope, receive)
             if response.status == 200:
                 return response.body if rule.stores_body else orjson.loads(response.body)
@@ -176,6 +207,27 @@ class CacheMiddleware:
                 raise _Declined(response)
             raise _Uncacheable(response)
 
+        async def load() -> Any:
+            if variant is None:
+                return await run_route()
+            running = self._recomputes.get(variant)
+            if running is not None:
+                raise _Shared(await asyncio.shield(running))
+            mine = self._recomputes[variant] = asyncio.get_running_loop().create_future()
+            try:
+                value = await run_route()
+            except BaseException:
+                # The readers sharing it run the route themselves (see _serve).
+                mine.set_exception(_RecomputeFailed())
+                mine.exception()  # retrieved: nobody may be waiting
+                raise
+            else:
+                mine.set_result(value)
+                return value
+            finally:
+                if self._recomputes.get(variant) is mine:
+                    del self._recomputes[variant]
+
         try:
             # One read decides: a hit never runs the route; a miss runs it under the key's
             # lease, and the fetch says how the answer was served.
@@ -184,6 +236,11 @@ class CacheMiddleware:
             )
         except (_Uncacheable, _Declined) as passed:
             await _replay(send, passed.response)
+            return
+        except _Shared as shared:
+            fetched = Fetched(shared.value, Outcome.STALE, 0.0)
+        except _RecomputeFailed:  # the recompute shared failed: this reader runs the route
+            await self._uncached(scope, receive, send, rule, headers)
             return
         await _send(send, *self._render(cache, rule, headers, fetched, scope["path"]))
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from api_stub.caching import CacheMiddleware, cached
 from cache import AsyncCacheService, DataType, build_cache
-from cache.invalidation import MEMBER_TAGS, bump_sync
+from cache.invalidation import MEMBER_TAGS, bump, bump_sync
 from cache.kinds import Kind, Storage
 from tests.api.conftest import Api, api_settings_for, serve
 from tests.conftest import TEST_REDIS_DB
@@ -280,3 +280,58 @@ async def test_an_aggregate_near_hit_makes_no_round_trip_and_follows_a_bump_else
                     break
                 await anyio.sleep(0.002)
             assert outcomes[-1] == "MISS" and len(outcomes) < 50, outcomes
+
+
+# --- One recompute of a tagged entry at a time, across generations -------------------------
+REPORT = Kind(
+    "slow_report",
+    DataType.ANALYTICS,
+    Storage.RESPONSE,
+    "an aggregate slower than the writes that retire it",
+    tags=("slow-report",),
+)
+
+
+async def test_a_reader_under_a_newer_generation_shares_the_recompute_under_way(
+    acache: AsyncCacheService,
+) -> None:
+    runs: list[int] = []
+    running = [0]
+    router = APIRouter()
+
+    @router.get("/report")
+    @cached(REPORT)
+    async def report() -> Response:
+        runs.append(len(runs) + 1)
+        running[0] += 1
+        try:
+            assert running[0] == 1, "two recomputes of one variant ran at once"
+            await anyio.sleep(0.5)
+        finally:
+            running[0] -= 1
+        return Response(f'{{"run": {len(runs)}}}', media_type="application/json")
+
+    app = FastAPI()
+    app.include_router(router)
+    app.add_middleware(CacheMiddleware, cache=lambda: acache, routes=router.routes)
+    answers: dict[str, httpx.Response] = {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://report") as client:
+
+        async def get(name: str) -> None:
+            answers[name] = await client.get("/report")
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(get, "first")
+            await anyio.sleep(0.1)
+            await bump(acache, REPORT.tags)  # a write retires the entry being computed
+            tasks.start_soon(get, "during")
+        first, during = answers["first"], answers["during"]
+        assert first.headers["x-cache"] == "MISS" and first.json() == {"run": 1}
+        # Served the recompute under way when it ended: it may predate the write, so STALE.
+        assert during.headers["x-cache"] == "STALE" and during.json() == {"run": 1}
+        assert runs == [1]
+        # Nothing was stored under the newer generation: the next reader recomputes.
+        after = await client.get("/report")
+        assert after.headers["x-cache"] == "MISS" and after.json() == {"run": 2}
+        assert (await client.get("/report")).headers["x-cache"] == "HIT"
