@@ -6,7 +6,9 @@ with no TTL, which a ``volatile-*`` eviction policy never takes. Past ``max_back
 entries, or when Redis is out of memory, it raises :class:`Backpressure` (the API's 503).
 :class:`GroupRecorder` lets concurrent callers share one script call.
 ``AsyncGroupRecorder.record_once`` records a request once per idempotency key: the key's
-check, the record and the key's write are one script, so a retry counts nothing twice.
+check, the record and the key's write are one script, so a retry counts nothing twice. Each
+record call carries a token of its own too (scripts.RECORD): the client library's one resend
+of a call whose reply was lost finds it and answers the ids of the first run.
 
 A :class:`Flusher` drains a stream through one consumer group: it coalesces a batch per
 (member, day) and hands it to ``apply``, which upserts it and records the batch's last stream
