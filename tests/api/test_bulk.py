@@ -84,10 +84,13 @@ async def test_a_bulk_update_of_every_member_leaves_no_old_row_in_o1_round_trips
     # (the test's own statistics reads and the near tier's tracking heartbeat aside)
     aside = ("info", "hello", "ping")
     sent = {name: calls for name, calls in sent.items() if calls and name not in aside}
-    # One pipeline: SET NX + INCR per tag, one UNLINK of every record and its lease.
-    assert sent.pop("unlink", 0) == 1, sent
+    # One pipeline: SET NX + INCR per tag, one UNLINK of every record and its lease. On a
+    # loaded host its reply may come past the socket timeout: the client then sends the
+    # (idempotent) pipeline once more, still a constant number of round trips.
+    runs = sent.pop("unlink", 0)
+    assert runs in (1, 2), sent
     incr = sent.pop("incr", 0) + sent.pop("incrby", 0)  # redis-py may send INCR as INCRBY
-    assert incr == 3, sent
+    assert incr == 3 * runs, sent
     # Whatever else ran meanwhile (the API publishing its counters every few seconds) is a
     # handful of commands, not one per member.
     assert sum(sent.values()) < 20, sent

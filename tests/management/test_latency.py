@@ -74,6 +74,16 @@ async def get(mgmt: Mgmt, path: str, times: int) -> list[str]:
     return outcomes
 
 
+async def served_count(mgmt: Mgmt, kind: str, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        live = mgmt.app.state.management.latency.by_kind_snapshot().get(kind) or {}
+        if sum(int((live.get(o) or {}).get("count", 0)) for o in OUTCOMES) >= count:
+            return
+        assert time.monotonic() < deadline, f"{count} {kind} requests not recorded: {live}"
+        await anyio.sleep(0.02)
+
+
 async def history(mgmt: Mgmt) -> list[dict[str, Any]]:
     answer = await mgmt.call("GET", f"{PREFIX}/metrics/history", "viewer")
     assert answer.status_code == 200
@@ -136,6 +146,9 @@ async def test_latency_per_kind_is_published_stored_and_served_through_a_restart
     # The API restarts: the same process id, a new run whose counts begin again at zero.
     async with serve(settings, tokens) as restarted:
         assert await get(restarted, "/lookups/tiers", 2) == ["HIT", "HIT"]
+        # The recorder counts a request once its last byte is sent, which may be after the
+        # client has the answer: publish once both are counted.
+        await served_count(restarted, "lookup", 2)
         publish(restarted)
         store_snapshot(records, worker_cache, sample=10)
         rows = await history(restarted)
