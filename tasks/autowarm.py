@@ -35,7 +35,6 @@ API never waits for any of this.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from typing import Any, Final
 
@@ -147,24 +146,13 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
             return answer | {"skipped": "warm"}
     durable = runtime.worker.services.redis("durable")
     task_id = str(self.request.id or "")
-    holder = {
-        "task_id": task_id,
-        "reason": reason,
-        "worker": str(self.request.hostname or socket.gethostname()),
-        "started_at": time.time(),
-    }
+    holder = warmstate.holder(task_id, reason, self.request.hostname)
     key = warmstate.lease_key(cache.keys)
     lease = LeaderLease(
         durable, key, float(settings.cache_autowarm_lease_s), token=warmstate.encoded(holder)
     )
     if not lease.hold():
-        try:
-            other = warmstate.decoded(durable.get(key))
-        except RedisError as exc:
-            raise CacheUnavailable(f"warm-up lease unreadable: {exc}") from exc
-        if other is None:  # not held by anyone, yet not ours: Redis refused the SET
-            raise CacheUnavailable("warm-up lease could not be taken")
-        return answer | {"skipped": "running", "by": other}
+        return answer | {"skipped": "running", "by": warmstate.held_by(durable, cache.keys)}
 
     def progress(done: int, total: int) -> None:
         if not lease.hold():  # renewed (at most once a second); lost means it lapsed

@@ -32,7 +32,6 @@ good fails the chord: the id ends FAILURE and the lease lapses after
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, Final
 
@@ -75,23 +74,12 @@ def start(
     if len(plan) <= 1:
         return None
     run_id = str(task.request.id or "")
-    holder = {
-        "task_id": run_id,
-        "reason": reason,
-        "worker": str(task.request.hostname or socket.gethostname()),
-        "started_at": time.time(),
-    }
+    holder = warmstate.holder(run_id, reason, task.request.hostname)
     total = source.count_members() + (warming.aggregate_count() if aggregates else 0)
     run = {"id": run_id, "holder": holder, "total": total, "aggregates": aggregates}
     lease = _lease(runtime, run, held=False)
     if not lease.hold():
-        durable = runtime.worker.services.redis("durable")
-        try:
-            other = warmstate.decoded(durable.get(warmstate.lease_key(runtime.cache.keys)))
-        except RedisError as exc:
-            raise CacheUnavailable(f"warm-up lease unreadable: {exc}") from exc
-        if other is None:
-            raise CacheUnavailable("warm-up lease could not be taken")
+        other = warmstate.held_by(runtime.worker.services.redis("durable"), runtime.cache.keys)
         return {"warmed": False, "skipped": "running", "by": other}
     task.update_state(state="PROGRESS", meta={"done": 0, "total": total, "chunks": len(plan)})
     chunks = group(warmup_chunk.si(run, after, upto) for after, upto in plan)

@@ -18,8 +18,14 @@ entries, not the record that a warm-up is running.
 from __future__ import annotations
 
 import json
+import socket
+import time
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from cache.client import SyncRedis
+from cache.errors import CacheUnavailable
 from cache.keys import Keys
 
 
@@ -54,3 +60,25 @@ def decoded(raw: bytes | str | None) -> dict[str, Any] | None:
 
 def encoded(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def holder(task_id: str, reason: str, hostname: str | None) -> dict[str, Any]:
+    """The lease's value for a warm-up starting now: which task, why, on which worker."""
+    return {
+        "task_id": task_id,
+        "reason": reason,
+        "worker": str(hostname or socket.gethostname()),
+        "started_at": time.time(),
+    }
+
+
+def held_by(redis: SyncRedis, keys: Keys) -> dict[str, Any]:
+    """Who holds the lease, once our SET NX was refused; CacheUnavailable when Redis cannot
+    say (unreadable, or held by nobody: Redis refused the SET itself)."""
+    try:
+        other = decoded(redis.get(lease_key(keys)))
+    except RedisError as exc:
+        raise CacheUnavailable(f"warm-up lease unreadable: {exc}") from exc
+    if other is None:
+        raise CacheUnavailable("warm-up lease could not be taken")
+    return other
