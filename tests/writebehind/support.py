@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from cache.writebehind import GROUP, KINDS, ActivityEvent, Backpressure, WriteBehind
+from cache.writebehind import GROUP, KINDS, ActivityEvent, Backpressure, Flusher, WriteBehind
 from tests.workers.processes import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +25,18 @@ Totals = dict[int, tuple[int, int, int]]
 def stream_ids(client: Any, stream: str) -> list[str]:
     """Every id in the stream, oldest first."""
     return [entry_id.decode() for entry_id, _ in client.xrange(stream, "-", "+")]
+
+
+def drain_side_by_side(flushers: list[Flusher], seconds: float) -> None:
+    """Run every flusher's drain until its stream is empty, each in a thread of its own."""
+    threads = [
+        threading.Thread(target=f.drain, args=(seconds,), kwargs={"until_empty": True})
+        for f in flushers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def pending_ids(client: Any, stream: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
 import time
 from collections.abc import Iterator
 
@@ -27,7 +26,7 @@ from cache.writebehind import (
 from db.writebehind import read_offset
 from tasks.writebehind import sql_apply
 from tests.support.redis_procs import RedisCluster, start_cluster
-from tests.writebehind.support import db_last_seen, db_totals, pending_ids
+from tests.writebehind.support import db_last_seen, db_totals, drain_side_by_side, pending_ids
 
 pytestmark = pytest.mark.fault
 
@@ -110,12 +109,7 @@ def test_partitions_spread_over_shards_and_flush_exactly_once(
         for p in range(PARTITIONS)
         for n in range(2)
     ]
-    threads = [threading.Thread(target=f.drain, args=(60,), kwargs={"until_empty": True})
-               for f in flushers]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    drain_side_by_side(flushers, 60)
 
     assert db_totals(engine) == {m: tuple(v) for m, v in expected.items()}
     assert db_last_seen(engine) == newest

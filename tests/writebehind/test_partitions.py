@@ -4,7 +4,6 @@ with its own offset, side by side, and the totals are exact (real Redis and Post
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import Engine
@@ -19,7 +18,7 @@ from cache.writebehind import (
 )
 from db.writebehind import read_offset
 from tasks.writebehind import sql_apply
-from tests.writebehind.support import db_last_seen, db_totals, stream_ids
+from tests.writebehind.support import db_last_seen, db_totals, drain_side_by_side, stream_ids
 
 
 def parted(cache: CacheService, partitions: int = 3, **kw: int) -> WriteBehind:
@@ -64,12 +63,7 @@ def test_partitions_flush_side_by_side_exactly_once(cache: CacheService, engine:
         wb.record([ActivityEvent(member, kind, at)])
         expected.setdefault(member, [0, 0, 0])[i % 3] += 1
     flushers = [Flusher(wb, sql_apply(engine), "f", p) for p in range(3)]
-    threads = [threading.Thread(target=f.drain, args=(30,), kwargs={"until_empty": True})
-               for f in flushers]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    drain_side_by_side(flushers, 30)
     assert db_totals(engine) == {m: tuple(v) for m, v in expected.items()}
     newest = {1 + i % 37: base + dt.timedelta(milliseconds=i) for i in range(3000)}
     assert db_last_seen(engine) == newest
