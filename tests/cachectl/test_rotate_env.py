@@ -40,14 +40,49 @@ USER = "operator"
 REQUEST_DEADLINE_S = 60.0  # a request waits this long for a restarting UI
 
 
-class Flower:
-    """``python -m workers.flower`` with the env file's variables, restarted on one port."""
+class WebUi:
+    """A web UI the test runs on one port (restarted on it), answering /healthcheck, its
+    output in ``<directory>/<name>.log``, stopped with its process group."""
 
-    def __init__(self, env_file: Path, broker: RedisProcess, directory: Path) -> None:
-        self.env_file, self.broker, self.directory = env_file, broker, directory
+    name = ""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def launch(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        with (self.directory / f"{self.name}.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for(self.answers, 60, message=lambda: f"{self.name} to answer: {self.log()}")
+
+    def log(self) -> str:
+        return (self.directory / f"{self.name}.log").read_text(errors="replace")[-2000:]
+
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, 20)
+            self.proc = None
+
+
+class Flower(WebUi):
+    """``python -m workers.flower`` with the env file's variables, restarted on one port."""
+
+    name = "flower"
+
+    def __init__(self, env_file: Path, broker: RedisProcess, directory: Path) -> None:
+        super().__init__(directory)
+        self.env_file, self.broker = env_file, broker
 
     def start(self) -> None:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
@@ -63,27 +98,7 @@ class Flower:
                 "PYTHONPATH": str(REPO),
             }
         )
-        with (self.directory / "flower.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.flower"],
-                cwd=self.directory,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(self.answers, 60, message="Flower to answer")
-
-    def answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, 20)
-            self.proc = None
+        self.launch([sys.executable, "-m", "workers.flower"], env, cwd=self.directory)
 
     def restart(self) -> None:
         self.stop()
@@ -93,7 +108,7 @@ class Flower:
         return httpx.get(f"{self.url}/api/tasks", auth=(USER, password), timeout=10).status_code
 
 
-class Commander:
+class Commander(WebUi):
     """redis-commander with the environment compose gives the service from the env file (its
     Redis connection aside: a private redis-server), restarted on one port as
     `docker compose up -d redis-commander` recreates it."""
@@ -101,12 +116,12 @@ class Commander:
     # The image's entrypoint turns these into the Redis connection; the rest node reads itself.
     CONNECTION = ("REDIS_", "SENTINEL", "NODE_EXTRA_CA_CERTS")
 
+    name = "redis-commander"
+
     def __init__(self, entry: Path, env_file: Path, redis: RedisProcess, directory: Path) -> None:
-        self.entry, self.env_file, self.redis, self.directory = entry, env_file, redis, directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(directory)
+        self.entry, self.env_file, self.redis = entry, env_file, redis
         self.user = ""
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def service_environment(self) -> dict[str, str]:
         config = run_config(self.env_file)
@@ -125,29 +140,7 @@ class Commander:
             "NOSAVE": "true",  # no connection list written into the package's config
         }
         redis = ["--redis-host", "127.0.0.1", "--redis-port", str(self.redis.port)]
-        with (self.directory / "redis-commander.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["node", str(self.entry), *redis],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(self.answers, 60, message=lambda: f"redis-commander to answer: {self.log()}")
-
-    def log(self) -> str:
-        return (self.directory / "redis-commander.log").read_text(errors="replace")[-2000:]
-
-    def answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, 20)
-            self.proc = None
+        self.launch(["node", str(self.entry), *redis], env)
 
     def status(self, password: str) -> int:
         """Sign in as the UI does, then read the server's INFO with the session's token; a
