@@ -16,7 +16,28 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+import redis
+
+# The shared Redis's database the benches use, each under a key prefix of its own.
+BENCH_DB: Final = 14
+
+
+def clear_prefix(prefix: str, client: Any = None) -> None:
+    """Unlink every key under ``prefix``, SCAN + UNLINK in batches of 500; ``client`` when
+    given (a Cluster client scans every node), else the shared Redis's bench database."""
+    own = client is None
+    if own:
+        client = redis.Redis(host="127.0.0.1", port=6379, db=BENCH_DB)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
+    finally:
+        if own:
+            client.close()
+
 
 _FIRST_NAMES = ("Alexandra", "Benedikt", "Carolina", "Dmitri", "Eleanor", "Farouk", "Greta")
 _LAST_NAMES = ("Kowalski", "Fernandez-Ortega", "Nakamura", "O'Sullivan", "Lindqvist", "Okafor")

@@ -16,11 +16,10 @@ import random
 from typing import Any, Final
 
 import httpx
-import redis
 
+from bench._common import BENCH_DB, clear_prefix
 from bench._http import HOST, Server, WrkResult, fixed_paths, require_wrk, wrk
 
-BENCH_DB: Final = 14
 CONNECTIONS: Final = 50
 SAMPLE: Final = 1_000
 READY: Final = "/bench-ready"  # a 404 that touches nothing: the server is up
@@ -81,7 +80,7 @@ def measure(
                 )
                 runs.append((get, one, ten))
     finally:
-        _clear(prefix)
+        clear_prefix(prefix)
     by_round = [
         {
             "member_get_rps": round(get.rps, 1),
@@ -107,13 +106,3 @@ def measure(
 
 def _ratio(single: WrkResult, get: WrkResult) -> float:
     return round(single.rps / get.rps, 3) if get.rps else 0.0
-
-
-def _clear(prefix: str) -> None:
-    client = redis.Redis(host=HOST, port=6379, db=BENCH_DB)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.unlink(*keys[start : start + 500])
-    finally:
-        client.close()

@@ -19,6 +19,7 @@ import time
 from typing import Any, Final
 
 from bench import _cluster
+from bench._common import BENCH_DB, clear_prefix
 from cache import build_cache
 from cache.writebehind import ActivityEvent, Flusher, WriteBehind, WriteBehindConfig
 from config import Settings, load_settings
@@ -26,7 +27,6 @@ from db import make_engine
 from tasks.writebehind import sql_apply
 
 PARTITIONS: Final = (1, 2, 4)
-BENCH_DB: Final = 14
 KINDS: Final = ("login", "checkin", "page_view")
 
 
@@ -80,7 +80,7 @@ def flush_rate(
         done = [json.loads(c.communicate(timeout=600)[0].splitlines()[-1]) for c in children]
         left = wb.health().backlog
         if not cluster_nodes:
-            _clear(cache.clients.writer, prefix)
+            clear_prefix(prefix, cache.clients.writer)
     finally:
         cache.close()
     spent = max(d["end"] for d in done) - min(d["start"] for d in done)
@@ -98,12 +98,6 @@ def flush_rate(
 def _shard(client: Any, key: str) -> str:
     get_node = getattr(client, "get_node_from_key", None)
     return "standalone" if get_node is None else str(get_node(key).name)
-
-
-def _clear(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.unlink(*keys[start : start + 500])
 
 
 def measure(url: str, prefix: str, backlog: int, members: int) -> dict[str, Any]:

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
-import redis
 from fastapi import FastAPI
 
 from api_stub import create_app
+from bench._common import BENCH_DB, clear_prefix
 from bench._http import (
     HOST,
     BenchError,
@@ -52,7 +52,6 @@ from bench._pg import Seeded, quiet, throwaway
 from bench._zipf import zipf
 from config import load_settings
 
-BENCH_DB: Final = 14
 MEMBER_IDS: Final = 2_000  # distinct members the latency runs draw from
 NOT_A_ROUTE: Final = "/bench-ready"  # readiness probe: 404 without touching the database
 MEMBER_PATH: Final = "/api/v1/members/"
@@ -211,7 +210,7 @@ def run(options: Options) -> dict[str, Any]:
         try:
             result = _measure_all(options, db, env, member_ids)
         finally:
-            _clear(prefix)
+            clear_prefix(prefix)
     return result
 
 
@@ -300,21 +299,6 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         met = value >= target if way == ">=" else value <= target
         out[name] = {"value": value, "target": f"{way} {target:g}", "met": met}
     return out
-
-
-def _clear(prefix: str) -> None:
-    client = redis.Redis(host=HOST, port=6379, db=BENCH_DB)
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=prefix + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.unlink(*batch)
-                batch = []
-        if batch:
-            client.unlink(*batch)
-    finally:
-        client.close()
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -42,14 +42,20 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import _near
-from bench._common import Contender, measure_interleaved, member_record, paired_ratio, spread
+from bench._common import (
+    BENCH_DB,
+    Contender,
+    measure_interleaved,
+    member_record,
+    paired_ratio,
+    spread,
+)
 from cache import CacheService, DataType, build_cache
 from cache.codec import HEADER_SIZE
 from config import Settings, load_settings
 from config.settings import ConfigError
 
 DEFAULT_PREFIX = "bench:hotpath:"
-BENCH_DB = 14
 MANY = 100  # keys per get_many / MGET
 TTL_SECONDS = 600  # every key expires even if the clean-up never runs
 HIT_TARGET = 0.9  # project get >= 0.9x redis-py GET

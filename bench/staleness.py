@@ -35,8 +35,8 @@ from typing import Any, Final, Protocol
 import redis
 
 from bench import _near
+from bench._common import BENCH_DB, clear_prefix
 
-BENCH_DB: Final = 14
 TARGET_P99_MS: Final = 5.0
 TARGET_MAX_MS: Final = 50.0
 TAIL: Final = 0.3  # seconds the readers go on after the last write
@@ -167,7 +167,7 @@ def measure(name: str, writes: int, readers: int, keys: int) -> dict[str, Any]:
             proc.join(timeout=10)
     finally:
         writer.close()
-        _clear(prefix)
+        clear_prefix(prefix)
     return _figures(acked, results, keys)
 
 
@@ -207,16 +207,6 @@ def _figures(
         "p99_ms": round(worst[int(len(worst) * 0.99) - 1], 3) if worst else None,
         "max_ms": round(worst[-1], 3) if worst else None,
     }
-
-
-def _clear(prefix: str) -> None:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=BENCH_DB)
-    try:
-        found = list(client.scan_iter(match=prefix + "*", count=1000))
-        for start in range(0, len(found), 500):
-            client.unlink(*found[start : start + 500])
-    finally:
-        client.close()
 
 
 def run(writes: int, readers: int, keys: int) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import _pg, _wb_http, _wb_partitions
+from bench._common import BENCH_DB, clear_prefix
 from cache import build_cache
 from cache.client import connect_async
 from cache.writebehind import (
@@ -72,7 +73,6 @@ from db import make_engine
 from db.writebehind import apply_batch
 from tasks.writebehind import sql_apply
 
-BENCH_DB: Final = 14
 KINDS: Final = ("login", "checkin", "page_view")
 LAG_RATE: Final = 5_000
 LAG_BATCH: Final = 5  # events a call: 1,000 calls/s, within this client's round-trip budget
@@ -441,7 +441,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             url, dsn = db.url, db.dsn
             wb.ensure_group()
             report |= measure_accept(wb, floor, opts)
-            _clear(floor, settings.redis_key_prefix)
+            clear_prefix(settings.redis_key_prefix, floor)
             wb.ensure_group()
             report |= measure_flush(wb, url, dsn, opts)
             report |= measure_lag(settings, wb, url, opts)
@@ -454,7 +454,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 url, opts.members, opts.http_seconds, opts.prefix, opts.http_rounds
             )
     finally:
-        _clear(floor, settings.redis_key_prefix)
+        clear_prefix(settings.redis_key_prefix, floor)
         floor.close()
         cache.close()
     accepted, rows = report["accepted_per_s"], report["flush_rows_per_s"]
@@ -487,12 +487,6 @@ def run_http(opts: argparse.Namespace) -> dict[str, Any]:
         )
     report["targets_met"] = {"http_single_vs_get": report["http"]["target_met"]}
     return report
-
-
-def _clear(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.unlink(*keys[start : start + 500])
 
 
 def render(report: dict[str, Any]) -> None:
