@@ -145,11 +145,7 @@ class CacheMiddleware:
         if key is None:
             await self._uncached(scope, receive, send, rule, headers)
             return
-        variant = None
-        if rule.tags:
-            shape = repr(sorted(params.items())) if rule.entry is not None else ""
-            variant = (rule.kind.name, shape or response_digest(scope, rule, headers, ()))
-        await self._serve(cache, key, scope, receive, send, rule, headers, variant)
+        await self._serve(cache, key, scope, receive, send, rule, headers, params)
 
     # --- routing -------------------------------------------------------------------------------
     def _match(self, scope: Scope) -> tuple[CacheRule, Mapping[str, Any]] | None:
@@ -195,7 +191,7 @@ class CacheMiddleware:
         send: Send,
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
-        variant: tuple[str, str] | None = None,
+        params: Mapping[str, Any],
     ) -> None:
         async def run_route() -> Any:
             response = await _capture(self.app, scope, receive)
@@ -208,8 +204,9 @@ class CacheMiddleware:
             raise _Uncacheable(response)
 
         async def load() -> Any:
-            if variant is None:
+            if not rule.tags:  # a record or an untagged entry: its key names one version
                 return await run_route()
+            variant = self._variant(scope, rule, params, headers)
             running = self._recomputes.get(variant)
             if running is not None:
                 raise _Shared(await asyncio.shield(running))
@@ -243,6 +240,16 @@ class CacheMiddleware:
             await self._uncached(scope, receive, send, rule, headers)
             return
         await _send(send, *self._render(cache, rule, headers, fetched, scope["path"]))
+
+    @staticmethod
+    def _variant(
+        scope: Scope, rule: CacheRule, params: Mapping[str, Any], headers: Mapping[bytes, bytes]
+    ) -> tuple[str, str]:
+        """What a tagged entry is across generations (its key without them); computed on a
+        miss only."""
+        if rule.entry is not None:
+            return rule.kind.name, repr(sorted(params.items()))
+        return rule.kind.name, response_digest(scope, rule, headers, ())
 
     async def _uncached(
         self,
