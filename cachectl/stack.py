@@ -10,7 +10,8 @@ Readiness is checked, not assumed: the worker answers ``celery inspect ping``, t
 the leader lease, the API answers HTTP, Flower answers its health check. The probes use the
 services cachectl opened for the run (services.Services: its task client, its durable Redis
 role), never a connection of their own. A probe that fails (Redis or the broker away for a
-moment) means "not yet", as once started: only the deadline or a child's exit stops ``up``;
+moment) or does not answer within PROBE_TIMEOUT means "not yet", as once started: only the
+deadline or a child's exit stops ``up``;
 :func:`retrying` gives the steps before the children (database, cache round trip) the same.
 """
 
@@ -22,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from workers.client import TaskClient
 STOP_TIMEOUT: Final = 20.0
 READY_TIMEOUT: Final = 90.0
 RETRY_MAX_DELAY: Final = 2.0  # between attempts of a start-up step: a blip is seconds
+PROBE_TIMEOUT: Final = 5.0  # a readiness probe still unanswered by then counts as failing
 
 T = TypeVar("T")
 Notice = Callable[[str], None]
@@ -241,37 +244,70 @@ def checks(services: Services, started: Mapping[str, Child]) -> dict[str, Callab
     return found
 
 
+class _ProbeRun:
+    """One readiness probe running in a daemon thread of its own. A probe can block without
+    bound: kombu's publish behind ``celery inspect ping`` reconnects forever when the broker
+    dies mid-call. Run apart, it cannot stall the wait for the others or the deadline, and a
+    thread still stuck when ``up`` exits does not hold the exit."""
+
+    def __init__(self, probe: Callable[[], bool]) -> None:
+        self.started = time.monotonic()
+        self.outcome: bool | Exception | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(probe,), name="ready-probe", daemon=True).start()
+
+    def _run(self, probe: Callable[[], bool]) -> None:
+        try:
+            self.outcome = probe()
+        except Exception as exc:  # any failure of a yes/no question is a "not yet"
+            self.outcome = exc
+        finally:
+            self.done.set()
+
+
 def wait_ready(
     supervisor: Supervisor,
     probes: Mapping[str, Callable[[], bool]],
     timeout: float = READY_TIMEOUT,
     stopping: Callable[[], bool] = lambda: False,
     notice: Notice = lambda _: None,
+    probe_timeout: float = PROBE_TIMEOUT,
 ) -> list[str]:
     """Names still not ready at the deadline ([] when all are), each with the last error of
     its probe; raises RuntimeError when a child exits while starting. A probe that raises
-    (Redis or the broker away for a moment) is not ready yet; its first error is reported
-    through ``notice``."""
+    (Redis or the broker away for a moment), or has not answered within ``probe_timeout``, is
+    not ready yet; its first failure is reported through ``notice``. A probe is not asked
+    again while its last run is still under way."""
     pending = dict(probes)
+    running: dict[str, _ProbeRun] = {}
     failed: dict[str, str] = {}  # the last error of a probe still failing
     noticed: set[str] = set()
     deadline = time.monotonic() + timeout
+
+    def fails(name: str, reason: str) -> None:
+        failed[name] = reason
+        if name not in noticed:
+            notice(f"{name} not ready yet ({reason}); still waiting")
+            noticed.add(name)
+
     while pending and time.monotonic() < deadline and not stopping():
         for child in supervisor.dead():
             raise RuntimeError(f"{child.name} exited while starting:\n{child.tail()}")
-        for name, probe in list(pending.items()):
-            try:
-                ready = probe()
-            except Exception as exc:  # any failure of a yes/no question is a "not yet"
-                failed[name] = _reason(exc)
-                if name not in noticed:
-                    notice(f"{name} not ready yet ({failed[name]}); still waiting")
-                    noticed.add(name)
+        for name in pending.keys() - running.keys():
+            running[name] = _ProbeRun(pending[name])
+        time.sleep(0.25)
+        for name, run in list(running.items()):
+            if not run.done.is_set():
+                if time.monotonic() - run.started > probe_timeout:
+                    fails(name, f"no answer in {probe_timeout:.0f} s")
+                continue
+            del running[name]
+            if isinstance(run.outcome, Exception):
+                fails(name, _reason(run.outcome))
                 continue
             failed.pop(name, None)
-            if ready:
+            if run.outcome:
                 del pending[name]
-        time.sleep(0.25)
     return [f"{name} ({failed[name]})" if name in failed else name for name in sorted(pending)]
 
 
