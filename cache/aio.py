@@ -359,6 +359,20 @@ class AsyncCacheService:
     async def ping(self) -> bool:
         return bool(await self._drive(self.core.ping()))
 
+    async def recover(self) -> bool:
+        """Outside the breaker: replay the outbox, then PING; success closes the breaker.
+        For the process's background loop (cache.invalidation.replay_outbox), which no request
+        waits on, so it may try a returning Redis sooner than the breaker lets requests."""
+        core = self.core
+        try:
+            if len(core.outbox):
+                await self._drive(core.replay(), guarded=False)
+            await self._ping(Ping())
+        except RedisError:
+            return False  # still away: the requests' breaker says so, once
+        core.succeeded()
+        return True
+
     async def info(self, section: str | None = None) -> dict[str, Any] | None:
         """Redis INFO of the writer (the master), or None when Redis is unavailable."""
         answer: dict[str, Any] | None = await self._drive(self.core.info(section))

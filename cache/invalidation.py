@@ -29,6 +29,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from cache.aio import AsyncCacheService
+from cache.breaker import BreakerState
 from cache.generations import GENERATION_BITS, fresh_generation
 from cache.kinds import KINDS, Change
 from cache.service import CacheService
@@ -37,7 +38,8 @@ from cache.types import NOT_FOUND, DataType
 # Everything computed from the members table (cache.kinds): a member change bumps all of them.
 MEMBER_TAGS: Final = KINDS.tags_for(Change.UPDATE)
 
-REPLAY_SECONDS: Final = 0.5  # how long an idle process may leave its outbox pending
+# How long Redis may be back before this process replays its outbox and closes its breaker.
+REPLAY_SECONDS: Final = 0.1
 
 
 # The generation machinery is one flow of the core (CacheCore.generations, CacheCore.bump),
@@ -121,15 +123,21 @@ async def members_changed(
 
 
 async def replay_outbox(cache: AsyncCacheService, every: float = REPLAY_SECONDS) -> None:
-    """Run until cancelled: replay pending invalidations soon after Redis is back.
+    """Run until cancelled: replay pending invalidations as soon as Redis is back.
 
     Any command replays the outbox first, but other processes read the shared Redis too: a
-    process that queued invalidations and then sits idle must not leave them pending.
+    process that queued invalidations and then sits idle must not leave them pending. Nor may
+    it wait for its breaker's next trial (CACHE_BREAKER_RESET_SECONDS): after a failover the
+    promoted replica still holds the copies those invalidations retire, readable by every
+    other process, and this process's own reads and writes bypass the cache meanwhile. So
+    while the outbox holds keys or the breaker is not closed, Redis is tried every ``every``
+    seconds outside the breaker (cache.aio.AsyncCacheService.recover).
     """
+    core = cache.core
     while True:
         await asyncio.sleep(every)
-        if len(cache.core.outbox):
-            await cache.ping()  # the front replays the outbox before the command
+        if len(core.outbox) or core.breaker.state is not BreakerState.CLOSED:
+            await cache.recover()
 
 
 __all__ = [

@@ -10,6 +10,7 @@ import redis
 
 from cache import MISS, NOT_FOUND, AsyncCacheService, CacheService, DataType, build_async_cache
 from cache.aio import AsyncCacheService as Front
+from cache.breaker import BreakerState
 from cache.client import connect_async
 from cache.invalidation import (
     GENERATION_BITS,
@@ -143,6 +144,35 @@ async def test_while_redis_is_down_everything_waits_in_the_outbox(
         assert before is not None and after is not None
         assert all(new != old for new, old in zip(after, before, strict=True))
     finally:
+        await back.close()
+
+
+async def test_the_replay_loop_recovers_long_before_the_breakers_next_trial(
+    settings: Settings, raw: redis.Redis
+) -> None:
+    """After a failover the promoted replica still holds what the outbox retires: the loop
+    replays it within a few of its ticks, not at the breaker's next trial (here 30 s), and
+    closes the breaker, so requests use the cache again at once."""
+    back = build_async_cache(settings.model_copy(update={"cache_breaker_reset_seconds": 30.0}))
+    core = back.core
+    for _ in range(core.breaker.failure_threshold):
+        core.breaker.failure()  # Redis was away: the breaker is open
+    key = back.keys.member(12)
+    raw.set(key, b"the copy the promoted replica kept")
+    core.outbox.add([key])
+    assert await back.get(key, DataType.MEMBER) is MISS  # requests bypass the cache
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(replay_outbox, back, 0.02)
+                while core.breaker.state is not BreakerState.CLOSED or len(core.outbox):
+                    await anyio.sleep(0.02)
+                tasks.cancel_scope.cancel()
+        assert raw.exists(key) == 0
+        await back.set(key, {"id": 12, "version": 1}, DataType.MEMBER)
+        assert await back.get(key, DataType.MEMBER) == {"id": 12, "version": 1}
+    finally:
+        raw.delete(key)
         await back.close()
 
 
