@@ -173,6 +173,23 @@ def pass_figures(
         },
         "consistency": consistency,
         "server_latency_by_kind": latency_server,
+        "client_loop_lag": _loop_lag(rec, window),
+    }
+
+
+def _loop_lag(rec: Recording, window: tuple[float, float] | None) -> dict[str, Any]:
+    """The replay client's own event-loop lag (a latency it adds to every answer in flight):
+    the worst, and the seconds outside the failover window where it passed the p99 target."""
+    worst = [lag for _, lag in rec.loop_lag]
+    outside = [
+        (second, lag)
+        for second, lag in rec.loop_lag
+        if window is None or not window[0] <= second <= window[1]
+    ]
+    return {
+        "max_ms": round(max(worst) * 1000, 1) if worst else None,
+        "seconds_over_target": sum(lag * 1000 >= P99_TARGET_MS for _, lag in outside),
+        "worst_seconds": sorted(outside, key=lambda item: -item[1])[:5],
     }
 
 

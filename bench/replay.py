@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import secrets
 import shutil
@@ -46,7 +47,7 @@ from rich.progress import Progress, TaskID
 from api_stub.management import hash_token
 from bench import _pg
 from bench._replay_report import pass_figures, table, verdict, write_html
-from bench._replayer import Incident, replay
+from bench._replayer import Incident, Recording, replay
 from bench._sentinel import MASTER_NAME, SentinelGroup, free_port
 from bench._stack import start_platform
 from bench._trace import Trace, generate
@@ -190,6 +191,7 @@ class Run:
             "rollbacks": counts.reads,
             "transactions": counts.transactions,
         }
+        write_answers(recording, self.args.out / f"answers-{name}.csv")
         found = pass_figures(
             recording,
             trace.duration,
@@ -294,6 +296,29 @@ class Run:
     trace: Trace
 
 
+def write_answers(recording: Recording, path: Path) -> None:
+    """Every answer of a pass (due time, route, status, client latency, X-Cache, tier) beside
+    the report, for a post-mortem of a slow second."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(("at_s", "route", "status", "latency_ms", "cache", "tier"))
+        for a in recording.answers:
+            rows.writerow((a.at, a.route, a.status, round(a.latency_s * 1000, 3), a.cache, a.tier))
+
+
+def keep_logs(workdir: Path, into: Path) -> None:
+    """Each pass's process logs (API, worker, beat) and the Redis and Sentinel nodes' logs
+    beside the report, for a post-mortem of what the figures show (an inconsistency's key, a
+    slow second, a failover)."""
+    shutil.rmtree(into, ignore_errors=True)
+    for logs in sorted(workdir.glob("*/logs")):
+        shutil.copytree(logs, into / logs.parent.name)
+    for log in sorted(workdir.glob("redis/*/log")):
+        (into / "redis").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, into / "redis" / f"{log.parent.name}.log")
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     started = time.monotonic()
     trace = generate(
@@ -312,6 +337,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             passes = {"off": run_.run_pass("off", False, trace)}
             passes["on"] = run_.run_pass("on", True, trace)
         finally:
+            keep_logs(workdir, args.out / "logs")
             run_.close()
             shutil.rmtree(workdir, ignore_errors=True)
     result: dict[str, Any] = {
@@ -326,7 +352,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "import_rows": args.import_rows,
             "windows_s": args.windows,
             "sentinel_down_after_ms": args.down_after_ms,
-            "latency": "client-side (httpx, same host), includes the client's own scheduling",
+            "latency": "client-side (aiohttp, same host), includes the client's own scheduling",
             "timings": run_.timings,
         },
         "passes": passes,

@@ -19,7 +19,10 @@ ROUTES = {"member", "member_list", "dashboard", "growth", "demographics", "looku
 def test_a_tiny_day_replayed_with_the_cache_on_and_off(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--json", "--members", "500", "--duration", "4", "--peak-rps", "40"]
+    # 8 s: five member writes come before the master's kill (at 45% of the day), so the
+    # monitor samples and checks some whatever the failover's length (with 4 s, all four
+    # could fall inside it on a loaded machine, and nothing was sampled).
+    argv = ["--json", "--members", "500", "--duration", "8", "--peak-rps", "40"]
     argv += ["--windows", "0.5,1", "--down-after-ms", "1000", "--import-rows", "20"]
     argv += ["--out", str(tmp_path)]
     assert replay.main(argv) == 0
@@ -54,3 +57,13 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
     page = (tmp_path / "replay.html").read_text()
     assert "uPlot" in page and "<script src" not in page  # self-contained
     assert "db ratio on/off" in report["table"]
+
+    # For a post-mortem: every answer, the client's own loop lag, each process's log.
+    for name, found in report["passes"].items():
+        answers = (tmp_path / f"answers-{name}.csv").read_text().splitlines()
+        assert len(answers) == 1 + sum(row["requests"] for row in found["routes"].values())
+        assert found["client_loop_lag"]["max_ms"] is not None, name
+        assert {"api.log", "worker.log", "beat.log"} <= {
+            log.name for log in (tmp_path / "logs" / name).iterdir()
+        }, name
+    assert (tmp_path / "logs" / "redis" / "sentinel-0.log").stat().st_size > 0
