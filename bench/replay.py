@@ -242,7 +242,7 @@ class Run:
                 node = group.kill_master()
                 group.wait_promoted(node.port)
                 promoted = time.monotonic()
-                node.start()  # back as a replica of the new master (the Sentinels see to it)
+                group.rejoin(node)  # back as a replica of the new master
                 # The deployment heals beside the rest of the pass; the next pass waits for it.
                 self.healing = threading.Thread(target=group.wait_healthy, args=(60,))
                 self.healing.start()
