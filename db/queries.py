@@ -117,6 +117,18 @@ def members_by_ids(session: Session, ids: Iterable[int]) -> dict[int, dict[str, 
     return found
 
 
+def member_versions(session: Session, ids: Iterable[int]) -> dict[int, int]:
+    """The current version of each member among ``ids`` that exists (primary-key lookups)."""
+    wanted = sorted(set(ids))
+    found: dict[int, int] = {}
+    with translating():
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            chunk = wanted[start : start + IDS_PER_QUERY]
+            rows = session.execute(select(Member.id, Member.version).where(Member.id.in_(chunk)))
+            found.update((member_id, version) for member_id, version in rows)
+    return found
+
+
 def members_after(session: Session, after_id: int, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` members with ids above ``after_id``, in id order (keyset paging).
 

@@ -3,8 +3,11 @@
 Warm-ups fill what is missing and never replace an entry: whatever is cached is at least as
 new as the row it was read from (fills and write-throughs are version-guarded), while the row
 a warm-up read may already be older than a write that happened meanwhile. NX makes a warm-up
-racing a write harmless without a per-key Lua check, which costs the server several times a
-plain SET and would cap a warm-up well under 100,000 keys/s.
+racing a write-through harmless without a per-key Lua check, which costs the server several
+times a plain SET and would cap a warm-up well under 100,000 keys/s. A write whose
+invalidation *deletes* the key (bulk updates, imports, the outbox's replay) can still land
+between the warm-up's read and its SET: the caller re-reads the versions of what was stored
+(tasks/warming.py) and retracts what a write overtook.
 
 Envelopes and TTLs (with their jitter) come from the cache core, as for every write. On a
 standalone or Sentinel master the commands are packed as RESP here and sent in one write on a
@@ -86,7 +89,7 @@ def _replies(conn: Any, count: int) -> list[Any]:
     return replies
 
 
-def _send_resp(client: Any, packed: bytes, count: int) -> int:
+def _send_resp(client: Any, packed: bytes, count: int) -> list[bool]:
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
@@ -99,19 +102,19 @@ def _send_resp(client: Any, packed: bytes, count: int) -> int:
         raise
     finally:
         pool.release(conn)
-    return replies.count(b"OK")
+    return [reply == b"OK" for reply in replies]
 
 
-def _send_pipeline(cache: CacheService, items: list[Item], data_type: DataType) -> int:
+def _send_pipeline(cache: CacheService, items: list[Item], data_type: DataType) -> list[bool]:
     pipe = cache.clients.writer.pipeline(transaction=False)
     for key, value, version in items:
         payload, px = cache.core.envelope(value, data_type, version=version)
         pipe.set(key, payload, px=px, nx=True)
-    return sum(1 for reply in pipe.execute() if reply)
+    return [bool(reply) for reply in pipe.execute()]
 
 
-def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType) -> int:
-    """Store each item whose key holds nothing; how many were stored. One round trip.
+def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType) -> list[Item]:
+    """Store each item whose key holds nothing; the items stored. One round trip.
 
     Raises CacheUnavailable when Redis did not answer (the caller's task retries; a re-run
     only fills what is still missing).
@@ -119,10 +122,10 @@ def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType
     batch = list(items)
     counters = cache.metrics.of(data_type)
     if not batch:
-        return 0
+        return []
     if not cache.enabled:
         counters.skipped_writes += len(batch)
-        return 0
+        return []
     # Through the service's breaker: a Redis that is failing is not hammered by warm-ups.
     if cache.clients.mode == "cluster":
         stored = cache.run(_send_pipeline, cache, batch, data_type)
@@ -132,5 +135,6 @@ def fill_missing(cache: CacheService, items: Iterable[Item], data_type: DataType
     if stored is UNAVAILABLE:
         counters.skipped_writes += len(batch)
         raise CacheUnavailable(f"could not store {len(batch)} {data_type.value} keys")
-    counters.writes += int(stored)
-    return int(stored)
+    kept = [item for item, ok in zip(batch, stored, strict=True) if ok]
+    counters.writes += len(kept)
+    return kept

@@ -14,7 +14,8 @@ Reported as one warm-up, as before:
 
 - the chord's body inherits the task id (``Task.replace``), so the id the client, Flower,
   the management API (``GET /warmup/{task_id}``) and the dashboard follow ends SUCCESS with the
-  summed report (``total``, ``done``, ``written``, ``present``, ``missing``, ``seconds``);
+  summed report (``total``, ``done``, ``written``, ``present``, ``missing``, ``retracted``,
+  ``seconds``);
 - meanwhile each chunk adds its pages to one progress hash in Redis (workers/warmstate.py
   ``run_key``: HINCRBY, so concurrent chunks count once each) and writes the sum as that id's
   PROGRESS state (done/total);
@@ -48,7 +49,7 @@ from workers.scheduler import LeaderLease
 RETRY_ON: Final = (CacheUnavailable, DatabaseUnavailable)
 # The progress hash outlives any run (its chunks' hard limits) and then goes by itself.
 RUN_TTL_S: Final = 6 * 3600
-COUNTS: Final = ("done", "written", "present", "missing")
+COUNTS: Final = ("done", "written", "present", "missing", "retracted")
 
 
 def _lease(runtime: TaskRuntime, run: dict[str, Any], *, held: bool) -> LeaderLease:

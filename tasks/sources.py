@@ -84,6 +84,10 @@ class Source(Protocol):
         """The members among ``ids`` that exist, by id (one query per 5,000 ids)."""
         ...
 
+    def member_versions(self, ids: Iterable[int]) -> dict[int, int]:
+        """The current version of each member among ``ids`` that exists."""
+        ...
+
     def member_pages(
         self, size: int, *, after: int = 0, upto: int | None = None
     ) -> Iterator[list[MemberRow]]:
@@ -136,6 +140,10 @@ class SqlSource:
     def members(self, ids: Iterable[int]) -> dict[int, Member]:
         with self._sessions() as session:
             return queries.members_by_ids(session, ids)
+
+    def member_versions(self, ids: Iterable[int]) -> dict[int, int]:
+        with self._sessions() as session:
+            return queries.member_versions(session, ids)
 
     def member_pages(
         self, size: int, *, after: int = 0, upto: int | None = None

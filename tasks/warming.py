@@ -1,10 +1,12 @@
 """Warm-up logic: read from a Source in batches, write to the cache in pipelined batches.
 
 Plain functions over a CacheService and a Source, with no Celery in sight: the tasks in
-tasks/warmup.py only call them and relay progress. Every batch is one read (one query) and
-one write (one pipelined round trip), so a warm-up costs ``2 * members / batch_size`` round
-trips, not one per key. Warming every member reads the next page while the current one is
-written (a reader thread), so the database and Redis work at the same time.
+tasks/warmup.py only call them and relay progress. Every batch is one read (one query), one
+write (one pipelined round trip) and one re-read of the versions of what was stored (a
+primary-key query: see :func:`_fill_members`), so a warm-up costs ``3 * members /
+batch_size`` round trips, not one per key. Warming every member reads the next page while
+the current one is written (a reader thread), so the database and Redis work at the same
+time.
 
 What is warmed is declared per kind (cache.kinds): ``warmup critical`` fills every variant of
 the kinds marked ``Warm.CRITICAL`` and the hottest records of ``Warm.HOTTEST``. An aggregate is
@@ -58,6 +60,7 @@ class WarmReport:
     written: int = 0  # keys stored
     present: int = 0  # member keys already cached, left as they were
     missing: int = 0  # requested member ids that do not exist
+    retracted: int = 0  # member keys stored, then deleted: a write overtook the row read
     started: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +70,7 @@ class WarmReport:
             "written": self.written,
             "present": self.present,
             "missing": self.missing,
+            "retracted": self.retracted,
             "seconds": round(time.monotonic() - self.started, 3),
         }
 
@@ -154,12 +158,26 @@ def aggregate_count(data_type: DataType | None = None) -> int:
     return sum(len(kind.variants) for kind in _aggregates(data_type))
 
 
-def _fill_members(cache: CacheService, rows: list[MemberRow], report: WarmReport) -> None:
+def _fill_members(
+    cache: CacheService, source: Source, rows: list[MemberRow], report: WarmReport
+) -> None:
+    """Fill the rows' missing keys, then retract those a write overtook: a write committed
+    after the page was read, whose invalidation deleted the key before the SET NX, left the
+    old version cached. One primary-key query re-reads the versions of what was stored; a
+    write committed after that query invalidates after our SET, so nothing slips between."""
     key = cache.keys.member
+    ids = {key(member_id): member_id for member_id, _, _ in rows}
     items = [(key(member_id), fragment(doc), version) for member_id, version, doc in rows]
     stored = fill_missing(cache, items, DataType.MEMBER)
-    report.written += stored
-    report.present += len(rows) - stored
+    report.written += len(stored)
+    report.present += len(rows) - len(stored)
+    if not stored:
+        return
+    now = source.member_versions(ids[k] for k, _, _ in stored)
+    overtaken = [k for k, _, version in stored if now.get(ids[k]) != version]
+    if overtaken:
+        cache.delete(*overtaken)  # with their leases; queued in the outbox if Redis is away
+        report.retracted += len(overtaken)
 
 
 def _rows(members: Iterable[Member]) -> list[MemberRow]:
@@ -182,7 +200,7 @@ def warm_members(
     for start in range(0, len(wanted), batch_size):
         chunk = wanted[start : start + batch_size]
         found = source.members(chunk)
-        _fill_members(cache, _rows(found.values()), report)
+        _fill_members(cache, source, _rows(found.values()), report)
         report.missing += len(chunk) - len(found)
         report.done += len(chunk)
         progress(report.done, report.total)
@@ -204,7 +222,7 @@ def warm_all_members(
     report = WarmReport(started=time.monotonic(), total=source.count_members())
     progress(0, report.total)
     for page in prefetched(source.member_pages(batch_size)):
-        _fill_members(cache, page, report)
+        _fill_members(cache, source, page, report)
         report.done += len(page)
         progress(report.done, max(report.total, report.done))
     report.total = max(report.total, report.done)
@@ -234,7 +252,7 @@ def warm_member_range(
     and one pipeline per batch; ``total`` is what was found."""
     report = WarmReport(started=time.monotonic())
     for page in prefetched(source.member_pages(batch_size, after=after, upto=upto)):
-        _fill_members(cache, page, report)
+        _fill_members(cache, source, page, report)
         report.done += len(page)
         report.total = report.done
         progress(report.done, report.total)

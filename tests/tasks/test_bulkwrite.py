@@ -19,7 +19,7 @@ def test_values_round_trip_through_the_core(cache: CacheService) -> None:
         (keys.member(2), fragment(b'{"id":2,"tags":["a","b"]}'), 1),
         (keys.member(3), big, 1),
     ]
-    assert fill_missing(cache, items, DataType.MEMBER) == 3
+    assert len(fill_missing(cache, items, DataType.MEMBER)) == 3
     assert cache.get_many(keys.members([1, 2, 3]), DataType.MEMBER) == [
         {"id": 1, "name": "Ünal"},
         {"id": 2, "tags": ["a", "b"]},
@@ -37,12 +37,12 @@ def test_values_round_trip_through_the_core(cache: CacheService) -> None:
 def test_existing_keys_are_left_alone(cache: CacheService) -> None:
     key = cache.keys.member(9)
     assert cache.set(key, {"kept": True}, DataType.MEMBER)
-    assert fill_missing(cache, [(key, {"kept": False}, 99)], DataType.MEMBER) == 0
+    assert len(fill_missing(cache, [(key, {"kept": False}, 99)], DataType.MEMBER)) == 0
     assert cache.get(key, DataType.MEMBER) == {"kept": True}
-    assert fill_missing(cache, [], DataType.MEMBER) == 0
+    assert len(fill_missing(cache, [], DataType.MEMBER)) == 0
     # Among others, only the missing ones are stored and counted.
     items = [(cache.keys.member(n), {"n": n}, 1) for n in range(7, 12)]
-    assert fill_missing(cache, items, DataType.MEMBER) == 4
+    assert len(fill_missing(cache, items, DataType.MEMBER)) == 4
     assert cache.get(key, DataType.MEMBER) == {"kept": True}
     assert cache.get(cache.keys.member(11), DataType.MEMBER) == {"n": 11}
 
@@ -80,7 +80,7 @@ def test_redis_down_is_cache_unavailable(settings: Settings) -> None:
 def test_cache_disabled_writes_nothing(settings: Settings) -> None:
     off = build_cache(settings.model_copy(update={"cache_enabled": False}))
     try:
-        assert fill_missing(off, [(off.keys.member(1), {}, 1)], DataType.MEMBER) == 0
+        assert len(fill_missing(off, [(off.keys.member(1), {}, 1)], DataType.MEMBER)) == 0
         assert not off.clients.writer.exists(off.keys.member(1))
     finally:
         off.close()
