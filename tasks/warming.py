@@ -166,17 +166,17 @@ def _fill_members(
     old version cached. One primary-key query re-reads the versions of what was stored; a
     write committed after that query invalidates after our SET, so nothing slips between."""
     key = cache.keys.member
-    ids = {key(member_id): member_id for member_id, _, _ in rows}
     items = [(key(member_id), fragment(doc), version) for member_id, version, doc in rows]
     stored = fill_missing(cache, items, DataType.MEMBER)
     report.written += len(stored)
     report.present += len(rows) - len(stored)
     if not stored:
         return
-    now = source.member_versions(ids[k] for k, _, _ in stored)
-    overtaken = [k for k, _, version in stored if now.get(ids[k]) != version]
+    ids = {item[0]: row[0] for item, row in zip(items, rows, strict=True)}  # key -> member id
+    overtaken = source.overtaken([(ids[k], version) for k, _, version in stored])
     if overtaken:
-        cache.delete(*overtaken)  # with their leases; queued in the outbox if Redis is away
+        # With their leases; queued in the outbox if Redis is away.
+        cache.delete(*(key(member_id) for member_id in overtaken))
         report.retracted += len(overtaken)
 
 

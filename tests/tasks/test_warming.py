@@ -42,9 +42,9 @@ class FakeSource:
         self.queries.append("members")
         return {i: self.rows[i] for i in ids if i in self.rows}
 
-    def member_versions(self, ids: Iterable[int]) -> dict[int, int]:
+    def overtaken(self, stored: Sequence[tuple[int, int]]) -> list[int]:
         self.queries.append("versions")
-        return {i: self.rows[i]["version"] for i in ids if i in self.rows}
+        return [i for i, v in stored if i not in self.rows or self.rows[i]["version"] != v]
 
     def member_id_bounds(self) -> tuple[int, int] | None:
         return (min(self.rows), max(self.rows)) if self.rows else None
