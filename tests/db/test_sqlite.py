@@ -18,6 +18,7 @@ from db import (
     upgrade,
 )
 from db.analytics import member_growth
+from tasks.sources import SqlSource
 
 
 def test_migrate_seed_and_query(tmp_path: Path) -> None:
@@ -44,6 +45,13 @@ def test_migrate_seed_and_query(tmp_path: Path) -> None:
             growth = member_growth(session, now=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
             assert sum(rows["months"][-1]["members"] for rows in growth["tiers"]) == 300
             json.dumps(board)
+        # The warm-up's version re-check: member 1 moved on (its update is committed), member
+        # 2 did not, member 999 does not exist.
+        with session_factory(engine)() as session:
+            second = get_member(session, 2)
+        assert second is not None
+        stored = [(1, version), (2, second["version"]), (999, 1)]
+        assert SqlSource(engine).overtaken(stored) == [1, 999]
         # Re-seeding replaces, it does not add.
         assert seed(engine, 50, progress=False).members == 50
         with session_factory(engine)() as session:
