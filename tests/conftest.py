@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
+from bench._common import clear_prefix
 from cache import AsyncCacheService, CacheService, build_async_cache, build_cache
 from config import Settings, load_settings
 
@@ -20,12 +21,10 @@ TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
 
 
 def _clear_prefix(prefix: str) -> None:
+    # Lease keys live under <prefix>lease:{<key>}, also under the prefix.
     client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
     try:
-        batch = list(client.scan_iter(match=prefix + "*", count=1000))
-        # Lease keys live under <prefix>lease:{<key>}, also under the prefix.
-        for start in range(0, len(batch), 500):
-            client.unlink(*batch[start : start + 500])
+        clear_prefix(prefix, client)
     finally:
         client.close()
 
