@@ -17,6 +17,7 @@ version guard) is in cache/loading.py, the tag generations in cache/generations.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -276,6 +277,17 @@ class CacheCore:
         value = self.near_value(node, data_type)
         left = node.entry.soft_expires_at - self.clock()
         return Fetched(value, Outcome.HIT, max(left, 0.0), "near", node)
+
+    def recent_members(
+        self, limit: int, wanted: Callable[[str], bool] = lambda _key: True
+    ) -> list[int]:
+        """Up to ``limit`` ids of the member records the near tier holds whose key is
+        ``wanted``, the most recently read first (none without a near tier)."""
+        if self.near is None or limit <= 0:
+            return []
+        of = self.keys.member_id_of
+        found = (of(key) for key in self.near.recent() if wanted(key))
+        return list(itertools.islice((i for i in found if i is not None), limit))
 
     def near_drop(self, keys: Iterable[str]) -> None:
         """Own writes: the near tier forgets the keys before the write is sent."""

@@ -243,6 +243,14 @@ class NearCache:
             self._bytes += extra
             self._evict()
 
+    def recent(self) -> list[str]:
+        """The held keys, the most recently read first: what this process's readers want now
+        (a warm-up after a clear fills those first)."""
+        with self._lock:  # against the tracker's invalidations; list() is one step for a hit
+            held = list(self._nodes)
+        held.reverse()
+        return held
+
     # --- tag generations --------------------------------------------------------------------
     def generations(self, keys: list[str]) -> tuple[int, ...] | None:
         """The held values of these generation keys while tracking is up, else None."""

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Final
 
 from cache import AsyncCacheService
@@ -98,6 +99,19 @@ async def _batches(cache: AsyncCacheService, match: str, batch: int) -> AsyncIte
         yield keys
         if cursor == 0:
             return
+
+
+def hot_members(cache: AsyncCacheService, glob: str, limit: int) -> list[int]:
+    """Up to ``limit`` member records that ``glob`` clears, the most recently read in this
+    process first (its near tier): the warm-up after the clear fills them before the rest,
+    so the hottest keys are missing for milliseconds, not for the whole warm-up. None for a
+    pattern :func:`clear` refuses."""
+    try:
+        scan_match(cache, glob)
+    except PatternRefused:
+        return []
+    relative, skip = re.sub(r"\*{2,}", "*", glob), len(cache.keys.prefix)
+    return cache.core.recent_members(limit, lambda key: fnmatchcase(key[skip:], relative))
 
 
 async def _unlink(cache: AsyncCacheService, keys: list[bytes]) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
@@ -40,7 +40,7 @@ from api_stub.management import health as health_
 from api_stub.management import prometheus
 from api_stub.management.audit import Errors
 from api_stub.management.auth import Principal, Role
-from api_stub.management.clear import MAX_PATTERN, Cleared, PatternRefused, clear
+from api_stub.management.clear import MAX_PATTERN, Cleared, PatternRefused, clear, hot_members
 from api_stub.management.guard import Admin, Management, Viewer, acting
 from api_stub.management.runtime import ManagementRuntime
 from api_stub.management.schemas import (
@@ -310,10 +310,13 @@ async def delete_clear(
 ) -> Response:
     arguments = {"pattern": pattern, "dry_run": dry_run}
     async with m.auditor.action(who, "cache.clear", arguments, 200, _CLEAR_ERRORS) as outcome:
+        # What this process's readers read, taken before the clear empties the near tier.
+        autowarm = m.settings.cache_autowarm and not dry_run
+        hot = hot_members(m.cache, pattern, m.settings.cache_autowarm_hottest) if autowarm else []
         cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
         answer = cleared.as_dict()
-        if cleared.deleted and not dry_run and m.settings.cache_autowarm:
-            answer["warmup"] = await _autowarm(m, "clear")
+        if cleared.deleted and autowarm:
+            answer["warmup"] = await _autowarm(m, "clear", first=hot)
         outcome.result = answer
     return json_response(answer)
 
@@ -332,16 +335,21 @@ _REPLAY_ERRORS: Final[Errors] = {
 }
 
 
-async def _autowarm(m: ManagementRuntime, reason: str) -> dict[str, Any]:
-    """Send the automatic warm-up; its task id, or why it was not sent (never raised: what
-    triggered it is done, and beat's checks are the fallback)."""
+async def _autowarm(m: ManagementRuntime, reason: str, first: Sequence[int] = ()) -> dict[str, Any]:
+    """Send the automatic warm-up (``first``: member ids it fills before anything else); its
+    task id, or why it was not sent (never raised: what triggered it is done, and beat's
+    checks are the fallback)."""
     try:
         task_id = await _broker(
-            lambda: m.tasks.enqueue_auto_warm(reason), timeout=AUTOWARM_SEND_TIMEOUT_S
+            lambda: m.tasks.enqueue_auto_warm(reason, first=first),
+            timeout=AUTOWARM_SEND_TIMEOUT_S,
         )
     except HTTPException as exc:
         return {"task_id": None, "error": str(exc.detail)}
-    return {"task_id": task_id, "status_url": f"{PREFIX}/warmup/{task_id}"}
+    answer: dict[str, Any] = {"task_id": task_id, "status_url": f"{PREFIX}/warmup/{task_id}"}
+    if first:
+        answer["first"] = len(first)  # member records it fills before anything else
+    return answer
 
 
 @router.post(

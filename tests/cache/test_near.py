@@ -203,3 +203,14 @@ def test_generations_are_held_under_the_same_rules_as_entries() -> None:
     near.down()  # tracking lost: nothing held, nothing kept
     near.keep_generations(keys, (4, 5), near.seq)
     assert near.generations(keys) is None
+
+
+def test_recent_lists_held_keys_most_recently_read_first() -> None:
+    near = _live()
+    for key in ("a", "b", "c"):
+        near.keep(key, _entry({"k": key}), near.seq)
+    assert near.hit("a") is not None  # read again: now the most recent
+    near.invalidate(["b"])
+    assert near.recent() == ["a", "c"]
+    near.flush()
+    assert near.recent() == []

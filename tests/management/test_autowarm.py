@@ -126,10 +126,13 @@ async def test_a_clear_through_the_management_api_is_followed_by_a_warm_up(
     async with serve(settings, tokens) as mgmt:
         paths = _paths(hot_member)
         await _first_reads(mgmt, paths)  # the routes fill the cache: something to clear
+        await _first_reads(mgmt, paths)  # HITs from Redis: now in this process's near tier
         deadline = time.monotonic() + WITHIN
         cleared = await mgmt.call("DELETE", f"{PREFIX}/clear", "admin", params={"pattern": "*"})
         assert cleared.status_code == 200, cleared.text
         assert cleared.json()["deleted"] >= len(paths)
+        # The member this process read goes first, before the rest of the warm-up.
+        assert cleared.json()["warmup"]["first"] == 1, cleared.json()
         status_url = cleared.json()["warmup"]["status_url"]
 
         async def done() -> dict[str, Any] | None:
@@ -139,6 +142,7 @@ async def test_a_clear_through_the_management_api_is_followed_by_a_warm_up(
         state = await _wait(mgmt, done, deadline, "warm-up after the clear")
         assert state["state"] == "SUCCESS", state
         assert state["result"]["reason"] == "clear" and state["result"]["warmed"] is True
+        assert state["result"]["first"] == {"written": 1, "missing": 0}, state["result"]
         reads = await _first_reads(mgmt, paths)
         assert time.monotonic() < deadline
     assert set(reads.values()) == {"HIT"}, reads

@@ -9,7 +9,13 @@ import pytest
 import redis
 
 from api_stub.management import PREFIX
-from api_stub.management.clear import MAX_PATTERN, MAX_STARS, PatternRefused, scan_match
+from api_stub.management.clear import (
+    MAX_PATTERN,
+    MAX_STARS,
+    PatternRefused,
+    hot_members,
+    scan_match,
+)
 from cache import build_async_cache
 from config import Settings
 from tests.conftest import TEST_REDIS_DB
@@ -148,3 +154,17 @@ async def test_a_key_built_by_the_cache_is_what_clear_matches(settings: Settings
         assert scan_match(cache, "member:*").startswith(settings.redis_key_prefix)
     finally:
         await cache.close()
+
+
+async def test_the_members_read_here_are_what_the_warm_up_after_a_clear_fills_first(
+    mgmt: Mgmt,
+) -> None:
+    for member_id in (3, 1, 2, 3, 1, 2, 1):  # a MISS, then HITs that the near tier keeps
+        answer = await mgmt.call("GET", f"/api/v1/members/{member_id}", None)
+        assert answer.status_code == 200, answer.text
+    cache = mgmt.runtime.cache
+    assert hot_members(cache, "*", 10) == [1, 2, 3]  # the most recently read first
+    assert hot_members(cache, "member:*", 2) == [1, 2]
+    assert hot_members(cache, "member:2*", 10) == [2]
+    assert hot_members(cache, "analytics:*", 10) == []  # the records stay: nothing to refill
+    assert hot_members(cache, "sys:*", 10) == []  # refused by the clear as well
