@@ -122,9 +122,7 @@ class Settings(BaseSettings):
     # The warm-up lease (one warm-up at a time across workers) lapses after this long
     # without renewal; renewed every batch, so it only matters when a worker dies mid-run.
     cache_autowarm_lease_s: PositiveInt = 60
-    # Members warmed by the automatic warm-up: the hottest by recent activity; after a
-    # `clear`, also the member records the clearing API process read most recently (its
-    # near tier), filled before anything else.
+    # Members warmed by the automatic warm-up: the hottest by recent activity.
     cache_autowarm_hottest: NonNegativeInt = 1_000
     # What the automatic warm-up after a `clear` fills. "all": every member too (the chunked
     # warm-up: ~20 s for 1,000,000 members on two cores), as the cache held before the clear;
