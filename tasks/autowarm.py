@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any, Final
 
 from celery import Task, shared_task
@@ -127,30 +126,14 @@ def send_auto_warm(task: Task[Any, Any], reason: str, *, only_if_cold: bool = Fa
 
 
 @shared_task(bind=True, **routing.task_options(routing.AUTO_WARM, retry_on=RETRY_ON))
-def auto_warm(
-    self: Task[Any, Any], reason: str, only_if_cold: bool = False, first: Sequence[int] = ()
-) -> dict[str, Any]:
+def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> dict[str, Any]:
     """The critical warm-up under the cluster-wide lease; skipped when another holds it (or,
-    with ``only_if_cold``, when every critical key is cached).
-
-    ``first``: the members readers were reading when the cache was emptied (the clearing API
-    process's near tier), filled before anything else and outside the lease: a few hundred
-    records take milliseconds, and the whole warm-up (seconds to minutes) would otherwise
-    leave the hottest keys missing until it reached them. Filling them twice is harmless.
-    """
+    with ``only_if_cold``, when every critical key is cached)."""
     if reason not in REASONS:
         raise ValueError(f"unknown warm-up reason {reason!r}; expected one of {REASONS}")
-    if len(first) > routing.MAX_IDS or not all(
-        type(member_id) is int and member_id > 0 for member_id in first
-    ):
-        raise ValueError(f"first: at most {routing.MAX_IDS} positive member ids")
     runtime = runtime_of(self)
     cache, settings = runtime.cache, runtime.settings
     answer: dict[str, Any] = {"reason": reason, "warmed": False}
-    if first:
-        hot = warming.warm_members(cache, runtime.source, first)
-        answer["first"] = {"written": hot.written, "missing": hot.missing}
-        log.info("auto warm-up %s: %d of %d first members written", reason, hot.written, len(first))
     everything = reason == "clear" and settings.cache_autowarm_after_clear == "all"
     # More members than one chunk: the chord of chunks takes this task's place (it takes the
     # lease itself, and answers "skipped" when another warm-up holds it).

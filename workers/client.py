@@ -107,24 +107,17 @@ class TaskClient:
             return self.send(routing.WARMUP_MEMBERS, wanted)
         return self.send(routing.WARMUP_DATA_TYPE, kind)
 
-    def enqueue_auto_warm(
-        self, reason: str, *, only_if_cold: bool = False, first: Iterable[int] = ()
-    ) -> str:
+    def enqueue_auto_warm(self, reason: str, *, only_if_cold: bool = False) -> str:
         """The automatic warm-up (tasks/autowarm.py): the critical warm-up under the
-        cluster-wide lease; ``reason`` says why (the result and the dashboard show it).
-        ``first``: member ids readers were reading (at most routing.MAX_IDS), filled before
-        anything else."""
+        cluster-wide lease; ``reason`` says why (the result and the dashboard show it)."""
         if reason not in routing.AUTO_WARM_REASONS:
             raise ValueError(
                 f"unknown warm-up reason {reason!r}; expected one of {routing.AUTO_WARM_REASONS}"
             )
-        ids = [_positive_int(member_id, "member id") for member_id in first]
-        if len(ids) > routing.MAX_IDS:
-            raise ValueError(f"at most {routing.MAX_IDS} ids to warm first, got {len(ids)}")
         result = self.app.send_task(
             routing.AUTO_WARM.name,
             args=[reason],
-            kwargs={"only_if_cold": only_if_cold, "first": ids},
+            kwargs={"only_if_cold": only_if_cold},
             queue=routing.AUTO_WARM.queue,
         )
         return str(result.id)

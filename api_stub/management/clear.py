@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
@@ -127,22 +127,47 @@ async def _unlink(cache: AsyncCacheService, keys: list[bytes]) -> int:
 
 
 async def clear(
-    cache: AsyncCacheService, glob: str, *, dry_run: bool, batch: int = 1000
+    cache: AsyncCacheService,
+    glob: str,
+    *,
+    dry_run: bool,
+    batch: int = 1000,
+    first: Sequence[str] = (),
+    refill: Callable[[], Awaitable[object]] | None = None,
 ) -> Cleared:
     """Delete (or count) the keys under the prefix matching ``glob``.
+
+    ``first``: keys that ``glob`` matches (the records readers are reading) deleted in one
+    step before the scan; then ``refill`` is awaited (it sends their warm-up), and the scan
+    leaves those keys alone: what it finds there was written after the clear began. A clear
+    of a million keys takes tens of seconds; the hottest keys are then missing for as long as
+    their warm-up takes, not until the scan reaches them and a reader or the warm-up after
+    the clear fills them again.
 
     PatternRefused for a bad pattern; CacheUnavailable (``args[1]`` is the partial Cleared)
     when Redis fails part-way.
     """
     match = scan_match(cache, glob)
     system = (cache.keys.prefix + SYSTEM + ":").encode()
+    spared = {key.encode() for key in first}
     outcome = Cleared(glob, match, dry_run)
     started = time.perf_counter()
     try:
+        if spared and not dry_run:
+            outcome.steps += 1
+            removed = await _unlink(cache, list(spared))
+            if removed < 0:
+                raise CacheUnavailable("UNLINK failed: Redis unavailable")
+            outcome.matched += removed
+            outcome.deleted += removed
+            if refill is not None:
+                await refill()
+        else:
+            spared = set()
         async for found in _batches(cache, match, batch):
             outcome.steps += 1
-            doomed = [key for key in found if not key.startswith(system)]
-            outcome.skipped_system += len(found) - len(doomed)
+            doomed = [key for key in found if not key.startswith(system) and key not in spared]
+            outcome.skipped_system += sum(1 for key in found if key.startswith(system))
             outcome.matched += len(doomed)
             if doomed and not dry_run:
                 removed = await _unlink(cache, doomed)

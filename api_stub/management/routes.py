@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
@@ -312,13 +312,29 @@ async def delete_clear(
     arguments = {"pattern": pattern, "dry_run": dry_run}
     async with m.auditor.action(who, "cache.clear", arguments, 200, _CLEAR_ERRORS) as outcome:
         # What this process's readers read, taken before the clear empties the near tier: as
-        # many as one message names (10,000 records, ~0.15 s of a worker's time).
+        # many as one message names (10,000 records, ~0.15 s of a worker's time). They go
+        # first and are refilled at once, while the rest of the keys are scanned.
         autowarm = m.settings.cache_autowarm and not dry_run
         hot = hot_members(m.cache, pattern, MAX_IDS) if autowarm else []
-        cleared = await clear(m.cache, pattern, dry_run=dry_run, batch=m.config.clear_batch)
+        refilled: dict[str, Any] = {}
+
+        async def refill() -> None:
+            sent = await _enqueued(lambda: m.tasks.enqueue_warmup("members", hot))
+            refilled.update(sent | {"members": len(hot)})
+
+        cleared = await clear(
+            m.cache,
+            pattern,
+            dry_run=dry_run,
+            batch=m.config.clear_batch,
+            first=m.cache.keys.members(hot),
+            refill=refill,
+        )
         answer = cleared.as_dict()
+        if refilled:
+            answer["first"] = refilled
         if cleared.deleted and autowarm:
-            answer["warmup"] = await _autowarm(m, "clear", first=hot)
+            answer["warmup"] = await _enqueued(lambda: m.tasks.enqueue_auto_warm("clear"))
         outcome.result = answer
     return json_response(answer)
 
@@ -337,21 +353,14 @@ _REPLAY_ERRORS: Final[Errors] = {
 }
 
 
-async def _autowarm(m: ManagementRuntime, reason: str, first: Sequence[int] = ()) -> dict[str, Any]:
-    """Send the automatic warm-up (``first``: member ids it fills before anything else); its
-    task id, or why it was not sent (never raised: what triggered it is done, and beat's
-    checks are the fallback)."""
+async def _enqueued(send: Callable[[], str]) -> dict[str, Any]:
+    """A warm-up sent: its task id and status URL, or why it was not sent (never raised:
+    what triggered it is done, and beat's checks are the fallback)."""
     try:
-        task_id = await _broker(
-            lambda: m.tasks.enqueue_auto_warm(reason, first=first),
-            timeout=AUTOWARM_SEND_TIMEOUT_S,
-        )
+        task_id = await _broker(send, timeout=AUTOWARM_SEND_TIMEOUT_S)
     except HTTPException as exc:
         return {"task_id": None, "error": str(exc.detail)}
-    answer: dict[str, Any] = {"task_id": task_id, "status_url": f"{PREFIX}/warmup/{task_id}"}
-    if first:
-        answer["first"] = len(first)  # member records it fills before anything else
-    return answer
+    return {"task_id": task_id, "status_url": f"{PREFIX}/warmup/{task_id}"}
 
 
 @router.post(

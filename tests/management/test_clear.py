@@ -13,6 +13,7 @@ from api_stub.management.clear import (
     MAX_PATTERN,
     MAX_STARS,
     PatternRefused,
+    clear,
     hot_members,
     scan_match,
 )
@@ -168,3 +169,23 @@ async def test_the_members_read_here_are_what_the_warm_up_after_a_clear_fills_fi
     assert hot_members(cache, "member:2*", 10) == [2]
     assert hot_members(cache, "analytics:*", 10) == []  # the records stay: nothing to refill
     assert hot_members(cache, "sys:*", 10) == []  # refused by the clear as well
+
+
+async def test_the_first_keys_go_in_one_step_before_the_scan_which_then_spares_them(
+    mgmt: Mgmt, shared: redis.Redis
+) -> None:
+    cache = mgmt.runtime.cache
+    prefix = cache.keys.prefix
+    shared.mset({f"{prefix}member:{i}": b"old" for i in range(1, 3001)})
+    hot = cache.keys.members([7, 8])
+    seen: list[int] = []
+
+    async def refill() -> None:  # as the warm-up of the first keys does, while the scan runs
+        seen.append(int(shared.exists(*hot)))
+        shared.set(hot[0], b"refilled")
+
+    done = await clear(cache, "member:*", dry_run=False, batch=500, first=hot, refill=refill)
+    assert seen == [0]  # both were gone before the refill was sent
+    assert done.deleted == done.matched == 3000 and done.steps > 2
+    assert shared.get(hot[0]) == b"refilled"  # written after the clear began: kept
+    assert shared.exists(f"{prefix}member:1") == 0

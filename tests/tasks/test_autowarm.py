@@ -106,16 +106,6 @@ def test_a_clear_is_followed_by_every_member_and_a_restart_by_the_hottest(
     assert _cached_members(worker) <= HOTTEST  # the hottest by recent payments, if any
 
 
-def test_the_members_readers_were_reading_are_filled_first(worker: InProcess) -> None:
-    read = [150, 151, 152]
-    done = worker.run(routing.AUTO_WARM, "redis-restart", False, [*read, 10**9])
-    assert done.state == "SUCCESS", done.error
-    assert done.result["first"] == {"written": 3, "missing": 1}, done.result
-    assert worker.cache.clients.writer.exists(*worker.cache.keys.members(read)) == 3
-    refused = worker.run(routing.AUTO_WARM, "clear", False, [1, 0])
-    assert refused.state == "FAILURE" and "positive member ids" in (refused.error or "")
-
-
 def test_a_cold_cache_is_warmed_and_a_warm_one_left_alone(worker: InProcess) -> None:
     assert len(missing_critical(worker.cache)) == CRITICAL_KEYS
     first = worker.run(routing.AUTO_WARM, "worker-start", True)

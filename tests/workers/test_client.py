@@ -70,9 +70,6 @@ def test_enqueue_hooks_refuse_bad_arguments(offline_client: TaskClient) -> None:
             offline_client.enqueue_bulk_operation("update", 2, ids)  # type: ignore[arg-type]
     with pytest.raises(ValueError):  # nothing touched: no members to name
         offline_client.enqueue_bulk_operation("update", 0, [1])
-    for first in ([0], [True], ["7"], list(range(1, routing.MAX_IDS + 2))):
-        with pytest.raises(ValueError):
-            offline_client.enqueue_auto_warm("clear", first=first)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
