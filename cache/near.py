@@ -245,7 +245,7 @@ class NearCache:
 
     def recent(self) -> list[str]:
         """The held keys, the most recently read first: what this process's readers want now
-        (a warm-up after a clear fills those first)."""
+        (a management clear refills those first)."""
         with self._lock:  # against the tracker's invalidations; list() is one step for a hit
             held = list(self._nodes)
         held.reverse()

@@ -12,6 +12,9 @@ state under ``<prefix>sys:`` (the write-behind stream, the outbox, the beat leas
 cleared: a pattern that names it is refused, and keys of it that a wider pattern matches are
 skipped and counted.
 
+The keys readers are reading go first (the management route passes the member records its
+near tier holds): deleted in one step, their warm-up sent, and then spared by the scan.
+
 With ``dry_run`` the keys are counted, not deleted. SCAN may return a key twice while the
 server resizes its table, so a dry run's count is an upper bound; ``deleted`` is what UNLINK
 removed.
@@ -103,9 +106,8 @@ async def _batches(cache: AsyncCacheService, match: str, batch: int) -> AsyncIte
 
 def hot_members(cache: AsyncCacheService, glob: str, limit: int) -> list[int]:
     """Up to ``limit`` member records that ``glob`` clears, the most recently read in this
-    process first (its near tier): the warm-up after the clear fills them before the rest,
-    so the hottest keys are missing for milliseconds, not for the whole warm-up. None for a
-    pattern :func:`clear` refuses."""
+    process first (its near tier): the ``first`` keys of :func:`clear`. None for a pattern
+    :func:`clear` refuses."""
     try:
         scan_match(cache, glob)
     except PatternRefused:
