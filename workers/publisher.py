@@ -73,6 +73,9 @@ class MetricsPublisher:
         self.process = process or process_id(role)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # One publication at a time: the thread's and an explicit one (a snapshot's, a
+        # shutdown's) must not interleave, or an older document lands after a newer one.
+        self._publishing = threading.Lock()
 
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -90,19 +93,21 @@ class MetricsPublisher:
 
     def publish(self) -> bool:
         """One pipelined publication; False when Redis did not take it."""
-        keys = self.cache.keys
-        now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(keys.system("metrics", self.process), json.dumps(self.document()), ex=self.ttl)
-        pipe.zadd(keys.system("processes"), {self.process: now})
-        pipe.zremrangebyscore(keys.system("processes"), "-inf", now - self.ttl)
-        # The index outlives its members by a day at most once every process is gone.
-        pipe.expire(keys.system("processes"), 86_400)
-        # Through the breaker: nothing is sent while Redis is known to be away.
-        if self.cache.run(pipe.execute) is UNAVAILABLE:
-            log.debug("metrics of %s not published: Redis unavailable", self.process)
-            return False
-        return True
+        with self._publishing:
+            keys = self.cache.keys
+            now = time.time()
+            pipe = self.client.pipeline(transaction=False)
+            document = json.dumps(self.document())
+            pipe.set(keys.system("metrics", self.process), document, ex=self.ttl)
+            pipe.zadd(keys.system("processes"), {self.process: now})
+            pipe.zremrangebyscore(keys.system("processes"), "-inf", now - self.ttl)
+            # The index outlives its members by a day at most once every process is gone.
+            pipe.expire(keys.system("processes"), 86_400)
+            # Through the breaker: nothing is sent while Redis is known to be away.
+            if self.cache.run(pipe.execute) is UNAVAILABLE:
+                log.debug("metrics of %s not published: Redis unavailable", self.process)
+                return False
+            return True
 
     def start(self) -> MetricsPublisher:
         if self._thread is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from cache import CacheService, DataType, build_cache
@@ -59,3 +60,29 @@ def test_the_thread_publishes_every_interval_and_flushes_on_stop(
 def test_process_ids_are_valid_key_parts() -> None:
     assert process_id("worker").startswith("worker-")
     assert all(ch.isalnum() or ch in "_.-" for ch in process_id("a b:c"))
+
+
+def test_an_older_document_never_lands_after_a_newer_one(cache: CacheService) -> None:
+    """The thread's publication and an explicit one (a snapshot's) in the same process: the
+    one whose document was built first is written first."""
+    building, release = threading.Event(), threading.Event()
+    calls = iter(("older", "newer"))
+
+    def extra() -> str:
+        version = next(calls)
+        if version == "older":  # the first publication is held between build and write
+            building.set()
+            release.wait(5)
+        return version
+
+    publisher = MetricsPublisher(cache, "api", extras={"version": extra})
+    first = threading.Thread(target=publisher.publish)
+    first.start()
+    assert building.wait(5)
+    second = threading.Thread(target=publisher.publish)
+    second.start()
+    time.sleep(0.2)  # the newer one, unserialized, would be written by now
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert read_published(cache)[publisher.process]["version"] == "newer"
