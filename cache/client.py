@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -112,6 +113,16 @@ class _Flavour:
     client: Any
 
 
+class _AsyncBlockingSentinelPool(
+    aioredis.sentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool
+):
+    """The Sentinel pool of the async clients, queuing callers beyond ``max_connections``
+    as the standalone pool does. redis-py has no blocking Sentinel pool, and since redis-py
+    8 its Sentinel pools stop at 100 connections and fail the next caller with
+    MaxConnectionsError; the breaker counts that as Redis down. Seen in the 1,000,000-member
+    replay: 9 "Too many connections" in the API while the new master forked for a resync."""
+
+
 _SYNC = _Flavour(RedisCluster, ClusterNode, Sentinel, redis.BlockingConnectionPool, redis.Redis)
 _ASYNC = _Flavour(
     AsyncRedisCluster,
@@ -144,10 +155,17 @@ def _connect(
             **common,
         )
         name = role.sentinel_master
-        # redis-py has no blocking Sentinel pool: a capped one would fail bursts of callers
-        # with MaxConnectionsError, so Sentinel pools grow with demand.
-        master = sentinel.master_for(name)
-        reader = sentinel.slave_for(name) if role.read_from_replica else master
+        # redis-py has no blocking Sentinel pool: the async clients (the API) get ours; the
+        # sync ones keep redis-py's, which fails callers beyond 100 connections at once.
+        pooled: dict[str, Any] = {}
+        if asyncio:
+            pooled = {
+                "connection_pool_class": _AsyncBlockingSentinelPool,
+                "max_connections": settings.redis_max_connections,
+                "timeout": _pool_wait(settings),
+            }
+        master = sentinel.master_for(name, **pooled)
+        reader = sentinel.slave_for(name, **pooled) if role.read_from_replica else master
         return "sentinel", master, reader, sentinel
     # rediss:// in the URL selects the TLS connection class; the flag itself is not wanted.
     common.pop("ssl", None)

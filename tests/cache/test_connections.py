@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from cache import CacheService, DataType, build_cache
+from cache import CacheService, DataType, build_async_cache, build_cache
 from config import load_settings
 from tests.support.redis_procs import (
     make_tls_files,
@@ -73,5 +74,37 @@ def test_reads_from_a_replica_when_allowed() -> None:
         finally:
             if cache is not None:
                 cache.close()
+            for sentinel in sentinels:
+                sentinel.close()
+
+
+def test_async_sentinel_callers_beyond_the_pool_queue_instead_of_failing() -> None:
+    """The API's Sentinel pool holds at most REDIS_MAX_CONNECTIONS and queues the callers
+    beyond it, as the standalone pool does: a burst is not an outage for the breaker."""
+    with start_redis() as master:
+        sentinels = start_sentinels(master, count=1)
+        try:
+            settings = load_settings(
+                redis_sentinels=",".join(f"127.0.0.1:{s.port}" for s in sentinels),
+                redis_max_connections=2,
+                redis_key_prefix="burst:",
+                _env_file=None,
+            )
+
+            async def burst() -> list[object]:
+                cache = build_async_cache(settings)
+                try:
+                    writer = cache.clients.writer
+                    # Each BLPOP holds its connection for 0.1 s (below the socket timeout).
+                    waits = [writer.blpop([f"burst:{i}"], timeout=0.1) for i in range(12)]
+                    found = await asyncio.gather(*waits, return_exceptions=True)
+                    pool = writer.connection_pool
+                    assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
+                    return found
+                finally:
+                    await cache.close()
+
+            assert asyncio.run(burst()) == [None] * 12
+        finally:
             for sentinel in sentinels:
                 sentinel.close()
