@@ -87,6 +87,8 @@ def test_async_sentinel_callers_beyond_the_pool_queue_instead_of_failing() -> No
             settings = load_settings(
                 redis_sentinels=",".join(f"127.0.0.1:{s.port}" for s in sentinels),
                 redis_max_connections=2,
+                # The queue's wait is 4 socket timeouts: ample for 40 GETs on a loaded machine.
+                redis_socket_timeout=2.0,
                 redis_key_prefix="burst:",
                 _env_file=None,
             )
@@ -95,16 +97,17 @@ def test_async_sentinel_callers_beyond_the_pool_queue_instead_of_failing() -> No
                 cache = build_async_cache(settings)
                 try:
                     writer = cache.clients.writer
-                    # Each BLPOP holds its connection for 0.1 s (below the socket timeout).
-                    waits = [writer.blpop([f"burst:{i}"], timeout=0.1) for i in range(12)]
-                    found = await asyncio.gather(*waits, return_exceptions=True)
+                    # 40 callers at once: unqueued, each would open a connection of its own.
+                    found = await asyncio.gather(
+                        *(writer.get(f"burst:{i}") for i in range(40)), return_exceptions=True
+                    )
                     pool = writer.connection_pool
                     assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
                     return found
                 finally:
                     await cache.close()
 
-            assert asyncio.run(burst()) == [None] * 12
+            assert asyncio.run(burst()) == [None] * 40
         finally:
             for sentinel in sentinels:
                 sentinel.close()
