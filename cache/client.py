@@ -117,10 +117,10 @@ class _AsyncBlockingSentinelPool(
     aioredis.sentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool
 ):
     """The Sentinel pool of the async clients, queuing callers beyond ``max_connections``
-    as the standalone pool does. redis-py has no blocking Sentinel pool, and since redis-py
-    8 its Sentinel pools stop at 100 connections and fail the next caller with
-    MaxConnectionsError; the breaker counts that as Redis down. Seen in the 1,000,000-member
-    replay: 9 "Too many connections" in the API while the new master forked for a resync."""
+    as the standalone pool does. redis-py has no blocking Sentinel pool, and its pools (8.2)
+    stop at 100 connections by default and fail the next caller with MaxConnectionsError;
+    the breaker counts that as Redis down. Seen in the 1,000,000-member replay: 9 "Too many
+    connections" in the API while the new master forked for a resync."""
 
 
 _SYNC = _Flavour(RedisCluster, ClusterNode, Sentinel, redis.BlockingConnectionPool, redis.Redis)
