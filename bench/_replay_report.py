@@ -291,6 +291,8 @@ def table(result: dict[str, Any]) -> str:
          f"{(on['consistency'] or {}).get('checks')}, "
          f"{(on['consistency'] or {}).get('check_seconds')}, "
          f"{(on['consistency'] or {}).get('db_reads')}", ""),
+        ("samples checked again: a later change on its way",
+         f"{(on['consistency'] or {}).get('rechecks')}", ""),
     )  # fmt: skip
     for row in rows:
         summary.add_row(*row)

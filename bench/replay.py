@@ -268,9 +268,11 @@ class Run:
         return {"kill": (trace_kill, kill), "clear": (trace_clear, clear)}
 
     def settle(self, base_url: str, *, drain: bool) -> dict[str, Any]:
-        """The platform's figures once the monitor has no check pending (when ``drain``)."""
+        """The platform's figures once the monitor has no check pending (when ``drain``):
+        the last write's checks, and a sample checked again one window later (a later change
+        on its way, tasks/monitor.py), within twice the longest window."""
         longest = max(float(w) for w in self.args.windows.split(","))
-        deadline = time.monotonic() + (longest + DRAIN_MARGIN_S if drain else 0.0)
+        deadline = time.monotonic() + (2 * longest + DRAIN_MARGIN_S if drain else 0.0)
         task = self.progress.add_task("last consistency checks", total=None) if drain else None
         headers = {"authorization": f"Bearer {self.token}"}
         figures: dict[str, Any] = {}

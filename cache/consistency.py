@@ -20,6 +20,11 @@ A sample is one member: its id, the version the write produced (None after a bul
 which returns no versions) and the acknowledgement time. Recording is one pipelined step,
 only for a sampled write; a Redis that refuses it loses the sample, never the write.
 
+A check that finds a copy behind a *later* change of the member (committed after the sampled
+write, perhaps still on its way to the cache: its writer has not acknowledged it yet) puts the
+sample back once, with what it saw (:class:`Seen`), due one window later; the change must show
+by then (tasks/monitor.py).
+
 Claiming a due check is ZREM: of two monitors that read the same due sample, one removes
 it and checks it, the other skips it.
 """
@@ -74,12 +79,27 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """A later change of the member that a check found missing from a copy: the database's
+    row then (version, None when deleted; its updated-at), and when it must show by."""
+
+    version: int | None
+    updated_at: float | None
+    due: float  # unix seconds: the first check's time plus the window
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     member_id: int
     version: int | None  # what the write produced; None after a bulk change
     acked_at: float  # unix seconds
     change: str  # cache.kinds.Change value
     nonce: str  # two samples of one member at one instant stay two
+    seen: Seen | None = None  # set when the sample waits for a later change to show
+
+    def due(self, window: float) -> float:
+        """When this sample's check in ``window`` falls due."""
+        return self.seen.due if self.seen is not None else self.acked_at + window
 
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -87,12 +107,20 @@ class Sample:
     @classmethod
     def decode(cls, raw: str | bytes) -> Sample:
         data = json.loads(raw)
+        seen = data.get("seen")
         return cls(
             int(data["member_id"]),
             None if data["version"] is None else int(data["version"]),
             float(data["acked_at"]),
             str(data["change"]),
             str(data["nonce"]),
+            None
+            if seen is None
+            else Seen(
+                None if seen["version"] is None else int(seen["version"]),
+                None if seen["updated_at"] is None else float(seen["updated_at"]),
+                float(seen["due"]),
+            ),
         )
 
 
@@ -106,6 +134,10 @@ class Inconsistency:
     tier: str  # "redis" (a record or an entry) or "api" (what a reader of the API got)
     cached: Any  # the cached version (an entry: its created-at)
     database: Any  # the database's version (an entry: the member's updated-at)
+    # "write": the sampled write itself is missing; "change": a later change of the member,
+    # seen committed one window earlier, is still missing.
+    missing: str = "write"
+    written: int | None = None  # the version the sampled write produced
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +152,7 @@ class Tally:
     late_seconds: dict[str, float]
     inconsistencies: list[Inconsistency]
     checks: int = 0
+    rechecks: int = 0  # samples put back for a later change to show (counted when decided)
     seconds: float = 0.0
     db_reads: int = 0  # queries run (one per batch): the monitor's own database cost
 
@@ -136,6 +169,7 @@ class Tally:
             )
         self.inconsistencies.extend(other.inconsistencies)
         self.checks += other.checks
+        self.rechecks += other.rechecks
         self.db_reads += other.db_reads
 
     def add(self, window: str, agreed: bool, late_s: float) -> None:
@@ -250,10 +284,11 @@ class Samples:
         return claimed
 
     def requeue(self, redis: SyncRedis, window: float, samples: Sequence[Sample]) -> None:
-        """Put claimed samples back as they were (a check that could not be made: Redis or
-        the database away); the next run claims them again, later, and counts it late."""
+        """Put claimed samples back, due when they say (a check that could not be made, Redis
+        or the database away: as they were, claimed again later and counted late; a sample
+        waiting for a later change: due one window after the check that saw it)."""
         if samples:
-            redis.zadd(self.due_key(window), {s.encode(): s.acked_at + window for s in samples})
+            redis.zadd(self.due_key(window), {s.encode(): s.due(window) for s in samples})
 
     def count(self, redis: SyncRedis, tally: Tally, *, run_done: bool = True) -> None:
         """Add a tally (a batch of a run, or the run's end with its seconds) to the
@@ -264,6 +299,7 @@ class Samples:
             pipe.hincrby(self.counts_key, f"{window}:consistent", tally.consistent[window])
             pipe.hincrbyfloat(self.counts_key, f"{window}:late_seconds", tally.late_seconds[window])
         pipe.hincrby(self.counts_key, "checks", tally.checks)
+        pipe.hincrby(self.counts_key, "rechecks", tally.rechecks)
         pipe.hincrby(self.counts_key, "db_reads", tally.db_reads)
         pipe.hincrbyfloat(self.counts_key, "check_seconds", tally.seconds)
         pipe.hincrby(self.counts_key, "runs", int(run_done))
@@ -353,6 +389,7 @@ def summary(
         "sampled": int(number("sampled")),
         "dropped": int(number("dropped")),
         "checks": int(number("checks")),
+        "rechecks": int(number("rechecks")),
         "check_seconds": round(number("check_seconds"), 4),
         "db_reads": int(number("db_reads")),
         "runs": int(number("runs")),

@@ -28,6 +28,18 @@ Response entries (member list pages) are keyed by a digest of each request under
 generation: they retire by the same bump as the entries checked in step 2 and are not read
 one by one.
 
+**Whose change is missing.** A copy older than the *sampled write* (its version, as the write
+acknowledged it) is an inconsistency at once. A copy that has the sampled write but not a
+*later* change of the member is not yet one: that change is committed, but its writer may
+not have told the cache yet (it is judged from its own acknowledgement, by its own sample).
+Under load the gap is seconds: in the 1,000,000-member replay, writes waited up to 7 s to be
+acknowledged after their commit, and every inconsistency the monitor reported there was
+such a copy, one version behind a change still on its way. So the sample is put back once,
+with the row it saw (cache.consistency.Seen), due one window later; then the change must
+show, or the copy is inconsistent (``missing="change"``). A write behind the cache's back
+(no invalidation at all) is reported that way, one window late; a bulk change (no version
+acknowledged) likewise.
+
 A sample is consistent in a window when every copy agrees; each disagreement is logged (key,
 cached version, database version) and kept in the counters' list. The run's own cost (checks
 and seconds) is added to the counters beside the figures.
@@ -38,8 +50,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import httpx
@@ -55,6 +67,7 @@ from cache.consistency import (
     MonitorConfig,
     Sample,
     Samples,
+    Seen,
     Tally,
     window_name,
 )
@@ -90,12 +103,13 @@ def _entry_kinds(change: str) -> tuple[Kind, ...]:
 
 
 def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
+    """Unix seconds of a row's timestamp (ISO text, or seconds already)."""
+    if value is None or isinstance(value, int | float):
+        return value
     return dt.datetime.fromisoformat(str(value)).timestamp()
 
 
-def record_agrees(cached: Header | None, row: dict[str, Any] | None) -> bool:
+def record_agrees(cached: Header | None, row: Mapping[str, Any] | None) -> bool:
     """A cached record against the database row read just before it (see the module doc)."""
     if cached is None:
         return True
@@ -104,6 +118,34 @@ def record_agrees(cached: Header | None, row: dict[str, Any] | None) -> bool:
     if cached.not_found:
         return cached.version > int(row["version"])  # a delete newer than the row read
     return cached.version >= int(row["version"])
+
+
+def reflects_write(cached: Header | None, sample: Sample) -> bool:
+    """Does a cached record show the sampled write itself (or a later change)?"""
+    if cached is None or sample.version is None:
+        return True  # no copy: the next read loads; a bulk change acknowledged no version
+    if sample.change == Change.DELETE.value:
+        return cached.not_found or cached.version >= sample.version
+    if cached.not_found:
+        return cached.version > sample.version  # deleted since
+    return cached.version >= sample.version
+
+
+def later_change(sample: Sample, row: Mapping[str, Any] | None) -> bool:
+    """Is the database's row a change after the sampled write (or, after a bulk change,
+    possibly so)? Then a copy behind it may be a change still on its way."""
+    if sample.version is None:
+        return True
+    if row is None:
+        return sample.change != Change.DELETE.value
+    return int(row["version"]) > sample.version
+
+
+def seen_row(seen: Seen) -> dict[str, Any] | None:
+    """The row a first check saw, as the recheck compares copies with it."""
+    if seen.version is None:
+        return None
+    return {"version": seen.version, "updated_at": seen.updated_at}
 
 
 def probe_client(config: MonitorConfig) -> httpx.Client | None:
@@ -137,7 +179,7 @@ class Monitor:
         found: list[Due] = []
         for window in self.samples.config.windows:
             for sample in self.samples.claim(self.durable, window, now, limit - len(found)):
-                late = now - (sample.acked_at + window)
+                late = now - sample.due(window)
                 found.append(Due(window_name(window), late, sample))
         return found
 
@@ -157,10 +199,11 @@ class Monitor:
                 break
             batch = Tally.empty()
             try:
-                self.check(due, batch)
+                later = self.check(due, batch)
             except (RedisError, DataError):
                 self._requeue(due)
                 raise
+            self._requeue(later)
             self.samples.count(self.durable, batch, run_done=False)
             self._log(batch)
             total.merge(batch)
@@ -169,6 +212,7 @@ class Monitor:
         self.samples.count(self.durable, Tally.empty(seconds=total.seconds), run_done=True)
         return {
             "checks": total.checks,
+            "rechecks": total.rechecks,
             "checked": total.checked,
             "consistent": total.consistent,
             "inconsistencies": [i.as_dict() for i in total.inconsistencies],
@@ -191,19 +235,25 @@ class Monitor:
     def _log(tally: Tally) -> None:
         for found in tally.inconsistencies:
             log.warning(
-                "inconsistent %s s after the write: key=%s tier=%s cached=%s database=%s",
+                "inconsistent %s s after the write: key=%s tier=%s cached=%s database=%s "
+                "written=%s missing=%s",
                 found.window,
                 found.key,
                 found.tier,
                 found.cached,
                 found.database,
+                found.written,
+                found.missing,
             )
 
-    def check(self, due: Sequence[Due], tally: Tally) -> None:
+    def check(self, due: Sequence[Due], tally: Tally) -> list[Due]:
+        """Check ``due`` into ``tally``; the samples to check again one window later (a copy
+        behind a later change: see the module doc), not counted yet."""
         ids = {d.sample.member_id for d in due}
         with Session(self.engine) as session:
             rows = queries.members_by_ids(session, ids)
         tally.db_reads += 1
+        checked_at = time.time()
         keys = self.cache.keys
         copies: dict[str, Header | None] = {}
         wanted: list[str] = [kind.key(keys, [i]) for kind in RECORD_KINDS for i in sorted(ids)]
@@ -216,10 +266,29 @@ class Monitor:
             pipe.getrange(key, 0, HEADER_SIZE - 1)
         for key, raw in zip(dict.fromkeys(wanted), pipe.execute(), strict=True):
             copies[key] = read_header(raw)
+        later: list[Due] = []
         for item in due:
-            found = self._disagreements(item, rows, copies, entry_keys[item.sample.change])
+            sample = item.sample
+            seen = sample.seen
+            row = rows.get(sample.member_id) if seen is None else seen_row(seen)
+            found, behind = self._disagreements(item, row, copies, entry_keys[sample.change])
+            if seen is not None:  # the later change a first check saw has not shown
+                found += [replace(i, missing="change") for i in behind]
+            elif behind and later_change(sample, row):
+                if not found:  # the change may still be on its way: one more window
+                    again = Seen(
+                        None if row is None else int(row["version"]),
+                        None if row is None else _epoch(row["updated_at"]),
+                        checked_at + float(item.window),
+                    )
+                    later.append(Due(item.window, 0.0, replace(sample, seen=again)))
+                    tally.rechecks += 1
+                    continue
+            else:  # the row is the sampled write's: a copy behind it misses the write
+                found += behind
             tally.add(item.window, not found, item.late_s)
             tally.inconsistencies.extend(found)
+        return later
 
     def _current_entries(self, kinds: Sequence[Kind]) -> list[str]:
         tags = tuple(dict.fromkeys(tag for kind in kinds for tag in kind.tags))
@@ -232,55 +301,64 @@ class Monitor:
     def _disagreements(
         self,
         item: Due,
-        rows: dict[int, dict[str, Any]],
+        row: Mapping[str, Any] | None,
         copies: dict[str, Header | None],
         entries: Sequence[str],
-    ) -> list[Inconsistency]:
-        member_id = item.sample.member_id
-        row = rows.get(member_id)
+    ) -> tuple[list[Inconsistency], list[Inconsistency]]:
+        """The copies against ``row`` (the database's, or the one a first check saw): those
+        missing the sampled write, and those that have it but are behind ``row``."""
+        sample = item.sample
+        member_id = sample.member_id
         db_version = None if row is None else int(row["version"])
-        found: list[Inconsistency] = []
+        updated_at = None if row is None else _epoch(row["updated_at"])
+        missing: list[Inconsistency] = []
+        behind: list[Inconsistency] = []
 
-        def disagree(key: str, tier: str, cached: Any, database: Any) -> None:
-            found.append(Inconsistency(item.window, member_id, key, tier, cached, database))
+        def disagree(
+            key: str, tier: str, cached: Any, database: Any, *, has_write: bool = True
+        ) -> None:
+            found = Inconsistency(
+                item.window, member_id, key, tier, cached, database, written=sample.version
+            )
+            (behind if has_write else missing).append(found)
+
+        def record(key: str, tier: str, header: Header | None, shown: Any) -> None:
+            if not record_agrees(header, row):
+                disagree(key, tier, shown, db_version, has_write=reflects_write(header, sample))
 
         for kind in RECORD_KINDS:
             key = kind.key(self.cache.keys, [member_id])
             header = copies.get(key)
-            if not record_agrees(header, row):
-                shown = "not found" if header is not None and header.not_found else None
-                disagree(key, "redis", shown or (header.version if header else None), db_version)
-        updated_at = _epoch(row["updated_at"]) if row is not None else None
-        for key in entries:
+            shown = (
+                None if header is None else ("not found" if header.not_found else header.version)
+            )
+            record(key, "redis", header, shown)
+        for key in entries:  # an entry computed before the row's change never saw it
             header = copies.get(key)
             if header is not None and updated_at is not None and header.created_at < updated_at:
                 disagree(key, "redis", _iso(header.created_at), _iso(updated_at))
-        if self.probe is not None:
-            found.extend(self._probe(item, row))
-        return found
+        probed = self._probe(member_id)
+        if probed is not None:
+            record(f"/api/v1/members/{member_id}", "api", *probed)
+        return missing, behind
 
-    def _probe(self, item: Due, row: dict[str, Any] | None) -> list[Inconsistency]:
-        member_id = item.sample.member_id
+    def _probe(self, member_id: int) -> tuple[Header, int | str] | None:
+        """What a reader of the API gets for the member, as a record's header and as shown;
+        None when there is no probe, the run's time is up or the API does not answer."""
         url = f"/api/v1/members/{member_id}"
         if self.probe is None or time.perf_counter() > self._deadline:
-            return []  # no probe, or the run's time is up: Redis's copies were checked
+            return None  # no probe, or the run's time is up: Redis's copies were checked
         try:
             answer = self.probe.get(url)
         except httpx.HTTPError as exc:
             log.debug("consistency probe of %s failed: %s", url, exc)
-            return []  # an API that does not answer is not a stale copy
-        shown: int | str
+            return None  # an API that does not answer is not a stale copy
         if answer.status_code == 404:
-            header, shown = Header(0.0, 0, True), "not found"  # agrees with a deleted row only
-        elif answer.status_code == 200:
+            return Header(0.0, 0, True), "not found"  # agrees with a deleted row only
+        if answer.status_code == 200:
             version = int(answer.json()["version"])
-            header, shown = Header(0.0, version, False), version
-        else:
-            return []
-        if record_agrees(header, row):
-            return []
-        database = None if row is None else int(row["version"])
-        return [Inconsistency(item.window, member_id, url, "api", shown, database)]
+            return Header(0.0, version, False), version
+        return None
 
 
 def _iso(epoch: float) -> str:

@@ -91,6 +91,7 @@ class CacheCollector:
             ("sampled", "Acknowledged writes sampled by the consistency monitor"),
             ("dropped", "Sampled checks dropped past CONSISTENCY_MAX_SAMPLES"),
             ("checks", "Checks the consistency monitor ran (its cost: rate() is checks/s)"),
+            ("rechecks", "Samples checked again a window later: a later change was on its way"),
             ("check_seconds", "Seconds the consistency monitor spent checking (its cost)"),
             ("db_reads", "Database queries the consistency monitor ran (one per batch)"),
         ):

@@ -4,7 +4,8 @@ check task runs on a real worker, and its figures reach the API's Prometheus tex
 Windows are shortened to 0.5 s and 2 s; every write is sampled. A write through the API is
 consistent in both windows; a write to PostgreSQL behind the cache's back (no invalidation)
 after a sampled one is reported inconsistent for that member's key, with the cached and the
-database versions.
+database versions. A later change whose writer tells the cache after the check first looks
+(a change still on its way) is checked again a window later and found consistent.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from api_stub.management import hash_token
+from cache import DataType
+from cache.codec import Header
+from cache.consistency import Sample
 from cache.keys import Keys
+from cache.kinds import Change
+from db import queries
+from tasks.monitor import later_change, reflects_write
 from tests.support.api_process import ApiProcess
 from tests.support.redis_procs import RedisProcess
 from tests.workers import services
@@ -60,6 +68,18 @@ def api(api_proc: ApiProcess, task_env: dict[str, str]) -> Iterator[httpx.Client
             yield client
     finally:
         api_proc.stop()
+
+
+def _behind_the_caches_back(pg_engine: Engine, member_id: int, tier: str) -> None:
+    """Commit a change of the member and tell the cache nothing."""
+    with pg_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE members SET tier = :tier, version = version + 1, "
+                "updated_at = now() WHERE id = :id"
+            ),
+            {"tier": tier, "id": member_id},
+        )
 
 
 def _checks_until_done(worker: InProcess, member_id: int, deadline_s: float = 20.0) -> list[Any]:
@@ -125,13 +145,7 @@ def test_a_write_behind_the_caches_back_is_inconsistent(
 ) -> None:
     version = _patch(api, 12, "silver")  # sampled; written through at `version`
     assert api.get("/api/v1/analytics/dashboard").status_code == 200  # computed after it
-    with pg_engine.begin() as conn:  # no invalidation: the cache keeps `version`
-        conn.execute(
-            text(
-                "UPDATE members SET tier = 'platinum', version = version + 1, "
-                "updated_at = now() WHERE id = 12"
-            )
-        )
+    _behind_the_caches_back(pg_engine, 12, "platinum")  # the cache keeps `version`
 
     results = _checks_until_done(worker, 12)
 
@@ -141,6 +155,9 @@ def test_a_write_behind_the_caches_back_is_inconsistent(
         at_window = {(i["tier"], i["key"]): i for i in found if i["window"] == window}
         assert at_window[("redis", record)]["cached"] == version
         assert at_window[("redis", record)]["database"] == version + 1
+        # The sampled write is in the copy; the change after it never came.
+        assert at_window[("redis", record)]["missing"] == "change"
+        assert at_window[("redis", record)]["written"] == version
         probed = at_window[("api", "/api/v1/members/12")]  # what a reader of the API gets
         assert (probed["cached"], probed["database"]) == (version, version + 1)
         # The dashboard was computed before the write it never saw.
@@ -150,3 +167,58 @@ def test_a_write_behind_the_caches_back_is_inconsistent(
         assert figures["windows"][window]["consistent"] == 0
         assert figures["windows"][window]["inconsistent"] == 1
     assert {i["key"] for i in figures["recent_inconsistencies"]} >= {record}
+
+
+def test_a_later_change_still_on_its_way_is_checked_again_not_reported(
+    worker: InProcess, api: httpx.Client, pg_engine: Engine, task_env: dict[str, str]
+) -> None:
+    """The replay's false alarms: under load a write is committed seconds before its writer
+    tells the cache; an older sample checked meanwhile saw the copy one version behind."""
+    version = _patch(api, 13, "gold")  # sampled, written through
+    _behind_the_caches_back(pg_engine, 13, "bronze")  # committed; its writer is slow
+
+    first: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not any(r["rechecks"] for r in first):  # the 0.5-s check saw it behind
+        assert time.monotonic() < deadline, first
+        outcome = worker.run(routing.CHECK_CONSISTENCY)
+        assert outcome.state == "SUCCESS", outcome.error
+        first.append(outcome.result)
+        time.sleep(0.05)
+    assert not any(r["inconsistencies"] for r in first), first
+
+    # The slow writer now tells the cache, as the API's write path does after its commit.
+    with Session(pg_engine) as session:
+        row = queries.get_member(session, 13)
+    assert row is not None and row["version"] == version + 1
+    worker.cache.write_through(
+        Keys(task_env["REDIS_KEY_PREFIX"]).member(13), row, row["version"], DataType.MEMBER
+    )
+
+    results = first + _checks_until_done(worker, 13)
+
+    assert all(not r["inconsistencies"] for r in results), results
+    figures = _figures(api)
+    assert figures["rechecks"] >= 1
+    for window in WINDOWS:
+        assert figures["windows"][window]["checked"] == 1
+        assert figures["windows"][window]["consistent"] == 1
+
+
+def test_what_a_copy_must_show() -> None:
+    """The pure decisions: a copy must have the sampled write; a newer row is a later
+    change (a bulk change acknowledged no version: any row may be)."""
+    update = Sample(7, 3, 0.0, Change.UPDATE.value, "n")
+    delete = Sample(7, 5, 0.0, Change.DELETE.value, "n")
+    bulk = Sample(7, None, 0.0, Change.BULK_UPDATE.value, "n")
+    assert reflects_write(None, update)
+    assert reflects_write(Header(0.0, 3, False), update)
+    assert not reflects_write(Header(0.0, 2, False), update)
+    assert not reflects_write(Header(0.0, 3, True), update)  # an older delete's absence
+    assert reflects_write(Header(0.0, 4, True), update)  # deleted since
+    assert reflects_write(Header(0.0, 5, True), delete)
+    assert not reflects_write(Header(0.0, 4, False), delete)
+    assert reflects_write(Header(0.0, 1, False), bulk)
+    assert later_change(update, {"version": 4}) and not later_change(update, {"version": 3})
+    assert later_change(update, None) and not later_change(delete, None)
+    assert later_change(bulk, {"version": 1})
