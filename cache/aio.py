@@ -177,9 +177,7 @@ class AsyncCacheService:
         return await self._writer.set(op.key, op.payload, px=op.px)
 
     async def _write_guarded_one(self, op: WriteGuarded) -> Any:
-        return await self._write_guarded(
-            keys=[op.key, op.lease_key], args=[op.payload, op.px, op.version]
-        )
+        return await self._write_guarded(keys=[op.key, op.lease_key], args=op.args())
 
     async def _write_many(self, op: WriteMany) -> Any:
         pipe = self._writer.pipeline(transaction=False)
@@ -188,7 +186,7 @@ class AsyncCacheService:
                 # Queued on the pipeline (redis-py accepts pipelines here; its stubs do not say so).
                 await self._write_guarded(
                     keys=[item.key, item.lease_key],
-                    args=[item.payload, item.px, item.version],
+                    args=item.args(),
                     client=pipe,  # type: ignore[arg-type]
                 )
             else:
@@ -315,13 +313,16 @@ class AsyncCacheService:
         *,
         ttl: float | None = None,
         versions: Mapping[str, int] | None = None,
+        present_only: bool = False,
     ) -> bool:
         """Store many values in one pipelined round trip, each with its own jittered TTL.
 
         With ``versions`` (key -> source version) each write is version-guarded like
-        write_through, so a warm-up that read a row before a newer write cannot undo it.
+        write_through, so a warm-up that read a row before a newer write cannot undo it;
+        with ``present_only`` too, only values still cached are replaced (a refresh).
         """
-        return bool(await self._drive(self.core.set_many(items, data_type, ttl, versions)))
+        flow = self.core.set_many(items, data_type, ttl, versions, present_only)
+        return bool(await self._drive(flow))
 
     async def write_through(
         self,

@@ -388,9 +388,11 @@ class CacheCore:
         data_type: DataType,
         ttl: float | None,
         versions: Mapping[str, int] | None,
+        present_only: bool = False,
     ) -> Flow:
         """Many values in one pipelined round trip, each with its own jittered TTL; with
-        ``versions`` each write is version-guarded like write_through."""
+        ``versions`` each write is version-guarded like write_through, and with
+        ``present_only`` stores only over a value still cached (scripts.WRITE_GUARDED)."""
         counters = self.metrics.by_type[data_type]
         if not items:
             return True
@@ -403,7 +405,7 @@ class CacheCore:
             version = versions.get(key, 0) if versions is not None else 0
             payload, px = self.envelope(value, data_type, ttl=ttl, version=version)
             lease_key = self.keys.lease(key) if guarded else ""
-            writes.append(WriteGuarded(key, lease_key, payload, px, version))
+            writes.append(WriteGuarded(key, lease_key, payload, px, version, present_only))
         self.near_drop(items)
         stored = yield WriteMany(writes, guarded)
         if stored is UNAVAILABLE or not guarded:

@@ -50,13 +50,19 @@ class Write:
 
 @dataclass(slots=True)
 class WriteGuarded:
-    """scripts.WRITE_GUARDED: 1 stored, 0 when a newer version is cached."""
+    """scripts.WRITE_GUARDED: 1 stored, 0 when a newer version is cached (or, when
+    ``present_only``, when no value is there)."""
 
     key: str
     lease_key: str
     payload: bytes
     px: int
     version: int
+    present_only: bool = False
+
+    def args(self) -> list[Any]:
+        """The script's ARGV."""
+        return [self.payload, self.px, self.version, int(self.present_only)]
 
 
 @dataclass(slots=True)

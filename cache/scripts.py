@@ -38,10 +38,13 @@ return 1
 
 # Write-through after a database commit: store unless a newer version is already cached, and
 # drop the lease so in-flight fills that read the old row are refused.
-# ARGV: payload, px, version. Returns 1 when stored, 0 when a newer version was kept.
+# ARGV: payload, px, version, and "1" to store only over a value already there (a refresh:
+# a key an invalidation deleted since the row was read stays deleted, and no fill is killed).
+# Returns 1 when stored, 0 when a newer version was kept (or nothing was there to refresh).
 WRITE_GUARDED: Final = (
     _STORED_VERSION
     + """
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
 local v = stored_version(KEYS[1])
 if v and v > tonumber(ARGV[3]) then return 0 end

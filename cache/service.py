@@ -175,9 +175,7 @@ class CacheService:
         return self._writer.set(op.key, op.payload, px=op.px)
 
     def _write_guarded_one(self, op: WriteGuarded) -> Any:
-        return self._write_guarded(
-            keys=[op.key, op.lease_key], args=[op.payload, op.px, op.version]
-        )
+        return self._write_guarded(keys=[op.key, op.lease_key], args=op.args())
 
     def _write_many(self, op: WriteMany) -> Any:
         pipe = self._writer.pipeline(transaction=False)
@@ -185,7 +183,7 @@ class CacheService:
             if op.guarded:
                 self._write_guarded(
                     keys=[item.key, item.lease_key],
-                    args=[item.payload, item.px, item.version],
+                    args=item.args(),
                     client=pipe,
                 )
             else:
@@ -306,13 +304,16 @@ class CacheService:
         *,
         ttl: float | None = None,
         versions: Mapping[str, int] | None = None,
+        present_only: bool = False,
     ) -> bool:
         """Store many values in one pipelined round trip, each with its own jittered TTL.
 
         With ``versions`` (key -> source version) each write is version-guarded like
-        write_through, so a warm-up that read a row before a newer write cannot undo it.
+        write_through, so a warm-up that read a row before a newer write cannot undo it;
+        with ``present_only`` too, only values still cached are replaced (a refresh).
         """
-        return bool(self._drive(self.core.set_many(items, data_type, ttl, versions)))
+        flow = self.core.set_many(items, data_type, ttl, versions, present_only)
+        return bool(self._drive(flow))
 
     def write_through(
         self,

@@ -25,9 +25,12 @@ run reads PTTL and the signal of every candidate in one pipeline.
 bounded from the PTTL alone (the hard TTL is the soft one plus the stale window, which is at
 most ``base * stale_ratio * (1 + jitter)``), so no value is read to decide.
 
-**Writes**: members re-read in one query per 5,000 and written with ``set_many(versions=...)``
-(the version guard of write-through: a row read before a newer write can never replace it);
-aggregates under the generations read *before* their query, through the same guard.
+**Writes**: members re-read in one query per 5,000 and written with ``set_many(versions=...,
+present_only=True)``: the version guard of write-through (a row read before a newer write can
+never replace it), and only over a value still cached. An invalidation that *deletes* (a bulk
+change, an import, the outbox's replay after an outage, a ``clear``) leaves no version to guard
+with: without the second condition a row read before it came back once it had run, until the
+TTL. Aggregates are written under the generations read *before* their query, the same way.
 
 **Cost**: the result counts ``queries`` (source reads issued) and ``misses_avoided`` (hot
 entries refreshed: each would have sent one reader to the database at its expiry, one since
@@ -337,7 +340,7 @@ def _store(
         return
     counters = cache.metrics.of(data_type)
     writes, skipped = counters.writes, counters.skipped_writes
-    cache.set_many(items, data_type, versions=versions)
+    cache.set_many(items, data_type, versions=versions, present_only=True)
     if counters.skipped_writes > skipped:
         raise CacheUnavailable(f"could not store {len(items)} {data_type.value} keys")
     stored = counters.writes - writes

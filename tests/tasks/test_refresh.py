@@ -4,7 +4,7 @@ expiry refreshed before it expires, and one nobody read left to expire."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 from sqlalchemy import Engine
@@ -14,7 +14,7 @@ from cache.codec import decode
 from cache.ttl import TtlPolicy
 from config import Settings
 from tasks.refresh import Candidate, RefreshConfig, age, is_due, is_hot, plan, refresh_once
-from tasks.sources import SqlSource
+from tasks.sources import Member, SqlSource
 from tasks.warming import warm_members
 
 POLICY = TtlPolicy(base={DataType.MEMBER: 100, DataType.DEFAULT: 100}, jitter=0.1, stale_ratio=0.5)
@@ -97,3 +97,37 @@ def test_a_hot_entry_near_expiry_is_refreshed_before_it_expires(
     assert after.created_at > before.created_at
     assert after.version == before.version and after.value == source.members([1])[1]
     assert client.exists(cold) == 0  # left to expire
+
+
+class _InvalidatedWhileRead(SqlSource):
+    """The database as a refresh reads it, while a bulk change's invalidation deletes the
+    member's key right after the row is read (cache.delete: what the bulk routes, imports and
+    the outbox's replay send)."""
+
+    def __init__(self, engine: Engine, cache: CacheService) -> None:
+        super().__init__(engine)
+        self.cache = cache
+
+    def members(self, ids: Iterable[int]) -> dict[int, Member]:
+        found = super().members(ids)
+        self.cache.delete(*(self.cache.keys.member(i) for i in found))
+        return found
+
+
+@pytest.mark.slow
+def test_a_refresh_never_brings_back_what_an_invalidation_deleted(
+    short_cache: CacheService, pg_engine: Engine
+) -> None:
+    cache, client = short_cache, short_cache.clients.writer
+    config = RefreshConfig(lead_s=LEAD, hot_size=100, scan_budget=10_000)
+    key = cache.keys.member(3)
+    written = time.monotonic()
+    assert warm_members(cache, SqlSource(pg_engine), [3]).written == 1
+    refresh_once(cache, SqlSource(pg_engine), client, config)  # finds the member
+    _until(written + 2.4)  # due
+    assert cache.get(key, DataType.MEMBER)["id"] == 3  # read: hot
+
+    report = refresh_once(cache, _InvalidatedWhileRead(pg_engine, cache), client, config)
+
+    assert (report.due, report.queries, report.refreshed, report.rejected) == (1, 1, 0, 1)
+    assert client.exists(key) == 0  # the next reader loads the row as it is now
