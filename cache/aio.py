@@ -37,6 +37,7 @@ from cache.ops import (
     Read,
     ReadMany,
     ReleaseLease,
+    Retire,
     Sleep,
     TakeLease,
     Unlink,
@@ -84,6 +85,7 @@ class AsyncCacheService:
         )
         self._fill = clients.writer.register_script(scripts.FILL)
         self._write_guarded = clients.writer.register_script(scripts.WRITE_GUARDED)
+        self._retire = clients.writer.register_script(scripts.RETIRE)
         self._release = clients.writer.register_script(scripts.RELEASE)
         self._redis_ops: dict[type, Perform] = {
             Read: self._read,
@@ -91,6 +93,7 @@ class AsyncCacheService:
             Write: self._write,
             WriteGuarded: self._write_guarded_one,
             WriteMany: self._write_many,
+            Retire: self._retire_many,
             Unlink: self._unlink,
             TakeLease: self._take_lease,
             ReleaseLease: self._release_lease,
@@ -191,6 +194,16 @@ class AsyncCacheService:
                 )
             else:
                 pipe.set(item.key, item.payload, px=item.px)
+        return await pipe.execute()
+
+    async def _retire_many(self, op: Retire) -> Any:
+        pipe = self._writer.pipeline(transaction=False)
+        for item in op.items:
+            await self._retire(
+                keys=[item.key, item.lease_key],
+                args=item.args(),
+                client=pipe,  # type: ignore[arg-type]  # a pipeline, as in _write_many
+            )
         return await pipe.execute()
 
     async def _unlink(self, op: Unlink) -> int:

@@ -3,7 +3,7 @@
 Layout, big-endian, 32 bytes of header::
 
     0   magic 0xC7             foreign bytes (another app's key, a pickle) fail here
-    1   format                 JSON, JSON+zstd, RAW, RAW+zstd or NOT_FOUND
+    1   format                 JSON, JSON+zstd, RAW, RAW+zstd, NOT_FOUND or RETIRED
     2   schema version         bumped when this layout changes; older readers see a miss
     3   flags                  reserved, 0
     4   created_at     f64     unix seconds when the value was computed
@@ -11,6 +11,10 @@ Layout, big-endian, 32 bytes of header::
     20  compute_time   f32     seconds the loader took; XFetch's delta
     24  version        i64     source version (member.version); write guards compare it
     32  body
+
+A RETIRED envelope has no value: it stands where an invalidation that could not reach Redis in
+time left a key (cache/outbox.py), a miss for every reader, and its version keeps any write or
+fill of an older version out (scripts.py compares it like any other).
 
 Never pickle: a cache shared by processes must not execute what it reads.
 """
@@ -35,6 +39,7 @@ FMT_JSON_ZSTD: Final = 1
 FMT_RAW: Final = 2
 FMT_RAW_ZSTD: Final = 3
 FMT_NOT_FOUND: Final = 4
+FMT_RETIRED: Final = 5
 
 _HEADER: Final = struct.Struct(">BBBBddfq")
 HEADER_SIZE: Final = _HEADER.size
@@ -70,6 +75,7 @@ class Entry:
     compute_time: float
     version: int
     not_found: bool = False
+    retired: bool = False  # no value: a miss whose version fences older writes off
 
     def is_stale(self, now: float) -> bool:
         return now >= self.soft_expires_at
@@ -132,6 +138,11 @@ def encode_not_found(*, created_at: float, soft_expires_at: float, version: int 
     )
 
 
+def encode_retired(*, created_at: float, version: int) -> bytes:
+    """A retired key: read as a miss; fills and writes of an older version are refused."""
+    return _HEADER.pack(MAGIC, FMT_RETIRED, SCHEMA_VERSION, 0, created_at, created_at, 0.0, version)
+
+
 def decode(raw: bytes) -> Entry:
     """Parse an envelope; raise CorruptEntry for anything that is not one we can read."""
     if len(raw) < HEADER_SIZE or raw[0] != MAGIC:
@@ -147,6 +158,8 @@ def decode(raw: bytes) -> Entry:
             value = bytes(body)
         elif fmt == FMT_NOT_FOUND:
             return Entry(None, created, soft, compute, version, not_found=True)
+        elif fmt == FMT_RETIRED:
+            return Entry(None, created, soft, compute, version, retired=True)
         elif fmt in (FMT_JSON_ZSTD, FMT_RAW_ZSTD):
             if bytes(body[:4]) != _ZSTD_MAGIC:
                 raise CorruptEntry("zstd frame expected")
@@ -169,10 +182,11 @@ class Header:
 
 
 def read_header(raw: bytes | None) -> Header | None:
-    """The header of an envelope (or of its first HEADER_SIZE bytes); None for anything else."""
+    """The header of an envelope (or of its first HEADER_SIZE bytes); None for anything else,
+    a retired key included (it holds no value)."""
     if not raw or len(raw) < HEADER_SIZE or raw[0] != MAGIC:
         return None
     _, fmt, schema, _, created, _, _, version = _HEADER.unpack_from(raw)
-    if schema != SCHEMA_VERSION:
+    if schema != SCHEMA_VERSION or fmt == FMT_RETIRED:
         return None
     return Header(created, version, fmt == FMT_NOT_FOUND)

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from cache import codec, generations, loading
 from cache.breaker import CircuitBreaker
@@ -44,6 +44,7 @@ from cache.ops import (
     Ping,
     Read,
     ReleaseLease,
+    Retire,
     Sleep,
     TakeLease,
     Unlink,
@@ -56,6 +57,9 @@ from cache.ttl import TtlPolicy, should_refresh_early
 from cache.types import MISS, NOT_FOUND, DataType, Sentinel
 
 log = logging.getLogger("cache")
+
+# How long a retired envelope (a failed write-through, replayed) keeps older writes out.
+RETIRED_MS: Final = 60_000
 
 VersionOf = Callable[[Any], int]
 
@@ -144,17 +148,31 @@ class CacheCore:
     def replay(self) -> Flow:
         """Invalidations that failed while Redis was away, applied before the next command.
 
-        Oldest first, in batches. A batch whose UNLINK fails goes back to the outbox and the
-        failure propagates, so the command it preceded is not run against stale data. The
-        front performs these operations directly, outside the breaker it is already inside.
+        Oldest first, in batches: deletes as an UNLINK (with the leases), failed write-throughs
+        as retired envelopes at their version (:meth:`retirement`). A batch that fails goes
+        back to the outbox and the failure propagates, so the command it preceded is not run
+        against stale data. The front performs these operations directly, outside the breaker
+        it is already inside.
         """
-        while keys := self.outbox.drain():
+        while pending := self.outbox.drain_pending():
+            deleted = [key for key, version in pending if version is None]
+            retired = [self.retirement(key, v) for key, v in pending if v is not None]
             try:
-                yield Unlink(self.with_leases(keys))
+                if deleted:
+                    yield Unlink(self.with_leases(deleted))
+                if retired:
+                    yield Retire(retired)
             except BaseException:
-                self.outbox.restore(keys)
+                self.outbox.restore_pending(pending)
                 raise
-            self.metrics.outbox_replayed += len(keys)
+            self.metrics.outbox_replayed += len(pending)
+
+    def retirement(self, key: str, version: int) -> WriteGuarded:
+        """The retired envelope that replays a write-through of ``version`` that failed: a
+        miss for readers, kept RETIRED_MS, longer than any write or fill still on its way
+        (a lease lasts ``lease_ms``; a command, the pool's wait and its socket timeout)."""
+        payload = codec.encode_retired(created_at=self.clock(), version=version)
+        return WriteGuarded(key, self.keys.lease(key), payload, RETIRED_MS, version)
 
     def with_leases(self, keys: Iterable[str]) -> list[str]:
         """The keys and their leases: deleting a lease makes an in-flight fill fail."""
@@ -163,13 +181,15 @@ class CacheCore:
 
     # --- envelopes ---------------------------------------------------------------------------
     def decode(self, raw: bytes, counters: TypeCounters, key: str) -> codec.Entry | None:
-        """An entry, or None for bytes that are not ours (logged and counted, never raised)."""
+        """An entry, or None for bytes that are not ours (logged and counted, never raised)
+        and for a retired key (no value: a plain miss)."""
         try:
-            return codec.decode(raw)
+            entry = codec.decode(raw)
         except CorruptEntry as exc:
             counters.errors += 1
             log.warning("cache entry %s unreadable, treated as a miss: %s", key, exc)
             return None
+        return None if entry.retired else entry
 
     def envelope(
         self,
@@ -429,7 +449,7 @@ class CacheCore:
         ticket = near.seq if near is not None else -1
         stored = yield WriteGuarded(key, self.keys.lease(key), payload, px, version)
         if stored is UNAVAILABLE:
-            self.outbox.add([key])
+            self.outbox.add([key], {key: version})
         elif near is not None and stored == 1:
             # Read-your-writes in process: what Redis accepted, unless a later write's push
             # (or a flush) was handled meanwhile; never over a newer version.

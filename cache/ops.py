@@ -74,6 +74,14 @@ class WriteMany:
 
 
 @dataclass(slots=True)
+class Retire:
+    """One pipeline of scripts.RETIRE calls (each item's payload a retired envelope): the
+    replies, 1 retired, 0 when a value at least as new was kept."""
+
+    items: list[WriteGuarded]
+
+
+@dataclass(slots=True)
 class Unlink:
     """UNLINK (DEL per slot on Cluster): the number removed."""
 
@@ -149,6 +157,7 @@ Op = (
     | Write
     | WriteGuarded
     | WriteMany
+    | Retire
     | Unlink
     | TakeLease
     | ReleaseLease

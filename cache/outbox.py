@@ -2,52 +2,72 @@
 
 A delete that fails while Redis is down must not be dropped: when Redis returns it may still
 hold the old value. The service adds such keys here and replays them before its next
-successful command. This in-process outbox is bounded; a durable one (the database) can be
-plugged in through the same protocol.
+successful command. A key may carry the version of the write that invalidated it (a
+write-through that failed): its replay then leaves a retired envelope at that version instead
+of deleting the key (cache/scripts.py RETIRE), so a write or fill of an older version that is
+still on its way cannot land after the replay. This in-process outbox is bounded; a durable
+one (the database) can be plugged in through the same protocol.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
+
+# A pending invalidation: the key, and the version of the write behind it (None: a delete).
+Pending = tuple[str, int | None]
 
 
 class Outbox(Protocol):
-    def add(self, keys: Iterable[str]) -> None: ...
+    def add(self, keys: Iterable[str], versions: Mapping[str, int] | None = None) -> None: ...
 
     def drain(self, limit: int = 10_000) -> list[str]: ...
 
+    def drain_pending(self, limit: int = 10_000) -> list[Pending]: ...
+
     def restore(self, keys: Iterable[str]) -> None: ...
+
+    def restore_pending(self, pending: Iterable[Pending]) -> None: ...
 
     def __len__(self) -> int: ...
 
 
 class MemoryOutbox:
-    """Bounded, de-duplicated, thread-safe; the oldest keys are dropped past capacity."""
+    """Bounded, de-duplicated, thread-safe; the oldest keys are dropped past capacity. A key
+    added twice keeps the highest version it was given."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self.dropped = 0
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._keys: OrderedDict[str, int | None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, keys: Iterable[str]) -> None:
+    def add(self, keys: Iterable[str], versions: Mapping[str, int] | None = None) -> None:
+        self.restore_pending((key, None if versions is None else versions.get(key)) for key in keys)
+
+    def restore_pending(self, pending: Iterable[Pending]) -> None:
         with self._lock:
-            for key in keys:
-                self._keys[key] = None
+            for key, version in pending:
+                known = self._keys.get(key)
+                if known is not None and (version is None or version < known):
+                    version = known
+                self._keys[key] = version
                 self._keys.move_to_end(key)
             while len(self._keys) > self.capacity:
                 self._keys.popitem(last=False)
                 self.dropped += 1
 
-    def drain(self, limit: int = 10_000) -> list[str]:
+    def drain_pending(self, limit: int = 10_000) -> list[Pending]:
         with self._lock:
-            taken: list[str] = []
+            taken: list[Pending] = []
             while self._keys and len(taken) < limit:
-                taken.append(self._keys.popitem(last=False)[0])
+                taken.append(self._keys.popitem(last=False))
             return taken
+
+    def drain(self, limit: int = 10_000) -> list[str]:
+        return [key for key, _version in self.drain_pending(limit)]
 
     def restore(self, keys: Iterable[str]) -> None:
         self.add(keys)

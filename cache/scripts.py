@@ -53,6 +53,22 @@ return 1
 """
 )
 
+# Retire a key whose invalidation could not reach Redis when it was made (the outbox's replay):
+# a RETIRED envelope at the version the write produced, unless that version (or a newer one)
+# is there already; the lease goes too. A DEL would leave no version behind, and a write or
+# fill of an older version still on its way would then store what the write replaced.
+# ARGV: the retired envelope, px, version. Returns 1 when retired, 0 when a value as new stays.
+RETIRE: Final = (
+    _STORED_VERSION
+    + """
+redis.call('DEL', KEYS[2])
+local v = stored_version(KEYS[1])
+if v and v >= tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
 # Release a lease only if it is still ours (the load failed).
 RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

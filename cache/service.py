@@ -38,6 +38,7 @@ from cache.ops import (
     Read,
     ReadMany,
     ReleaseLease,
+    Retire,
     Sleep,
     TakeLease,
     Unlink,
@@ -89,6 +90,7 @@ class CacheService:
         )
         self._fill = clients.writer.register_script(scripts.FILL)
         self._write_guarded = clients.writer.register_script(scripts.WRITE_GUARDED)
+        self._retire = clients.writer.register_script(scripts.RETIRE)
         self._release = clients.writer.register_script(scripts.RELEASE)
         self._redis_ops: dict[type, Callable[[Any], Any]] = {
             Read: self._read,
@@ -96,6 +98,7 @@ class CacheService:
             Write: self._write,
             WriteGuarded: self._write_guarded_one,
             WriteMany: self._write_many,
+            Retire: self._retire_many,
             Unlink: self._unlink,
             TakeLease: self._take_lease,
             ReleaseLease: self._release_lease,
@@ -188,6 +191,12 @@ class CacheService:
                 )
             else:
                 pipe.set(item.key, item.payload, px=item.px)
+        return pipe.execute()
+
+    def _retire_many(self, op: Retire) -> Any:
+        pipe = self._writer.pipeline(transaction=False)
+        for item in op.items:
+            self._retire(keys=[item.key, item.lease_key], args=item.args(), client=pipe)
         return pipe.execute()
 
     def _unlink(self, op: Unlink) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cache import MISS, NOT_FOUND, DataType
+from cache import MISS, NOT_FOUND, DataType, codec
 from cache.breaker import BreakerState
 from cache.ops import (
     UNAVAILABLE,
@@ -20,6 +20,7 @@ from cache.ops import (
     Outcome,
     Pipeline,
     ReadMany,
+    Retire,
     Unlink,
     WriteGuarded,
     WriteMany,
@@ -55,6 +56,27 @@ def test_replay_unlinks_the_oldest_first_with_leases_and_counts() -> None:
     assert len(core.outbox) == 0 and core.metrics.outbox_replayed == 3
 
 
+def test_a_failed_write_through_is_replayed_as_a_retirement_at_its_version() -> None:
+    """Not a DELETE: an older write still on its way must find the version there."""
+    core = make_core(Clock())
+    stored, _ops = drive(
+        core.write_through("t:m", {"v": 7}, 7, DataType.MEMBER, None), lambda op: UNAVAILABLE
+    )
+    assert stored is False
+    core.outbox.add(["t:m"], {"t:m": 5})  # an older one failed too: the newest version stays
+    core.outbox.add(["t:g"])  # a plain delete (a generation, a bulk change's record)
+    _done, ops = drive(core.replay(), lambda op: [1] if isinstance(op, Retire) else 2)
+    assert [op.keys for op in ops if isinstance(op, Unlink)] == [["t:g", "t:lease:{t:g}"]]
+    (retire,) = [op for op in ops if isinstance(op, Retire)]
+    (item,) = retire.items
+    assert (item.key, item.lease_key, item.version) == ("t:m", "t:lease:{t:m}", 7)
+    assert codec.decode(item.payload).retired
+    assert len(core.outbox) == 0 and core.metrics.outbox_replayed == 2
+    # Read back, a retired key is a plain miss: no value, no error counted.
+    assert core.read_one(item.payload, "t:m", DataType.MEMBER) is MISS
+    assert core.metrics.of(DataType.MEMBER).errors == 0
+
+
 def test_a_failed_replay_keeps_the_keys_and_fails_the_command() -> None:
     core = make_core(Clock())
     core.outbox.add(["t:a", "t:b"])
@@ -65,6 +87,10 @@ def test_a_failed_replay_keeps_the_keys_and_fails_the_command() -> None:
     with pytest.raises(ConnectionError):
         drive(core.replay(), down)
     assert core.outbox.drain() == ["t:a", "t:b"] and core.metrics.outbox_replayed == 0
+    core.outbox.add(["t:c"], {"t:c": 3})
+    with pytest.raises(ConnectionError):
+        drive(core.replay(), down)
+    assert core.outbox.drain_pending() == [("t:c", 3)]  # its version kept
 
 
 # --- reads and writes ------------------------------------------------------------------------

@@ -8,10 +8,19 @@ import anyio
 import pytest
 import redis
 
-from cache import MISS, NOT_FOUND, AsyncCacheService, CacheService, DataType, build_async_cache
+from cache import (
+    MISS,
+    NOT_FOUND,
+    AsyncCacheService,
+    CacheService,
+    DataType,
+    build_async_cache,
+    codec,
+)
 from cache.aio import AsyncCacheService as Front
 from cache.breaker import BreakerState
 from cache.client import connect_async
+from cache.flow import RETIRED_MS
 from cache.invalidation import (
     GENERATION_BITS,
     MEMBER_TAGS,
@@ -199,3 +208,55 @@ def test_sync_generations_start_at_random_and_follow_bumps(cache: CacheService) 
     bump_sync(cache, MEMBER_TAGS[:1])
     after = generations_sync(cache, MEMBER_TAGS)
     assert after == (first[0] + 1, first[1], first[2])
+
+
+async def test_an_older_write_through_cannot_land_after_a_newer_one_was_replayed(
+    acache: AsyncCacheService, raw: redis.Redis
+) -> None:
+    """Two writes of one member, v10 committed before v11, their write-throughs the other way
+    round (two requests of one API, or two processes): v11's finds Redis away and waits in
+    the outbox; v10's comes once Redis is back, and its command replays the outbox first. A
+    replay that deleted the key left nothing for v10's version guard to see: v10 stayed
+    cached over a database at v11 until its TTL. The replay retires the key at v11 instead."""
+    key, core = acache.keys.member(21), acache.core
+    assert await acache.write_through(key, {"id": 21, "version": 9}, 9, DataType.MEMBER)
+    for _ in range(core.breaker.failure_threshold):
+        core.breaker.failure()  # Redis away, for v11's write-through
+    assert not await acache.write_through(key, {"id": 21, "version": 11}, 11, DataType.MEMBER)
+    core.breaker.success()  # back
+
+    assert not await acache.write_through(key, {"id": 21, "version": 10}, 10, DataType.MEMBER)
+
+    assert len(core.outbox) == 0 and raw.exists(key) == 1
+    assert await acache.get(key, DataType.MEMBER) is MISS  # retired: no value
+    assert acache.metrics.of(DataType.MEMBER).errors == 0
+    # The next reader loads the row as it is now, and its fill is taken.
+    fetched = await acache.fetch(
+        key, lambda: {"id": 21, "version": 11}, DataType.MEMBER, version_of=_version
+    )
+    assert fetched.fresh_for is not None  # stored
+    assert (await acache.get(key, DataType.MEMBER))["version"] == 11
+
+
+def test_the_sync_front_replays_a_failed_write_through_as_a_retirement(
+    cache: CacheService, raw: redis.Redis
+) -> None:
+    key, core = cache.keys.member(22), cache.core
+    assert cache.write_through(key, {"id": 22, "version": 4}, 4, DataType.MEMBER)
+    for _ in range(core.breaker.failure_threshold):
+        core.breaker.failure()
+    assert not cache.write_through(key, {"id": 22, "version": 5}, 5, DataType.MEMBER)
+    core.breaker.success()
+
+    assert cache.get(key, DataType.MEMBER) is MISS  # the get replayed the outbox first
+
+    found = raw.get(key)
+    assert found is not None and codec.decode(found).retired and codec.decode(found).version == 5
+    assert raw.pttl(key) <= RETIRED_MS
+    # A fill that read the row before v5 (its lease taken before the replay) is refused.
+    assert not cache.set_many({key: {"id": 22, "version": 4}}, DataType.MEMBER, versions={key: 4})
+    assert cache.get(key, DataType.MEMBER) is MISS
+
+
+def _version(value: dict[str, int]) -> int:
+    return value["version"]
