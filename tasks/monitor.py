@@ -32,11 +32,12 @@ one by one.
 acknowledged it) is an inconsistency at once. A copy that has the sampled write but not a
 *later* change of the member is not yet one: that change is committed, but its writer may
 not have told the cache yet (it is judged from its own acknowledgement, by its own sample).
-Under load the gap is seconds: in the 1,000,000-member replay, writes waited up to 7 s to be
-acknowledged after their commit, and every inconsistency the monitor reported there was
-such a copy, one version behind a change still on its way. So the sample is put back once,
-with the row it saw (cache.consistency.Seen), due one window later; then the change must
-show, or the copy is inconsistent (``missing="change"``). A write behind the cache's back
+Under load the gap is seconds: in a 1,000,000-member replay, member writes took up to 7 s
+to be acknowledged, and each of the three inconsistencies the monitor reported was a Redis
+copy one version behind the row while the API's answer for the member, read later in the
+same check, already agreed: a change on its way, not a stale copy. So the sample is put back
+once, with the row it saw (cache.consistency.Seen), due one window later; then the change
+must show, or the copy is inconsistent (``missing="change"``). A write behind the cache's back
 (no invalidation at all) is reported that way, one window late; a bulk change (no version
 acknowledged) likewise.
 
