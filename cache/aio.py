@@ -183,27 +183,22 @@ class AsyncCacheService:
         return await self._write_guarded(keys=[op.key, op.lease_key], args=op.args())
 
     async def _write_many(self, op: WriteMany) -> Any:
+        if op.guarded:
+            return await self._scripted(self._write_guarded, op.items)
         pipe = self._writer.pipeline(transaction=False)
         for item in op.items:
-            if op.guarded:
-                # Queued on the pipeline (redis-py accepts pipelines here; its stubs do not say so).
-                await self._write_guarded(
-                    keys=[item.key, item.lease_key],
-                    args=item.args(),
-                    client=pipe,  # type: ignore[arg-type]
-                )
-            else:
-                pipe.set(item.key, item.payload, px=item.px)
+            pipe.set(item.key, item.payload, px=item.px)
         return await pipe.execute()
 
     async def _retire_many(self, op: Retire) -> Any:
+        return await self._scripted(self._retire, op.items)
+
+    async def _scripted(self, script: Any, items: list[WriteGuarded]) -> Any:
+        """One call of a key-and-lease script per item, in one pipeline: the replies."""
         pipe = self._writer.pipeline(transaction=False)
-        for item in op.items:
-            await self._retire(
-                keys=[item.key, item.lease_key],
-                args=item.args(),
-                client=pipe,  # type: ignore[arg-type]  # a pipeline, as in _write_many
-            )
+        for item in items:
+            # Queued on the pipeline (redis-py accepts pipelines here; its stubs do not say so).
+            await script(keys=[item.key, item.lease_key], args=item.args(), client=pipe)
         return await pipe.execute()
 
     async def _unlink(self, op: Unlink) -> int:

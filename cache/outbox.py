@@ -27,8 +27,6 @@ class Outbox(Protocol):
 
     def drain_pending(self, limit: int = 10_000) -> list[Pending]: ...
 
-    def restore(self, keys: Iterable[str]) -> None: ...
-
     def restore_pending(self, pending: Iterable[Pending]) -> None: ...
 
     def __len__(self) -> int: ...
@@ -68,9 +66,6 @@ class MemoryOutbox:
 
     def drain(self, limit: int = 10_000) -> list[str]:
         return [key for key, _version in self.drain_pending(limit)]
-
-    def restore(self, keys: Iterable[str]) -> None:
-        self.add(keys)
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -181,22 +181,21 @@ class CacheService:
         return self._write_guarded(keys=[op.key, op.lease_key], args=op.args())
 
     def _write_many(self, op: WriteMany) -> Any:
+        if op.guarded:
+            return self._scripted(self._write_guarded, op.items)
         pipe = self._writer.pipeline(transaction=False)
         for item in op.items:
-            if op.guarded:
-                self._write_guarded(
-                    keys=[item.key, item.lease_key],
-                    args=item.args(),
-                    client=pipe,
-                )
-            else:
-                pipe.set(item.key, item.payload, px=item.px)
+            pipe.set(item.key, item.payload, px=item.px)
         return pipe.execute()
 
     def _retire_many(self, op: Retire) -> Any:
+        return self._scripted(self._retire, op.items)
+
+    def _scripted(self, script: Any, items: list[WriteGuarded]) -> Any:
+        """One call of a key-and-lease script per item, in one pipeline: the replies."""
         pipe = self._writer.pipeline(transaction=False)
-        for item in op.items:
-            self._retire(keys=[item.key, item.lease_key], args=item.args(), client=pipe)
+        for item in items:
+            script(keys=[item.key, item.lease_key], args=item.args(), client=pipe)
         return pipe.execute()
 
     def _unlink(self, op: Unlink) -> int:
