@@ -96,7 +96,12 @@ def create_app(settings: Settings) -> FastAPI:
         return None if found is None else found.cache
 
     app.include_router(routes.router)
-    app.add_middleware(CacheMiddleware, cache=cache, routes=routes.router.routes)
+    app.add_middleware(
+        CacheMiddleware,
+        cache=cache,
+        routes=routes.router.routes,
+        max_lag=settings.cache_max_lag_seconds,
+    )
     install_activity(app)  # member activity, written behind
     management = install_management(app, settings)  # /api/v1/cache: operators only
     published["latency"] = management.latency.document

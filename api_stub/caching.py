@@ -24,6 +24,10 @@ recompute of the same variant runs in this process is served that recompute's va
 it is done, as ``X-Cache: STALE`` (it may predate the last write), and nothing is stored
 under its newer generation: the next reader after it recomputes.
 
+A kind that declares a lag (cache.kinds: Kind.lag) does not make that reader wait: within
+the lag of its last value known current, it is served that value while one recompute runs
+behind it (api_stub.lagging), unless the request asks for the current value (no-cache).
+
 Cached routes answer JSON: a stored body is sent back as application/json, without the
 route's other headers. Documents are rendered with orjson, as the routes render them, so a
 hit answers the bytes a miss did.
@@ -32,8 +36,11 @@ hit answers the bytes a miss did.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Final
@@ -45,11 +52,14 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_stub import problems
+from api_stub.lagging import Kept, KeptValues, wants_current
 from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
 from cache.errors import InvalidKey, LoadDeclined
 
 __all__ = ["CacheMiddleware", "CacheRule", "cached", "response_digest", "rule_of"]
+
+logger = logging.getLogger(__name__)
 
 JSON: Final = b"application/json"
 PROBLEM_JSON: Final = problems.PROBLEM_JSON.encode()
@@ -92,6 +102,16 @@ class _Declined(LoadDeclined):
         self.response = response
 
 
+@dataclass(frozen=True, slots=True)
+class _Lagging:
+    """A reader that may be served its variant's kept value (api_stub.lagging)."""
+
+    variant: tuple[str, str]
+    kept: Kept
+    lag: float
+    started: float
+
+
 @dataclass(slots=True)
 class _Captured:
     status: int = 500
@@ -112,6 +132,7 @@ class CacheMiddleware:
         *,
         cache: Callable[[], AsyncCacheService | None],
         routes: Iterable[BaseRoute],
+        max_lag: float = math.inf,
     ) -> None:
         self.app = app
         self._cache = cache  # late-bound: the lifespan builds the cache after the stack
@@ -119,6 +140,12 @@ class CacheMiddleware:
         self._controls: dict[CacheRule, _Control] = {}
         # Tagged entries' recomputes under way in this process, by variant (not generation).
         self._recomputes: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._max_lag = max_lag
+        # The lagging kinds' last values known current (api_stub.lagging), the variants
+        # whose recompute runs behind a lagging answer, and those recomputes' tasks.
+        self._kept = KeptValues()
+        self._behind: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         for route in routes:
             rule = rule_of(route)
             path = getattr(route, "path", None)
@@ -138,14 +165,23 @@ class CacheMiddleware:
         rule, params = found
         scope[KIND_SCOPE] = rule.kind.name
         headers = _request_headers(scope, rule)
+        started = time.monotonic()
         try:
             key = await self._key(cache, scope, rule, params, headers)
         except InvalidKey:  # a path parameter no key can hold
             key = None
+        lag = min(rule.kind.lag, self._max_lag)
+        variant = self._variant(scope, rule, params, headers) if lag > 0 else None
+        if variant is not None and not wants_current(headers):
+            kept = self._kept.within(variant, started, lag)
+            if kept is not None and kept.key != key:  # a change since: lag behind it
+                lagging = _Lagging(variant, kept, lag, started)
+                if await self._lagging(cache, key, lagging, scope, send, rule, headers, params):
+                    return
         if key is None:
             await self._uncached(scope, receive, send, rule, headers)
             return
-        await self._serve(cache, key, scope, receive, send, rule, headers, params)
+        await self._serve(cache, key, scope, receive, send, rule, headers, params, variant, started)
 
     # --- routing -------------------------------------------------------------------------------
     def _match(self, scope: Scope) -> tuple[CacheRule, Mapping[str, Any]] | None:
@@ -192,7 +228,39 @@ class CacheMiddleware:
         rule: CacheRule,
         headers: Mapping[bytes, bytes],
         params: Mapping[str, Any],
+        variant: tuple[str, str] | None,
+        started: float,
     ) -> None:
+        load = self._loader(scope, receive, rule, params, headers)
+        try:
+            # One read decides: a hit never runs the route; a miss runs it under the key's
+            # lease, and the fetch says how the answer was served.
+            fetched = await cache.fetch(
+                key, load, rule.data_type, version_of=_version if rule.record else None
+            )
+        except (_Uncacheable, _Declined) as passed:
+            await _replay(send, passed.response)
+            return
+        except _Shared as shared:
+            fetched = Fetched(shared.value, Outcome.STALE, 0.0)
+        except _RecomputeFailed:  # the recompute shared failed: this reader runs the route
+            await self._uncached(scope, receive, send, rule, headers)
+            return
+        else:
+            if variant is not None:  # current under the generations read at ``started``
+                self._kept.keep(variant, key, fetched.value, started)
+        await _send(send, *self._render(cache, rule, headers, fetched, scope["path"]))
+
+    def _loader(
+        self,
+        scope: Scope,
+        receive: Receive,
+        rule: CacheRule,
+        params: Mapping[str, Any],
+        headers: Mapping[bytes, bytes],
+    ) -> Callable[[], Awaitable[Any]]:
+        """The fetch's loader: runs the route; a tagged entry's, one per variant at a time."""
+
         async def run_route() -> Any:
             response = await _capture(self.app, scope, receive)
             if response.status == 200:
@@ -225,21 +293,73 @@ class CacheMiddleware:
                 if self._recomputes.get(variant) is mine:
                     del self._recomputes[variant]
 
-        try:
-            # One read decides: a hit never runs the route; a miss runs it under the key's
-            # lease, and the fetch says how the answer was served.
-            fetched = await cache.fetch(
-                key, load, rule.data_type, version_of=_version if rule.record else None
-            )
-        except (_Uncacheable, _Declined) as passed:
-            await _replay(send, passed.response)
+        return load
+
+    # --- lagging behind a change (api_stub.lagging) ---------------------------------------------
+    async def _lagging(
+        self,
+        cache: AsyncCacheService,
+        key: str | None,
+        lagging: _Lagging,
+        scope: Scope,
+        send: Send,
+        rule: CacheRule,
+        headers: Mapping[bytes, bytes],
+        params: Mapping[str, Any],
+    ) -> bool:
+        """Answer with the kept value when nothing current is cached; True when answered.
+        ``key``: the entry's under the current generations (None: Redis is away)."""
+        kept, started = lagging.kept, lagging.started
+        if key is not None:
+            current = await cache.peek(key, rule.data_type)
+            if current is not None:  # a recompute is in: the current value is served
+                self._kept.keep(lagging.variant, key, current.value, started)
+                await _send(send, *self._render(cache, rule, headers, current, scope["path"]))
+                return True
+            if started - kept.confirmed >= lagging.lag / 2:
+                self._recompute_behind(cache, key, scope, rule, headers, params, lagging)
+        cache.count_stale(rule.data_type)
+        # Never fresh for clients: max-age=0 while cached, no-cache with Redis away.
+        stale = Fetched(kept.value, Outcome.STALE, 0.0 if key is not None else None, "near")
+        status, head, body = self._render(cache, rule, headers, stale, scope["path"])
+        head.append((b"age", b"%d" % int(started - kept.confirmed)))
+        await _send(send, status, head, body)
+        return True
+
+    def _recompute_behind(
+        self,
+        cache: AsyncCacheService,
+        key: str,
+        scope: Scope,
+        rule: CacheRule,
+        headers: Mapping[bytes, bytes],
+        params: Mapping[str, Any],
+        lagging: _Lagging,
+    ) -> None:
+        """One recompute of the variant at a time, run after the lagging answer is sent; its
+        value is stored under ``key`` (as a miss's would be) and kept, confirmed at the start
+        of the request that asked for it."""
+        variant = lagging.variant
+        if variant in self._behind:
             return
-        except _Shared as shared:
-            fetched = Fetched(shared.value, Outcome.STALE, 0.0)
-        except _RecomputeFailed:  # the recompute shared failed: this reader runs the route
-            await self._uncached(scope, receive, send, rule, headers)
-            return
-        await _send(send, *self._render(cache, rule, headers, fetched, scope["path"]))
+        load = self._loader(dict(scope), _no_body, rule, params, headers)
+
+        async def recompute() -> None:
+            try:
+                fetched = await cache.fetch(key, load, rule.data_type)
+            except _Shared:  # a reader's own recompute was under way: it keeps its value
+                return
+            except Exception:  # the next reader past the lag runs the route itself
+                logger.warning("recompute of %s failed", rule.kind.name, exc_info=True)
+                return
+            finally:
+                self._behind.discard(variant)
+            self._kept.keep(variant, key, fetched.value, lagging.started)
+
+        self._behind.add(variant)
+        task = asyncio.get_running_loop().create_task(recompute())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     def _variant(
@@ -350,8 +470,8 @@ def response_digest(
 
 
 def _request_headers(scope: Scope, rule: CacheRule) -> dict[bytes, bytes]:
-    """The request headers the cache reads: If-None-Match and the Vary names."""
-    wanted = (b"if-none-match", *rule.vary)
+    """The request headers the cache reads: If-None-Match, Cache-Control, the Vary names."""
+    wanted = (b"if-none-match", b"cache-control", *rule.vary)
     found: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
         if name in wanted:
@@ -388,6 +508,11 @@ def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _no_body() -> Message:
+    """The request body of a recompute run after its reader was answered: a GET has none."""
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 async def _capture(app: ASGIApp, scope: Scope, receive: Receive) -> _Captured:

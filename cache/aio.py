@@ -275,20 +275,37 @@ class AsyncCacheService:
         core = self.core
         seen: Seen | None = None
         if core.enabled:  # a hit takes one guarded GET and no flow, like get()
-            near = core.near_for(data_type)
-            ticket = -1
-            if near is not None:
-                node = near.hit(key)
-                if node is not None:
-                    return core.near_fetched(node, data_type)
-                ticket = near.seq  # before the GET (see cache/near.py)
-            first = core.fetched(await self.run(self._get, key), key, data_type, ticket)
+            first = await self._first(key, data_type)
             if isinstance(first, Fetched):
                 return first
             seen = first
         flow = core.fetch(key, loader, data_type, ttl, version_of, seen)
         fetched: Fetched = await self._drive(flow)
         return fetched
+
+    async def peek(self, key: str, data_type: DataType = DataType.DEFAULT) -> Fetched | None:
+        """What :meth:`fetch` would serve without loading (a fresh entry), else None: the
+        entry is missing or stale, or Redis is away. Nothing is counted for a None."""
+        if not self.core.enabled:
+            return None
+        first = await self._first(key, data_type)
+        return first if isinstance(first, Fetched) else None
+
+    def count_stale(self, data_type: DataType) -> None:
+        """A value served stale by the caller itself (api_stub.caching: within a kind's lag)."""
+        self.core.metrics.by_type[data_type].stale += 1
+
+    async def _first(self, key: str, data_type: DataType) -> Fetched | Seen:
+        """A fetch's first read: the near tier, else one guarded GET (loading.first)."""
+        core = self.core
+        near = core.near_for(data_type)
+        ticket = -1
+        if near is not None:
+            node = near.hit(key)
+            if node is not None:
+                return core.near_fetched(node, data_type)
+            ticket = near.seq  # before the GET (see cache/near.py)
+        return core.fetched(await self.run(self._get, key), key, data_type, ticket)
 
     async def get_or_load(
         self,

@@ -11,6 +11,10 @@ table. Its declaration holds everything the platform must agree on::
     tags             generations folded into the key: a bump of a tag retires every entry
     private          Cache-Control private (personal data never sits in a shared cache)
     invalidated_by   which member changes retire it (its tags are bumped on them)
+    lag              seconds a tagged value retired by a change may still be served (X-Cache:
+                     STALE, with Age) while one recompute runs behind it; 0: the reader
+                     after a change waits for the recompute. A request with Cache-Control
+                     no-cache always waits, and CACHE_MAX_LAG caps every kind's
     warm             how the Celery warm-up fills it (critical: every variant; hottest: the
                      hottest records in ``warmup critical``, every record in ``warmup all``)
     variants         the parameter values the warm-up fills (the lookup tables' names)
@@ -86,10 +90,13 @@ class Kind:
     variants: tuple[tuple[Any, ...], ...] = ((),)
     query: str | None = None
     near: bool = True
+    lag: float = 0.0
 
     def __post_init__(self) -> None:
         if self.storage is Storage.RECORD and self.tags:
             raise ValueError(f"{self.name}: a record is kept fresh by write-through, not tags")
+        if self.lag < 0 or (self.lag and not self.tags):
+            raise ValueError(f"{self.name}: only a tagged kind lags its changes, by >= 0 s")
         if self.warm is not Warm.NONE and self.query is None:
             raise ValueError(f"{self.name}: a warmed kind names its query")
         if self.warm is Warm.CRITICAL and any(len(v) != len(self.params) for v in self.variants):
@@ -139,6 +146,7 @@ class Kind:
             "invalidated_by": sorted(change.value for change in self.invalidated_by),
             "warm": self.warm.value,
             "near": self.near,
+            "lag": self.lag,
         }
 
 
@@ -229,6 +237,7 @@ KINDS: Final = Registry(
             tags=(TAG_MEMBERS,),
             private=True,
             invalidated_by=MEMBER_CHANGES,
+            lag=2.0,  # a page may show a change up to 2 s late: lists move on every write
         ),
         Kind(
             "dashboard",
@@ -240,6 +249,7 @@ KINDS: Final = Registry(
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.CRITICAL,
             query="analytics.analytics_dashboard",
+            lag=10.0,  # a report seconds behind a write; each recompute scans the tables
         ),
         Kind(
             "growth",
@@ -251,6 +261,7 @@ KINDS: Final = Registry(
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.CRITICAL,
             query="analytics.member_growth",
+            lag=10.0,
         ),
         Kind(
             "demographics",
@@ -262,6 +273,7 @@ KINDS: Final = Registry(
             invalidated_by=MEMBER_CHANGES,
             warm=Warm.CRITICAL,
             query="analytics.demographics",
+            lag=10.0,
         ),
         Kind(
             "lookup",

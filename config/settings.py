@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     cache_ttl_jitter: float = Field(0.10, ge=0, lt=1)  # +-10% so co-warmed keys spread out
     cache_stale_ratio: float = Field(0.5, ge=0)  # hard TTL = soft TTL * (1 + ratio): stale window
     cache_negative_ttl: PositiveInt = 30  # "not found" is cached briefly
+    # Caps the lag each tagged kind declares (cache.kinds: Kind.lag): how long after a change
+    # its last value may still be served while one recompute runs. 0: every read after a
+    # change waits for the recompute (read-after-write on reports and lists, at their cost).
+    cache_max_lag_seconds: float = Field(60.0, ge=0)
     cache_lease_ms: PositiveInt = 5000  # one loader per key; others wait up to this long
     cache_xfetch_beta: float = Field(1.0, ge=0)  # 0 turns early refresh off
     cache_breaker_failures: PositiveInt = 3  # consecutive failures that open the breaker

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -42,6 +42,11 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+# A reader asking for the current value: never served a value lagging a change (a kind's
+# lag, api_stub.lagging).
+CURRENT: Final = {"cache-control": "no-cache"}
 
 
 def api_settings_for(prefix: str, database_url: str, **overrides: Any) -> Settings:
