@@ -10,9 +10,12 @@ runs behind it and stores the new value under the new generations.
 The bound: a value is *confirmed* at the start of the request that read it or computed it
 under the generations then current, so it reflects every change acknowledged before that
 moment. It is served only within ``lag`` seconds of that moment, so a reader never misses a
-change older than the lag. A recompute starts once the value is older than half the lag:
-a steady stream of writes costs one recompute per variant and half lag, not one per write.
-A request with ``Cache-Control: no-cache`` (or ``max-age=0``) is never served a lagging value.
+change older than the lag. Younger than half the lag, it is served from memory with no
+round trip; older, the current key is read first (another process may have recomputed it)
+and, when missing, one recompute starts behind the answer. So a steady stream of writes
+costs one recompute per variant and half lag, not one per write. A request with
+``Cache-Control: no-cache`` (or ``max-age=0``, a browser's reload) is never served a
+lagging value.
 """
 
 from __future__ import annotations

@@ -298,13 +298,9 @@ class AsyncCacheService:
     async def _first(self, key: str, data_type: DataType) -> Fetched | Seen:
         """A fetch's first read: the near tier, else one guarded GET (loading.first)."""
         core = self.core
-        near = core.near_for(data_type)
-        ticket = -1
-        if near is not None:
-            node = near.hit(key)
-            if node is not None:
-                return core.near_fetched(node, data_type)
-            ticket = near.seq  # before the GET (see cache/near.py)
+        ticket = core.near_first(key, data_type)
+        if isinstance(ticket, Fetched):
+            return ticket
         return core.fetched(await self.run(self._get, key), key, data_type, ticket)
 
     async def get_or_load(

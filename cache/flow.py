@@ -298,6 +298,17 @@ class CacheCore:
         left = node.entry.soft_expires_at - self.clock()
         return Fetched(value, Outcome.HIT, max(left, 0.0), "near", node)
 
+    def near_first(self, key: str, data_type: DataType) -> Fetched | int:
+        """A fetch's first step, before its GET: the near hit, else the near tier's ticket
+        to take before the GET (see cache/near.py; -1: no near tier for the data type)."""
+        near = self.near_for(data_type)
+        if near is None:
+            return -1
+        node = near.hit(key)
+        if node is not None:
+            return self.near_fetched(node, data_type)
+        return near.seq
+
     def recent_members(
         self, limit: int, wanted: Callable[[str], bool] = lambda _key: True
     ) -> list[int]:

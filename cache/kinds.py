@@ -237,7 +237,7 @@ KINDS: Final = Registry(
             tags=(TAG_MEMBERS,),
             private=True,
             invalidated_by=MEMBER_CHANGES,
-            lag=2.0,  # a page may show a change up to 2 s late: lists move on every write
+            lag=5.0,  # a page may show a change 5 s late (a browser's reload asks for now)
         ),
         Kind(
             "dashboard",

@@ -266,13 +266,9 @@ class CacheService:
         core = self.core
         seen: Seen | None = None
         if core.enabled:  # a hit takes one guarded GET and no flow, like get()
-            near = core.near_for(data_type)
-            ticket = -1
-            if near is not None:
-                node = near.hit(key)
-                if node is not None:
-                    return core.near_fetched(node, data_type)
-                ticket = near.seq  # before the GET (see cache/near.py)
+            ticket = core.near_first(key, data_type)
+            if isinstance(ticket, Fetched):
+                return ticket
             first = core.fetched(self.run(self._get, key), key, data_type, ticket)
             if isinstance(first, Fetched):
                 return first
