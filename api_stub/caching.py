@@ -165,12 +165,13 @@ class CacheMiddleware:
         rule, params = found
         scope[KIND_SCOPE] = rule.kind.name
         headers = _request_headers(scope, rule)
-        started = time.monotonic()
+        lag = min(rule.kind.lag, self._max_lag)
+        # A lagging kind's value is current as of this moment: before its generations' read.
+        started = time.monotonic() if lag > 0 else 0.0
         try:
             key = await self._key(cache, scope, rule, params, headers)
         except InvalidKey:  # a path parameter no key can hold
             key = None
-        lag = min(rule.kind.lag, self._max_lag)
         variant = self._variant(scope, rule, params, headers) if lag > 0 else None
         if variant is not None and not wants_current(headers):
             kept = self._kept.within(variant, started, lag)

@@ -179,6 +179,20 @@ class Tally:
         self.checks += 1
 
 
+# Leases the due samples of one window (one key, so Cluster-safe): a claimed sample's score
+# becomes the lease's end, when it falls due again unless the run settled it first.
+# ARGV: now, limit, the lease's end. Returns the claimed members.
+CLAIM: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[3], member)
+end
+return due
+"""
+# Longer than a run may take (tasks.monitor.RUN_BUDGET_S, plus its last batch's probes).
+CLAIM_LEASE_S: Final = 30.0
+
+
 class Samples:
     """Records sampled writes and hands due checks to the monitor; one per process
     (services.Services.consistency)."""
@@ -261,32 +275,48 @@ class Samples:
 
     # --- at the check ----------------------------------------------------------------------
     def claim(self, redis: SyncRedis, window: float, now: float, limit: int) -> list[Sample]:
-        """Up to ``limit`` samples due in ``window`` by ``now``, removed from the due set:
-        two round trips; a sample another monitor removed first is not returned."""
+        """Up to ``limit`` samples due in ``window`` by ``now``, leased to the caller: each
+        falls due again CLAIM_LEASE_S later unless :meth:`settle` takes it off first. So a
+        run that dies, or whose reply a failover loses, leaves its checks to a later run:
+        made late, not lost. One round trip; the script is atomic, so no sample is claimed
+        by two monitors at once."""
         if limit <= 0:
             return []
         key = self.due_key(window)
-        # Without scores the members come back as bytes (redis-py types every variant).
-        raw = cast("list[bytes]", redis.zrangebyscore(key, "-inf", now, start=0, num=limit))
-        if not raw:
-            return []
-        pipe = redis.pipeline(transaction=False)
-        for member in raw:
-            pipe.zrem(key, member)
+        lease = redis.register_script(CLAIM)
+        raw = cast("list[bytes]", lease(keys=[key], args=[now, limit, now + CLAIM_LEASE_S]))
         claimed: list[Sample] = []
-        for member, removed in zip(raw, pipe.execute(), strict=True):
-            if not removed:
-                continue
+        for member in raw:
             try:
                 claimed.append(Sample.decode(member))
             except (ValueError, KeyError, TypeError):
                 log.warning("consistency: an unreadable sample was dropped: %r", member[:200])
+                redis.zrem(key, member)
         return claimed
 
+    def settle(
+        self,
+        redis: SyncRedis,
+        window: float,
+        checked: Sequence[Sample],
+        later: Sequence[Sample] = (),
+    ) -> None:
+        """Take checked samples off the due set and put ``later`` ones in (a sample waiting
+        for a later change: due one window after the check that saw it), in one transaction
+        on the one key: a recheck is never lost, nor left twice."""
+        if not checked and not later:
+            return
+        key = self.due_key(window)
+        pipe = redis.pipeline(transaction=True)
+        if checked:
+            pipe.zrem(key, *(s.encode() for s in checked))
+        if later:
+            pipe.zadd(key, {s.encode(): s.due(window) for s in later})
+        pipe.execute()
+
     def requeue(self, redis: SyncRedis, window: float, samples: Sequence[Sample]) -> None:
-        """Put claimed samples back, due when they say (a check that could not be made, Redis
-        or the database away: as they were, claimed again later and counted late; a sample
-        waiting for a later change: due one window after the check that saw it)."""
+        """Claimed samples whose check could not be made (the database away) due again when
+        they were, before their lease ends: claimed by the next run and counted late."""
         if samples:
             redis.zadd(self.due_key(window), {s.encode(): s.due(window) for s in samples})
 

@@ -14,7 +14,8 @@ table. Its declaration holds everything the platform must agree on::
     lag              seconds a tagged value retired by a change may still be served (X-Cache:
                      STALE, with Age) while one recompute runs behind it; 0: the reader
                      after a change waits for the recompute. A request with Cache-Control
-                     no-cache always waits, and CACHE_MAX_LAG caps every kind's
+                     no-cache always waits; CACHE_MAX_LAG_SECONDS caps every kind's lag
+                     (api_stub.lagging)
     warm             how the Celery warm-up fills it (critical: every variant; hottest: the
                      hottest records in ``warmup critical``, every record in ``warmup all``)
     variants         the parameter values the warm-up fills (the lookup tables' names)

@@ -48,6 +48,7 @@ and seconds) is added to the counters beside the figures.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -174,7 +175,6 @@ class Monitor:
         self.samples = samples
         self.probe = probe
         self._deadline = 0.0  # of the run in progress: probes past it are skipped
-        self._held: list[Due] = []  # claimed, not checked, not yet put back (Redis away)
 
     def claim(self, now: float, limit: int) -> list[Due]:
         found: list[Due] = []
@@ -186,12 +186,15 @@ class Monitor:
 
     def run(self, now: float | None = None) -> dict[str, Any]:
         """Claim the due checks in batches, check and count each batch, until none is due,
-        ``max_checks`` were made or RUN_BUDGET_S has passed: the run's figures. A batch whose
-        check fails (Redis or the database away) is put back for a later run, counted late."""
+        ``max_checks`` were made or RUN_BUDGET_S has passed: the run's figures.
+
+        A claim is a lease (cache.consistency.Samples.claim): a batch is settled (taken off
+        its due sets, its rechecks put in) before it is counted. A batch whose check fails
+        (Redis or the database away) is put back at once; when that fails too, or this
+        process dies, its lease ends and a later run makes its checks, counted late.
+        Settled but not counted (Redis lost between the two): lost, never counted twice."""
         started = time.perf_counter()
         self._deadline = started + RUN_BUDGET_S
-        if self._held:
-            self._requeue(())
         total = Tally.empty()
         budget = self.samples.config.max_checks
         while budget > 0 and time.perf_counter() < self._deadline:
@@ -202,9 +205,11 @@ class Monitor:
             try:
                 later = self.check(due, batch)
             except (RedisError, DataError):
-                self._requeue(due)
+                # Due again at once; if the durable Redis is away too, when the lease ends.
+                with contextlib.suppress(RedisError):
+                    self._settle((), due, requeue=True)
                 raise
-            self._requeue(later)
+            self._settle(due, later)
             self.samples.count(self.durable, batch, run_done=False)
             self._log(batch)
             total.merge(batch)
@@ -220,17 +225,17 @@ class Monitor:
             "seconds": round(total.seconds, 4),
         }
 
-    def _requeue(self, due: Sequence[Due]) -> None:
-        """A batch that could not be checked goes back to its due sets; with Redis away it
-        is held by this process and put back by its next run (lost only with the process)."""
-        held, self._held = [*self._held, *due], []
+    def _settle(self, checked: Sequence[Due], later: Sequence[Due], requeue: bool = False) -> None:
+        """Per window: the checked samples off its due set and the ``later`` ones in, in one
+        transaction; with ``requeue``, ``later`` were not checked and fall due as they were."""
         for window in self.samples.config.windows:
             name = window_name(window)
-            mine = [item for item in held if item.window == name]
-            try:
-                self.samples.requeue(self.durable, window, [item.sample for item in mine])
-            except RedisError:
-                self._held.extend(mine)
+            done = [item.sample for item in checked if item.window == name]
+            again = [item.sample for item in later if item.window == name]
+            if requeue:
+                self.samples.requeue(self.durable, window, again)
+            else:
+                self.samples.settle(self.durable, window, done, again)
 
     @staticmethod
     def _log(tally: Tally) -> None:

@@ -9,8 +9,10 @@ import math
 import pytest
 
 from cache import CacheService
-from cache.consistency import MonitorConfig, Samples, Tally, nines
+from cache.consistency import CLAIM_LEASE_S, MonitorConfig, Samples, Seen, Tally, nines
 from config import ConfigError, Settings, load_settings
+from tasks.monitor import RUN_BUDGET_S
+from workers.routing import CHECK_CONSISTENCY
 
 
 def _samples(cache: CacheService, **changes: object) -> Samples:
@@ -51,7 +53,9 @@ def test_a_due_check_is_claimed_once_and_counted(cache: CacheService) -> None:
     rest = samples.claim(redis, 1.0, now + 1.5, 10)
     assert len(first) == 2 and len(rest) == 1
     assert {s.member_id for s in first + rest} == {7, 8, 9}
-    assert samples.claim(redis, 1.0, now + 1.5, 10) == []
+    assert samples.claim(redis, 1.0, now + 1.5, 10) == []  # leased: not claimed twice
+    samples.settle(redis, 1.0, first + rest)
+    assert redis.zcard(samples.due_key(1.0)) == 0
 
     tally = Tally.empty()
     for sample in first + rest:
@@ -75,3 +79,36 @@ def test_windows_must_be_positive_and_increasing(settings: Settings) -> None:
     for bad in ("10,1", "0,5", "1,x", ""):
         with pytest.raises(ConfigError, match="CONSISTENCY_WINDOWS_S"):
             load_settings(consistency_windows_s=bad, _env_file=None)
+
+
+def test_a_claim_never_settled_falls_due_again_when_its_lease_ends(cache: CacheService) -> None:
+    """A run that dies after its claim, or whose reply a failover loses, loses no check."""
+    redis = cache.clients.writer
+    samples = _samples(cache, max_samples=100)
+    samples.record(redis, "update", [(7, 3), (8, 5)])
+    due = samples.pick("update", [(1, 1)])[0].acked_at + 1.5
+    claimed = samples.claim(redis, 1.0, due, 10)
+    assert {s.member_id for s in claimed} == {7, 8}
+    assert samples.claim(redis, 1.0, due + CLAIM_LEASE_S - 1, 10) == []  # still leased
+    again = samples.claim(redis, 1.0, due + CLAIM_LEASE_S + 0.1, 10)
+    assert sorted(again, key=lambda s: s.member_id) == sorted(claimed, key=lambda s: s.member_id)
+    assert samples.read(redis)["windows"]["1"]["pending"] == 2  # leased ones still pending
+
+
+def test_settling_takes_the_checked_off_and_puts_a_recheck_in_once(cache: CacheService) -> None:
+    redis = cache.clients.writer
+    samples = _samples(cache, max_samples=100)
+    samples.record(redis, "update", [(7, 3), (8, 5)])
+    due = samples.pick("update", [(1, 1)])[0].acked_at + 1.5
+    seven, eight = sorted(samples.claim(redis, 1.0, due, 10), key=lambda s: s.member_id)
+    recheck = dataclasses.replace(eight, seen=Seen(6, 1.0, due + 1.0))
+    samples.settle(redis, 1.0, [seven, eight], [recheck])
+    assert redis.zrange(samples.due_key(1.0), 0, -1, withscores=True) == [
+        (recheck.encode().encode(), due + 1.0)
+    ]
+
+
+def test_a_lease_outlasts_every_run_of_the_monitor() -> None:
+    """A run is killed at its task's hard time limit; its claims must still be leased then,
+    or a live run's checks would be claimed again by the next."""
+    assert CLAIM_LEASE_S > CHECK_CONSISTENCY.time_limit > RUN_BUDGET_S
