@@ -189,7 +189,9 @@ for _, member in ipairs(due) do
 end
 return due
 """
-# Longer than a run may take (tasks.monitor.RUN_BUDGET_S, plus its last batch's probes).
+# Longer than a run can last: the check task's hard time limit (workers/routing.py
+# CHECK_CONSISTENCY, 20 s; a test holds them in that order), so a live run's claims are never
+# claimed again by the next run.
 CLAIM_LEASE_S: Final = 30.0
 
 
