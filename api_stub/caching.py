@@ -311,17 +311,18 @@ class CacheMiddleware:
         """Answer with the kept value, unless a current one is cached; True when answered.
         ``key``: the entry's under the current generations (None: Redis is away).
 
-        Younger than half the lag, the kept value is served from memory, as a near hit is:
-        no round trip. Older, the current key is read first (another process may have
-        recomputed it); when it is missing, one recompute starts behind the answer."""
+        The current key is read first: another process, a warm-up or this one's recompute
+        may have stored it. When it is missing, the kept value is served, and once it is
+        older than half the lag one recompute starts behind the answer."""
         kept, started = lagging.kept, lagging.started
-        if key is not None and started - kept.confirmed >= lagging.lag / 2:
+        if key is not None:
             current = await cache.peek(key, rule.data_type)
             if current is not None:
                 self._kept.keep(lagging.variant, key, current.value, started)
                 await _send(send, *self._render(cache, rule, headers, current, scope["path"]))
                 return True
-            self._recompute_behind(cache, key, scope, rule, headers, params, lagging)
+            if started - kept.confirmed >= lagging.lag / 2:
+                self._recompute_behind(cache, key, scope, rule, headers, params, lagging)
         cache.count_stale(rule.data_type)
         # Never fresh for clients: max-age=0 while cached, no-cache with Redis away.
         stale = Fetched(kept.value, Outcome.STALE, 0.0 if key is not None else None, "near")

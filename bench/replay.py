@@ -51,6 +51,7 @@ from bench._replayer import Incident, Recording, replay
 from bench._sentinel import MASTER_NAME, SentinelGroup, free_port
 from bench._stack import start_platform
 from bench._trace import Trace, generate
+from cache.consistency import CLAIM_LEASE_S
 from cachectl.embedded import EmbeddedRedis, start_embedded_redis
 from workers.client import Progress as TaskProgress
 from workers.client import TaskClient
@@ -270,9 +271,11 @@ class Run:
     def settle(self, base_url: str, *, drain: bool) -> dict[str, Any]:
         """The platform's figures once the monitor has no check pending (when ``drain``):
         the last write's checks, and a sample checked again one window later (a later change
-        on its way, tasks/monitor.py), within twice the longest window."""
+        on its way, tasks/monitor.py), within twice the longest window; a claim whose reply
+        the failover lost falls due again when its lease ends (CLAIM_LEASE_S)."""
         longest = max(float(w) for w in self.args.windows.split(","))
-        deadline = time.monotonic() + (2 * longest + DRAIN_MARGIN_S if drain else 0.0)
+        wait = max(2 * longest, CLAIM_LEASE_S) + DRAIN_MARGIN_S
+        deadline = time.monotonic() + (wait if drain else 0.0)
         task = self.progress.add_task("last consistency checks", total=None) if drain else None
         headers = {"authorization": f"Bearer {self.token}"}
         figures: dict[str, Any] = {}

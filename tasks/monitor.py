@@ -48,7 +48,6 @@ and seconds) is added to the counters beside the figures.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -175,6 +174,9 @@ class Monitor:
         self.samples = samples
         self.probe = probe
         self._deadline = 0.0  # of the run in progress: probes past it are skipped
+        # Claimed, not checked, not yet put back (Redis away): put back by the next run,
+        # before their lease would bring them back (cache.consistency.CLAIM_LEASE_S).
+        self._held: list[Due] = []
 
     def claim(self, now: float, limit: int) -> list[Due]:
         found: list[Due] = []
@@ -190,11 +192,14 @@ class Monitor:
 
         A claim is a lease (cache.consistency.Samples.claim): a batch is settled (taken off
         its due sets, its rechecks put in) before it is counted. A batch whose check fails
-        (Redis or the database away) is put back at once; when that fails too, or this
-        process dies, its lease ends and a later run makes its checks, counted late.
+        (Redis or the database away) is put back for a later run, counted late; with Redis
+        away this process holds it and its next run puts it back. If the process dies, or a
+        failover loses the claim's reply, the lease ends and a later run makes the checks.
         Settled but not counted (Redis lost between the two): lost, never counted twice."""
         started = time.perf_counter()
         self._deadline = started + RUN_BUDGET_S
+        if self._held:
+            self._requeue(())
         total = Tally.empty()
         budget = self.samples.config.max_checks
         while budget > 0 and time.perf_counter() < self._deadline:
@@ -205,9 +210,7 @@ class Monitor:
             try:
                 later = self.check(due, batch)
             except (RedisError, DataError):
-                # Due again at once; if the durable Redis is away too, when the lease ends.
-                with contextlib.suppress(RedisError):
-                    self._settle((), due, requeue=True)
+                self._requeue(due)
                 raise
             self._settle(due, later)
             self.samples.count(self.durable, batch, run_done=False)
@@ -225,17 +228,26 @@ class Monitor:
             "seconds": round(total.seconds, 4),
         }
 
-    def _settle(self, checked: Sequence[Due], later: Sequence[Due], requeue: bool = False) -> None:
+    def _settle(self, checked: Sequence[Due], later: Sequence[Due]) -> None:
         """Per window: the checked samples off its due set and the ``later`` ones in, in one
-        transaction; with ``requeue``, ``later`` were not checked and fall due as they were."""
+        transaction."""
         for window in self.samples.config.windows:
             name = window_name(window)
             done = [item.sample for item in checked if item.window == name]
             again = [item.sample for item in later if item.window == name]
-            if requeue:
-                self.samples.requeue(self.durable, window, again)
-            else:
-                self.samples.settle(self.durable, window, done, again)
+            self.samples.settle(self.durable, window, done, again)
+
+    def _requeue(self, due: Sequence[Due]) -> None:
+        """A batch that could not be checked goes back to its due sets, due as it was; with
+        Redis away it is held by this process and put back by its next run."""
+        held, self._held = [*self._held, *due], []
+        for window in self.samples.config.windows:
+            name = window_name(window)
+            mine = [item for item in held if item.window == name]
+            try:
+                self.samples.requeue(self.durable, window, [item.sample for item in mine])
+            except RedisError:
+                self._held.extend(mine)
 
     @staticmethod
     def _log(tally: Tally) -> None:
