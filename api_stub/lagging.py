@@ -10,16 +10,18 @@ runs behind it and stores the new value under the new generations.
 The bound: a value is *confirmed* at the start of the request that read it or computed it
 under the generations then current, so it reflects every change acknowledged before that
 moment. It is served only within ``lag`` seconds of that moment, so a reader never misses a
-change older than the lag. The current key is read first (another process, a warm-up
-after a ``clear``, or this process's recompute may have stored it); when it is missing the
-kept value is served, and once it is older than half the lag one recompute starts behind
-the answer. So a steady stream of writes costs one recompute per variant and half lag, not
-one per write. The recompute must end
-within the other half, or readers past the lag wait for it: at 1,000,000 members the
-dashboard took 5 to 10 s to recompute under the replay's load, and with a 10-s lag its p99
-stayed at 9.7 s, so the reports lag by 30 s (cache/kinds.py). A request with
-``Cache-Control: no-cache`` (or ``max-age=0``, a browser's reload) is never served a
-lagging value.
+change older than the lag (a ``clear`` is such a change: it deletes the generations).
+
+The current key is read first (another process, a warm-up after a ``clear``, or this
+process's recompute may have stored it); when it is missing the kept value is served, and
+once it is older than half the lag one recompute starts behind the answer. So a steady
+stream of writes costs one recompute per variant and half lag, not one per write. The
+recompute must end within the other half, or readers past the lag wait for it: at
+1,000,000 members the dashboard took 5 to 10 s to recompute under the replay's load, and
+with a 10-s lag its p99 stayed at 9.7 s, so the reports lag by 30 s (cache/kinds.py).
+
+A request with ``Cache-Control: no-cache`` (or ``max-age=0``, a browser's reload) is never
+served a lagging value.
 """
 
 from __future__ import annotations
