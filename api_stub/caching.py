@@ -232,7 +232,7 @@ class CacheMiddleware:
         variant: tuple[str, str] | None,
         started: float,
     ) -> None:
-        load = self._loader(scope, receive, rule, params, headers)
+        load = self._loader(scope, receive, rule, params, headers, variant)
         try:
             # One read decides: a hit never runs the route; a miss runs it under the key's
             # lease, and the fetch says how the answer was served.
@@ -259,8 +259,10 @@ class CacheMiddleware:
         rule: CacheRule,
         params: Mapping[str, Any],
         headers: Mapping[bytes, bytes],
+        variant: tuple[str, str] | None = None,
     ) -> Callable[[], Awaitable[Any]]:
-        """The fetch's loader: runs the route; a tagged entry's, one per variant at a time."""
+        """The fetch's loader: runs the route; a tagged entry's, one per variant at a time
+        (``variant``: the caller's, when it computed it already)."""
 
         async def run_route() -> Any:
             response = await _capture(self.app, scope, receive)
@@ -275,11 +277,11 @@ class CacheMiddleware:
         async def load() -> Any:
             if not rule.tags:  # a record or an untagged entry: its key names one version
                 return await run_route()
-            variant = self._variant(scope, rule, params, headers)
-            running = self._recomputes.get(variant)
+            which = variant if variant is not None else self._variant(scope, rule, params, headers)
+            running = self._recomputes.get(which)
             if running is not None:
                 raise _Shared(await asyncio.shield(running))
-            mine = self._recomputes[variant] = asyncio.get_running_loop().create_future()
+            mine = self._recomputes[which] = asyncio.get_running_loop().create_future()
             try:
                 value = await run_route()
             except BaseException:
@@ -291,8 +293,8 @@ class CacheMiddleware:
                 mine.set_result(value)
                 return value
             finally:
-                if self._recomputes.get(variant) is mine:
-                    del self._recomputes[variant]
+                if self._recomputes.get(which) is mine:
+                    del self._recomputes[which]
 
         return load
 
@@ -347,7 +349,7 @@ class CacheMiddleware:
         variant = lagging.variant
         if variant in self._behind:
             return
-        load = self._loader(dict(scope), _no_body, rule, params, headers)
+        load = self._loader(dict(scope), _no_body, rule, params, headers, variant)
 
         async def recompute() -> None:
             try:

@@ -303,9 +303,11 @@ class Samples:
         checked: Sequence[Sample],
         later: Sequence[Sample] = (),
     ) -> None:
-        """Take checked samples off the due set and put ``later`` ones in (a sample waiting
-        for a later change: due one window after the check that saw it), in one transaction
-        on the one key: a recheck is never lost, nor left twice."""
+        """Take checked samples off the due set and put ``later`` ones in, due when they say,
+        in one transaction on the one key: a recheck is never lost, nor left twice. ``later``:
+        samples waiting for a later change (due one window after the check that saw it), or
+        claimed ones whose check could not be made (due as they were, before their lease
+        ends: claimed by the next run and counted late)."""
         if not checked and not later:
             return
         key = self.due_key(window)
@@ -315,12 +317,6 @@ class Samples:
         if later:
             pipe.zadd(key, {s.encode(): s.due(window) for s in later})
         pipe.execute()
-
-    def requeue(self, redis: SyncRedis, window: float, samples: Sequence[Sample]) -> None:
-        """Claimed samples whose check could not be made (the database away) due again when
-        they were, before their lease ends: claimed by the next run and counted late."""
-        if samples:
-            redis.zadd(self.due_key(window), {s.encode(): s.due(window) for s in samples})
 
     def count(self, redis: SyncRedis, tally: Tally, *, run_done: bool = True) -> None:
         """Add a tally (a batch of a run, or the run's end with its seconds) to the

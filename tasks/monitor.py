@@ -245,7 +245,7 @@ class Monitor:
             name = window_name(window)
             mine = [item for item in held if item.window == name]
             try:
-                self.samples.requeue(self.durable, window, [item.sample for item in mine])
+                self.samples.settle(self.durable, window, (), [item.sample for item in mine])
             except RedisError:
                 self._held.extend(mine)
 
