@@ -237,6 +237,14 @@ def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _cpu_line(cpu: dict[str, Any] | None) -> str:
+    """The machine's busy share, then each role's share of all cores, largest first."""
+    if not cpu:
+        return "-"
+    shares = sorted(cpu["by_role_share"].items(), key=lambda item: -item[1])
+    return f"{cpu['machine_busy_share']}; " + ", ".join(f"{r} {v}" for r, v in shares if v)
+
+
 def table(result: dict[str, Any]) -> str:
     console = Console(record=True, width=120, file=io.StringIO())
     routes_table = Table(title="per route (cache on | off); latency outside the failover window")
@@ -293,6 +301,8 @@ def table(result: dict[str, Any]) -> str:
          f"{(on['consistency'] or {}).get('db_reads')}", ""),
         ("samples checked again: a later change on its way",
          f"{(on['consistency'] or {}).get('rechecks')}", ""),
+        ("cpu (on): machine busy; share by role", _cpu_line(on.get("cpu")), ""),
+        ("cpu (off): machine busy; share by role", _cpu_line(off.get("cpu")), ""),
     )  # fmt: skip
     for row in rows:
         summary.add_row(*row)

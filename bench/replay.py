@@ -14,7 +14,8 @@ Reported per pass: per route p50/p99 (outside the failover window) and 5xx insid
 it, database transactions per 1,000 requests (pg_stat_database: xact_commit, and all
 transactions with the reads' rollbacks), the hit rate over time, the write-behind lag, and the
 consistency monitor's figures (every write sampled in the cache-on pass; after the replay the
-run waits for the last checks of the longest window). The targets: >= 6 nines of sampled
+run waits for the last checks of the longest window), and where the CPU went, by role
+(bench._cpu: API, worker, PostgreSQL, Redis, the replayer). The targets: >= 6 nines of sampled
 writes consistent within 1 s and all within 60 s, through the failover; database
 transactions with the cache <= 10% of without; p99 of every cached route < 10 ms outside the
 failover window; no 5xx outside it.
@@ -46,6 +47,7 @@ from rich.progress import Progress, TaskID
 
 from api_stub.management import hash_token
 from bench import _pg
+from bench._cpu import CpuSampler
 from bench._replay_report import pass_figures, table, verdict, write_html
 from bench._replayer import Incident, Recording, replay
 from bench._sentinel import MASTER_NAME, SentinelGroup, free_port
@@ -169,15 +171,19 @@ class Run:
                 if cache_on:
                     lap("warm_s")
                 task = self.progress.add_task(f"replay, cache {name}", total=trace.duration)
-                recording = asyncio.run(
-                    replay(
-                        platform.base_url,
-                        trace,
-                        self.token,
-                        self.incidents(platform.base_url),
-                        lambda at: self.progress.update(task, completed=at),
+                sampler = CpuSampler().start()
+                try:
+                    recording = asyncio.run(
+                        replay(
+                            platform.base_url,
+                            trace,
+                            self.token,
+                            self.incidents(platform.base_url),
+                            lambda at: self.progress.update(task, completed=at),
+                        )
                     )
-                )
+                finally:
+                    cpu = sampler.stop()
                 lap("replay_s")
                 figures = self.settle(platform.base_url, drain=cache_on)
                 lap("drain_s")
@@ -200,7 +206,7 @@ class Run:
             figures.get("consistency"),
             (figures.get("latency") or {}).get("by_kind"),
         )
-        return found | {"timings": timings, "warm_written": warmed.get("written")}
+        return found | {"timings": timings, "warm_written": warmed.get("written"), "cpu": cpu}
 
     def warm(self, tasks: TaskClient) -> dict[str, Any]:
         """Yesterday's cache: every member and aggregate, by the platform's own warm-up

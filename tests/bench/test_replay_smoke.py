@@ -39,6 +39,10 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
         assert {"cleared", "clear_failed"} & set(found["incidents"]), name
         assert found["db"]["transactions"] > 0, name
         assert len(found["imports"]) == 3 and all(i["status"] == 201 for i in found["imports"])
+        # Where the CPU went: the API, the worker, the databases and the replayer all worked.
+        cpu = found["cpu"]["by_role_s"]
+        assert all(cpu[role] > 0 for role in ("api", "worker", "postgres", "redis", "replayer"))
+        assert len(found["cpu"]["over_time"]["t"]) == len(found["cpu"]["over_time"]["api"]) > 0
     on, off = report["passes"]["on"], report["passes"]["off"]
     assert on["hit_rate"] is not None and on["hit_rate"] > 0  # the cache served hits
     assert off["hit_rate"] is None  # no X-Cache: every read was the database's
