@@ -15,7 +15,8 @@ key the API reads: a bump between the read and the write leaves the value under 
 never a stale value under the current one.
 
 Members are filled only where missing (tasks/bulkwrite.py: SET NX); ``written`` counts the
-keys stored, ``present`` those already cached. Aggregates are recomputed and replaced.
+keys stored, ``present`` those already cached. Aggregates are recomputed and replaced (all
+of them, or the variants a caller names: tasks/autowarm.py after a failover).
 
 A batch that Redis refuses raises CacheUnavailable (the task retries); re-running a warm-up
 is harmless, it fills what is still missing.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -123,17 +124,25 @@ def _store(cache: CacheService, items: Mapping[str, Any], data_type: DataType) -
     return len(items)
 
 
-def warm_kind(cache: CacheService, source: Source, kind: Kind, report: WarmReport) -> None:
-    """Every variant of one aggregate kind, under the key the API reads."""
+def warm_kind(
+    cache: CacheService,
+    source: Source,
+    kind: Kind,
+    report: WarmReport,
+    variants: Collection[tuple[Any, ...]] | None = None,
+) -> None:
+    """Every variant of one aggregate kind (or those of ``variants``), under the key the API
+    reads."""
     gens = generations_sync(cache, kind.tags)  # before the query: see the module docstring
     if gens is None:
         raise CacheUnavailable(f"could not read the generations of {kind.name}")
     items = {
         key: source.load(kind, params)
         for key, params in kind.variant_keys(cache.keys, gens).items()
+        if variants is None or params in variants
     }
     report.written += _store(cache, items, kind.data_type)
-    report.done += len(kind.variants)
+    report.done += len(kind.variants) if variants is None else len(items)
 
 
 def _aggregates(data_type: DataType | None = None) -> tuple[Kind, ...]:
@@ -146,10 +155,14 @@ def warm_aggregates(
     report: WarmReport,
     data_type: DataType | None = None,
     progress: Progress = _no_progress,
+    only: Mapping[Kind, Collection[tuple[Any, ...]]] | None = None,
 ) -> None:
-    """Every aggregate kind (of one data type, when given), each variant one query."""
+    """Every aggregate kind (of one data type, when given), each variant one query; with
+    ``only``, just the variants it names."""
     for kind in _aggregates(data_type):
-        warm_kind(cache, source, kind, report)
+        if only is not None and not only.get(kind):
+            continue
+        warm_kind(cache, source, kind, report, None if only is None else only[kind])
         progress(report.done, report.total)
 
 
@@ -266,14 +279,16 @@ def warm_critical(
     hottest: int = HOTTEST,
     batch_size: int = BATCH_SIZE,
     progress: Progress = _no_progress,
+    only: Mapping[Kind, Collection[tuple[Any, ...]]] | None = None,
 ) -> WarmReport:
     """What the first requests after a cold start need: every aggregate kind marked
-    ``Warm.CRITICAL`` (lookups, analytics, statistics), then the ``hottest`` most active
-    members."""
+    ``Warm.CRITICAL`` (lookups, analytics, statistics), or the variants ``only`` names, then
+    the ``hottest`` most active members."""
     report = WarmReport(started=time.monotonic())
     ids = source.hottest_member_ids(hottest)
-    report.total = aggregate_count() + len(ids)
-    warm_aggregates(cache, source, report, progress=progress)
+    planned = aggregate_count() if only is None else sum(map(len, only.values()))
+    report.total = planned + len(ids)
+    warm_aggregates(cache, source, report, progress=progress, only=only)
     report.total -= len(ids)  # warm_members adds them back
     return warm_members(cache, source, ids, batch_size=batch_size, progress=progress, report=report)
 

@@ -64,13 +64,14 @@ DEFAULT_QUEUE: Final = Q_MAINTENANCE
 # The client refuses before sending what the task would refuse after receiving.
 MEMBER_ACTIONS: Final = ("create", "update", "delete")  # on_member_change(action, member_id)
 BULK_KINDS: Final = ("import", "update", "delete")  # on_bulk_operation(kind, affected_count)
+# The cache server changed under the platform (tasks.autowarm.identity_change): the warm-up
+# then fills what the new server lacks, not what it kept (tasks.autowarm.after_server_change).
+SERVER_CHANGE_REASONS: Final = ("redis-restart", "redis-failover", "redis-unknown")
 # Why an automatic warm-up was sent (auto_warm(reason)); its result and the dashboard show it.
 AUTO_WARM_REASONS: Final = (
     "worker-start",
     "clear",
-    "redis-restart",
-    "redis-failover",
-    "redis-unknown",
+    *SERVER_CHANGE_REASONS,
     "cachectl-up",
     "deploy",
     "manual",

@@ -19,7 +19,7 @@ import pytest
 
 from cache.kinds import KINDS, Warm
 from services import Services
-from tasks.autowarm import identity_change, missing_critical
+from tasks.autowarm import after_server_change, identity_change, missing_by_kind, missing_critical
 from tasks.runtime import SOURCE
 from tasks.sources import Source, SqlSource
 from tests.support.redis_procs import RedisProcess, start_redis
@@ -36,6 +36,23 @@ def test_identity_changes_and_their_reasons() -> None:
     assert identity_change(seen, seen | {"run_id": "b"}) == "redis-restart"
     assert identity_change(seen, {"run_id": "b", "master": "10.0.0.2:6379"}) == "redis-failover"
     assert identity_change(None, seen) == "redis-unknown"
+
+
+LAGGING = sorted(kind.name for kind in KINDS.warmed(Warm.CRITICAL) if kind.lag)
+LOOKUP = KINDS["lookup"]
+
+
+def test_after_a_server_change_a_lagging_kind_is_left_to_its_readers_unless_data_was_lost() -> None:
+    critical = KINDS.warmed(Warm.CRITICAL)
+    assert LAGGING and not LOOKUP.lag  # the rule needs both kinds of critical kind
+    retired = {kind: list(kind.variants) if kind.lag else [] for kind in critical}
+    assert after_server_change(retired) == {}  # kept its data: member changes retired those
+    lost = {kind: list(kind.variants) for kind in critical}
+    assert after_server_change(lost) == {kind: list(kind.variants) for kind in critical}
+    one_lookup = retired | {LOOKUP: [("tiers",)]}  # one lookup gone: the data was lost
+    assert after_server_change(one_lookup) == {
+        kind: variants for kind, variants in one_lookup.items() if variants
+    }
 
 
 @pytest.fixture(scope="module")
@@ -160,4 +177,29 @@ def test_a_redis_restart_is_noticed_and_followed_by_a_warm_up(
     assert after["identity"]["run_id"] != seen.result["identity"]["run_id"]
     warmed = worker.wait(after["warmup"])
     assert warmed.state == "SUCCESS", warmed.error
+    assert missing_critical(worker.cache) == []
+
+
+def test_a_failover_warm_up_fills_what_the_server_lacks(worker: InProcess) -> None:
+    first = worker.run(routing.AUTO_WARM, "worker-start", True)
+    assert first.state == "SUCCESS", first.error
+    assert missing_critical(worker.cache) == []
+    # A member change retires every report (their tags' generations move), as in production.
+    changed = worker.run(routing.ON_MEMBER_CHANGE, "update", 1)
+    assert changed.state == "SUCCESS", changed.error
+    retired = {kind.name for kind, variants in missing_by_kind(worker.cache).items() if variants}
+    assert retired == set(LAGGING)
+
+    kept = worker.run(routing.AUTO_WARM, "redis-failover")
+    assert kept.state == "SUCCESS", kept.error
+    assert kept.result["warmed"] is True and kept.result["left_to_readers"] == LAGGING
+    assert kept.result["written"] <= HOTTEST  # no report recomputed: only the hottest members
+    still = {kind.name for kind, variants in missing_by_kind(worker.cache).items() if variants}
+    assert still == set(LAGGING)
+
+    worker.cache.clients.writer.flushdb()  # the module's own server: a replica that was empty
+    lost = worker.run(routing.AUTO_WARM, "redis-failover")
+    assert lost.state == "SUCCESS", lost.error
+    assert lost.result["left_to_readers"] == []
+    assert lost.result["written"] >= CRITICAL_KEYS
     assert missing_critical(worker.cache) == []
