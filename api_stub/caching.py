@@ -52,7 +52,7 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_stub import problems
-from api_stub.lagging import Kept, KeptValues, wants_current
+from api_stub.lagging import Kept, KeptValues, behind_due, wants_current
 from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
 from cache.errors import InvalidKey, LoadDeclined
@@ -323,7 +323,7 @@ class CacheMiddleware:
                 self._kept.keep(lagging.variant, key, current.value, started)
                 await _send(send, *self._render(cache, rule, headers, current, scope["path"]))
                 return True
-            if started - kept.confirmed >= lagging.lag / 2:
+            if behind_due(kept, started, lagging.lag):
                 self._recompute_behind(cache, key, scope, rule, headers, params, lagging)
         cache.count_stale(rule.data_type)
         # Never fresh for clients: max-age=0 while cached, no-cache with Redis away.

@@ -12,6 +12,7 @@ answer the same bytes and the same ETag.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final
 
@@ -21,17 +22,19 @@ from sqlalchemy.orm import Session
 
 from api_stub import imports
 from api_stub.caching import cached
+from api_stub.lagging import wants_current
 from api_stub.problems import CONFLICT, INVALID, NOT_FOUND, TOO_LARGE, responses
 from api_stub.runtime import Running, running
 from api_stub.schemas import BulkUpdate, MemberCreate, MemberPatch, MemberReplace
 from cache import invalidation
-from cache.kinds import Change
+from cache.kinds import KINDS, Change
 from db import analytics, queries
 
 PREFIX = "/api/v1"
 router = APIRouter(prefix=PREFIX)
 Run = Annotated[Running, Depends(running)]
 MemberId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # the column is a bigint
+MEMBER_COUNT: Final = KINDS["member_count"]
 
 
 def json_response(
@@ -68,6 +71,7 @@ async def get_member(member_id: MemberId, run: Run) -> Response:
 @cached("member_list")
 async def list_members(
     run: Run,
+    request: Request,
     status: Annotated[str | None, Query(max_length=16)] = None,
     tier: Annotated[str | None, Query(max_length=16)] = None,
     country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
@@ -75,18 +79,32 @@ async def list_members(
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
 ) -> Response:
+    # The page is read now; its total may lag a change by member_count's lag (cache.kinds),
+    # unless the request asks for now (a reload: Cache-Control no-cache).
+    filters: dict[str, str | None] = {"status": status, "tier": tier, "country": country, "q": q}
+
+    async def count() -> int:
+        return await run.db.read(lambda session: queries.count_members(session, **filters))
+
+    total = await run.lagging.get(
+        run.cache,
+        MEMBER_COUNT,
+        (_digest(filters),),
+        count,
+        current=wants_current(dict(request.scope["headers"])),
+    )
     found = await run.db.read(
         lambda session: queries.list_members(
-            session,
-            status=status,
-            tier=tier,
-            country=country,
-            q=q,
-            page=page,
-            page_size=page_size,
+            session, **filters, page=page, page_size=page_size, total=total
         )
     )
     return json_response(found)
+
+
+def _digest(filters: Mapping[str, str | None]) -> str:
+    """A key part naming a set of list filters (the country as the query compares it)."""
+    normal = dict(filters, country=(filters.get("country") or "").upper() or None)
+    return hashlib.sha256(orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 Selector = Annotated[str | None, Query(min_length=1, max_length=16)]

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api_stub.lagging import LaggingValues
 from api_stub.problems import DATABASE_UNAVAILABLE, raises
 from cache import AsyncCacheService
 from db.engine import session_factory
@@ -63,11 +64,13 @@ class Running:
     services: Services
     cache: AsyncCacheService  # services.async_cache
     db: Database  # sessions on services.engine, run in the threadpool
+    lagging: LaggingValues  # values routes compute within their kind's lag (the list totals)
     publisher: MetricsPublisher | None = None  # the process's counters, published (app.py)
 
     @classmethod
     def over(cls, services: Services, publisher: MetricsPublisher | None = None) -> Running:
-        return cls(services, services.async_cache, Database(services.engine), publisher)
+        lagging = LaggingValues(services.settings.cache_max_lag_seconds)
+        return cls(services, services.async_cache, Database(services.engine), lagging, publisher)
 
 
 def started(app: FastAPI) -> Running | None:

@@ -8,7 +8,8 @@ adds what it used since the previous sample to its role, told by its command lin
     worker     the Celery worker and its pool processes
     beat       Celery beat
     postgres   every PostgreSQL process (backends, parallel workers, the checkpointer...)
-    redis      redis-server and redis-sentinel (master, replica, Sentinels, the broker)
+    redis      redis-server and redis-sentinel (master, replica, Sentinels, the broker), and
+               their forks (a replica's full sync, a BGSAVE)
     replayer   this process: the trace's client
     other      the rest (Flower, the shell, the system)
 
@@ -40,8 +41,8 @@ def role_of(pid: int, cmdline: str, own: int) -> str:
         return "replayer"
     if cmdline.startswith("postgres"):
         return "postgres"
-    if "redis-server" in cmdline or "redis-sentinel" in cmdline:
-        return "redis"
+    if "redis-server" in cmdline or "redis-sentinel" in cmdline or cmdline.startswith("redis-"):
+        return "redis"  # the last: a fork's title (redis-rdb-bgsave, redis-rdb-to-slaves)
     if "api_stub" in cmdline:
         return "api"
     if "celery" in cmdline and " beat" in cmdline:

@@ -197,6 +197,36 @@ async def test_unknown_lookup_code_is_422_naming_the_field(
     assert after.headers["x-cache"] == "HIT" and after.content == before.content
 
 
+def _counted(statements: list[str]) -> int:
+    return sum("count(*)" in statement.lower() for statement in statements)
+
+
+async def test_a_list_page_is_read_now_and_its_total_lags_by_the_count_kinds_lag(
+    api: Api,
+) -> None:
+    api.statements.clear()
+    first = await api.client.get("/api/v1/members?tier=gold&page_size=5")
+    assert first.headers["x-cache"] == "MISS" and _counted(api.statements) == 1
+    created = (await api.client.post("/api/v1/members", json=new_member(tier="gold"))).json()
+
+    # Another page of the same filters, never read: its rows are read now, its total is the
+    # one counted before the write (within member_count's lag), with no count run for it.
+    api.statements.clear()
+    last_page = first.json()["total"] // 5 + 1
+    later = await api.client.get(f"/api/v1/members?tier=gold&page_size=5&page={last_page}")
+    assert later.headers["x-cache"] == "MISS"
+    assert later.json()["total"] == first.json()["total"]
+    assert created in later.json()["items"]  # the page itself is not behind
+    assert api.statements and _counted(api.statements) == 0
+
+    # A reader who asks for now (a reload) gets the current total, counted again.
+    current = await api.client.get(
+        f"/api/v1/members?tier=gold&page_size=5&page={last_page + 1}", headers=CURRENT
+    )
+    assert current.json()["total"] == first.json()["total"] + 1
+    assert _counted(api.statements) == 1
+
+
 async def test_taken_email_is_a_conflict(api: Api, engine: Engine) -> None:
     taken = (await api.client.get("/api/v1/members/24")).json()["email"]
     count = member_count(engine)

@@ -16,6 +16,7 @@ def test_roles_by_command_line() -> None:
     assert role_of(2, "postgres: 15/main: root test 127.0.0.1(5) SELECT", own) == "postgres"
     assert role_of(3, "/usr/bin/redis-server 127.0.0.1:7000", own) == "redis"
     assert role_of(4, "/usr/bin/redis-sentinel *:26379 [sentinel]", own) == "redis"
+    assert role_of(9, "redis-rdb-to-slaves 127.0.0.1:7000", own) == "redis"  # a full sync
     assert role_of(5, ".venv/bin/python -m api_stub --host 127.0.0.1", own) == "api"
     assert role_of(6, "python -m celery -A workers.app worker -c 4", own) == "worker"
     assert role_of(7, "python -m celery -A workers.app beat -l INFO", own) == "beat"
