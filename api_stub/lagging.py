@@ -22,6 +22,9 @@ with a 10-s lag its p99 stayed at 9.7 s, so the reports lag by 30 s (cache/kinds
 
 A request with ``Cache-Control: no-cache`` (or ``max-age=0``, a browser's reload) is never
 served a lagging value.
+
+The same rule serves a value a route computes itself (:class:`LaggingValues`): a list page's
+total (cache.kinds: member_count), so that recomputing a page reads its rows, not a count.
 """
 
 from __future__ import annotations
