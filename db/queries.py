@@ -160,7 +160,9 @@ def list_members(
     total: int | None = None,
 ) -> dict[str, Any]:
     """One page of members ordered by id, with the total matching the filters (``total``: a
-    count the caller holds, e.g. the API's within its lag; else counted here).
+    count the caller holds, e.g. the API's within its lag; else counted here). A held count
+    is corrected by the page: the last page (not full, and not past the end) gives the exact
+    count, and no page shows fewer than the rows up to it.
 
     ``q`` is a case-insensitive prefix of the email, the first name or the last name; "jane
     smi" also matches first name "Jane" with a last name starting "Smi".
@@ -180,8 +182,13 @@ def list_members(
             .offset((page - 1) * page_size)
         )
         items = [serialize.member(row) for row in rows.mappings()]
+        seen = (page - 1) * page_size + len(items)  # rows up to this page's last, counted now
         if total is None:
             total = _count(session, filters)
+        elif len(items) < page_size and (items or page == 1):
+            total = seen  # the last page: the rows read now are the exact count
+        elif items:
+            total = max(total, seen)  # a held count is never below what is on the page
         return {"items": items, "total": total, "page": page, "page_size": page_size}
 
 

@@ -163,6 +163,21 @@ def test_list_members_filters_and_pages(known: dict[str, int], session: Session)
         list_members(session, page_size=0)
 
 
+def test_a_held_total_is_corrected_by_the_page_read_now(
+    known: dict[str, int], session: Session
+) -> None:
+    assert count_members(session, country="us") == 2 and count_members(session) == 4
+    # The last page (not full) gives the exact count, whatever total was held.
+    assert list_members(session, country="us", total=7)["total"] == 2
+    assert list_members(session, status="lapsed", total=0)["total"] == 1
+    assert list_members(session, tier="gold", country="DE", total=3)["total"] == 0
+    # A full page: the held total stands, but never below the rows up to that page.
+    assert list_members(session, page=2, page_size=1, total=9)["total"] == 9
+    assert list_members(session, page=3, page_size=1, total=1)["total"] == 3
+    # Past the end nothing is read to count by: the held total stands.
+    assert list_members(session, page=9, total=4)["total"] == 4
+
+
 def test_list_members_prefix_search(known: dict[str, int], session: Session) -> None:
     assert emails(list_members(session, q="ALI")) == ["alice@example.com"]  # email
     assert emails(list_members(session, q="brow")) == ["bob@example.com"]  # last name
