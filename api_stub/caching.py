@@ -68,6 +68,9 @@ _OUTCOME: Final = {Outcome.HIT: HIT, Outcome.STALE: STALE, Outcome.MISS: MISS}
 _TIER: Final = {"near": b"near", "redis": b"redis"}
 # The scope entry naming the kind a cached route serves (api_stub.management.latency reads it).
 KIND_SCOPE: Final = "membership.cache_kind"
+# Generations looked back by a lagging kind's first reader in a process (_earlier): a write
+# bumps each tag once, so 128 cover the reports' 30-s lag at 4 writes a second.
+EARLIER: Final = 128
 
 
 class _Shared(LoadDeclined):
@@ -169,12 +172,16 @@ class CacheMiddleware:
         # A lagging kind's value is current as of this moment: before its generations' read.
         started = time.monotonic() if lag > 0 else 0.0
         try:
-            key = await self._key(cache, scope, rule, params, headers)
+            key, gens = await self._key(cache, scope, rule, params, headers)
         except InvalidKey:  # a path parameter no key can hold
-            key = None
+            key, gens = None, ()
         variant = self._variant(scope, rule, params, headers) if lag > 0 else None
         if variant is not None and not wants_current(headers):
             kept = self._kept.within(variant, started, lag)
+            if kept is None and key is not None and len(gens) == 1:
+                kept = await self._earlier(
+                    cache, scope, rule, params, headers, variant, gens[0], started, lag
+                )
             if kept is not None and kept.key != key:  # a change since: lag behind it
                 lagging = _Lagging(variant, kept, lag, started)
                 if await self._lagging(cache, key, lagging, scope, send, rule, headers, params):
@@ -207,13 +214,26 @@ class CacheMiddleware:
         rule: CacheRule,
         params: Mapping[str, Any],
         headers: Mapping[bytes, bytes],
-    ) -> str | None:
-        """The key of the route's entry; None when Redis cannot tell the generations."""
+    ) -> tuple[str | None, tuple[int, ...]]:
+        """The key of the route's entry and the generations in it; None when Redis cannot
+        tell the generations."""
         if rule.record is not None:
-            return rule.record(cache.keys, params)
+            return rule.record(cache.keys, params), ()
         gens = await cache.generations(rule.tags)
         if gens is None:
-            return None
+            return None, ()
+        return self._entry_key(cache, scope, rule, params, headers, gens), tuple(gens)
+
+    @staticmethod
+    def _entry_key(
+        cache: AsyncCacheService,
+        scope: Scope,
+        rule: CacheRule,
+        params: Mapping[str, Any],
+        headers: Mapping[bytes, bytes],
+        gens: tuple[int, ...],
+    ) -> str:
+        """A tagged entry's key under the generations ``gens``."""
         if rule.entry is not None:
             return rule.entry(cache.keys, params, gens)
         return cache.keys.http(response_digest(scope, rule, headers, gens))
@@ -332,6 +352,44 @@ class CacheMiddleware:
         head.append((b"age", b"%d" % int(started - kept.confirmed)))
         await _send(send, status, head, body)
         return True
+
+    async def _earlier(
+        self,
+        cache: AsyncCacheService,
+        scope: Scope,
+        rule: CacheRule,
+        params: Mapping[str, Any],
+        headers: Mapping[bytes, bytes],
+        variant: tuple[str, str],
+        generation: int,
+        started: float,
+        lag: float,
+    ) -> Kept | None:
+        """The newest value stored under one of the last ``EARLIER`` generations of the
+        kind's tag, kept when it was current within the lag (one MGET): the first reader of a
+        lagging kind in a process (after a restart or a deploy, while writes go on) is served
+        it while the recompute runs behind, instead of waiting for that recompute (3.6 s for
+        the dashboard at 1,000,000 members).
+
+        A value was current when its computation began: its envelope's ``created_at`` less
+        its ``compute_time``. A value that does not say how long it took (a warm-up's) is
+        taken as half the lag older, longer than any recompute a lag allows (see
+        api_stub.lagging)."""
+        older = range(generation - 1, max(generation - EARLIER, 0) - 1, -1)  # newest first
+        keys = [self._entry_key(cache, scope, rule, params, headers, (g,)) for g in older]
+        if not keys:
+            return None
+        now = time.time()
+        for key, entry in zip(keys, await cache.entries(keys), strict=True):
+            if entry is None:
+                continue
+            took = entry.compute_time if entry.compute_time > 0 else lag / 2
+            age = max(now - (entry.created_at - took), 0.0)
+            if age > lag:
+                return None  # the newest earlier value is too old: the others are older
+            self._kept.keep(variant, key, entry.value, started - age)
+            return self._kept.within(variant, started, lag)
+        return None
 
     def _recompute_behind(
         self,

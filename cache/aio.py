@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cache import scripts
+from cache import codec, scripts
 from cache.aiodirect import DirectAsyncReader
 from cache.client import AsyncClients
+from cache.codec import Entry
+from cache.errors import CorruptEntry
 from cache.flow import CacheCore, VersionOf
 from cache.loading import Seen
 from cache.ops import (
@@ -260,6 +262,22 @@ class AsyncCacheService:
         core = self.core
         raws = await self.run(self._mget, list(keys)) if keys and core.enabled else None
         return core.read_many(keys, raws, data_type)
+
+    async def entries(self, keys: Sequence[str]) -> list[Entry | None]:
+        """The envelopes under ``keys`` in one round trip (None where absent, unreadable, a
+        cached absence or retired; all None with Redis away), counted nowhere: for a caller
+        that weighs an entry's age itself (api_stub.caching: a lagging kind's earlier value)."""
+        raws = await self.run(self._mget, list(keys)) if keys and self.core.enabled else None
+        if raws is None or raws is UNAVAILABLE:
+            return [None] * len(keys)
+        found: list[Entry | None] = []
+        for raw in raws:
+            try:
+                entry = codec.decode(raw) if raw else None
+            except CorruptEntry:
+                entry = None
+            found.append(None if entry is None or entry.not_found or entry.retired else entry)
+        return found
 
     async def fetch(
         self,

@@ -429,3 +429,29 @@ async def test_with_redis_away_a_lagging_kind_is_served_within_its_lag_then_from
             past = await api.client.get(path)
             assert (past.status_code, past.headers["x-cache"]) == (200, "MISS")
             assert len(api.statements) > queried
+
+
+async def test_a_new_process_is_served_an_earlier_value_within_the_lag(
+    prefix: str, database_url: str
+) -> None:
+    """After a restart, the first reader of a report a change retired is served the value of
+    an earlier generation (STALE, within the lag) instead of waiting for the recompute; a
+    reader asking for now gets the recompute; past the lag the earlier value is not served."""
+    settings = api_settings_for(prefix, database_url, cache_max_lag_seconds=2.0)
+    path = "/api/v1/analytics/dashboard"
+    async with serve(settings) as first:
+        before = await first.client.get(path)
+        assert before.headers["x-cache"] == "MISS"
+        await bump(first.cache, MEMBER_TAGS)  # a member write retires it
+    async with serve(settings) as second:
+        answer = await second.client.get(path)
+        assert (answer.headers["x-cache"], answer.json()) == ("STALE", before.json())
+        assert "max-age=0" in answer.headers["cache-control"] and "age" in answer.headers
+        current = await second.client.get(path, headers={"cache-control": "no-cache"})
+        assert current.headers["x-cache"] in ("MISS", "HIT")  # HIT: the recompute behind won
+        assert current.json()["generated_at"] != before.json()["generated_at"]
+        await bump(second.cache, MEMBER_TAGS)
+    await anyio.sleep(2.1)  # past the (capped) lag: no earlier value is recent enough
+    async with serve(settings) as third:
+        late = await third.client.get(path)
+        assert late.headers["x-cache"] == "MISS"
