@@ -20,9 +20,9 @@ recompute must end within the other half, or readers past the lag wait for it: a
 1,000,000 members the dashboard took 5 to 10 s to recompute under the replay's load, and
 with a 10-s lag its p99 stayed at 9.7 s, so the reports lag by 30 s (cache/kinds.py).
 
-A process that has no value of a variant yet (a restart, a deploy) looks for one under the
-last generations of the kind's tag (api_stub.caching: ``_earlier``), confirmed when its
-computation began.
+A process that has no value of a variant yet (a restart, a deploy) and finds the current
+entry missing looks for one under the last generations of the kind's tag (api_stub.caching:
+``_earlier``), confirmed when its computation began.
 
 A request with ``Cache-Control: no-cache`` (or ``max-age=0``, a browser's reload) is never
 served a lagging value.

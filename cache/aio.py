@@ -287,17 +287,17 @@ class AsyncCacheService:
         *,
         ttl: float | None = None,
         version_of: VersionOf | None = None,
+        first: Fetched | Seen | None = None,
     ) -> Fetched:
         """Cache-aside in one read (see cache/loading.py): the value and how it was served
-        (HIT, STALE or MISS, and how long it stays fresh, for Cache-Control)."""
+        (HIT, STALE or MISS, and how long it stays fresh, for Cache-Control). ``first``:
+        what :meth:`first` read of ``key`` already, so the fetch does not read it again."""
         core = self.core
-        seen: Seen | None = None
-        if core.enabled:  # a hit takes one guarded GET and no flow, like get()
-            first = await self._first(key, data_type)
-            if isinstance(first, Fetched):
-                return first
-            seen = first
-        flow = core.fetch(key, loader, data_type, ttl, version_of, seen)
+        if first is None and core.enabled:  # a hit takes one guarded GET and no flow
+            first = await self.first(key, data_type)
+        if isinstance(first, Fetched):
+            return first
+        flow = core.fetch(key, loader, data_type, ttl, version_of, first)
         fetched: Fetched = await self._drive(flow)
         return fetched
 
@@ -306,15 +306,17 @@ class AsyncCacheService:
         entry is missing or stale, or Redis is away. Nothing is counted for a None."""
         if not self.core.enabled:
             return None
-        first = await self._first(key, data_type)
+        first = await self.first(key, data_type)
         return first if isinstance(first, Fetched) else None
 
     def count_stale(self, data_type: DataType) -> None:
         """A value served stale by the caller itself (api_stub.caching: within a kind's lag)."""
         self.core.metrics.by_type[data_type].stale += 1
 
-    async def _first(self, key: str, data_type: DataType) -> Fetched | Seen:
-        """A fetch's first read: the near tier, else one guarded GET (loading.first)."""
+    async def first(self, key: str, data_type: DataType = DataType.DEFAULT) -> Fetched | Seen:
+        """A fetch's first read: the near tier, else one guarded GET (loading.first). A
+        Fetched is served (and counted); a Seen is what a caller that weighs its options
+        before loading passes on to :meth:`fetch` (api_stub.caching: a lagging kind's miss)."""
         core = self.core
         ticket = core.near_first(key, data_type)
         if isinstance(ticket, Fetched):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -455,3 +456,34 @@ async def test_a_new_process_is_served_an_earlier_value_within_the_lag(
     async with serve(settings) as third:
         late = await third.client.get(path)
         assert late.headers["x-cache"] == "MISS"
+
+
+async def test_a_new_process_looks_back_only_when_the_current_entry_is_missing(
+    prefix: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lagging kind's first reader in a process is served a current entry as a plain hit,
+    looking over no earlier generations; it looks back once the entry is missing."""
+    settings = api_settings_for(prefix, database_url, cache_max_lag_seconds=2.0)
+    path = "/api/v1/analytics/dashboard"
+    looked: list[int] = []
+
+    def count_lookbacks(cache: AsyncCacheService) -> None:
+        entries = cache.entries
+
+        async def counted(keys: Any) -> Any:
+            looked.append(len(keys))
+            return await entries(keys)
+
+        monkeypatch.setattr(cache, "entries", counted)
+
+    async with serve(settings) as first:
+        assert (await first.client.get(path)).headers["x-cache"] == "MISS"
+    async with serve(settings) as second:
+        count_lookbacks(second.cache)
+        hit = await second.client.get(path)
+        assert (hit.headers["x-cache"], looked) == ("HIT", [])
+        await bump(second.cache, MEMBER_TAGS)
+    async with serve(settings) as third:
+        count_lookbacks(third.cache)
+        answer = await third.client.get(path)
+        assert answer.headers["x-cache"] == "STALE" and len(looked) == 1
