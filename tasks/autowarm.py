@@ -207,7 +207,10 @@ def auto_warm(self: Task[Any, Any], reason: str, only_if_cold: bool = False) -> 
     only = None
     try:
         if everything:
-            report = warming.warm_everything(cache, runtime.source, progress=progress)
+            answer["duty"] = settings.cache_autowarm_duty
+            report = warming.warm_everything(
+                cache, runtime.source, progress=progress, duty=settings.cache_autowarm_duty
+            )
         else:
             if reason in routing.SERVER_CHANGE_REASONS:
                 lacking = missing_by_kind(cache)

@@ -64,7 +64,7 @@ def _lease(runtime: TaskRuntime, run: dict[str, Any], *, held: bool) -> LeaderLe
 
 
 def start(
-    task: Task[Any, Any], *, aggregates: bool, reason: str = "manual"
+    task: Task[Any, Any], *, aggregates: bool, reason: str = routing.MANUAL
 ) -> dict[str, Any] | None:
     """Replace ``task`` with the chord when every member is more than one chunk (this call
     does not return then); None when one task is enough; ``skipped`` when another warm-up
@@ -77,7 +77,9 @@ def start(
     run_id = str(task.request.id or "")
     holder = warmstate.holder(run_id, reason, task.request.hostname)
     total = source.count_members() + (warming.aggregate_count() if aggregates else 0)
-    run = {"id": run_id, "holder": holder, "total": total, "aggregates": aggregates}
+    # A warm-up the platform sends itself runs beside readers: paced.
+    duty = 1.0 if reason == routing.MANUAL else settings.cache_autowarm_duty
+    run = {"id": run_id, "holder": holder, "total": total, "aggregates": aggregates, "duty": duty}
     lease = _lease(runtime, run, held=False)
     if not lease.hold():
         other = warmstate.held_by(runtime.worker.services.redis("durable"), runtime.cache.keys)
@@ -123,6 +125,7 @@ def warmup_chunk(
         int(after),
         None if upto is None else int(upto),
         progress=_progress(self, runtime, run),
+        duty=float(run.get("duty", 1.0)),  # a run sent before pacing existed: unpaced
     )
     return report.as_dict() | {"worker": str(self.request.hostname or "")}
 
@@ -145,6 +148,7 @@ def warmup_finish(
         "warmed": True,
         "seconds": round(time.time() - float(run["holder"]["started_at"]), 3),
         "chunks": len(results),
+        "duty": float(run.get("duty", 1.0)),
         "workers": len({result.get("worker") for result in results}),
     }
     durable = runtime.worker.services.redis("durable")

@@ -118,6 +118,21 @@ def prefetched(pages: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
         reader.join(timeout=5)
 
 
+def paced(items: Iterable[T], duty: float) -> Iterator[T]:
+    """``items``, resting after each one so that the caller works at most ``duty`` of the wall
+    time: the rest is (1/duty - 1) times what the item took (reading it and the caller's work
+    on it). 1.0: no rest."""
+    if duty >= 1:
+        yield from items
+        return
+    rest = 1 / duty - 1
+    mark = time.monotonic()
+    for item in items:
+        yield item
+        time.sleep((time.monotonic() - mark) * rest)
+        mark = time.monotonic()
+
+
 def _store(cache: CacheService, items: Mapping[str, Any], data_type: DataType) -> int:
     if items and not cache.set_many(items, data_type):
         raise CacheUnavailable(f"could not store {len(items)} {data_type.value} keys")
@@ -226,15 +241,17 @@ def warm_all_members(
     *,
     batch_size: int = BATCH_SIZE,
     progress: Progress = _no_progress,
+    duty: float = 1.0,
 ) -> WarmReport:
-    """Every member, in id order, one keyset query and one pipeline per batch.
+    """Every member, in id order, one keyset query and one pipeline per batch, working
+    ``duty`` of the time (:func:`paced`).
 
     ``total`` is counted first; members created during the run are warmed too (done may end
     above total), members deleted during it are simply not found.
     """
     report = WarmReport(started=time.monotonic(), total=source.count_members())
     progress(0, report.total)
-    for page in prefetched(source.member_pages(batch_size)):
+    for page in paced(prefetched(source.member_pages(batch_size)), duty):
         _fill_members(cache, source, page, report)
         report.done += len(page)
         progress(report.done, max(report.total, report.done))
@@ -260,11 +277,14 @@ def warm_member_range(
     *,
     batch_size: int = BATCH_SIZE,
     progress: Progress = _no_progress,
+    duty: float = 1.0,
 ) -> WarmReport:
     """The members with ``after`` < id <= ``upto`` (None: no upper bound), one keyset query
-    and one pipeline per batch; ``total`` is what was found."""
+    and one pipeline per batch, working ``duty`` of the time (:func:`paced`); ``total`` is
+    what was found."""
     report = WarmReport(started=time.monotonic())
-    for page in prefetched(source.member_pages(batch_size, after=after, upto=upto)):
+    pages = prefetched(source.member_pages(batch_size, after=after, upto=upto))
+    for page in paced(pages, duty):
         _fill_members(cache, source, page, report)
         report.done += len(page)
         report.total = report.done
@@ -328,10 +348,11 @@ def warm_data_type(
 
 
 def warm_everything(
-    cache: CacheService, source: Source, *, progress: Progress = _no_progress
+    cache: CacheService, source: Source, *, progress: Progress = _no_progress, duty: float = 1.0
 ) -> WarmReport:
-    """``warmup all`` in one task: every member, then every aggregate."""
-    report = warm_all_members(cache, source, progress=progress)
+    """``warmup all`` in one task: every member (working ``duty`` of the time), then every
+    aggregate."""
+    report = warm_all_members(cache, source, progress=progress, duty=duty)
     report.total += aggregate_count()
     warm_aggregates(cache, source, report, progress=progress)
     return report

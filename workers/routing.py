@@ -67,6 +67,9 @@ BULK_KINDS: Final = ("import", "update", "delete")  # on_bulk_operation(kind, af
 # The cache server changed under the platform (tasks.autowarm.identity_change): the warm-up
 # then fills what the new server lacks, not what it kept (tasks.autowarm.after_server_change).
 SERVER_CHANGE_REASONS: Final = ("redis-restart", "redis-failover", "redis-unknown")
+# A warm-up an operator asked for (the others the platform sends itself, beside readers, and
+# paces: Settings.cache_autowarm_duty).
+MANUAL: Final = "manual"
 # Why an automatic warm-up was sent (auto_warm(reason)); its result and the dashboard show it.
 AUTO_WARM_REASONS: Final = (
     "worker-start",
@@ -74,7 +77,7 @@ AUTO_WARM_REASONS: Final = (
     *SERVER_CHANGE_REASONS,
     "cachectl-up",
     "deploy",
-    "manual",
+    MANUAL,
 )
 # Member ids in one message or one management request: a message is not a bulk channel
 # (warmup_all covers every member); 10,000 ids are about 70 KB of JSON.

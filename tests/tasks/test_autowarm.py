@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from cache.kinds import KINDS, Warm
+from config.settings import Settings
 from services import Services
 from tasks.autowarm import after_server_change, identity_change, missing_by_kind, missing_critical
 from tasks.runtime import SOURCE
@@ -103,6 +104,9 @@ HOTTEST = 5  # of PG_MEMBERS: the critical warm-up leaves most members cold
 CHUNK = 64  # PG_MEMBERS = 200: the warm-up of every member is a chord of 4 chunks
 
 
+DUTY = Settings.model_fields["cache_autowarm_duty"].default
+
+
 def _cached_members(worker: InProcess) -> int:
     keys = worker.cache.keys.members(range(1, PG_MEMBERS + 1))
     return int(worker.cache.clients.writer.exists(*keys))
@@ -115,6 +119,7 @@ def test_a_clear_is_followed_by_every_member_and_a_restart_by_the_hottest(
     assert after_clear.state == "SUCCESS", after_clear.error
     assert after_clear.result["reason"] == "clear" and after_clear.result["warmed"] is True
     assert after_clear.result["chunks"] == 4
+    assert after_clear.result["duty"] == DUTY < 1  # sent by the platform: paced
     assert _cached_members(worker) == PG_MEMBERS
     assert missing_critical(worker.cache) == []
     worker.cache.clients.writer.flushdb()  # the module's own server

@@ -41,6 +41,7 @@ def test_a_split_warmup_is_followed_as_one_task(
     assert states[-1][0] == "SUCCESS"
     result = worker.wait(task_id).result or {}
     assert (result["chunks"], result["written"], result["missing"]) == (7, everything, 0)
+    assert result["duty"] == 1.0  # asked for by an operator: not paced
     assert (result["done"], result["total"]) == (everything, everything)
     keys = worker.cache_keys()
     assert len([k for k in keys if ":member:" in k]) == PG_MEMBERS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -212,3 +213,17 @@ def test_redis_down_raises_for_a_retry(settings: Settings) -> None:
             warming.warm_members(down, FakeSource(3), [1, 2, 3])
     finally:
         down.close()
+
+
+def test_paced_work_takes_its_duty_of_the_wall_time() -> None:
+    """Each item's work is followed by a rest (1/duty - 1) times as long; 1.0 rests never."""
+    work = 0.02
+
+    def busy_share(duty: float) -> float:
+        started = time.monotonic()
+        for _item in warming.paced(range(5), duty):
+            time.sleep(work)
+        return 5 * work / (time.monotonic() - started)
+
+    assert 0.2 <= busy_share(0.25) <= 0.26
+    assert busy_share(1.0) > 0.9
