@@ -24,6 +24,8 @@ from db.migrate import upgrade
 from db.seed import seed
 
 ADMIN_DSN: Final = "postgresql://root@127.0.0.1:5432/postgres"
+# PostgreSQL 15 flushes an idle backend's statistics about 10 s after its last transaction.
+STATS_FLUSH_S: Final = 11.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,22 @@ def settled(dsn: str, timeout: float = 30.0) -> Counts:
                 break
             time.sleep(0.1)
         conn.execute("SELECT pg_stat_clear_snapshot()")
+        found = conn.execute(
+            "SELECT xact_rollback, xact_commit, tup_returned + tup_fetched"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        conn.rollback()
+    if found is None:
+        raise RuntimeError("pg_stat_database has no row for the benchmark database")
+    return Counts(int(found[0]), int(found[1]), int(found[2]))
+
+
+def counted(dsn: str, flush_s: float = STATS_FLUSH_S) -> Counts:
+    """The database's counters while the platform stays connected: once no statement runs,
+    after its idle backends have flushed their statistics (at most ``flush_s`` later)."""
+    quiet(dsn)
+    time.sleep(flush_s)
+    with psycopg.connect(dsn) as conn:
         found = conn.execute(
             "SELECT xact_rollback, xact_commit, tup_returned + tup_fetched"
             " FROM pg_stat_database WHERE datname = current_database()"

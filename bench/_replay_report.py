@@ -4,7 +4,9 @@ Figures of one pass (:func:`pass_figures`) come from the replayer's recording al
 the database transactions (pg_stat_database) and the consistency monitor's counters (the
 management API). The failover window is from the master's kill until the Sentinels named the
 new master plus ``FAILOVER_MARGIN_S`` (the breaker's reset and the near tier's reconnect);
-latency and 5xx targets are judged outside it, and what happened inside is reported.
+latency and 5xx targets are judged outside it, and what happened inside is reported. The
+latency is also given outside the failover and its recovery (:func:`recovery_window`: until
+the killed node, rejoined, has synced every key again).
 """
 
 from __future__ import annotations
@@ -52,19 +54,36 @@ def failover_window(rec: Recording) -> tuple[float, float] | None:
     return rec.incidents["kill"], end
 
 
+def recovery_window(rec: Recording) -> tuple[float, float] | None:
+    """From the master's kill until the killed node, rejoined as a replica, holds the data
+    again (its full sync forks the new master and loads every key): the failover with its
+    aftermath. None when the pass recorded no resync."""
+    window = failover_window(rec)
+    if window is None or "resynced" not in rec.incidents:
+        return None
+    return window[0], max(window[1], rec.incidents["resynced"])
+
+
 def _inside(answer: Answer, window: tuple[float, float] | None) -> bool:
     return window is not None and window[0] <= answer.at <= window[1]
 
 
-def routes(rec: Recording, window: tuple[float, float] | None) -> dict[str, Any]:
+def routes(
+    rec: Recording,
+    window: tuple[float, float] | None,
+    recovery: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for route in sorted({a.route for a in rec.answers}):
         mine = [a for a in rec.answers if a.route == route]
         outside = [a.latency_s for a in mine if not _inside(a, window) and 0 < a.status < 500]
+        after = [a.latency_s for a in mine if not _inside(a, recovery) and 0 < a.status < 500]
         found[route] = {
             "requests": len(mine),
             "p50_ms": _ms(outside, 0.50),
             "p99_ms": _ms(outside, 0.99),
+            # Outside the failover and the rejoined replica's full sync (recovery_window).
+            "p99_ms_outside_recovery": _ms(after, 0.99) if recovery else None,
             "p99_ms_all": _ms([a.latency_s for a in mine], 0.99),
             "errors_5xx": sum(
                 a.status >= 500 or a.status == 0 for a in mine if not _inside(a, window)
@@ -138,6 +157,7 @@ def pass_figures(
     latency_server: dict[str, Any] | None,
 ) -> dict[str, Any]:
     window = failover_window(rec)
+    recovery = recovery_window(rec)
     monitor_reads = int((consistency or {}).get("db_reads") or 0)
     requests = len(rec.answers)
     per_k = 1000 / requests if requests else 0.0
@@ -148,8 +168,9 @@ def pass_figures(
         "behind_schedule_s": round(rec.behind_s, 3),
         "incidents": rec.incidents,
         "failover_window": list(window) if window else None,
+        "recovery_window": list(recovery) if recovery else None,
         "imports": rec.imports,
-        "routes": routes(rec, window),
+        "routes": routes(rec, window, recovery),
         "database_requests_by_cause": misses_by_cause(rec, window),
         "hit_rate": round(sum(a.cache in ("HIT", "STALE") for a in cached) / len(cached), 4)
         if cached
@@ -205,6 +226,9 @@ def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
     db_ratio_own = on_own / off_own if off_own and on_own is not None else None
     p99 = {r: v["p99_ms"] for r, v in on["routes"].items() if r in CACHED_ROUTES}
     hit_p99 = {r: v.get("hit_p99_ms") for r, v in on["routes"].items() if r in CACHED_ROUTES}
+    after = {
+        r: v.get("p99_ms_outside_recovery") for r, v in on["routes"].items() if r in CACHED_ROUTES
+    }
     errors_outside = sum(v["errors_5xx"] for v in on["routes"].values())
     return {
         "consistent_first_window_ratio": ratio_1,
@@ -229,6 +253,10 @@ def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
         ),
         "cached_p99_ms": p99,
         "cached_p99_ok": all(v is not None and v < P99_TARGET_MS for v in p99.values()),
+        "cached_p99_outside_recovery_ms": after,
+        "cached_p99_outside_recovery_ok": all(
+            v is not None and v < P99_TARGET_MS for v in after.values()
+        ),
         "cached_hit_p99_ms": hit_p99,
         "cached_hit_p99_ok": all(v is None or v < P99_TARGET_MS for v in hit_p99.values()),
         "errors_5xx_outside_failover": errors_outside,
@@ -292,9 +320,13 @@ def table(result: dict[str, Any]) -> str:
         ), ""),
         ("cached hits' p99 < 10 ms outside failover", str(v["cached_hit_p99_ok"]), "all routes"),
         ("cached p99 < 10 ms outside failover", str(v["cached_p99_ok"]), "all routes"),
+        ("cached p99 ms outside failover and resync", ", ".join(
+            f"{route} {p99}" for route, p99 in v.get("cached_p99_outside_recovery_ms", {}).items()
+        ), "< 10"),
         ("5xx outside / inside failover (on)", errors, "0 outside"),
         ("write-behind lag max s (on)", str(on["writebehind_lag"]["max_s"]), ""),
         ("failover window s (on)", str(on["failover_window"]), ""),
+        ("failover and resync s (on)", str(on.get("recovery_window")), ""),
         ("monitor cost (on): checks, seconds, db reads",
          f"{(on['consistency'] or {}).get('checks')}, "
          f"{(on['consistency'] or {}).get('check_seconds')}, "

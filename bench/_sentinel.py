@@ -198,6 +198,26 @@ class SentinelGroup:
         node.argv = [*argv, "--replicaof", "127.0.0.1", str(master)]
         node.start()
 
+    def wait_resynced(self, node: Node, timeout: float = 60.0) -> None:
+        """Until ``node`` (rejoined) has its copy of the master's data: its full sync (the
+        master's fork, the transfer, the load) is over and its link to the master is up."""
+
+        def resynced() -> bool:
+            client = node.client()
+            try:
+                info = client.info("replication")
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            return (
+                info.get("role") == "slave"
+                and info.get("master_link_status") == "up"
+                and int(info.get("master_sync_in_progress", 1)) == 0
+            )
+
+        self._wait(resynced, "the rejoined replica's sync", timeout)
+
     def wait_promoted(self, old_port: int, timeout: float = 60.0) -> float:
         """Seconds until the Sentinels name another master than ``old_port``."""
         started = time.monotonic()

@@ -35,9 +35,15 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
         assert all(row["requests"] > 0 for row in found["routes"].values()), name
         # The master was killed and the Sentinels promoted the replica during the replay.
         assert found["incidents"]["kill"] < found["incidents"]["promoted"], name
+        # ... and the killed node, rejoined as a replica, synced every key again.
+        assert found["incidents"]["promoted"] < found["incidents"]["resynced"], name
+        assert found["recovery_window"][0] == found["failover_window"][0], name
+        assert found["recovery_window"][1] >= found["failover_window"][1], name
         # The clear was sent (at this scale it may meet the failover: then it is refused).
         assert {"cleared", "clear_failed"} & set(found["incidents"]), name
         assert found["db"]["transactions"] > 0, name
+        # The platform's start (and the warm-up before the cache-on day) counted apart.
+        assert found["db"]["setup_transactions"] > 0, name
         assert len(found["imports"]) == 3 and all(i["status"] == 201 for i in found["imports"])
         # Where the CPU went: the API, the worker, the databases and the replayer all worked.
         cpu = found["cpu"]["by_role_s"]
@@ -57,6 +63,7 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
     assert windows["0.5"]["checked"] + windows["1"]["checked"] > 0, consistency
     assert report["verdict"]["consistent_first_window_checked"] == windows["0.5"]["checked"]
     assert set(report["verdict"]["cached_p99_ms"]) == ROUTES
+    assert set(report["verdict"]["cached_p99_outside_recovery_ms"]) == ROUTES
 
     page = (tmp_path / "replay.html").read_text()
     assert "uPlot" in page and "<script src" not in page  # self-contained
