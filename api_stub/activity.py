@@ -123,7 +123,7 @@ async def record_activity(
     body: Annotated[ActivityBody, Body()],
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return await record(running(request), member_id, body, idempotency_key)
+    return await record(await running(request), member_id, body, idempotency_key)
 
 
 async def record(
@@ -174,7 +174,8 @@ async def record(
 @router.get("/{member_id}/activity", responses=responses(WRITEBEHIND_UNAVAILABLE))
 async def read_activity(request: Request, member_id: MemberId) -> dict[str, Any]:
     try:
-        return await run_in_threadpool(running(request).services.writebehind.activity, member_id)
+        activity = (await running(request)).services.writebehind.activity
+        return await run_in_threadpool(activity, member_id)
     except CacheUnavailable as exc:
         raise WRITEBEHIND_UNAVAILABLE("activity store unavailable") from exc
 

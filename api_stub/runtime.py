@@ -80,8 +80,10 @@ def started(app: FastAPI) -> Running | None:
 
 
 @raises(DATABASE_UNAVAILABLE)  # a route given the services reads or writes the database
-def running(request: Request) -> Running:
-    """Dependency: the started services of the app serving the request."""
+async def running(request: Request) -> Running:
+    """Dependency: the started services of the app serving the request. Async though it
+    awaits nothing: FastAPI runs a plain function in its thread pool, a thread hop per
+    request (and under load a wait for the GIL) to read an attribute."""
     found = started(request.app)
     if found is None:
         raise RuntimeError("the app is not started: run it under its lifespan")

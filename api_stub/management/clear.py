@@ -139,10 +139,13 @@ async def clear(
     *,
     dry_run: bool,
     batch: int = 1000,
+    duty: float = 1.0,
     first: Sequence[str] = (),
     refill: Callable[[], Awaitable[object]] | None = None,
 ) -> Cleared:
-    """Delete (or count) the keys under the prefix matching ``glob``.
+    """Delete (or count) the keys under the prefix matching ``glob``, working ``duty`` of
+    the time: after each step it rests (1/duty - 1) times what the step took, so the
+    process's other requests and Redis's other clients have the rest.
 
     ``first``: keys that ``glob`` matches (the records readers are reading) deleted in one
     step before the scan; then ``refill`` is awaited (it sends their warm-up), and the scan
@@ -171,6 +174,7 @@ async def clear(
                 await refill()
         else:
             spared = set()
+        rest, mark = 1 / duty - 1, time.perf_counter()
         async for found in _batches(cache, match, batch):
             outcome.steps += 1
             doomed = [key for key in found if not key.startswith(system) and key not in spared]
@@ -181,7 +185,10 @@ async def clear(
                 if removed < 0:
                     raise CacheUnavailable("UNLINK failed: Redis unavailable")
                 outcome.deleted += removed
-            await asyncio.sleep(0)  # other requests of this process run between steps
+            # Other requests of this process run between steps.
+            now = time.perf_counter()
+            await asyncio.sleep((now - mark) * rest)
+            mark = time.perf_counter()
     except CacheUnavailable as exc:
         outcome.seconds = round(time.perf_counter() - started, 3)
         raise CacheUnavailable(str(exc), outcome) from exc

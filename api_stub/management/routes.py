@@ -327,6 +327,7 @@ async def delete_clear(
             pattern,
             dry_run=dry_run,
             batch=m.config.clear_batch,
+            duty=m.config.clear_duty,
             first=m.cache.keys.members(hot),
             refill=refill,
         )
@@ -425,7 +426,9 @@ async def post_invalidation(
 
 async def _clear_or_503(m: ManagementRuntime, glob: str) -> Cleared:
     try:
-        return await clear(m.cache, glob, dry_run=False, batch=m.config.clear_batch)
+        return await clear(
+            m.cache, glob, dry_run=False, batch=m.config.clear_batch, duty=m.config.clear_duty
+        )
     except CacheUnavailable as exc:
         raise REDIS_UNAVAILABLE(f"Redis unavailable: {exc.args[0]}") from exc
 

@@ -154,8 +154,9 @@ class Holder:
         return current
 
 
-def management_of(request: Request) -> ManagementRuntime:
-    """Dependency: the started management runtime, or 503 outside the lifespan."""
+async def management_of(request: Request) -> ManagementRuntime:
+    """Dependency: the started management runtime, or 503 outside the lifespan (async: see
+    api_stub.runtime.running)."""
     holder: Holder = request.app.state.management
     runtime = holder.runtime
     if runtime is None:

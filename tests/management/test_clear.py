@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -189,3 +190,18 @@ async def test_the_first_keys_go_in_one_step_before_the_scan_which_then_spares_t
     assert done.deleted == done.matched == 3000 and done.steps > 2
     assert shared.get(hot[0]) == b"refilled"  # written after the clear began: kept
     assert shared.exists(f"{prefix}member:1") == 0
+
+
+async def test_a_paced_clear_rests_between_its_steps(mgmt: Mgmt, shared: redis.Redis) -> None:
+    """At duty 0.25 each step is followed by a rest three times as long: the clear takes
+    about four times its steps' time, and still deletes every key."""
+    cache = mgmt.runtime.cache
+    prefix = cache.keys.prefix
+    took: dict[float, float] = {}
+    for duty in (1.0, 0.25):
+        shared.mset({f"{prefix}member:{i}": b"old" for i in range(1, 10_001)})
+        started = time.perf_counter()
+        done = await clear(cache, "member:*", dry_run=False, batch=250, duty=duty)
+        took[duty] = time.perf_counter() - started
+        assert done.deleted == 10_000 and done.steps >= 40
+    assert took[0.25] >= 2 * took[1.0], took
