@@ -214,7 +214,10 @@ def _loop_lag(rec: Recording, window: tuple[float, float] | None) -> dict[str, A
     }
 
 
-def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
+def verdict(
+    on: dict[str, Any], off: dict[str, Any], floor: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The targets judged; ``floor``: the pass without reads (``--floor``), if run."""
     windows = ((on.get("consistency") or {}).get("windows")) or {}
     first = windows[min(windows, key=float)] if windows else {}
     last = windows[max(windows, key=float)] if windows else {}
@@ -251,6 +254,9 @@ def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
         "db_transactions_ratio_without_monitor": (
             round(db_ratio_own, 4) if db_ratio_own is not None else None
         ),
+        # What no cache removes: the day without its reads (cache on), over the day without
+        # the cache; and the reads' own share, by difference: (on - floor) / (off - floor).
+        **_floor_ratios(on, off, floor),
         "cached_p99_ms": p99,
         "cached_p99_ok": all(v is not None and v < P99_TARGET_MS for v in p99.values()),
         "cached_p99_outside_recovery_ms": after,
@@ -262,6 +268,22 @@ def verdict(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
         "errors_5xx_outside_failover": errors_outside,
         "errors_5xx_in_failover": sum(v["errors_5xx_in_failover"] for v in on["routes"].values()),
         "no_5xx_outside_failover_ok": errors_outside == 0,
+    }
+
+
+def _floor_ratios(
+    on: dict[str, Any], off: dict[str, Any], floor: dict[str, Any] | None
+) -> dict[str, Any]:
+    if floor is None:
+        return {}
+    on_tx, off_tx = on["db"]["transactions"], off["db"]["transactions"]
+    floor_tx = floor["db"]["transactions"]
+    return {
+        "db_transactions_floor": floor_tx,
+        "db_ratio_floor": round(floor_tx / off_tx, 4) if off_tx else None,
+        "db_ratio_reads": (
+            round((on_tx - floor_tx) / (off_tx - floor_tx), 4) if off_tx > floor_tx else None
+        ),
     }
 
 
@@ -314,6 +336,10 @@ def table(result: dict[str, Any]) -> str:
         ("db ratio on/off", str(v["db_transactions_ratio"]), "<= 0.10"),
         ("db ratio on/off, the monitor's reads apart",
          str(v.get("db_transactions_ratio_without_monitor")), ""),
+        ("db ratio floor: the day without reads (cache on)/off",
+         str(v.get("db_ratio_floor", "- (--floor)")), ""),
+        ("db ratio of the reads: (on - floor)/(off - floor)",
+         str(v.get("db_ratio_reads", "- (--floor)")), "<= 0.10"),
         ("hit rate (on)", str(on["hit_rate"]), ""),
         ("requests to the database (on), by cause", ", ".join(
             f"{cause} {count}" for cause, count in on["database_requests_by_cause"].items()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import secrets
 import shutil
@@ -78,6 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # Four: a flush of the write-behind stream holds a process for up to 10 s per run and
     # warm-ups for longer; the monitor's ticks, dropped after 1 s in the queue, need a free one.
     parser.add_argument("--concurrency", type=int, default=4, help="worker processes")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="a third pass, cache on, without the reads (the writes, activity, imports, kill"
+        " and clear): the database transactions no cache removes, the db ratio's floor",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/replay"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -358,6 +365,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             run_.start()
             passes = {"off": run_.run_pass("off", False, trace)}
             passes["on"] = run_.run_pass("on", True, trace)
+            if args.floor:
+                unread = [request for request in trace.requests if request.method != "GET"]
+                floor = dataclasses.replace(trace, requests=tuple(unread))
+                passes["floor"] = run_.run_pass("floor", True, floor)
         finally:
             keep_logs(workdir, args.out / "logs")
             run_.close()
@@ -379,7 +390,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         },
         "passes": passes,
     }
-    result["verdict"] = verdict(passes["on"], passes["off"])
+    result["verdict"] = verdict(passes["on"], passes["off"], passes.get("floor"))
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 

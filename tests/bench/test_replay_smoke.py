@@ -24,11 +24,18 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
     # could fall inside it on a loaded machine, and nothing was sampled).
     argv = ["--json", "--members", "500", "--duration", "8", "--peak-rps", "40"]
     argv += ["--windows", "0.5,1", "--down-after-ms", "1000", "--import-rows", "20"]
-    argv += ["--out", str(tmp_path)]
+    argv += ["--floor", "--out", str(tmp_path)]
     assert replay.main(argv) == 0
 
     report = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON object
     assert json.loads((tmp_path / "replay.json").read_text())["verdict"] == report["verdict"]
+    # The floor: the same day without its reads, cache on. Fewer transactions than the
+    # whole day with the cache, none of them a read's.
+    floor = report["passes"]["floor"]
+    assert "member" not in floor["routes"] and floor["routes"]["member_write"]["requests"] > 0
+    verdict = report["verdict"]
+    assert 0 < verdict["db_transactions_floor"] < report["passes"]["on"]["db"]["transactions"]
+    assert 0 < verdict["db_ratio_floor"] < 1 and verdict["db_ratio_reads"] is not None
     for name in ("on", "off"):
         found = report["passes"][name]
         assert set(found["routes"]) >= ROUTES | {"member_write"}, name
