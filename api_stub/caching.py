@@ -237,22 +237,11 @@ class CacheMiddleware:
         tell the generations."""
         if rule.record is not None:
             return rule.record(cache.keys, params), ()
-        gens = await cache.generations(rule.tags)
-        if gens is None:
+        found = await cache.generations(rule.tags)
+        if found is None:
             return None, ()
-        return self._entry_key(cache, scope, rule, params, headers, gens), tuple(gens)
-
-    @staticmethod
-    def _entry_key(
-        cache: AsyncCacheService,
-        scope: Scope,
-        rule: CacheRule,
-        params: Mapping[str, Any],
-        headers: Mapping[bytes, bytes],
-        gens: tuple[int, ...],
-    ) -> str:
-        """A tagged entry's key under the generations ``gens``."""
-        return CacheMiddleware._entry_keys(cache, scope, rule, params, headers, (gens,))[0]
+        gens = tuple(found)
+        return self._entry_keys(cache, scope, rule, params, headers, (gens,))[0], gens
 
     @staticmethod
     def _entry_keys(
@@ -263,7 +252,7 @@ class CacheMiddleware:
         headers: Mapping[bytes, bytes],
         many: Sequence[tuple[int, ...]],
     ) -> list[str]:
-        """The entry's keys under each of ``many`` generations."""
+        """A tagged entry's keys under each of ``many`` generations."""
         if rule.entry is not None:
             entry = rule.entry
             return [entry(cache.keys, params, gens) for gens in many]

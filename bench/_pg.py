@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -158,11 +158,15 @@ def settled(dsn: str, timeout: float = 30.0) -> Counts:
                 break
             time.sleep(0.1)
         conn.execute("SELECT pg_stat_clear_snapshot()")
-        found = conn.execute(
-            "SELECT xact_rollback, xact_commit, tup_returned + tup_fetched"
-            " FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-        conn.rollback()
+        return _counts(conn)
+
+
+def _counts(conn: psycopg.Connection[Any]) -> Counts:
+    found = conn.execute(
+        "SELECT xact_rollback, xact_commit, tup_returned + tup_fetched"
+        " FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    conn.rollback()
     if found is None:
         raise RuntimeError("pg_stat_database has no row for the benchmark database")
     return Counts(int(found[0]), int(found[1]), int(found[2]))
@@ -174,14 +178,7 @@ def counted(dsn: str, flush_s: float = STATS_FLUSH_S) -> Counts:
     quiet(dsn)
     time.sleep(flush_s)
     with psycopg.connect(dsn) as conn:
-        found = conn.execute(
-            "SELECT xact_rollback, xact_commit, tup_returned + tup_fetched"
-            " FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-        conn.rollback()
-    if found is None:
-        raise RuntimeError("pg_stat_database has no row for the benchmark database")
-    return Counts(int(found[0]), int(found[1]), int(found[2]))
+        return _counts(conn)
 
 
 def reading_cost(dsn: str) -> Counts:
