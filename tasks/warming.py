@@ -38,6 +38,7 @@ from cache.errors import CacheUnavailable
 from cache.invalidation import generations_sync
 from cache.kinds import KINDS, Kind, Warm
 from tasks.bulkwrite import fill_missing, fragment
+from tasks.pacing import Pace
 from tasks.sources import Member, MemberRow, Source
 
 T = TypeVar("T")
@@ -120,17 +121,11 @@ def prefetched(pages: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
 
 def paced(items: Iterable[T], duty: float) -> Iterator[T]:
     """``items``, resting after each one so that the caller works at most ``duty`` of the wall
-    time: the rest is (1/duty - 1) times what the item took (reading it and the caller's work
-    on it). 1.0: no rest."""
-    if duty >= 1:
-        yield from items
-        return
-    rest = 1 / duty - 1
-    mark = time.monotonic()
+    time (tasks/pacing.py: reading an item and the caller's work on it are the unit)."""
+    pace = Pace(duty)
     for item in items:
         yield item
-        time.sleep((time.monotonic() - mark) * rest)
-        mark = time.monotonic()
+        time.sleep(pace.rest())
 
 
 def _store(cache: CacheService, items: Mapping[str, Any], data_type: DataType) -> int:

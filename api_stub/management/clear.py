@@ -33,6 +33,7 @@ from typing import Any, Final
 from cache import AsyncCacheService
 from cache.errors import CacheUnavailable, InvalidKey
 from cache.flow import UNAVAILABLE
+from tasks.pacing import Pace
 
 MAX_PATTERN: Final = 200
 MAX_STARS: Final = 8
@@ -144,8 +145,8 @@ async def clear(
     refill: Callable[[], Awaitable[object]] | None = None,
 ) -> Cleared:
     """Delete (or count) the keys under the prefix matching ``glob``, working ``duty`` of
-    the time: after each step it rests (1/duty - 1) times what the step took, so the
-    process's other requests and Redis's other clients have the rest.
+    the time (tasks/pacing.py), so the process's other requests and Redis's other clients
+    have the rest.
 
     ``first``: keys that ``glob`` matches (the records readers are reading) deleted in one
     step before the scan; then ``refill`` is awaited (it sends their warm-up), and the scan
@@ -174,7 +175,7 @@ async def clear(
                 await refill()
         else:
             spared = set()
-        rest, mark = 1 / duty - 1, time.perf_counter()
+        pace = Pace(duty)
         async for found in _batches(cache, match, batch):
             outcome.steps += 1
             doomed = [key for key in found if not key.startswith(system) and key not in spared]
@@ -185,10 +186,7 @@ async def clear(
                 if removed < 0:
                     raise CacheUnavailable("UNLINK failed: Redis unavailable")
                 outcome.deleted += removed
-            # Other requests of this process run between steps.
-            now = time.perf_counter()
-            await asyncio.sleep((now - mark) * rest)
-            mark = time.perf_counter()
+            await asyncio.sleep(pace.rest())  # other requests of this process run meanwhile
     except CacheUnavailable as exc:
         outcome.seconds = round(time.perf_counter() - started, 3)
         raise CacheUnavailable(str(exc), outcome) from exc
