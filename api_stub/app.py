@@ -23,7 +23,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api_stub import problems, routes
 from api_stub.activity import install as install_activity
+from api_stub.ahead import RefreshAhead
 from api_stub.caching import CacheMiddleware
 from api_stub.dashboard import install as install_dashboard
 from api_stub.management import install as install_management
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             gc.unfreeze()  # an app of a process that builds another one (tests) is freed
+            await ahead.aclose()
             replaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replaying
@@ -95,12 +97,19 @@ def create_app(settings: Settings) -> FastAPI:
         found = started(app)
         return None if found is None else found.cache
 
+    def shared_reads() -> AbstractAsyncContextManager[object]:
+        found = started(app)
+        return contextlib.nullcontext() if found is None else found.db.shared()
+
+    ahead = RefreshAhead(shared_reads)  # the list pages readers keep reading (api_stub.ahead)
+
     app.include_router(routes.router)
     app.add_middleware(
         CacheMiddleware,
         cache=cache,
         routes=routes.router.routes,
         max_lag=settings.cache_max_lag_seconds,
+        ahead=ahead,
     )
     install_activity(app)  # member activity, written behind
     management = install_management(app, settings)  # /api/v1/cache: operators only

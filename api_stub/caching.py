@@ -52,6 +52,7 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_stub import problems
+from api_stub.ahead import Reader, RefreshAhead
 from api_stub.lagging import Kept, KeptValues, behind_due, wants_current
 from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
@@ -137,6 +138,7 @@ class CacheMiddleware:
         cache: Callable[[], AsyncCacheService | None],
         routes: Iterable[BaseRoute],
         max_lag: float = math.inf,
+        ahead: RefreshAhead | None = None,
     ) -> None:
         self.app = app
         self._cache = cache  # late-bound: the lifespan builds the cache after the stack
@@ -149,7 +151,10 @@ class CacheMiddleware:
         # whose recompute runs behind a lagging answer, and those recomputes' tasks.
         self._kept = KeptValues()
         self._behind: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        # The variants of kinds refreshed ahead of their readers (api_stub.ahead).
+        self._ahead = ahead if ahead is not None else RefreshAhead()
+        self._ahead.attach(self._refresh_ahead)
         for route in routes:
             rule = rule_of(route)
             path = getattr(route, "path", None)
@@ -177,6 +182,8 @@ class CacheMiddleware:
         except InvalidKey:  # a path parameter no key can hold
             key, gens = None, ()
         variant = self._variant(scope, rule, params, headers) if lag > 0 else None
+        if variant is not None and rule.kind.ahead > 0:
+            self._ahead.read(variant, rule, scope, params, headers, lag, started)
         first: Fetched | Seen | None = None  # the current entry, when read here already
         if variant is not None and not wants_current(headers):
             kept = self._kept.within(variant, started, lag)
@@ -431,30 +438,81 @@ class CacheMiddleware:
         params: Mapping[str, Any],
         lagging: _Lagging,
     ) -> None:
-        """One recompute of the variant at a time, run after the lagging answer is sent; its
-        value is stored under ``key`` (as a miss's would be) and kept, confirmed at the start
-        of the request that asked for it."""
+        """One recompute of the variant at a time, run after the lagging answer is sent."""
         variant = lagging.variant
         if variant in self._behind:
             return
-        load = self._loader(dict(scope), _no_body, rule, params, headers, variant)
-
-        async def recompute() -> None:
-            try:
-                fetched = await cache.fetch(key, load, rule.data_type)
-            except _Shared:  # a reader's own recompute was under way: it keeps its value
-                return
-            except Exception:  # the next reader past the lag runs the route itself
-                logger.warning("recompute of %s failed", rule.kind.name, exc_info=True)
-                return
-            finally:
-                self._behind.discard(variant)
-            self._kept.keep(variant, key, fetched.value, lagging.started)
-
         self._behind.add(variant)
-        task = asyncio.get_running_loop().create_task(recompute())
+        task = asyncio.get_running_loop().create_task(
+            self._recompute(cache, key, scope, rule, headers, params, variant, lagging.started)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _recompute(
+        self,
+        cache: AsyncCacheService,
+        key: str,
+        scope: Scope,
+        rule: CacheRule,
+        headers: Mapping[bytes, bytes],
+        params: Mapping[str, Any],
+        variant: tuple[str, str],
+        started: float,
+    ) -> bool:
+        """Run the route for ``variant`` (marked in ``_behind`` by the caller, cleared here):
+        its value is stored under ``key`` (as a miss's would be) and kept, confirmed at
+        ``started``. False when the route failed."""
+        load = self._loader(dict(scope), _no_body, rule, params, headers, variant)
+        try:
+            fetched = await cache.fetch(key, load, rule.data_type)
+        except _Shared:  # a reader's own recompute was under way: it keeps its value
+            return True
+        except Exception:  # the next reader past the lag runs the route itself
+            logger.warning("recompute of %s failed", rule.kind.name, exc_info=True)
+            return False
+        finally:
+            self._behind.discard(variant)
+        self._kept.keep(variant, key, fetched.value, started)
+        return True
+
+    async def _refresh_ahead(self, recent: Iterable[tuple[Any, Reader]]) -> None:
+        """One cycle of api_stub.ahead: recompute, in one database session, each recently
+        read variant whose value is half its lag old and retired by a change since."""
+        cache = self._cache()
+        started = time.monotonic()  # current as of now: before the generations' read
+        due: list[tuple[tuple[str, str], Reader]] = []
+        for variant, reader in recent:
+            kept = self._kept.get(variant)
+            fresh = kept is not None and not behind_due(kept, started, reader.lag)
+            if not fresh and variant not in self._behind and variant not in self._recomputes:
+                due.append((variant, reader))
+        if cache is None or not cache.enabled or not due:
+            return
+        gens_of: dict[tuple[str, ...], tuple[int, ...] | None] = {}
+        for _variant, reader in due:
+            tags = reader.rule.tags
+            if tags not in gens_of:
+                found = await cache.generations(tags)
+                gens_of[tags] = None if found is None else tuple(found)
+        async with self._ahead.batch():
+            for variant, reader in due:
+                gens = gens_of[reader.rule.tags]
+                if gens is None:  # Redis is away: readers are served within the lag
+                    continue
+                rule, scope, params = reader.rule, reader.scope, reader.params
+                key = self._entry_keys(cache, scope, rule, params, reader.headers, (gens,))[0]
+                kept = self._kept.get(variant)
+                if kept is not None and kept.key == key:  # no change since: still current
+                    self._kept.keep(variant, key, kept.value, started)
+                    continue
+                if variant in self._behind:  # a reader's recompute began meanwhile
+                    continue
+                self._behind.add(variant)
+                if not await self._recompute(
+                    cache, key, scope, rule, reader.headers, params, variant, started
+                ):
+                    return  # the database or the route is failing: readers will retry
 
     @staticmethod
     def _variant(

@@ -77,6 +77,9 @@ class KeptValues:
         if len(self._kept) > self._capacity:
             self._kept.popitem(last=False)
 
+    def get(self, variant: Hashable) -> Kept | None:
+        return self._kept.get(variant)
+
     def within(self, variant: Hashable, now: float, lag: float) -> Kept | None:
         """The kept value when it was confirmed at most ``lag`` seconds before ``now``."""
         kept = self._kept.get(variant)

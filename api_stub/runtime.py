@@ -9,7 +9,10 @@ management API read it. Nothing here builds a client or an engine of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,11 +31,22 @@ from workers.publisher import MetricsPublisher
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    session: Session
+    owner: asyncio.Task[object] | None
+
+
+# The session the reads of one task share (Database.shared), in that task's context.
+_SHARED: ContextVar[_Shared | None] = ContextVar("shared_session", default=None)
+
+
 class Database:
     """Sync SQLAlchemy sessions run in the threadpool (the async engine would need greenlet).
 
     ``read`` runs in a transaction that is rolled back; ``write`` commits when the work
     returns, so whatever follows a ``write`` (the cache invalidation) runs after the commit.
+    Inside :meth:`shared`, the task's reads share one session.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -40,7 +54,32 @@ class Database:
         self._sessions = session_factory(engine)
 
     async def read(self, work: Callable[[Session], T]) -> T:
+        shared = _SHARED.get()
+        # Only the task that opened it: a task it starts copies the context, not the right.
+        if shared is not None and shared.owner is asyncio.current_task():
+            return await run_in_threadpool(self._read_shared, shared.session, work)
         return await run_in_threadpool(self._read, work)
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """The reads this task makes until the block ends share one session: one connection
+        checkout (and its ping) and one transaction, rolled back at the end (the refresh
+        ahead of many list pages, api_stub.ahead)."""
+        session = self._sessions()
+        token = _SHARED.set(_Shared(session, asyncio.current_task()))
+        try:
+            yield
+        finally:
+            _SHARED.reset(token)
+            await run_in_threadpool(session.close)
+
+    @staticmethod
+    def _read_shared(session: Session, work: Callable[[Session], T]) -> T:
+        try:
+            return work(session)
+        except BaseException:
+            session.rollback()  # the block's next read starts on a clean transaction
+            raise
 
     async def write(self, work: Callable[[Session], T]) -> T:
         return await run_in_threadpool(self._write, work)
