@@ -74,3 +74,25 @@ RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# One step of a clear by pattern (api_stub.management.clear), done inside Redis: the keys a
+# SCAN finds never travel to the client and back in an UNLINK, which cost the API process
+# about 2 ms of its loop per 1,000 keys. Keys under the system prefix are skipped, and so are
+# the members of the set KEYS[1] (the keys the clear deleted first and refilled).
+# ARGV: cursor, match, count, system prefix, "1" for a dry run.
+# Returns {next cursor, matched, deleted, skipped system keys}.
+CLEAR_STEP: Final = """
+local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local system, dry = ARGV[4], ARGV[5] == '1'
+local spared = redis.call('EXISTS', KEYS[1]) == 1
+local matched, deleted, skipped = 0, 0, 0
+for _, key in ipairs(found[2]) do
+  if string.sub(key, 1, #system) == system then
+    skipped = skipped + 1
+  elseif not (spared and redis.call('SISMEMBER', KEYS[1], key) == 1) then
+    matched = matched + 1
+    if not dry then deleted = deleted + redis.call('UNLINK', key) end
+  end
+end
+return {found[1], matched, deleted, skipped}
+"""

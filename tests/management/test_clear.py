@@ -190,6 +190,7 @@ async def test_the_first_keys_go_in_one_step_before_the_scan_which_then_spares_t
     assert done.deleted == done.matched == 3000 and done.steps > 2
     assert shared.get(hot[0]) == b"refilled"  # written after the clear began: kept
     assert shared.exists(f"{prefix}member:1") == 0
+    assert list(shared.scan_iter(f"{prefix}sys:clear:*")) == [], "the spared set stays behind"
 
 
 async def test_a_paced_clear_rests_between_its_steps(mgmt: Mgmt, shared: redis.Redis) -> None:
