@@ -138,8 +138,10 @@ class Settings(BaseSettings):
     # each worker process busy: after each page it rests the page's time (1/duty - 1) times
     # over, so the readers it runs beside keep their CPU. At 1,000,000 members on two cores,
     # unpaced (1.0) it took both cores for 11 s, and a member missed meanwhile took 21 ms
-    # (p50) instead of 2.4 ms (bench.replay). A warm-up an operator asks for is not paced.
-    cache_autowarm_duty: Annotated[float, Field(gt=0, le=1)] = 0.25
+    # (p50) instead of 2.4 ms (bench.replay). At 0.25 the member route's p99 outside the
+    # failover was 14 ms, at 0.1 9.4 to 10.5 ms: the readers missing after a clear are
+    # served faster than the warm-up would reach them. An operator's warm-up is not paced.
+    cache_autowarm_duty: Annotated[float, Field(gt=0, le=1)] = 0.1
     # Members per chunk task when every member is warmed (tasks/chunks.py): a warm-up of more
     # is a chord of chunks over id ranges that all worker processes share. 50,000 members are
     # ~0.3 s of work: enough chunks to keep every process busy to the end, few enough that
