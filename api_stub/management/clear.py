@@ -6,9 +6,11 @@ step is one SCAN of ``batch`` buckets and one UNLINK of what it found, a millise
 server time, so readers are served between steps however many keys go.
 
 A step runs inside Redis (cache.scripts: CLEAR_STEP): the keys found never come to the API and
-go back in an UNLINK. Done from the client, that round trip of 1,000 keys cost the API process
-about 2 ms of its event loop per step, time its requests waited through. A Cluster's keys are
-scanned per primary by redis-py and unlinked from the client, as a script cannot walk nodes.
+go back in an UNLINK. Done from the client, a step of 1,000 keys cost the API process 1.2 ms
+of its event loop, time its requests waited through; the script's step costs 0.3 ms (a clear
+of 200,000 keys, 5,000 spared, from Python: 0.23 s of CPU against 0.06 s, both 0.55 s long).
+A Cluster's keys are scanned per primary by redis-py and unlinked from the client, as a
+script cannot walk nodes.
 
 A pattern is a glob relative to the prefix, with ``*`` and ``?`` only: no character classes,
 escapes or braces (which :meth:`cache.keys.Keys.pattern` refuses as well), no whitespace or
