@@ -31,9 +31,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api_stub import problems, routes
 from api_stub.activity import install as install_activity
-from api_stub.ahead import RefreshAhead
 from api_stub.caching import CacheMiddleware
 from api_stub.dashboard import install as install_dashboard
+from api_stub.keepcurrent import KeepCurrent
 from api_stub.management import install as install_management
 from api_stub.runtime import Running, started
 from cache import AsyncCacheService
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             gc.unfreeze()  # an app of a process that builds another one (tests) is freed
-            await ahead.aclose()
+            await keep_current.aclose()
             replaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replaying
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         found = started(app)
         return contextlib.nullcontext() if found is None else found.db.shared()
 
-    ahead = RefreshAhead(shared_reads)  # the list pages readers keep reading (api_stub.ahead)
+    keep_current = KeepCurrent(shared_reads)  # list pages readers read (api_stub.keepcurrent)
 
     app.include_router(routes.router)
     app.add_middleware(
@@ -109,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
         cache=cache,
         routes=routes.router.routes,
         max_lag=settings.cache_max_lag_seconds,
-        ahead=ahead,
+        keep_current=keep_current,
     )
     install_activity(app)  # member activity, written behind
     management = install_management(app, settings)  # /api/v1/cache: operators only

@@ -52,7 +52,7 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_stub import problems
-from api_stub.ahead import Reader, RefreshAhead
+from api_stub.keepcurrent import KeepCurrent, Reader
 from api_stub.lagging import Kept, KeptValues, behind_due, wants_current
 from api_stub.rules import CacheRule, cached, rule_of
 from cache import NOT_FOUND, AsyncCacheService, Fetched, Outcome
@@ -138,7 +138,7 @@ class CacheMiddleware:
         cache: Callable[[], AsyncCacheService | None],
         routes: Iterable[BaseRoute],
         max_lag: float = math.inf,
-        ahead: RefreshAhead | None = None,
+        keep_current: KeepCurrent | None = None,
     ) -> None:
         self.app = app
         self._cache = cache  # late-bound: the lifespan builds the cache after the stack
@@ -152,9 +152,9 @@ class CacheMiddleware:
         self._kept = KeptValues()
         self._behind: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[object]] = set()
-        # The variants of kinds refreshed ahead of their readers (api_stub.ahead).
-        self._ahead = ahead if ahead is not None else RefreshAhead()
-        self._ahead.attach(self._refresh_ahead)
+        # The variants of kinds kept current for their readers (api_stub.keepcurrent).
+        self._keep_current = keep_current if keep_current is not None else KeepCurrent()
+        self._keep_current.attach(self._keep_current_cycle)
         for route in routes:
             rule = rule_of(route)
             path = getattr(route, "path", None)
@@ -182,8 +182,8 @@ class CacheMiddleware:
         except InvalidKey:  # a path parameter no key can hold
             key, gens = None, ()
         variant = self._variant(scope, rule, params, headers) if lag > 0 else None
-        if variant is not None and rule.kind.ahead > 0:
-            self._ahead.read(variant, rule, scope, params, headers, lag, started)
+        if variant is not None and rule.kind.kept_current > 0:
+            self._keep_current.read(variant, rule, scope, params, headers, lag, started)
         first: Fetched | Seen | None = None  # the current entry, when read here already
         if variant is not None and not wants_current(headers):
             kept = self._kept.within(variant, started, lag)
@@ -476,8 +476,8 @@ class CacheMiddleware:
         self._kept.keep(variant, key, fetched.value, started)
         return True
 
-    async def _refresh_ahead(self, recent: Iterable[tuple[Any, Reader]]) -> None:
-        """One cycle of api_stub.ahead: recompute, in one database session, each recently
+    async def _keep_current_cycle(self, recent: Iterable[tuple[Any, Reader]]) -> None:
+        """One cycle of api_stub.keepcurrent: recompute, in one database session, each recently
         read variant whose value is half its lag old and retired by a change since."""
         cache = self._cache()
         started = time.monotonic()  # current as of now: before the generations' read
@@ -495,7 +495,7 @@ class CacheMiddleware:
             if tags not in gens_of:
                 found = await cache.generations(tags)
                 gens_of[tags] = None if found is None else tuple(found)
-        async with self._ahead.batch():
+        async with self._keep_current.batch():
             for variant, reader in due:
                 gens = gens_of[reader.rule.tags]
                 if gens is None:  # Redis is away: readers are served within the lag

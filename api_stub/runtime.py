@@ -64,7 +64,7 @@ class Database:
     async def shared(self) -> AsyncIterator[None]:
         """The reads this task makes until the block ends share one session: one connection
         checkout (and its ping) and one transaction, rolled back at the end (the refresh
-        ahead of many list pages, api_stub.ahead)."""
+        of many list pages, api_stub.keepcurrent)."""
         session = self._sessions()
         token = _SHARED.set(_Shared(session, asyncio.current_task()))
         try:

@@ -16,9 +16,10 @@ table. Its declaration holds everything the platform must agree on::
                      after a change waits for the recompute. A request with Cache-Control
                      no-cache always waits; CACHE_MAX_LAG_SECONDS caps every kind's lag
                      (api_stub.lagging)
-    ahead            seconds after a variant's last read that the API keeps it current ahead
-                     of its readers (api_stub.ahead): recomputed each half lag while changes
-                     come, so a reader within that time never waits; 0: readers recompute
+    kept_current     seconds after a variant's last read that the API keeps it current for
+                     its readers (api_stub.keepcurrent): recomputed each half lag while
+                     changes come, so a reader within that time never waits; 0: readers
+                     recompute
     warm             how the Celery warm-up fills it (critical: every variant; hottest: the
                      hottest records in ``warmup critical``, every record in ``warmup all``)
     variants         the parameter values the warm-up fills (the lookup tables' names)
@@ -95,15 +96,15 @@ class Kind:
     query: str | None = None
     near: bool = True
     lag: float = 0.0
-    ahead: float = 0.0
+    kept_current: float = 0.0
 
     def __post_init__(self) -> None:
         if self.storage is Storage.RECORD and self.tags:
             raise ValueError(f"{self.name}: a record is kept fresh by write-through, not tags")
         if self.lag < 0 or (self.lag and not self.tags):
             raise ValueError(f"{self.name}: only a tagged kind lags its changes, by >= 0 s")
-        if self.ahead < 0 or (self.ahead and not self.lag):
-            raise ValueError(f"{self.name}: only a lagging kind is refreshed ahead, for >= 0 s")
+        if self.kept_current < 0 or (self.kept_current and not self.lag):
+            raise ValueError(f"{self.name}: only a lagging kind is kept current, for >= 0 s")
         if self.warm is not Warm.NONE and self.query is None:
             raise ValueError(f"{self.name}: a warmed kind names its query")
         if self.warm is Warm.CRITICAL and any(len(v) != len(self.params) for v in self.variants):
@@ -154,7 +155,7 @@ class Kind:
             "warm": self.warm.value,
             "near": self.near,
             "lag": self.lag,
-            "ahead": self.ahead,
+            "kept_current": self.kept_current,
         }
 
 
@@ -250,7 +251,7 @@ KINDS: Final = Registry(
             # session with every other page due: at the replay's rate a list variant is read
             # every 2 to 12 s, and 20% of reads came after more than the lag, each a miss (7 ms
             # under load, p99 28 ms; bench.replay). Kept current for 30 s after a read.
-            ahead=30.0,
+            kept_current=30.0,
         ),
         Kind(
             "dashboard",

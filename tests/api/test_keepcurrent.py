@@ -1,16 +1,18 @@
-"""Refresh ahead (api_stub.ahead): list pages readers keep reading are recomputed before their
-lag runs out, in one database session per cycle, against real Redis and PostgreSQL."""
+"""Keeping list pages current (api_stub.keepcurrent): the pages readers keep reading are
+recomputed before their lag runs out, in one database session per cycle, against real Redis
+and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import event, text
 
-from api_stub.ahead import RefreshAhead
+from api_stub.keepcurrent import KeepCurrent
 from api_stub.rules import rule_for
 from cache.kinds import KINDS
 from config import Settings
@@ -30,7 +32,7 @@ def _list_reads(statements: list[str]) -> int:
     return sum(_is_page(s) for s in statements)
 
 
-async def test_pages_read_recently_are_recomputed_ahead_of_their_readers_in_one_session(
+async def test_pages_read_recently_are_recomputed_before_their_readers_come_in_one_session(
     prefix: str, database_url: str
 ) -> None:
     # The lag capped at 1 s: a cycle every 0.25 s, a page due once 0.5 s old.
@@ -43,7 +45,10 @@ async def test_pages_read_recently_are_recomputed_ahead_of_their_readers_in_one_
                 sessions.append(id(conn))
 
         event.listen(api.app.state.running.db.engine, "before_cursor_execute", page_query)
-        pages = [await api.client.get(PAGES.format(page=page)) for page in range(1, 6)]
+        # Read at once: each page is confirmed when its request began, so all five fall due in
+        # one cycle (or two, when a cycle begins between them), however slow the machine.
+        read_at = time.monotonic()
+        pages = await asyncio.gather(*(api.client.get(PAGES.format(page=p)) for p in range(1, 6)))
         assert [p.headers["x-cache"] for p in pages] == ["MISS"] * 5
         member = pages[0].json()["items"][0]
 
@@ -53,20 +58,20 @@ async def test_pages_read_recently_are_recomputed_ahead_of_their_readers_in_one_
         )
         assert patched.status_code == 200
         sessions.clear()
-        before = len(api.statements)
-        await anyio.sleep(1.3)
-
+        deadline = time.monotonic() + 10.0
+        while len(sessions) < 5 and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
         assert len(sessions) >= 5, "every page read recently was recomputed"
-        # The pages due in a cycle share one session (one checkout, one transaction): the five
-        # were read within a few milliseconds, so they fell due in one cycle or two.
+        # The pages due in a cycle share one session (one checkout, one transaction).
         assert len(set(sessions)) <= 2, sessions
 
-        # Past the lag, the readers are answered from the cache, never by the route: the
-        # first page shows the change.
+        # Past the lag of the first reads, the readers are answered from the cache, never by
+        # the route: the first page shows the change.
+        await anyio.sleep(max(0.0, read_at + 1.1 - time.monotonic()))
         queried = len(api.statements)
         again = [await api.client.get(PAGES.format(page=page)) for page in range(1, 6)]
         assert all(a.headers["x-cache"] in ("HIT", "STALE") for a in again)
-        assert len(api.statements) == queried, "a reader past the lag ran the route"
+        assert _list_reads(api.statements[queried:]) == 0, "a reader past the lag ran the route"
         assert again[0].json()["items"][0]["first_name"] == "Ahead"
 
         # A page nobody read is left alone.
@@ -114,12 +119,12 @@ async def test_reads_share_the_session_only_in_the_task_that_opened_it(
 
 def test_only_recent_variants_are_kept_for_refresh() -> None:
     rule = rule_for(KINDS["member_list"])
-    ahead = RefreshAhead()
-    ahead.read("old", rule, {}, {}, {}, 5.0, now=0.0)
-    ahead.read("new", rule, {}, {}, {}, 5.0, now=20.0)
-    window = KINDS["member_list"].ahead
-    assert [v for v, _ in ahead.recent(now=window + 1.0)] == ["new"]
-    assert [v for v, _ in ahead.recent(now=window + 1.0)] == ["new"], "the old one is forgotten"
-    ahead.read("new", rule, {}, {}, {}, 5.0, now=window + 10.0)  # read again: kept longer
-    assert [v for v, _ in ahead.recent(now=window + 25.0)] == ["new"]
-    assert list(ahead.recent(now=2 * window + 11.0)) == []
+    keep = KeepCurrent()
+    keep.read("old", rule, {}, {}, {}, 5.0, now=0.0)
+    keep.read("new", rule, {}, {}, {}, 5.0, now=20.0)
+    window = KINDS["member_list"].kept_current
+    assert [v for v, _ in keep.recent(now=window + 1.0)] == ["new"]
+    assert [v for v, _ in keep.recent(now=window + 1.0)] == ["new"], "the old one is forgotten"
+    keep.read("new", rule, {}, {}, {}, 5.0, now=window + 10.0)  # read again: kept longer
+    assert [v for v, _ in keep.recent(now=window + 25.0)] == ["new"]
+    assert list(keep.recent(now=2 * window + 11.0)) == []

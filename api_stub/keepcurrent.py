@@ -1,5 +1,10 @@
-"""Refresh ahead: the variants of a lagging kind that readers keep reading are recomputed
-before their lag runs out, so those readers never wait (cache.kinds: Kind.ahead).
+"""Keeping current what readers read: the variants of a lagging kind that readers keep reading
+are recomputed before their lag runs out, so those readers never wait (cache.kinds:
+Kind.kept_current).
+
+Not tasks/refresh.py's refresh-ahead, which re-reads hot entries before their TTL, in a
+worker: this follows changes (a tag's generation bumped), in the API process that knows
+which variants its readers read.
 
 A lagging kind serves a value within its lag of the moment it was known current, and the
 reader past the lag waits for a recompute (api_stub.lagging). A list page is read every 2 to
@@ -7,13 +12,13 @@ reader past the lag waits for a recompute (api_stub.lagging). A list page is rea
 lag: misses of 7 ms (p50) under load, and a p99 of 28 ms (bench.replay at 1,000,000
 members). Recomputing behind a reader only helps the readers that come within the lag.
 
-Here each variant read in the last ``ahead`` seconds is recomputed once its value is half
+Here each variant read in the last ``kept_current`` seconds is recomputed once its value is half
 the lag old and a change has retired it (its key under the current generations differs).
 Every variant due in a cycle is recomputed in one database session (the caller's ``batch``:
 one connection checkout and one transaction), so twenty pages cost two transactions a cycle,
 not forty; a recompute's value is stored and kept as a reader's miss would be. A cycle runs
 every quarter lag, so a value is refreshed before a reader could find it past the lag. With
-no variant read in ``ahead`` seconds the loop ends; the next read starts it again.
+no variant read in ``kept_current`` seconds the loop ends; the next read starts it again.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 
 from api_stub.rules import CacheRule
 
-log = logging.getLogger("api_stub.ahead")
+log = logging.getLogger("api_stub.keepcurrent")
 
 Batch = Callable[[], AbstractAsyncContextManager[object]]
 
@@ -46,7 +51,7 @@ class Reader:
     read_at: float  # monotonic seconds
 
 
-class RefreshAhead:
+class KeepCurrent:
     """The variants read recently in this process, and the loop that keeps them current.
 
     The middleware records each read (:meth:`read`) and gives the cycle's work
@@ -81,12 +86,12 @@ class RefreshAhead:
         else:
             reader.read_at = now
         if self._task is None and self._cycle is not None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="refresh-ahead")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="keep-current")
 
     def recent(self, now: float) -> Iterator[tuple[Hashable, Reader]]:
-        """The variants read within their kind's ``ahead``; the others are forgotten."""
+        """The variants read within their kind's ``kept_current``; the others are forgotten."""
         for variant, reader in list(self._readers.items()):
-            if now - reader.read_at > reader.rule.kind.ahead:
+            if now - reader.read_at > reader.rule.kind.kept_current:
                 del self._readers[variant]
             else:
                 yield variant, reader
@@ -102,7 +107,7 @@ class RefreshAhead:
                 try:
                     await self._cycle(self.recent(time.monotonic()))
                 except Exception:  # the readers recompute for themselves meanwhile
-                    log.warning("refresh ahead failed", exc_info=True)
+                    log.warning("keeping pages current failed", exc_info=True)
                 self.cycles += 1
         finally:
             self._task = None
