@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             # Resolving the database URL may probe the local PostgreSQL: not on the loop.
             running = await run_in_threadpool(Running.over, services, publisher)
+            await run_in_threadpool(running.db.fill_pool)
         except BaseException:
             await services.aclose()
             raise

@@ -7,13 +7,13 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from api_stub.runtime import Running
 from cache.breaker import BreakerState
 from cache.flow import UNAVAILABLE
 from config import Settings
-from tests.api.conftest import Api, serve
+from tests.api.conftest import CURRENT, Api, serve
 from tests.support.redis_procs import free_port
 
 pytestmark = pytest.mark.anyio
@@ -105,3 +105,14 @@ async def test_each_run_of_the_app_opens_and_closes_its_own_services(
         two = _running(second).services
         assert two is not one and not two.closed
         assert second.app.state.management.runtime.services is two
+
+
+async def test_the_pool_is_open_before_the_first_request(api: Api) -> None:
+    """The first readers find their database connections open: none waits for one."""
+    pool = _running(api).db.engine.pool
+    opened: list[int] = []
+    event.listen(pool, "connect", lambda *_: opened.append(1))
+    assert pool.checkedin() == pool.size() > 0  # type: ignore[attr-defined]
+    answer = await api.client.get("/api/v1/members?tier=gold", headers=CURRENT)
+    assert answer.status_code == 200
+    assert opened == [], "a request opened a connection"
