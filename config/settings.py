@@ -262,7 +262,9 @@ class Settings(BaseSettings):
     management_max_writebehind_lag_s: PositiveFloat = 60
     management_max_replica_lag_s: PositiveFloat = 10
     management_expected_replicas: NonNegativeInt = 0
-    management_clear_batch: PositiveInt = 1000  # keys per SCAN + UNLINK step
+    # Keys per step of a clear, one script inside Redis: every other command waits for it
+    # (api_stub.management.config).
+    management_clear_batch: PositiveInt = 250
     # The share of time a clear's steps keep the API process and Redis busy (see
     # api_stub.management.clear); 1.0: one step after another.
     management_clear_duty: float = Field(0.5, gt=0, le=1)
