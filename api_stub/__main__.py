@@ -12,11 +12,6 @@ from api_stub.app import create_app
 from config import load_settings_or_exit
 
 DEFAULT_PORT = 5000  # the design's port
-# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
-# The event loop shares this process with the threads of the database reads and the near
-# tier's tracker; each of a read's round trips ends in a wait for the GIL, up to the whole
-# interval while the loop runs.
-SWITCH_INTERVAL_S = 0.0005
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +21,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     settings = load_settings_or_exit()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     uvicorn.run(
         create_app(settings),
         host=args.host,
