@@ -265,8 +265,8 @@ class Settings(BaseSettings):
     # Keys per step of a clear, one script inside Redis: every other command waits for it
     # (api_stub.management.config).
     management_clear_batch: PositiveInt = 250
-    # The share of time a clear's steps keep the API process and Redis busy (see
-    # api_stub.management.clear); 1.0: one step after another.
+    # The share of time a clear's steps keep Redis busy (api_stub.management.config); 1.0:
+    # one step after another.
     management_clear_duty: float = Field(0.5, gt=0, le=1)
 
     environment: Literal["development", "test", "production"] = "development"

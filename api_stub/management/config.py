@@ -49,9 +49,11 @@ class ManagementConfig:
     # at 250 (0.7 ms a step) 82 (bench.replay).
     clear_batch: int = 250
     # The share of time the clear's steps take: after each it rests (1/duty - 1) times the
-    # step's time. At 1,000,000 keys one step after another took 5.7 s of the API process's
-    # loop (0.4 of a core) and 0.8 of Redis's core, and every answer of the process waited
-    # behind the steps (a hit's p50 went from 0.7 to 3 ms); at 0.5 it takes twice as long.
+    # step's time. Done from the API (before the steps ran inside Redis), one step after
+    # another took 5.7 s of the API process's loop at 1,000,000 keys and 0.8 of Redis's core,
+    # and every answer of the process waited behind the steps (a hit's p50 went from 0.7 to 3
+    # ms). Now the pacing spares Redis: at 0.5 the replay's clear of 1,000,000 keys took 16 to
+    # 20 s, at 0.25 36 s (longer than a remote call's 30-s timeout, cachectl/remote.py).
     clear_duty: float = 0.5
     # A burst of refused tokens from one client address or token label: this many within the
     # window (from the first refusal) raises one security alert (refusals.py). A person who
