@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import redis
 
@@ -199,21 +199,31 @@ class SentinelGroup:
         node.start()
 
     def wait_resynced(self, node: Node, timeout: float = 60.0) -> None:
-        """Until ``node`` (rejoined) has its copy of the master's data: its full sync (the
-        master's fork, the transfer, the load) is over and its link to the master is up."""
+        """Until every data node holds the master's data again, ``node`` (rejoined) among
+        them: one master, and each other node its replica with the link up and no full sync
+        (the master's fork, the transfer, the load) under way. Not ``node`` alone: on a
+        loaded machine the Sentinels may fail over once more (the smoke test's down-after is
+        1 s) and make the rejoined node the master, which the other node then syncs from."""
 
-        def resynced() -> bool:
-            client = node.client()
+        def replication(data: Node) -> dict[str, Any] | None:
+            client = data.client()
             try:
-                info = client.info("replication")
+                return dict(client.info("replication"))
             except redis.RedisError:
-                return False
+                return None
             finally:
                 client.close()
-            return (
-                info.get("role") == "slave"
-                and info.get("master_link_status") == "up"
+
+        def resynced() -> bool:
+            found = [replication(data) for data in self.data]
+            if node not in self.data or any(info is None for info in found):
+                return False
+            roles = [info.get("role") for info in found if info is not None]
+            return roles.count("master") == 1 and all(
+                info.get("master_link_status") == "up"
                 and int(info.get("master_sync_in_progress", 1)) == 0
+                for info in found
+                if info is not None and info.get("role") == "slave"
             )
 
         self._wait(resynced, "the rejoined replica's sync", timeout)

@@ -24,6 +24,7 @@ import json
 import statistics
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
@@ -103,7 +104,9 @@ async def _cashews(prefix: str) -> _Timer:
             await cache.delete_match(f"{prefix}member:*")
         return timer
     finally:
-        await cache.close()
+        with warnings.catch_warnings():  # cashews closes redis-py's client with close()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            await cache.close()
 
 
 CONTENDERS: Final[dict[str, Callable[[str], Coroutine[Any, Any, _Timer]]]] = {
