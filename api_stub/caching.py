@@ -27,6 +27,9 @@ under its newer generation: the next reader after it recomputes.
 A kind that declares a lag (cache.kinds: Kind.lag) does not make that reader wait: within
 the lag of its last value known current, it is served that value while one recompute runs
 behind it (api_stub.lagging), unless the request asks for the current value (no-cache).
+A kind kept current (Kind.kept_current: the list pages) also has the variants its readers
+read recomputed before their lag runs out, so a reader after a pause does not wait either
+(api_stub.keepcurrent).
 
 Cached routes answer JSON: a stored body is sent back as application/json, without the
 route's other headers. Documents are rendered with orjson, as the routes render them, so a

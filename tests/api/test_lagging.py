@@ -63,3 +63,20 @@ def test_only_tagged_kinds_may_lag_and_records_never_do() -> None:
         Kind("z", DataType.ANALYTICS, Storage.ENTRY, "negative", tags=("t",), lag=-1.0)
     assert KINDS["member"].lag == 0
     assert all(kind.lag > 0 for kind in KINDS if kind.tags)  # every report and list lags
+
+
+def test_only_lagging_kinds_are_kept_current() -> None:
+    with pytest.raises(ValueError, match="only a lagging kind is kept current"):
+        Kind("x", DataType.MEMBER, Storage.RESPONSE, "no lag", tags=("t",), kept_current=30.0)
+    with pytest.raises(ValueError, match="only a lagging kind is kept current"):
+        Kind(
+            "y",
+            DataType.MEMBER,
+            Storage.RESPONSE,
+            "negative",
+            tags=("t",),
+            lag=5.0,
+            kept_current=-1.0,
+        )
+    assert KINDS["member_list"].kept_current > KINDS["member_list"].lag > 0
+    assert KINDS["dashboard"].kept_current == 0  # a report's recompute is seconds of the database
