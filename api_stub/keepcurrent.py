@@ -63,7 +63,7 @@ class KeepCurrent:
         self._batch = batch or contextlib.nullcontext
         self._cycle: Callable[[Iterator[tuple[Hashable, Reader]]], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.cycles = 0
+        self._closed = False
 
     def attach(self, cycle: Callable[[Iterator[tuple[Hashable, Reader]]], Awaitable[None]]) -> None:
         self._cycle = cycle
@@ -85,7 +85,7 @@ class KeepCurrent:
             self._readers[variant] = Reader(rule, dict(scope), params, headers, lag, now)
         else:
             reader.read_at = now
-        if self._task is None and self._cycle is not None:
+        if self._task is None and self._cycle is not None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="keep-current")
 
     def recent(self, now: float) -> Iterator[tuple[Hashable, Reader]]:
@@ -108,11 +108,12 @@ class KeepCurrent:
                     await self._cycle(self.recent(time.monotonic()))
                 except Exception:  # the readers recompute for themselves meanwhile
                     log.warning("keeping pages current failed", exc_info=True)
-                self.cycles += 1
         finally:
             self._task = None
 
     async def aclose(self) -> None:
+        """End the loop for good (the app is stopping)."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -10,6 +10,7 @@ management API read it. Nothing here builds a client or an engine of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -80,7 +81,10 @@ class Database:
         try:
             return work(session)
         except BaseException:
-            session.rollback()  # the block's next read starts on a clean transaction
+            # The block's next read starts on a clean transaction (or a new connection: a
+            # rollback on a dead one fails too, and must not hide the first error).
+            with contextlib.suppress(Exception):
+                session.rollback()
             raise
 
     async def write(self, work: Callable[[Session], T]) -> T:
