@@ -74,9 +74,15 @@ def routes(
     recovery: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     found: dict[str, Any] = {}
+    firsts = _first_reads(rec)
     for route in sorted({a.route for a in rec.answers}):
         mine = [a for a in rec.answers if a.route == route]
         outside = [a.latency_s for a in mine if not _inside(a, window) and 0 < a.status < 500]
+        later = [
+            a.latency_s
+            for a in mine
+            if not _inside(a, window) and 0 < a.status < 500 and id(a) not in firsts
+        ]
         after = [a.latency_s for a in mine if not _inside(a, recovery) and 0 < a.status < 500]
         found[route] = {
             "requests": len(mine),
@@ -85,6 +91,11 @@ def routes(
             # Outside the failover and the rejoined replica's full sync (recovery_window).
             "p99_ms_outside_recovery": _ms(after, 0.99) if recovery else None,
             "p99_ms_all": _ms([a.latency_s for a in mine], 0.99),
+            # Outside the failover, without each path's first answer of the pass: what is
+            # left once every variant has been read once (a cold read misses in any cache,
+            # and a two-minute day makes 20 list variants' first reads 3% of their reads).
+            "p99_ms_after_first_reads": _ms(later, 0.99),
+            "first_reads": sum(id(a) in firsts for a in mine),
             "errors_5xx": sum(
                 a.status >= 500 or a.status == 0 for a in mine if not _inside(a, window)
             ),
@@ -98,6 +109,17 @@ def routes(
             ),
             "near_hits": sum(a.tier == "near" for a in mine),
         }
+    return found
+
+
+def _first_reads(rec: Recording) -> set[int]:
+    """The first answer of each path in the pass (by ``id``)."""
+    seen: set[str] = set()
+    found: set[int] = set()
+    for answer in sorted(rec.answers, key=lambda a: a.at):
+        if answer.path not in seen:
+            seen.add(answer.path)
+            found.add(id(answer))
     return found
 
 
@@ -263,6 +285,11 @@ def verdict(
         "cached_p99_outside_recovery_ok": all(
             v is not None and v < P99_TARGET_MS for v in after.values()
         ),
+        "cached_p99_after_first_reads_ms": {
+            r: v.get("p99_ms_after_first_reads")
+            for r, v in on["routes"].items()
+            if r in CACHED_ROUTES
+        },
         "cached_hit_p99_ms": hit_p99,
         "cached_hit_p99_ok": all(v is None or v < P99_TARGET_MS for v in hit_p99.values()),
         "errors_5xx_outside_failover": errors_outside,
@@ -348,6 +375,9 @@ def table(result: dict[str, Any]) -> str:
         ("cached p99 < 10 ms outside failover", str(v["cached_p99_ok"]), "all routes"),
         ("cached p99 ms outside failover and resync", ", ".join(
             f"{route} {p99}" for route, p99 in v.get("cached_p99_outside_recovery_ms", {}).items()
+        ), "< 10"),
+        ("cached p99 ms outside failover, each path's first read apart", ", ".join(
+            f"{route} {p99}" for route, p99 in v.get("cached_p99_after_first_reads_ms", {}).items()
         ), "< 10"),
         ("5xx outside / inside failover (on)", errors, "0 outside"),
         ("write-behind lag max s (on)", str(on["writebehind_lag"]["max_s"]), ""),

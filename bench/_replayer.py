@@ -46,6 +46,7 @@ class Answer:
     latency_s: float
     cache: str  # X-Cache: HIT, MISS, STALE, or "" (not a cached route, or the cache off)
     tier: str  # X-Cache-Tier: near, redis, or ""
+    path: str = ""  # the request's path and query: what a cached variant is
 
 
 @dataclass
@@ -76,7 +77,15 @@ async def _send(client: aiohttp.ClientSession, request: Request, out: list[Answe
     except (aiohttp.ClientError, TimeoutError):
         status, cache, tier = 0, "", ""
     out.append(
-        Answer(request.at, request.route, status, time.perf_counter() - started, cache, tier)
+        Answer(
+            request.at,
+            request.route,
+            status,
+            time.perf_counter() - started,
+            cache,
+            tier,
+            request.path,
+        )
     )
 
 

@@ -326,14 +326,15 @@ class Run:
 
 
 def write_answers(recording: Recording, path: Path) -> None:
-    """Every answer of a pass (due time, route, status, client latency, X-Cache, tier) beside
-    the report, for a post-mortem of a slow second."""
+    """Every answer of a pass (due time, route, status, client latency, X-Cache, tier, path)
+    beside the report, for a post-mortem of a slow second."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as out:
         rows = csv.writer(out)
-        rows.writerow(("at_s", "route", "status", "latency_ms", "cache", "tier"))
+        rows.writerow(("at_s", "route", "status", "latency_ms", "cache", "tier", "path"))
         for a in recording.answers:
-            rows.writerow((a.at, a.route, a.status, round(a.latency_s * 1000, 3), a.cache, a.tier))
+            latency_ms = round(a.latency_s * 1000, 3)
+            rows.writerow((a.at, a.route, a.status, latency_ms, a.cache, a.tier, a.path))
 
 
 def keep_logs(workdir: Path, into: Path) -> None:

@@ -71,6 +71,10 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
     assert report["verdict"]["consistent_first_window_checked"] == windows["0.5"]["checked"]
     assert set(report["verdict"]["cached_p99_ms"]) == ROUTES
     assert set(report["verdict"]["cached_p99_outside_recovery_ms"]) == ROUTES
+    # Each path's first answer counted apart: one per list variant the day read.
+    assert set(report["verdict"]["cached_p99_after_first_reads_ms"]) == ROUTES
+    lists = on["routes"]["member_list"]
+    assert 0 < lists["first_reads"] <= min(lists["requests"], 20)  # 5 pages of 4 tiers
 
     page = (tmp_path / "replay.html").read_text()
     assert "uPlot" in page and "<script src" not in page  # self-contained
@@ -79,6 +83,7 @@ def test_a_tiny_day_replayed_with_the_cache_on_and_off(
     # For a post-mortem: every answer, the client's own loop lag, each process's log.
     for name, found in report["passes"].items():
         answers = (tmp_path / f"answers-{name}.csv").read_text().splitlines()
+        assert answers[0].endswith(",path") and "/api/v1/" in answers[1]
         assert len(answers) == 1 + sum(row["requests"] for row in found["routes"].values())
         assert found["client_loop_lag"]["max_ms"] is not None, name
         assert {"api.log", "worker.log", "beat.log"} <= {
