@@ -92,8 +92,10 @@ def routes(
             "p99_ms_outside_recovery": _ms(after, 0.99) if recovery else None,
             "p99_ms_all": _ms([a.latency_s for a in mine], 0.99),
             # Outside the failover, without each path's first answer of the pass: what is
-            # left once every variant has been read once (a cold read misses in any cache,
-            # and a two-minute day makes 20 list variants' first reads 3% of their reads).
+            # left once every variant has been read once. For a kind no warm-up fills (the
+            # list pages) a first read misses in any cache, and a two-minute day makes 20 list
+            # variants' first reads 3% of their reads. For a warmed one (members) a first read
+            # is a hit, unless a clear emptied it first: there this hides the clear's misses.
             "p99_ms_after_first_reads": _ms(later, 0.99),
             "first_reads": sum(id(a) in firsts for a in mine),
             "errors_5xx": sum(
