@@ -100,13 +100,18 @@ def scan_match(cache: AsyncCacheService, glob: str) -> str:
 Counts = tuple[int, int, int]  # one step's keys: matched, deleted, skipped (system)
 
 
+def _system_prefix(cache: AsyncCacheService) -> str:
+    """``<prefix>sys:``: platform state, never cleared."""
+    return cache.keys.prefix + SYSTEM + ":"
+
+
 async def _scripted_steps(
     cache: AsyncCacheService, match: str, batch: int, spared: str, dry_run: bool
 ) -> AsyncIterator[Counts]:
     """Each step one CLEAR_STEP script (cache.scripts): the SCAN and its UNLINK inside Redis.
     ``spared``: the key of the set of keys to leave alone (it may not exist)."""
     step = cache.clients.writer.register_script(CLEAR_STEP)
-    system = cache.keys.prefix + SYSTEM + ":"
+    system = _system_prefix(cache)
     cursor = 0
     while True:
         args = [cursor, match, batch, system, "1" if dry_run else "0"]
@@ -125,7 +130,7 @@ async def _listed_steps(
     """A Cluster's steps: a script cannot scan every primary, so redis-py walks each with its
     own cursor and the keys found come back to be unlinked."""
     writer: Any = cache.clients.writer
-    system = (cache.keys.prefix + SYSTEM + ":").encode()
+    system = _system_prefix(cache).encode()
 
     async def step(found: list[bytes]) -> Counts:
         doomed = [key for key in found if not key.startswith(system) and key not in spared]
@@ -215,7 +220,8 @@ async def clear(
     spared = {key.encode() for key in first}
     outcome = Cleared(glob, match, dry_run)
     started = time.perf_counter()
-    spared_set = cache.keys.system("clear", "none")  # no such set: nothing is spared
+    scripted = cache.clients.mode != "cluster"
+    spared_set: str | None = None  # the scripted steps' set of spared keys, once made
     try:
         if spared and not dry_run:
             outcome.steps += 1
@@ -226,14 +232,16 @@ async def clear(
             outcome.deleted += removed
             if refill is not None:
                 await refill()
-            if cache.clients.mode != "cluster":
+            if scripted:
                 spared_set = await _spare(cache, sorted(spared))
         else:
             spared = set()
-        if cache.clients.mode == "cluster":
-            steps = _listed_steps(cache, match, batch, spared, dry_run)
+        if scripted:
+            # No such set when nothing is spared: the script skips nothing.
+            none = cache.keys.system("clear", "none")
+            steps = _scripted_steps(cache, match, batch, spared_set or none, dry_run)
         else:
-            steps = _scripted_steps(cache, match, batch, spared_set, dry_run)
+            steps = _listed_steps(cache, match, batch, spared, dry_run)
         pace = Pace(duty)
         async for matched, deleted, skipped in steps:
             outcome.steps += 1
@@ -245,7 +253,7 @@ async def clear(
         outcome.seconds = round(time.perf_counter() - started, 3)
         raise CacheUnavailable(str(exc), outcome) from exc
     finally:
-        if spared and not dry_run and cache.clients.mode != "cluster":
+        if spared_set is not None:
             await cache.run(cache.clients.writer.unlink, spared_set)
     outcome.seconds = round(time.perf_counter() - started, 3)
     return outcome
