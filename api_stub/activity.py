@@ -99,7 +99,7 @@ async def _known(run: Running, member_id: int) -> bool:
     cache = run.cache
 
     async def load() -> Any:
-        found = await run.db.read(lambda session: queries.get_member(session, member_id))
+        found = await run.db.query(lambda session: queries.get_member(session, member_id))
         return ABSENT if found is None else found  # an absence is cached briefly
 
     key = cache.keys.member(member_id)

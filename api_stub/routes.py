@@ -61,7 +61,7 @@ _CREATED_MEMBER: Final = {
 @router.get("/members/{member_id:int}", operation_id="get_member", responses=responses(NOT_FOUND))
 @cached("member")
 async def get_member(member_id: MemberId, run: Run) -> Response:
-    member = await run.db.read(lambda session: queries.get_member(session, member_id))
+    member = await run.db.query(lambda session: queries.get_member(session, member_id))
     if member is None:
         raise NOT_FOUND()  # cached briefly (negative caching)
     return json_response(member)
@@ -84,7 +84,7 @@ async def list_members(
     filters: dict[str, str | None] = {"status": status, "tier": tier, "country": country, "q": q}
 
     async def count() -> int:
-        return await run.db.read(lambda session: queries.count_members(session, **filters))
+        return await run.db.query(lambda session: queries.count_members(session, **filters))
 
     total = await run.lagging.get(
         run.cache,
@@ -93,7 +93,7 @@ async def list_members(
         count,
         current=wants_current(dict(request.scope["headers"])),
     )
-    found = await run.db.read(
+    found = await run.db.query(
         lambda session: queries.list_members(
             session, **filters, page=page, page_size=page_size, total=total
         )
@@ -270,4 +270,4 @@ async def demographics(run: Run) -> Response:
 @router.get("/lookups/{name}", responses=responses(NOT_FOUND))
 @cached("lookup")
 async def lookup(name: str, run: Run) -> Response:
-    return json_response(await run.db.read(lambda session: queries.lookup(session, name)))
+    return json_response(await run.db.query(lambda session: queries.lookup(session, name)))

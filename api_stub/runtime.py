@@ -47,14 +47,18 @@ _SHARED: ContextVar[_Shared | None] = ContextVar("shared_session", default=None)
 class Database:
     """Sync SQLAlchemy sessions run in the threadpool (the async engine would need greenlet).
 
-    ``read`` runs in a transaction that is rolled back; ``write`` commits when the work
-    returns, so whatever follows a ``write`` (the cache invalidation) runs after the commit.
-    Inside :meth:`shared`, the task's reads share one session.
+    ``read`` runs in a transaction that is rolled back; ``query`` runs one statement with no
+    transaction around it; ``write`` commits when the work returns, so whatever follows a
+    ``write`` (the cache invalidation) runs after the commit. Inside :meth:`shared`, the
+    task's reads share one session.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
+        # Autocommit: the driver sends no BEGIN and no ROLLBACK (psycopg sets it on the
+        # connection, no round trip of its own).
+        self._statements = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     async def read(self, work: Callable[[Session], T]) -> T:
         shared = _SHARED.get()
@@ -62,6 +66,16 @@ class Database:
         if shared is not None and shared.owner is asyncio.current_task():
             return await run_in_threadpool(self._read_shared, shared.session, work)
         return await run_in_threadpool(self._read, work)
+
+    async def query(self, work: Callable[[Session], T]) -> T:
+        """``work`` that runs a single statement (a record, a page, a count), outside any
+        transaction: a miss's read is then two round trips (the pool's ping, the statement)
+        instead of four, and as consistent, since each statement under READ COMMITTED reads
+        its own snapshot in a transaction too. Inside :meth:`shared`, the shared session."""
+        shared = _SHARED.get()
+        if shared is not None and shared.owner is asyncio.current_task():
+            return await run_in_threadpool(self._read_shared, shared.session, work)
+        return await run_in_threadpool(self._query, work)
 
     @asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
@@ -92,6 +106,10 @@ class Database:
 
     def _read(self, work: Callable[[Session], T]) -> T:
         with self._sessions() as session:
+            return work(session)
+
+    def _query(self, work: Callable[[Session], T]) -> T:
+        with self._statements() as session:
             return work(session)
 
     def _write(self, work: Callable[[Session], T]) -> T:
