@@ -61,21 +61,23 @@ class Database:
         self._statements = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     async def read(self, work: Callable[[Session], T]) -> T:
-        shared = _SHARED.get()
-        # Only the task that opened it: a task it starts copies the context, not the right.
-        if shared is not None and shared.owner is asyncio.current_task():
-            return await run_in_threadpool(self._read_shared, shared.session, work)
-        return await run_in_threadpool(self._read, work)
+        return await self._in_thread(work, self._read)
 
     async def query(self, work: Callable[[Session], T]) -> T:
         """``work`` that runs a single statement (a record, a page, a count), outside any
         transaction: a miss's read is then two round trips (the pool's ping, the statement)
         instead of four, and as consistent, since each statement under READ COMMITTED reads
         its own snapshot in a transaction too. Inside :meth:`shared`, the shared session."""
+        return await self._in_thread(work, self._query)
+
+    async def _in_thread(self, work: Callable[[Session], T], alone: Callable[..., T]) -> T:
+        """``work`` in the threadpool: in the task's shared session (:meth:`shared`), else
+        by ``alone`` in a session of its own."""
         shared = _SHARED.get()
+        # Only the task that opened it: a task it starts copies the context, not the right.
         if shared is not None and shared.owner is asyncio.current_task():
             return await run_in_threadpool(self._read_shared, shared.session, work)
-        return await run_in_threadpool(self._query, work)
+        return await run_in_threadpool(alone, work)
 
     @asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
