@@ -149,12 +149,13 @@ class CacheCore:
         """Invalidations that failed while Redis was away, applied before the next command.
 
         Oldest first, in batches: deletes as an UNLINK (with the leases), failed write-throughs
-        as retired envelopes at their version (:meth:`retirement`). A batch that fails goes
-        back to the outbox and the failure propagates, so the command it preceded is not run
-        against stale data. The front performs these operations directly, outside the breaker
-        it is already inside.
+        as retired envelopes at their version (:meth:`retirement`). A batch stays counted in the
+        outbox until its commands are done (another replay meanwhile skips it). A batch that
+        fails goes back to the outbox and the failure propagates, so the command it preceded
+        is not run against stale data. The front performs these operations directly, outside
+        the breaker it is already inside.
         """
-        while pending := self.outbox.drain_pending():
+        while pending := self.outbox.take():
             deleted = [key for key, version in pending if version is None]
             retired = [self.retirement(key, v) for key, v in pending if v is not None]
             try:
@@ -163,8 +164,9 @@ class CacheCore:
                 if retired:
                     yield Retire(retired)
             except BaseException:
-                self.outbox.restore_pending(pending)
+                self.outbox.settle(pending, applied=False)
                 raise
+            self.outbox.settle(pending, applied=True)
             self.metrics.outbox_replayed += len(pending)
 
     def retirement(self, key: str, version: int) -> WriteGuarded:

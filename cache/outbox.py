@@ -23,6 +23,10 @@ Pending = tuple[str, int | None]
 class Outbox(Protocol):
     def add(self, keys: Iterable[str], versions: Mapping[str, int] | None = None) -> None: ...
 
+    def take(self, limit: int = 10_000) -> list[Pending]: ...
+
+    def settle(self, taken: Iterable[Pending], *, applied: bool) -> None: ...
+
     def drain(self, limit: int = 10_000) -> list[str]: ...
 
     def drain_pending(self, limit: int = 10_000) -> list[Pending]: ...
@@ -34,12 +38,19 @@ class Outbox(Protocol):
 
 class MemoryOutbox:
     """Bounded, de-duplicated, thread-safe; the oldest keys are dropped past capacity. A key
-    added twice keeps the highest version it was given."""
+    added twice keeps the highest version it was given.
+
+    A replay :meth:`take` s a batch and :meth:`settle` s it when its commands are done: taken
+    keys stay counted (``len``: what still has to reach Redis, which a health check or a
+    metric reads while a replay is on its way) but no other replay takes them. A key added
+    again while its replay is on its way waits for the next replay, at the higher version.
+    """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self.dropped = 0
-        self._keys: OrderedDict[str, int | None] = OrderedDict()
+        self._keys: OrderedDict[str, int | None] = OrderedDict()  # waiting, oldest first
+        self._flying: dict[str, int | None] = {}  # taken by a replay on its way
         self._lock = threading.Lock()
 
     def add(self, keys: Iterable[str], versions: Mapping[str, int] | None = None) -> None:
@@ -47,19 +58,42 @@ class MemoryOutbox:
 
     def restore_pending(self, pending: Iterable[Pending]) -> None:
         with self._lock:
-            for key, version in pending:
-                known = self._keys.get(key)
-                if known is not None and (version is None or version < known):
-                    version = known
-                self._keys[key] = version
-                self._keys.move_to_end(key)
-            while len(self._keys) > self.capacity:
-                self._keys.popitem(last=False)
-                self.dropped += 1
+            self._wait(pending)
 
-    def drain_pending(self, limit: int = 10_000) -> list[Pending]:
+    def _wait(self, pending: Iterable[Pending]) -> None:
+        for key, version in pending:
+            known = self._keys.get(key)
+            if known is not None and (version is None or version < known):
+                version = known
+            self._keys[key] = version
+            self._keys.move_to_end(key)
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+            self.dropped += 1
+
+    def take(self, limit: int = 10_000) -> list[Pending]:
+        """The oldest waiting keys, for one replay: counted still, taken by no other."""
         with self._lock:
             taken: list[Pending] = []
+            while self._keys and len(taken) < limit:
+                key, version = self._keys.popitem(last=False)
+                self._flying[key] = version
+                taken.append((key, version))
+            return taken
+
+    def settle(self, taken: Iterable[Pending], *, applied: bool) -> None:
+        """A replay's batch is done: forgotten when ``applied``, else waiting again."""
+        with self._lock:
+            back = [(key, self._flying.pop(key, version)) for key, version in taken]
+            if not applied:
+                self._wait(back)
+
+    def drain_pending(self, limit: int = 10_000) -> list[Pending]:
+        """Remove and return the oldest keys, those on their way in a replay first."""
+        with self._lock:
+            taken = list(self._flying.items())[:limit]
+            for key, _version in taken:
+                del self._flying[key]
             while self._keys and len(taken) < limit:
                 taken.append(self._keys.popitem(last=False))
             return taken
@@ -68,4 +102,4 @@ class MemoryOutbox:
         return [key for key, _version in self.drain_pending(limit)]
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._keys) + len(self._flying)
