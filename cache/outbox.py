@@ -40,10 +40,10 @@ class MemoryOutbox:
     """Bounded, de-duplicated, thread-safe; the oldest keys are dropped past capacity. A key
     added twice keeps the highest version it was given.
 
-    A replay :meth:`take` s a batch and :meth:`settle` s it when its commands are done: taken
-    keys stay counted (``len``: what still has to reach Redis, which a health check or a
-    metric reads while a replay is on its way) but no other replay takes them. A key added
-    again while its replay is on its way waits for the next replay, at the higher version.
+    A replay takes a batch (:meth:`take`) and settles it when its commands are done
+    (:meth:`settle`): taken keys stay counted (``len``: what still has to reach Redis, which
+    a health check or a metric reads while a replay is on its way) but no other replay takes
+    them. A key added again while its replay is on its way waits for the next replay.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
