@@ -61,23 +61,23 @@ class Database:
         self._statements = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     async def read(self, work: Callable[[Session], T]) -> T:
-        return await self._in_thread(work, self._read)
+        return await self._in_thread(work, self._sessions)
 
     async def query(self, work: Callable[[Session], T]) -> T:
         """``work`` that runs a single statement (a record, a page, a count), outside any
         transaction: a miss's read is then two round trips (the pool's ping, the statement)
         instead of four, and as consistent, since each statement under READ COMMITTED reads
         its own snapshot in a transaction too. Inside :meth:`shared`, the shared session."""
-        return await self._in_thread(work, self._query)
+        return await self._in_thread(work, self._statements)
 
-    async def _in_thread(self, work: Callable[[Session], T], alone: Callable[..., T]) -> T:
-        """``work`` in the threadpool: in the task's shared session (:meth:`shared`), else
-        by ``alone`` in a session of its own."""
+    async def _in_thread(self, work: Callable[[Session], T], sessions: Callable[[], Session]) -> T:
+        """``work`` in the threadpool: in the task's shared session (:meth:`shared`), else in
+        a session of its own from ``sessions``."""
         shared = _SHARED.get()
         # Only the task that opened it: a task it starts copies the context, not the right.
         if shared is not None and shared.owner is asyncio.current_task():
             return await run_in_threadpool(self._read_shared, shared.session, work)
-        return await run_in_threadpool(alone, work)
+        return await run_in_threadpool(self._alone, sessions, work)
 
     @asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
@@ -106,12 +106,9 @@ class Database:
     async def write(self, work: Callable[[Session], T]) -> T:
         return await run_in_threadpool(self._write, work)
 
-    def _read(self, work: Callable[[Session], T]) -> T:
-        with self._sessions() as session:
-            return work(session)
-
-    def _query(self, work: Callable[[Session], T]) -> T:
-        with self._statements() as session:
+    @staticmethod
+    def _alone(sessions: Callable[[], Session], work: Callable[[Session], T]) -> T:
+        with sessions() as session:
             return work(session)
 
     def _write(self, work: Callable[[Session], T]) -> T:
