@@ -43,7 +43,8 @@ class MemoryOutbox:
     A replay takes a batch (:meth:`take`) and settles it when its commands are done
     (:meth:`settle`): taken keys stay counted (``len``: what still has to reach Redis, which
     a health check or a metric reads while a replay is on its way) but no other replay takes
-    them. A key added again while its replay is on its way waits for the next replay.
+    them. A key added again while its replay is on its way waits until that replay settles:
+    a key is on its way in one replay at a time.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
@@ -72,13 +73,19 @@ class MemoryOutbox:
             self.dropped += 1
 
     def take(self, limit: int = 10_000) -> list[Pending]:
-        """The oldest waiting keys, for one replay: counted still, taken by no other."""
+        """The oldest waiting keys, for one replay: counted still, taken by no other. A key
+        whose earlier version is on its way waits for that replay to settle."""
         with self._lock:
             taken: list[Pending] = []
+            later: list[Pending] = []
             while self._keys and len(taken) < limit:
                 key, version = self._keys.popitem(last=False)
-                self._flying[key] = version
-                taken.append((key, version))
+                if key in self._flying:
+                    later.append((key, version))
+                else:
+                    self._flying[key] = version
+                    taken.append((key, version))
+            self._keys.update(later)
             return taken
 
     def settle(self, taken: Iterable[Pending], *, applied: bool) -> None:

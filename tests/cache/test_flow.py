@@ -217,6 +217,7 @@ def test_a_replay_on_its_way_keeps_its_keys_counted_and_to_itself() -> None:
     assert len(core.outbox) == 2  # still to reach Redis: a metric or a test reads 2, not 0
     assert list(core.replay()) == []  # a second replay meanwhile takes nothing
     core.outbox.add(["t:b"], {"t:b": 3})  # a newer write-through failed meanwhile
+    assert list(core.replay()) == []  # b at 3 waits for b at 2's replay to settle
     assert isinstance(flying.send(1), Retire)
     assert len(core.outbox) == 3  # a, and b at 2, on their way; b at 3 waiting
     # The batch applied, it is forgotten; the newer version is the replay's next batch.
