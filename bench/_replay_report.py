@@ -77,12 +77,9 @@ def routes(
     firsts = _first_reads(rec)
     for route in sorted({a.route for a in rec.answers}):
         mine = [a for a in rec.answers if a.route == route]
-        outside = [a.latency_s for a in mine if not _inside(a, window) and 0 < a.status < 500]
-        later = [
-            a.latency_s
-            for a in mine
-            if not _inside(a, window) and 0 < a.status < 500 and id(a) not in firsts
-        ]
+        answered = [a for a in mine if not _inside(a, window) and 0 < a.status < 500]
+        outside = [a.latency_s for a in answered]
+        later = [a.latency_s for a in answered if id(a) not in firsts]
         after = [a.latency_s for a in mine if not _inside(a, recovery) and 0 < a.status < 500]
         found[route] = {
             "requests": len(mine),
